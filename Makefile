@@ -1,0 +1,44 @@
+# WAOOAW Platform Portal. `make run` serves it, `make test` tests it; both set themselves up.
+
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+UV := .tools/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast lint format check-deploy benchmarks clean-var
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --python $(PYTHON)
+	@touch $@
+
+install: $(VENV)/.synced  ## Create .venv with the locked dependencies (uv)
+
+run: install  ## Serve the portal on http://127.0.0.1:8000 with worker and beat (Ctrl-C stops all)
+	$(PY) manage.py up
+
+test: install  ## Run the whole test suite on a real PostgreSQL and Redis
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: install  ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install  ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+benchmarks: install  ## Run every benchmark in benchmarks/ and print the figures
+	@for bench in benchmarks/bench_*.py; do echo "== $$bench"; $(PY) $$bench || exit 1; done
+
+clean-var:  ## Delete local data (embedded PostgreSQL and Redis, secret key) after stopping them
+	$(PY) -c "from portal import embedded; embedded.remove_data(embedded.var_dir())"
+	rm -rf var

@@ -1,0 +1,58 @@
+"""The JSON API under /api/platform/ (django-ninja); OpenAPI documentation at /api/docs.
+
+Authentication: the browser session (with CSRF on unsafe methods) or ``Authorization: Bearer
+<token>`` (validated by ``ApiTokenMiddleware`` before the request gets here). Other apps add
+their routers to ``api``.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from ninja import NinjaAPI, Schema
+from ninja.security import SessionAuth
+
+from portal import roles
+
+
+class PortalAuth(SessionAuth):
+    """Accepts the session user or the API-token user set by ``ApiTokenMiddleware``."""
+
+    def authenticate(self, request: HttpRequest, key):
+        user = request.user
+        if user.is_authenticated and roles.role_of(user) is not None:
+            return user
+        return None
+
+    def __call__(self, request: HttpRequest):
+        if getattr(request, "api_token", None) is not None:
+            # A bearer request carries no session cookie, so there is nothing for CSRF to protect.
+            return self.authenticate(request, None)
+        return super().__call__(request)
+
+
+api = NinjaAPI(
+    title="WAOOAW Platform Portal API",
+    version="1",
+    description="Operate the WAOOAW agent fleet. Authenticate with `Authorization: Bearer <token>`.",
+    auth=PortalAuth(),
+    urls_namespace="api",
+    docs_url=None,
+)
+
+
+class Me(Schema):
+    username: str
+    email: str
+    role: str | None
+    authenticated_by: str
+
+
+@api.get("/me", response=Me, summary="Who the caller is and with which role")
+def me(request: HttpRequest) -> dict:
+    token = getattr(request, "api_token", None)
+    return {
+        "username": request.user.get_username(),
+        "email": request.user.email,
+        "role": roles.role_of(request.user),
+        "authenticated_by": f"token {token.prefix}" if token is not None else "session",
+    }

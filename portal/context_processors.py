@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest
+from django.urls import reverse
+
+from portal import roles
+from portal.navigation import SECTIONS
+
+
+def _active_section(request: HttpRequest) -> str | None:
+    match = getattr(request, "resolver_match", None)
+    if match is None:
+        return None
+    if match.url_name == "section":
+        return match.kwargs.get("slug")
+    if match.url_name == "dashboard":
+        return "dashboard"
+    return match.namespace or None
+
+
+def portal(request: HttpRequest) -> dict:
+    """What the base layout needs on every page: navigation and the user's role."""
+    role = roles.role_of(getattr(request, "user", None))
+    active = _active_section(request)
+    nav = [
+        {
+            "section": section,
+            "href": reverse(section.url_name)
+            if section.url_name == "dashboard"
+            else reverse(section.url_name, args=[section.slug]),
+            "active": section.slug == active,
+        }
+        for section in SECTIONS
+    ]
+    return {
+        "nav": nav,
+        "user_role": role,
+        "can_operate": roles.role_allows(role, roles.OPERATE),
+        "can_manage": roles.role_allows(role, roles.MANAGE),
+        "google_login_enabled": settings.GOOGLE_LOGIN_ENABLED,
+    }

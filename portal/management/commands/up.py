@@ -1,0 +1,157 @@
+"""``manage.py up``: the whole portal in one command, as ``make run`` starts it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from portal import embedded, services
+from portal.actors import Actor
+from portal.startup import STARTUP_STEPS
+from portal.supervisor import ChildSpec, Supervisor
+
+
+class Command(BaseCommand):
+    help = (
+        "Start the portal: migrate, create the roles and the first Admin, then serve the web "
+        "app (Daphne) with a Celery worker and Celery beat, supervised until Ctrl-C or SIGTERM."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--port", type=int, default=settings.PORT, help="HTTP port (PORT, default 8000)."
+        )
+        parser.add_argument(
+            "--bind", default=settings.BIND_ADDRESS, help="Address to listen on (BIND_ADDRESS)."
+        )
+        parser.add_argument(
+            "--no-worker", action="store_true", help="Do not start a Celery worker."
+        )
+        parser.add_argument("--no-beat", action="store_true", help="Do not start Celery beat.")
+        parser.add_argument(
+            "--no-migrate", action="store_true", help="Skip migrations and set-up steps."
+        )
+
+    def handle(
+        self,
+        *args,
+        port: int,
+        bind: str,
+        no_worker: bool,
+        no_beat: bool,
+        no_migrate: bool,
+        **options,
+    ) -> None:
+        if not 0 < port < 65536:
+            raise CommandError(f"--port {port} is not a TCP port; use 1-65535.")
+        if not _port_free(bind, port):
+            raise CommandError(
+                f"Port {port} on {bind} is already in use (another portal?). Stop it, or use PORT=<other port>."
+            )
+        if embedded.current is not None:
+            # Whoever serves the portal owns the embedded servers: Ctrl-C stops them too.
+            embedded.current.take_ownership()
+
+        password = None
+        if not no_migrate:
+            self.stdout.write("Migrating the database…")
+            call_command("migrate", interactive=False, verbosity=0)
+            call_command("collectstatic", interactive=False, verbosity=0)
+            actor = Actor.command("up")
+            user, password = services.ensure_admin_user(actor)
+            for step in STARTUP_STEPS:
+                step(actor, self.stdout)
+
+        supervisor = Supervisor(
+            self._children(bind, port, no_worker, no_beat), out=self.stdout._out
+        )
+
+        def announce() -> None:
+            url = f"http://{'127.0.0.1' if bind in ('0.0.0.0', '::') else bind}:{port}"
+            if _wait_for_port(bind, port, timeout=30):
+                supervisor.say(
+                    "up", f"WAOOAW Platform Portal is up at {url}  (Ctrl-C stops everything)"
+                )
+            else:
+                supervisor.say(
+                    "up", f"the web server has not opened {url} after 30 s; see its output above"
+                )
+            if password:
+                supervisor.say(
+                    "up",
+                    "First start: an Admin account was created. This password is shown only once:",
+                )
+                supervisor.say("up", f"    username: admin    password: {password}")
+                supervisor.say("up", "Change it with `python manage.py changepassword admin`.")
+            elif settings.PORTAL_ADMIN_EMAIL:
+                supervisor.say(
+                    "up", f"Sign in as {settings.PORTAL_ADMIN_EMAIL} with PORTAL_ADMIN_PASSWORD."
+                )
+
+        code = supervisor.run(on_started=announce)
+        if code:
+            sys.exit(code)
+
+    def _children(self, bind: str, port: int, no_worker: bool, no_beat: bool) -> list[ChildSpec]:
+        python = sys.executable
+        # No access log from Daphne: RequestLogMiddleware writes one structured line per request.
+        web = [python, "-m", "daphne", "-b", bind, "-p", str(port), "--websocket_timeout", "-1",
+               "--access-log", os.devnull]  # fmt: skip
+        if getattr(settings, "SECURE_PROXY_SSL_HEADER", None):
+            web.append("--proxy-headers")
+        web.append("portal.asgi:application")
+        specs = [ChildSpec("web", web)]
+        if not no_worker:
+            specs.append(
+                ChildSpec(
+                    "worker",
+                    [python, "-m", "celery", "-A", "portal", "worker", "--loglevel", settings.LOG_LEVEL,
+                     "--concurrency", str(settings.CELERY_WORKER_CONCURRENCY), "--hostname", "worker@%h"],
+                )
+            )  # fmt: skip
+        if not no_beat:
+            schedule = embedded.var_dir() / "celerybeat-schedule"
+            specs.append(
+                ChildSpec(
+                    "beat",
+                    [python, "-m", "celery", "-A", "portal", "beat", "--loglevel", settings.LOG_LEVEL,
+                     "--schedule", str(schedule), "--pidfile="],
+                )
+            )  # fmt: skip
+        for extra in EXTRA_CHILDREN:
+            specs.append(extra(python))
+        return specs
+
+
+# Later apps add long-running processes here (the runtime monitor).
+EXTRA_CHILDREN: list = []
+
+
+def _port_free(bind: str, port: int) -> bool:
+    with socket.socket(
+        socket.AF_INET6 if ":" in bind else socket.AF_INET, socket.SOCK_STREAM
+    ) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((bind, port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_for_port(bind: str, port: int, timeout: float) -> bool:
+    host = "127.0.0.1" if bind in ("0.0.0.0", "") else ("::1" if bind == "::" else bind)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.2)
+    return False

@@ -1,0 +1,107 @@
+"""The portal's own records: API tokens and the permissions behind the three roles."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Access(models.Model):
+    """Holds the portal-wide permissions that the roles are made of; it stores no rows."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [
+            ("view_portal", "Can view the portal (fleet, logs, events, metrics)"),
+            ("operate_agents", "Can run lifecycle, bulk, recovery, queue and help-desk actions"),
+            ("manage_platform", "Can manage users, templates, versions, settings and the admin"),
+            ("view_secrets", "Can see secret configuration values"),
+        ]
+
+    def __str__(self) -> str:
+        return "portal access"
+
+
+class ApiTokenQuerySet(models.QuerySet):
+    def active(self) -> ApiTokenQuerySet:
+        now = timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+        )
+
+
+class ApiToken(models.Model):
+    """A bearer token for automation. It acts as its user, with that user's role.
+
+    Only a SHA-256 digest of the secret is stored; the token itself is shown once, when created.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, blank=True, help_text="What the token is for.")
+    prefix = models.CharField(
+        max_length=16, unique=True, help_text="The public start of the token, to recognise it."
+    )
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+
+class AuditEntry(models.Model):
+    """One mutation anyone made through any door: who, what, when, from where, outcome."""
+
+    class Outcome(models.TextChoices):
+        SUCCESS = "success"
+        REFUSED = "refused"
+        FAILED = "failed"
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.CharField(
+        max_length=200, help_text="user:<name>, token:<prefix>, command, system"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    action = models.CharField(max_length=100, db_index=True)
+    target = models.CharField(max_length=200, blank=True)
+    source = models.CharField(max_length=200, blank=True, help_text="IP address, command or task")
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return (
+            f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target} {self.outcome}"
+        )

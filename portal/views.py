@@ -1,0 +1,56 @@
+"""Views of the portal shell: sign-in, the dashboard, placeholders for sections to come, health."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_not_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from portal import health
+from portal.forms import LoginForm
+from portal.navigation import SECTIONS_BY_SLUG
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "portal/login.html"
+    authentication_form = LoginForm
+    redirect_authenticated_user = True
+
+
+@login_not_required
+@require_GET
+def login_refused(request: HttpRequest) -> HttpResponse:
+    """Where a refused Google sign-in lands, with the reason social-auth gave."""
+    reasons = [str(message) for message in messages.get_messages(request)]
+    return render(request, "portal/login_refused.html", {"reasons": reasons}, status=403)
+
+
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return render(request, "portal/dashboard.html", {"status": health.system_status()})
+
+
+@require_GET
+def section(request: HttpRequest, slug: str) -> HttpResponse:
+    """A section of the sidebar that a later release builds."""
+    found = SECTIONS_BY_SLUG.get(slug)
+    if found is None or found.slug == "dashboard":
+        raise Http404(f"There is no section {slug!r}.")
+    return render(request, "portal/section.html", {"section": found, "active_section": slug})
+
+
+@login_not_required
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness of the portal and its two stores; 503 when either is unreachable."""
+    checks = health.check_dependencies()
+    healthy = all(check["ok"] for check in checks.values())
+    return JsonResponse(
+        {"status": "ok" if healthy else "unavailable", "checks": checks},
+        status=200 if healthy else 503,
+    )

@@ -1,0 +1,178 @@
+"""Test-session set-up: a real PostgreSQL and Redis from the same wheels as ``make run``.
+
+The controlling pytest process starts both in a fresh temporary directory and exports their
+URLs; xdist workers inherit them and use their own Redis database number. pytest-django has
+imported settings before this runs, so the connection settings are patched here, before any
+connection is made.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from portal import embedded
+from portal.env import database_from_url
+
+_ENV_DB = "PORTAL_TEST_DATABASE_URL"
+_ENV_REDIS = "PORTAL_TEST_REDIS_URL"
+_ENV_ROOT = "PORTAL_TEST_ROOT"
+_started_root: Path | None = None
+
+
+def _worker_number() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker[2:]) + 1 if worker.startswith("gw") else 0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _started_root
+    if not os.environ.get(_ENV_DB):
+        root = Path(tempfile.mkdtemp(prefix="portal-test-"))
+        os.environ[_ENV_ROOT] = str(root)
+        os.environ[_ENV_DB] = embedded.start_postgres(root)
+        os.environ[_ENV_REDIS] = embedded.start_redis(root, persistent=False)
+        _started_root = root
+
+    from django.conf import settings
+
+    redis_base = os.environ[_ENV_REDIS].rsplit("/", 1)[0]
+    redis_url = f"{redis_base}/{_worker_number()}"
+    # In place: Django's connection handler may already hold this very dict.
+    database = settings.DATABASES["default"]
+    database.update(database_from_url(os.environ[_ENV_DB]))
+    database["CONN_MAX_AGE"] = 0
+    settings.REDIS_URL = redis_url
+    settings.CACHES["default"]["LOCATION"] = redis_url
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [redis_url]
+    settings.CELERY_BROKER_URL = redis_url
+    settings.STORAGES["staticfiles"] = {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+    }
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+    from portal.celery import app as celery_app
+
+    celery_app.conf.broker_url = redis_url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _started_root is not None:
+        embedded.stop_redis(_started_root)
+        embedded.stop_postgres(_started_root)
+        shutil.rmtree(_started_root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The URL of the test session's real Redis (this xdist worker's own database)."""
+    from django.conf import settings
+
+    return settings.REDIS_URL
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    """A client on an emptied Redis database."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def test_database_url(django_db_setup, django_db_blockers) -> str:
+    """A URL of the test database, for subprocesses (Daphne, workers) that must share it."""
+    from django.db import connection
+
+    with django_db_blockers.unblock():
+        name = connection.settings_dict["NAME"]
+    base = os.environ[_ENV_DB]
+    prefix, _, query = base.partition("?")
+    return f"{prefix.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+# --- users of every role, and clients signed in as them ---------------------------------
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def make_user(db):
+    from django.contrib.auth import get_user_model
+
+    from portal import roles
+
+    def make(username: str, role: str | None = None, **fields):
+        user = get_user_model().objects.create_user(
+            username=username,
+            email=fields.pop("email", f"{username}@waooaw.test"),
+            password=PASSWORD,
+            **fields,
+        )
+        if role is not None:
+            roles.set_role(user, role)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def admin(make_user):
+    return make_user("ada", "Admin")
+
+
+@pytest.fixture
+def operator(make_user):
+    return make_user("otto", "Operator")
+
+
+@pytest.fixture
+def viewer(make_user):
+    return make_user("vera", "Viewer")
+
+
+@pytest.fixture
+def outsider(make_user):
+    """Signed up but given no role: sees nothing."""
+    return make_user("oscar")
+
+
+def _client_for(user):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def as_admin(admin):
+    return _client_for(admin)
+
+
+@pytest.fixture
+def as_operator(operator):
+    return _client_for(operator)
+
+
+@pytest.fixture
+def as_viewer(viewer):
+    return _client_for(viewer)
+
+
+@pytest.fixture
+def as_outsider(outsider):
+    return _client_for(outsider)
+
+
+@pytest.fixture
+def password() -> str:
+    """The password every fixture user has."""
+    return PASSWORD
