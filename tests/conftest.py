@@ -53,7 +53,12 @@ def pytest_configure(config: pytest.Config) -> None:
     settings.STORAGES["staticfiles"] = {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
     }
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Fast hashing for the many users tests create; PBKDF2 stays available for the browser tests,
+    # whose server process runs the real settings.
+    settings.PASSWORD_HASHERS = [
+        "django.contrib.auth.hashers.MD5PasswordHasher",
+        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    ]
 
     from portal.celery import app as celery_app
 
@@ -87,11 +92,11 @@ def redis_client(redis_url):
 
 
 @pytest.fixture(scope="session")
-def test_database_url(django_db_setup, django_db_blockers) -> str:
+def test_database_url(django_db_setup, django_db_blocker) -> str:
     """A URL of the test database, for subprocesses (Daphne, workers) that must share it."""
     from django.db import connection
 
-    with django_db_blockers.unblock():
+    with django_db_blocker.unblock():
         name = connection.settings_dict["NAME"]
     base = os.environ[_ENV_DB]
     prefix, _, query = base.partition("?")

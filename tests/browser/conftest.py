@@ -1,0 +1,152 @@
+"""Browser tests: Daphne serving the real ASGI app on the test database, driven by Playwright
+in Debian's Chromium (never a downloaded browser).
+
+Without Chromium the tests are skipped, except under CI=true, where CI has installed it and a
+missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from portal import embedded
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "test-results" / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if "tests/browser/" in str(item.fspath):
+            item.add_marker(pytest.mark.browser)
+    # Browser tests last: their session-wide Playwright loop relaxes Django's async-safety check.
+    items.sort(key=lambda item: "tests/browser/" in str(item.fspath))
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    path = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(
+                "CI=true but Chromium is missing; .ci/run installs Debian's chromium package."
+            )
+        pytest.skip("Chromium is not installed (apt-get install chromium); CI runs these tests.")
+    return path
+
+
+@pytest.fixture(scope="session")
+def portal_server(test_database_url: str, redis_url: str, tmp_path_factory) -> str:
+    """Daphne with the real settings, on the test database; yields its base URL."""
+    static_root = tmp_path_factory.mktemp("static")
+    port = embedded.free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": test_database_url,
+        "REDIS_URL": redis_url,
+        "STATIC_ROOT": str(static_root),
+        "PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    log = open(tmp_path_factory.mktemp("daphne") / "daphne.log", "w+")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--websocket_timeout", "-1",
+         "--access-log", os.devnull, "portal.asgi:application"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            log.seek(0)
+            server.kill()
+            pytest.fail(f"Daphne did not come up:\n{log.read()[-3000:]}")
+        time.sleep(0.2)
+    yield base
+    server.terminate()
+    server.wait(timeout=15)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_path: str):
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop running in this thread for the whole session;
+    # the ORM calls tests make here are still plain synchronous calls, so allow them.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    playwright = sync_playwright().start()
+    chromium = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+    yield chromium
+    chromium.close()
+    playwright.stop()
+    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+@pytest.fixture
+def page(browser, portal_server, transactional_db):
+    """A fresh browser context (no cookies, no storage) on the running portal."""
+    context = browser.new_context(base_url=portal_server, viewport={"width": 1366, "height": 860})
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def screenshot():
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def take(page, name: str) -> Path:
+        path = SCREENSHOTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=False)
+        return path
+
+    return take
+
+
+@pytest.fixture
+def sign_in_as(page, password):
+    def sign_in(user) -> None:
+        from django.contrib.auth.hashers import make_password
+
+        # The server runs the real settings, which do not accept the tests' fast hasher.
+        user.password = make_password(password, hasher="pbkdf2_sha256")
+        user.save(update_fields=["password"])
+        page.goto("/login/")
+        page.get_by_label("Email or username").fill(user.get_username())
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Sign in", exact=True).click()
+        page.wait_for_url("**/")
+
+    return sign_in
