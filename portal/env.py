@@ -126,6 +126,8 @@ def database_from_url(url: str, name: str = "DATABASE_URL") -> dict:
         )
     config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
     options = config.setdefault("OPTIONS", {})
+    # Fail fast when the server does not answer, so /healthz reports it instead of hanging.
+    options.setdefault("connect_timeout", 5)
     if "host" in options:  # a Unix-socket directory given as ?host=
         config["HOST"] = options.pop("host")
     if not config.get("NAME"):

@@ -73,7 +73,7 @@ def portal_server(test_database_url: str, redis_url: str, tmp_path_factory) -> s
         check=True,
         timeout=120,
     )
-    log = open(tmp_path_factory.mktemp("daphne") / "daphne.log", "w+")
+    log = open(tmp_path_factory.mktemp("daphne") / "daphne.log", "w+")  # noqa: SIM115 (open while Daphne runs)
     server = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--websocket_timeout", "-1",
          "--access-log", os.devnull, "portal.asgi:application"],

@@ -128,7 +128,8 @@ def test_up_serves_then_stops_everything_and_reuses_data_next_time(tmp_path: Pat
         assert "shown only once" not in second.output
         assert sign_in(base, "admin", password).get(f"{base}/", timeout=10).url == f"{base}/"
     finally:
-        assert second.stop() == 0
+        code = second.stop()
+    assert code == 0, second.output[-3000:]
     assert not embedded.postgres_is_running(var_dir)
 
 

@@ -8,12 +8,10 @@ import sys
 import time
 
 from django.conf import settings
-from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from portal import embedded, services
-from portal.actors import Actor
-from portal.startup import STARTUP_STEPS
+from portal import embedded
+from portal.management.commands.setup import run_setup
 from portal.supervisor import ChildSpec, Supervisor
 
 
@@ -58,15 +56,7 @@ class Command(BaseCommand):
             # Whoever serves the portal owns the embedded servers: Ctrl-C stops them too.
             embedded.current.take_ownership()
 
-        password = None
-        if not no_migrate:
-            self.stdout.write("Migrating the database…")
-            call_command("migrate", interactive=False, verbosity=0)
-            call_command("collectstatic", interactive=False, verbosity=0)
-            actor = Actor.command("up")
-            user, password = services.ensure_admin_user(actor)
-            for step in STARTUP_STEPS:
-                step(actor, self.stdout)
+        password = None if no_migrate else run_setup(self.stdout, collectstatic=True)
 
         supervisor = Supervisor(
             self._children(bind, port, no_worker, no_beat), out=self.stdout._out
