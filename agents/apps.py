@@ -1,6 +1,18 @@
+from __future__ import annotations
+
 from django.apps import AppConfig
 
 
 class AgentsConfig(AppConfig):
     name = "agents"
     verbose_name = "Agents"
+
+    def ready(self) -> None:
+        from agents import services
+        from portal.management.commands import up
+        from portal.startup import STARTUP_STEPS
+
+        if services.seed_step not in STARTUP_STEPS:
+            STARTUP_STEPS.append(services.seed_step)
+        if up.monitor_child not in up.EXTRA_CHILDREN:
+            up.EXTRA_CHILDREN.append(up.monitor_child)

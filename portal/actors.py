@@ -28,6 +28,8 @@ class Actor:
     token: ApiToken | None = None
     source: str = ""
     name: str = ""
+    # The label recorded when the request was made, for work carried out later on its behalf.
+    recorded_label: str = ""
 
     @classmethod
     def from_request(cls, request: HttpRequest) -> Actor:
@@ -48,6 +50,8 @@ class Actor:
 
     @property
     def label(self) -> str:
+        if self.recorded_label:
+            return self.recorded_label
         if self.kind == "token" and self.token is not None:
             return f"token:{self.token.prefix} ({self.user.get_username()})"
         if self.kind == "user" and self.user is not None:

@@ -56,3 +56,12 @@ def me(request: HttpRequest) -> dict:
         "role": roles.role_of(request.user),
         "authenticated_by": f"token {token.prefix}" if token is not None else "session",
     }
+
+
+def _add_app_routers() -> None:
+    from agents.api import router as agents_router
+
+    api.add_router("", agents_router)
+
+
+_add_app_routers()

@@ -26,9 +26,9 @@ def portal(request: HttpRequest) -> dict:
     nav = [
         {
             "section": section,
-            "href": reverse(section.url_name)
-            if section.url_name == "dashboard"
-            else reverse(section.url_name, args=[section.slug]),
+            "href": reverse(section.url_name, args=[section.slug])
+            if section.url_name == "section"
+            else reverse(section.url_name),
             "active": section.slug == active,
         }
         for section in SECTIONS

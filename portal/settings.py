@@ -283,5 +283,23 @@ LOGGING = {
 # --- portal -----------------------------------------------------------------------------
 
 PORT = env.int("PORT", 8000, minimum=1, maximum=65535)
+
+# --- agents -----------------------------------------------------------------------------
+
+AGENT_RUNTIME = env.choice("AGENT_RUNTIME", ["local", "docker", "kubernetes"], "local")
+AGENT_ROOT = Path(env.str("AGENT_ROOT", str(VAR_DIR / "agents")))
+# The Redis the agents' task queues live in (agentd connects to it).
+AGENT_REDIS_URL = validate_redis_url(env.secret("AGENT_REDIS_URL") or REDIS_URL, "AGENT_REDIS_URL")
+AGENT_READY_TIMEOUT_SECONDS = env.int("AGENT_READY_TIMEOUT_SECONDS", 20, minimum=1, maximum=600)
+AGENT_STOP_GRACE_SECONDS = env.int("AGENT_STOP_GRACE_SECONDS", 10, minimum=1, maximum=300)
+AGENT_PROBE_INTERVAL_SECONDS = env.int("AGENT_PROBE_INTERVAL_SECONDS", 5, minimum=1, maximum=300)
+AGENT_RESTART_MAX_ATTEMPTS = env.int("AGENT_RESTART_MAX_ATTEMPTS", 5, minimum=0, maximum=100)
+AGENT_RESTART_BACKOFF_SECONDS = (
+    env.int("AGENT_RESTART_BACKOFF_MS", 500, minimum=0, maximum=600_000) / 1000
+)
+AGENT_RESTART_BACKOFF_MAX_SECONDS = env.int(
+    "AGENT_RESTART_BACKOFF_MAX_SECONDS", 60, minimum=1, maximum=3600
+)
+AGENT_RESTART_RESET_SECONDS = env.int("AGENT_RESTART_RESET_SECONDS", 60, minimum=1, maximum=86_400)
 BIND_ADDRESS = env.str("BIND_ADDRESS", "127.0.0.1")
 HEALTHZ_TIMEOUT_SECONDS = 2

@@ -16,6 +16,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("agents/", include("agents.urls")),
     path("api/platform/", api.urls),
     path("api/docs", login_not_required(openapi_view), {"api": api}, name="api_docs"),
     path("", include("social_django.urls", namespace="social")),

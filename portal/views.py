@@ -31,14 +31,20 @@ def login_refused(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "portal/dashboard.html", {"status": health.system_status()})
+    from agents.views import fleet_overview
+
+    return render(
+        request,
+        "portal/dashboard.html",
+        {"status": health.system_status(), **fleet_overview(request)},
+    )
 
 
 @require_GET
 def section(request: HttpRequest, slug: str) -> HttpResponse:
     """A section of the sidebar that a later release builds."""
     found = SECTIONS_BY_SLUG.get(slug)
-    if found is None or found.slug == "dashboard":
+    if found is None or found.url_name != "section":
         raise Http404(f"There is no section {slug!r}.")
     return render(request, "portal/section.html", {"section": found, "active_section": slug})
 

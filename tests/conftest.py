@@ -47,9 +47,13 @@ def pytest_configure(config: pytest.Config) -> None:
     database.update(database_from_url(os.environ[_ENV_DB]))
     database["CONN_MAX_AGE"] = 0
     settings.REDIS_URL = redis_url
+    settings.AGENT_REDIS_URL = redis_url
     settings.CACHES["default"]["LOCATION"] = redis_url
     settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [redis_url]
     settings.CELERY_BROKER_URL = redis_url
+    static_root = Path(os.environ[_ENV_ROOT]) / "static"
+    static_root.mkdir(exist_ok=True)
+    settings.STATIC_ROOT = static_root
     settings.STORAGES["staticfiles"] = {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
     }

@@ -27,12 +27,40 @@
       document.body.classList.remove("sidebar-open");
     } else if (target.closest("[data-dismiss-toast]")) {
       target.closest(".toast").remove();
+    } else if (target.closest("[data-close-dialog]")) {
+      target.closest("dialog").close();
     }
+    // A click outside an open actions menu closes it.
+    document.querySelectorAll("details.menu[open]").forEach(function (menu) {
+      if (!menu.contains(target) || target.closest(".menu-item")) menu.removeAttribute("open");
+    });
   });
 
   document.addEventListener("keydown", function (event) {
     if (event.key === "Escape") document.body.classList.remove("sidebar-open");
   });
+
+  // A confirmation dialog fetched into #modal opens as a modal; it closes once its form is sent.
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var dialog = event.detail.target.querySelector && event.detail.target.querySelector("dialog[data-open-modal]");
+    if (dialog && !dialog.open) dialog.showModal();
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var dialog = event.detail.elt.closest && event.detail.elt.closest("dialog");
+    if (dialog && event.detail.elt.tagName === "FORM") dialog.close();
+  });
+  document.addEventListener("close", function (event) {
+    if (event.target.matches && event.target.matches("#modal dialog")) event.target.remove();
+  }, true);
+
+  // "next try in 4 s": count down without asking the server.
+  setInterval(function () {
+    document.querySelectorAll("[data-countdown]").forEach(function (el) {
+      var seconds = Math.max(0, Math.round((Date.parse(el.dataset.countdown) - Date.now()) / 1000));
+      var out = el.querySelector(".countdown");
+      if (out) out.textContent = seconds > 0 ? "in " + seconds + " s" : "now";
+    });
+  }, 500);
 
   document.addEventListener("DOMContentLoaded", function () {
     setTheme(root.dataset.theme === "light" ? "light" : "dark");

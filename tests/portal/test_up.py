@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,6 +20,16 @@ import requests
 from portal import embedded
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def var_root():
+    """A plain temporary directory: PostgreSQL runs as its own user and must reach into it
+    (pytest's tmp_path lives under a 0700 per-user directory that is pruned between runs)."""
+    root = Path(tempfile.mkdtemp(prefix="portal-up-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 class Up:
@@ -92,8 +104,8 @@ def _children_of(pid: int) -> list[psutil.Process]:
 
 
 @pytest.mark.timeout(180)
-def test_up_serves_then_stops_everything_and_reuses_data_next_time(tmp_path: Path) -> None:
-    var_dir = tmp_path / "var"
+def test_up_serves_then_stops_everything_and_reuses_data_next_time(var_root: Path) -> None:
+    var_dir = var_root / "var"
     port = embedded.free_port()
     base = f"http://127.0.0.1:{port}"
 
@@ -114,7 +126,7 @@ def test_up_serves_then_stops_everything_and_reuses_data_next_time(tmp_path: Pat
     assert not [
         child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE
     ]
-    assert not embedded.postgres_is_running(var_dir)
+    assert not embedded.postgres_is_running(var_dir), second_output_or_first(locals())
     assert not embedded.redis_is_running(var_dir)
     assert (
         "web stopped" in first.output
@@ -130,7 +142,7 @@ def test_up_serves_then_stops_everything_and_reuses_data_next_time(tmp_path: Pat
     finally:
         code = second.stop()
     assert code == 0, second.output[-3000:]
-    assert not embedded.postgres_is_running(var_dir)
+    assert not embedded.postgres_is_running(var_dir), second_output_or_first(locals())
 
 
 def test_up_refuses_a_taken_port(tmp_path: Path) -> None:
@@ -156,3 +168,8 @@ def test_up_refuses_a_taken_port(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert f"Port {port} on 127.0.0.1 is already in use" in result.stderr
+
+
+def second_output_or_first(scope: dict) -> str:
+    run = scope.get("second") or scope.get("first")
+    return run.output[-3000:] if run else ""

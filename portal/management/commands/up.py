@@ -119,7 +119,12 @@ class Command(BaseCommand):
         return specs
 
 
-# Later apps add long-running processes here (the runtime monitor).
+def monitor_child(python: str) -> ChildSpec:
+    """The runtime monitor: crash detection, health probes, automatic restarts."""
+    return ChildSpec("monitor", [python, "manage.py", "monitor"], env={"LOG_STREAM": "stdout"})
+
+
+# Apps add their long-running processes here (agents adds the monitor).
 EXTRA_CHILDREN: list = []
 
 

@@ -1,0 +1,130 @@
+"""Admin for agents (lifecycle actions through the services), history (read-only), operations."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+
+from agents import services
+from agents.models import ACTION_LABELS, ACTIONS, Agent, AgentTransition, Operation
+from portal.actors import Actor
+
+
+def _lifecycle_action(action: str):
+    def admin_action(modeladmin, request, queryset):
+        actor = Actor.from_request(request)
+        accepted, refused = 0, []
+        for agent in services.dependency_order(queryset.prefetch_related("dependencies")):
+            try:
+                services.request_action(agent, action, actor, reason="admin action", confirm=True)
+                accepted += 1
+            except PermissionDenied as denied:
+                modeladmin.message_user(request, str(denied), messages.ERROR)
+                return
+            except services.ActionRefused as exc:
+                refused.append(exc.message)
+        if accepted:
+            modeladmin.message_user(request, f"{ACTION_LABELS[action][0]} requested for {accepted} agent(s).")
+        for message in refused:
+            modeladmin.message_user(request, message, messages.WARNING)
+
+    admin_action.__name__ = f"{action}_agents"
+    admin_action.short_description = f"{ACTION_LABELS[action][0]} selected agents"
+    return admin_action
+
+
+class TransitionInline(admin.TabularInline):
+    model = AgentTransition
+    fields = ("at", "action", "from_state", "to_state", "actor", "reason")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    ordering = ("-at",)
+    show_change_link = True
+
+
+class AgentForm(forms.ModelForm):
+    class Meta:
+        model = Agent
+        fields = "__all__"
+
+    def clean_dependencies(self):
+        """Refuse a dependency cycle: every page, command and start order needs the graph acyclic."""
+        chosen = self.cleaned_data["dependencies"]
+        agent = self.instance
+        if agent.pk is None:
+            return chosen
+        for dependency in chosen:
+            if dependency.pk == agent.pk:
+                raise ValidationError(f"{agent.name} cannot depend on itself.")
+            if any(needed.pk == agent.pk for needed in services.transitive_dependencies(dependency)):
+                raise ValidationError(
+                    f"{dependency.name} already depends on {agent.name}; depending on it back would make a cycle."
+                )
+        return chosen
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin):
+    form = AgentForm
+    list_display = ("name", "slug", "state", "health", "pending_action", "runtime", "version", "tier")
+    list_filter = ("state", "health", "tier", "runtime")
+    search_fields = ("name", "slug", "description")
+    filter_horizontal = ("dependencies",)
+    readonly_fields = (
+        "state", "state_changed_at", "health", "health_detail", "health_checked_at", "last_healthy_at",
+        "pending_action", "pending_since", "runtime_details", "last_exit", "restart_attempts",
+        "next_restart_at", "restart_gave_up", "created_at", "updated_at",
+    )  # fmt: skip
+    actions = [_lifecycle_action(action) for action in ACTIONS]
+    inlines = [TransitionInline]
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Revoke instead: the agent and its history stay for the record.
+        return False
+
+    def save_model(self, request, obj, form, change) -> None:
+        # The service saves and audits in save_related, once the dependencies are set too, so
+        # the audit records the new ones. The admin's transaction undoes all of it on refusal.
+        if obj.pk is None:
+            obj.save()  # a new agent needs its id before its dependencies can be set
+
+    def save_related(self, request, form, formsets, change) -> None:
+        super().save_related(request, form, formsets, change)
+        services.update_agent_settings(form.instance, list(form.changed_data), Actor.from_request(request))
+
+
+@admin.register(AgentTransition)
+class AgentTransitionAdmin(admin.ModelAdmin):
+    list_display = ("at", "agent", "action", "from_state", "to_state", "actor", "reason")
+    list_filter = ("action", "to_state", "actor_kind")
+    search_fields = ("agent__name", "agent__slug", "actor", "reason")
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Operation)
+class OperationAdmin(admin.ModelAdmin):
+    list_display = ("requested_at", "agent", "action", "status", "actor", "error")
+    list_filter = ("status", "action")
+    search_fields = ("agent__name", "agent__slug", "actor", "error")
+    date_hierarchy = "requested_at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -1,0 +1,75 @@
+"""Agent events: published once, after the change that caused them is committed.
+
+Whatever changes an agent (a request, a Celery task, the monitor) calls ``emit`` inside its
+transaction; listeners (the real-time layer, the event log) hear about it only if and when that
+transaction commits, so nobody is ever told about a change that was rolled back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+
+if TYPE_CHECKING:
+    from agents.models import Agent
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentEvent:
+    kind: str  # "transition", "pending", "health", "operation", "registry"
+    agent_id: int
+    slug: str
+    state: str
+    health: str
+    pending_action: str
+    at: float = field(default_factory=time.time)
+    data: dict = field(default_factory=dict)
+
+
+Listener = Callable[[AgentEvent], None]
+_listeners: list[Listener] = []
+
+
+def subscribe(listener: Listener) -> Listener:
+    """Register a listener; returns it, so this works as a decorator."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+    return listener
+
+
+def unsubscribe(listener: Listener) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)
+
+
+def emit(kind: str, agent: Agent, **data: object) -> None:
+    """Publish an event about ``agent`` when the current transaction commits."""
+    event = AgentEvent(
+        kind=kind,
+        agent_id=agent.pk,
+        slug=agent.slug,
+        state=agent.state,
+        health=agent.health,
+        pending_action=agent.pending_action,
+        data=data,
+    )
+    transaction.on_commit(lambda: _deliver(event), robust=True)
+
+
+def _deliver(event: AgentEvent) -> None:
+    logger.info(
+        "agent event %s %s", event.kind, event.slug,
+        extra={"event": event.kind, "agent": event.slug, "state": event.state, "health": event.health},
+    )  # fmt: skip
+    for listener in list(_listeners):
+        try:
+            listener(event)
+        except Exception:  # one broken listener must not stop the others
+            logger.exception("agent event listener %r failed", listener)

@@ -1,0 +1,301 @@
+"""The agent registry, its lifecycle state machine, the transition history and operations.
+
+State changes only through the django-fsm transitions on ``Agent`` (the field is protected);
+the transitions hold the pure rules and nothing else. Everything with side effects (runtimes,
+permission checks, audit, events) lives in ``agents.services``.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+
+
+class State(models.TextChoices):
+    DRAFT = "DRAFT", "Draft"
+    PROVISIONED = "PROVISIONED", "Provisioned"
+    DEPLOYED = "DEPLOYED", "Deployed"
+    RUNNING = "RUNNING", "Running"
+    SUSPENDED = "SUSPENDED", "Suspended"
+    STOPPED = "STOPPED", "Stopped"
+    ERRORED = "ERRORED", "Errored"
+    REVOKED = "REVOKED", "Revoked"
+
+
+class Health(models.TextChoices):
+    UNKNOWN = "unknown", "Unknown"
+    HEALTHY = "healthy", "Healthy"
+    DEGRADED = "degraded", "Degraded"
+    UNHEALTHY = "unhealthy", "Unhealthy"
+
+
+class Tier(models.TextChoices):
+    PLATFORM = "platform", "Platform CoE"
+    CUSTOMER = "customer", "Customer"
+
+
+class RuntimeKind(models.TextChoices):
+    LOCAL = "local", "Local process"
+    DOCKER = "docker", "Docker"
+    KUBERNETES = "kubernetes", "Kubernetes"
+
+
+class RestartPolicy(models.TextChoices):
+    ON_FAILURE = "on-failure", "Restart on failure"
+    NEVER = "never", "Never restart"
+
+
+# The eight actions people take, in menu order; "fail" is the system's own.
+ACTIONS = ["provision", "deploy", "start", "stop", "suspend", "resume", "restart", "revoke"]
+ACTION_LABELS = {
+    "provision": ("Provision", "provisioning"),
+    "deploy": ("Deploy", "deploying"),
+    "start": ("Start", "starting"),
+    "stop": ("Stop", "stopping"),
+    "suspend": ("Suspend", "suspending"),
+    "resume": ("Resume", "resuming"),
+    "restart": ("Restart", "restarting"),
+    "revoke": ("Revoke", "revoking"),
+    "fail": ("Fail", "failing"),
+}
+LIVE_STATES = [State.DEPLOYED, State.RUNNING, State.SUSPENDED]
+NOT_REVOKED = [state for state in State.values if state != State.REVOKED]
+
+
+class AgentQuerySet(models.QuerySet):
+    def for_user(self, user) -> AgentQuerySet:
+        """Agents the user may see: every agent, for anyone holding a role."""
+        from portal import roles
+
+        return self if roles.role_of(user) is not None else self.none()
+
+    def in_state(self, *states: str) -> AgentQuerySet:
+        return self.filter(state__in=states)
+
+    def running(self) -> AgentQuerySet:
+        return self.filter(state=State.RUNNING)
+
+    def search(self, text: str) -> AgentQuerySet:
+        text = text.strip()
+        if not text:
+            return self
+        return self.filter(
+            Q(name__icontains=text) | Q(slug__icontains=text) | Q(description__icontains=text)
+        )
+
+
+class Agent(ConcurrentTransitionMixin, models.Model):
+    """One agent of the fleet: what it is, where it runs, and where it is in its lifecycle."""
+
+    slug = models.SlugField(max_length=63, unique=True, help_text="DNS-safe name, e.g. wow-cache.")
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    tier = models.CharField(max_length=20, choices=Tier.choices, default=Tier.PLATFORM)
+    capabilities = models.JSONField(default=list, blank=True)
+    owner_team = models.CharField(max_length=100, blank=True)
+    dependencies = models.ManyToManyField(
+        "self", symmetrical=False, related_name="dependents", blank=True
+    )
+    version = models.CharField(max_length=50, default="1.0.0")
+    cpu_millicores = models.PositiveIntegerField(
+        default=250, help_text="CPU request in millicores."
+    )
+    memory_mb = models.PositiveIntegerField(default=256, help_text="Memory limit in MiB.")
+    runtime = models.CharField(
+        max_length=20, choices=RuntimeKind.choices, default=RuntimeKind.LOCAL
+    )
+    replicas = models.PositiveSmallIntegerField(default=1)
+    config = models.JSONField(default=dict, blank=True, help_text="agentd configuration (JSON).")
+    restart_policy = models.CharField(
+        max_length=20, choices=RestartPolicy.choices, default=RestartPolicy.ON_FAILURE
+    )
+
+    state = FSMField(default=State.DRAFT, choices=State.choices, protected=True, db_index=True)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    health = models.CharField(max_length=10, choices=Health.choices, default=Health.UNKNOWN)
+    health_detail = models.CharField(max_length=300, blank=True)
+    health_checked_at = models.DateTimeField(null=True, blank=True)
+    last_healthy_at = models.DateTimeField(null=True, blank=True)
+
+    pending_action = models.CharField(max_length=20, blank=True)
+    pending_since = models.DateTimeField(null=True, blank=True)
+    runtime_details = models.JSONField(default=dict, blank=True, help_text="Ports, pids, ids.")
+    last_exit = models.JSONField(default=dict, blank=True)
+
+    # Auto-restart bookkeeping, kept by the monitor.
+    restart_attempts = models.PositiveIntegerField(default=0)
+    next_restart_at = models.DateTimeField(null=True, blank=True)
+    restart_gave_up = models.BooleanField(default=False)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = AgentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(replicas__gte=1), name="agent_replicas_at_least_one"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    # --- lifecycle (pure rules; services do the rest) ------------------------------------
+
+    @transition(field=state, source=State.DRAFT, target=State.PROVISIONED)
+    def provision(self) -> None:
+        """Reserve name, ports, volume, queue and config."""
+
+    @transition(field=state, source=[State.PROVISIONED, State.STOPPED], target=State.DEPLOYED)
+    def deploy(self) -> None:
+        """Create the process, container or Deployment, not started."""
+
+    @transition(field=state, source=[State.DEPLOYED, State.STOPPED], target=State.RUNNING)
+    def start(self) -> None:
+        """Start, readiness-gated."""
+
+    @transition(
+        field=state, source=[State.RUNNING, State.SUSPENDED, State.ERRORED], target=State.STOPPED
+    )
+    def stop(self) -> None:
+        """Stop gracefully."""
+
+    @transition(field=state, source=State.RUNNING, target=State.SUSPENDED)
+    def suspend(self) -> None:
+        """Pause without stopping."""
+
+    @transition(field=state, source=State.SUSPENDED, target=State.RUNNING)
+    def resume(self) -> None:
+        """Unpause."""
+
+    @transition(field=state, source=[State.RUNNING, State.ERRORED], target=State.RUNNING)
+    def restart(self) -> None:
+        """Stop and start again, readiness-gated."""
+
+    @transition(field=state, source=NOT_REVOKED, target=State.REVOKED)
+    def revoke(self) -> None:
+        """Tear everything down; terminal."""
+
+    @transition(field=state, source=LIVE_STATES, target=State.ERRORED)
+    def fail(self) -> None:
+        """Recorded by the system when the runtime reports a failure."""
+
+    # --- small properties --------------------------------------------------------------
+
+    @property
+    def is_pending(self) -> bool:
+        return bool(self.pending_action)
+
+    @property
+    def pending_label(self) -> str:
+        return ACTION_LABELS.get(self.pending_action, ("", self.pending_action))[1]
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.state == State.REVOKED
+
+    def legal_actions(self) -> list[str]:
+        """The actions the state machine allows now (permissions and dependencies aside)."""
+        available = {t.name for t in self.get_available_state_transitions()}
+        return [action for action in ACTIONS if action in available]
+
+
+class AgentTransition(models.Model):
+    """One row per lifecycle transition: the append-only audit trail of an agent's state."""
+
+    class ActorKind(models.TextChoices):
+        USER = "user"
+        TOKEN = "token"
+        COMMAND = "command"
+        SYSTEM = "system"
+
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="transitions")
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    action = models.CharField(max_length=20, db_index=True)
+    from_state = models.CharField(max_length=20, choices=State.choices)
+    to_state = models.CharField(max_length=20, choices=State.choices)
+    actor_kind = models.CharField(max_length=10, choices=ActorKind.choices)
+    actor = models.CharField(max_length=200)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reason = models.CharField(max_length=500, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    operation = models.ForeignKey(
+        "Operation", on_delete=models.SET_NULL, null=True, blank=True, related_name="transitions"
+    )
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["agent", "-at"])]
+
+    def __str__(self) -> str:
+        return f"{self.agent.slug}: {self.from_state} → {self.to_state} ({self.action}) by {self.actor}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise ValueError("Agent history is append-only; a transition row cannot be changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("Agent history is append-only; a transition row cannot be deleted.")
+
+
+class Operation(models.Model):
+    """A lifecycle action someone asked for, tracked from request to outcome (like NetBox's Job).
+
+    The request records it and returns; a Celery task (or the monitor, for automatic restarts)
+    carries it out. Running it twice does nothing the second time.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="operations")
+    action = models.CharField(max_length=20)
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    actor_kind = models.CharField(max_length=10, choices=AgentTransition.ActorKind.choices)
+    actor = models.CharField(max_length=200)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reason = models.CharField(max_length=500, blank=True)
+    options = models.JSONField(default=dict, blank=True)
+    from_state = models.CharField(max_length=20, choices=State.choices)
+    error = models.TextField(blank=True)
+    error_reason = models.CharField(max_length=40, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    requested_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.agent.slug} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None

@@ -1,0 +1,267 @@
+"""The runtime monitor: notices crashes as they happen, probes health, restarts by policy.
+
+It runs as its own long-lived process (``manage.py monitor``, started by ``manage.py up``):
+
+- an events thread per runtime reads the runtime's event stream (for the local runtime, the
+  exits its shims publish to Redis) and moves a crashed agent to ERRORED at once; the stream
+  position is kept in Redis, so events that arrive while the monitor is down are handled when
+  it comes back;
+- a probe thread calls every running replica's ``/healthz`` and ``/readyz`` on an interval,
+  records health, and reconciles what the runtime reports with the database (a process that
+  vanished without an event is a crash too);
+- the main thread carries out automatic restarts when they fall due (woken at once by a crash,
+  so the first restart is not delayed by a poll).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import redis
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from agents import services
+from agents.models import Agent, Health, State
+from agents.runtimes import Runtime, RuntimeEvent, RuntimeFailure
+
+logger = logging.getLogger(__name__)
+
+POSITION_KEY = "monitor:{runtime}:last_event_id"
+PROBE_TIMEOUT_SECONDS = 1.5
+
+
+class Monitor:
+    def __init__(
+        self, *, probe_interval: float | None = None, runtimes: list[str] | None = None
+    ) -> None:
+        self.probe_interval = probe_interval or settings.AGENT_PROBE_INTERVAL_SECONDS
+        self.runtime_names = runtimes or ["local"]
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self._redis = redis.Redis.from_url(
+            settings.REDIS_URL, decode_responses=True, socket_timeout=5
+        )
+        self._threads: list[threading.Thread] = []
+
+    # --- running ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until ``stop()``; each loop survives errors in the others."""
+        for name in self.runtime_names:
+            runtime = services.build_runtime(name)
+            adopted = runtime.adopt()
+            if adopted:
+                logger.info(
+                    "re-adopted running agents: %s",
+                    ", ".join(sorted(adopted)),
+                    extra={"runtime": name},
+                )
+            thread = threading.Thread(
+                target=self._events_loop, args=(name, runtime), name=f"events-{name}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        self.reconcile()
+        prober = threading.Thread(target=self._probe_loop, name="probes", daemon=True)
+        prober.start()
+        self._threads.append(prober)
+        logger.info(
+            "monitor started",
+            extra={"runtimes": self.runtime_names, "probe_interval": self.probe_interval},
+        )
+        try:
+            self._restart_loop()
+        finally:
+            self.stop_event.set()
+            for thread in self._threads:
+                thread.join(timeout=5)
+            connection.close()
+            logger.info("monitor stopped")
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.wake.set()
+
+    # --- events ------------------------------------------------------------------------------
+
+    def _events_loop(self, name: str, runtime: Runtime) -> None:
+        key = POSITION_KEY.format(runtime=name)
+        while not self.stop_event.is_set():
+            try:
+                since = self._redis.get(key)
+                for event in runtime.events(since, self.stop_event):
+                    self.handle_event(event)
+                    if event.id:
+                        self._redis.set(key, event.id)
+            except redis.RedisError as exc:
+                logger.warning(
+                    "event stream unavailable (%s); retrying", exc, extra={"runtime": name}
+                )
+                self.stop_event.wait(1.0)
+            except Exception:
+                logger.exception("events loop failed; restarting it", extra={"runtime": name})
+                self.stop_event.wait(1.0)
+            finally:
+                close_old_connections()
+        connection.close()
+
+    def handle_event(self, event: RuntimeEvent) -> None:
+        if event.kind not in ("exited", "oom"):
+            return
+        agent = Agent.objects.filter(slug=event.slug).first()
+        if agent is None:
+            return
+        if not _is_current_process(agent, event):
+            return  # a late exit of a process the agent no longer runs
+        details = {
+            "exit_code": event.exit_code,
+            "signal": event.signal,
+            "replica": event.replica,
+            "oom": event.kind == "oom" or bool(event.details.get("oom")),
+            "at": event.at,
+            **{k: v for k, v in event.details.items() if k in ("pid", "log_tail")},
+        }
+        if services.record_crash(agent, details):
+            logger.warning(
+                "%s crashed: %s", agent.name, services.describe_exit(details),
+                extra={"agent": agent.slug, "exit_code": event.exit_code, "signal": event.signal},
+            )  # fmt: skip
+            self.wake.set()
+
+    # --- automatic restarts -----------------------------------------------------------------
+
+    def _restart_loop(self) -> None:
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="restart") as pool:
+            in_flight: set[int] = set()
+            lock = threading.Lock()
+
+            def restart(agent: Agent) -> None:
+                try:
+                    services.auto_restart(agent)
+                except Exception:
+                    logger.exception("automatic restart of %s failed", agent.slug)
+                finally:
+                    with lock:
+                        in_flight.discard(agent.pk)
+                    close_old_connections()
+                    connection.close()
+                    self.wake.set()
+
+            while not self.stop_event.is_set():
+                try:
+                    for agent in services.due_restarts():
+                        with lock:
+                            if agent.pk in in_flight:
+                                continue
+                            in_flight.add(agent.pk)
+                        pool.submit(restart, agent)
+                    next_due = (
+                        Agent.objects.filter(state=State.ERRORED, next_restart_at__isnull=False)
+                        .order_by("next_restart_at")
+                        .values_list("next_restart_at", flat=True)
+                        .first()
+                    )
+                except Exception:
+                    logger.exception("restart loop failed")
+                    next_due = None
+                finally:
+                    close_old_connections()
+                wait = 1.0
+                if next_due is not None:
+                    wait = min(wait, max(0.0, (next_due - timezone.now()).total_seconds()))
+                self.wake.wait(wait)
+                self.wake.clear()
+
+    # --- probes and reconciliation ------------------------------------------------------------
+
+    def _probe_loop(self) -> None:
+        while not self.stop_event.wait(self.probe_interval):
+            try:
+                self.probe_all()
+                self.reconcile()
+            except Exception:
+                logger.exception("probe loop failed")
+            finally:
+                close_old_connections()
+        connection.close()
+
+    def probe_all(self) -> None:
+        for agent in Agent.objects.filter(state=State.RUNNING, pending_action=""):
+            health, detail = probe(agent)
+            services.record_health(agent, health, detail)
+
+    def reconcile(self) -> None:
+        """Agents the database says are live but whose processes are gone have crashed."""
+        for agent in Agent.objects.filter(
+            state__in=[State.RUNNING, State.SUSPENDED], pending_action=""
+        ):
+            try:
+                status = services.runtime_for(agent).status(services.spec_for(agent))
+            except RuntimeFailure as failure:
+                logger.warning("cannot read %s's status: %s", agent.slug, failure.message)
+                continue
+            gone = [
+                replica for replica in status.replicas if replica.state in ("exited", "missing")
+            ]
+            if gone:
+                replica = gone[0]
+                details = {
+                    "exit_code": replica.exit_code,
+                    "signal": replica.signal,
+                    "replica": replica.replica,
+                    "reason": "missing" if replica.state == "missing" else "exited",
+                    "found_by": "reconciliation",
+                }
+                if services.record_crash(agent, details, source="reconciliation"):
+                    self.wake.set()
+
+
+def _is_current_process(agent: Agent, event: RuntimeEvent) -> bool:
+    """Whether the exit is of the process the agent runs now (pids are in runtime_details)."""
+    pid = event.details.get("pid")
+    pids = agent.runtime_details.get("pids")
+    if pid is None or not pids:
+        return True
+    try:
+        return int(pid) in {int(p) for p in pids}
+    except (TypeError, ValueError):
+        return True
+
+
+def probe(agent: Agent) -> tuple[str, str]:
+    """Health from every replica's /healthz (alive) and /readyz (ready for work)."""
+    ports = agent.runtime_details.get("ports") or []
+    if not ports:
+        return Health.UNKNOWN, "no port known for this agent"
+    problems = []
+    alive = ready = 0
+    for replica, port in enumerate(ports[: agent.replicas]):
+        base = f"http://127.0.0.1:{port}"
+        if _ok(f"{base}/healthz"):
+            alive += 1
+            if _ok(f"{base}/readyz"):
+                ready += 1
+            else:
+                problems.append(f"replica {replica} not ready")
+        else:
+            problems.append(f"replica {replica} not answering /healthz")
+    total = min(len(ports), agent.replicas)
+    if ready == total:
+        return Health.HEALTHY, ""
+    if alive == total:
+        return Health.DEGRADED, "; ".join(problems)
+    return Health.UNHEALTHY, "; ".join(problems)
+
+
+def _ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_SECONDS) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False

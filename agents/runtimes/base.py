@@ -1,0 +1,260 @@
+"""The interface every runtime implements, and the values that cross it.
+
+A runtime is where agents run: local processes, Docker containers or a Kubernetes Deployment.
+The portal's services speak only this interface, so the lifecycle, the monitor and the UI do
+not care which runtime an agent is on. This module imports no Django and nothing beyond the
+standard library: the local runtime's supervisor shim imports it inside every agent's process
+tree.
+
+Every method that changes something answers a JSON-serialisable dict of "runtime details"
+(pids, ports, exit codes, durations) that the portal keeps in the agent's history. Every
+failure is a :class:`RuntimeFailure` with a sentence an operator can act on and a machine
+``reason`` the portal classifies errors by.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# The machine reasons a RuntimeFailure carries; the portal's error classification keys on them.
+FAILURE_REASONS = (
+    "port_in_use",
+    "image_missing",
+    "engine_unreachable",
+    "not_found",
+    "not_ready",
+    "crashed_on_start",
+    "bad_config",
+    "timeout",
+    "oom",
+    "unknown",
+)
+REPLICA_STATES = ("running", "paused", "exited", "missing", "created")
+EVENT_KINDS = ("started", "exited", "oom", "unhealthy", "paused", "resumed", "removed")
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """What the portal asks a runtime to run: one agent, its version, replicas and resources."""
+
+    slug: str
+    name: str
+    version: str
+    redis_url: str
+    replicas: int = 1
+    # agentd's initial config (the JSON object given to --config-file): faults, dependencies...
+    config: dict[str, Any] = field(default_factory=dict)
+    cpu_millicores: int = 250
+    memory_mb: int = 256
+    env: dict[str, str] = field(default_factory=dict)
+    # One per replica, assigned by provision; empty means "the ones the runtime recorded".
+    ports: tuple[int, ...] = ()
+    grace_seconds: float = 10
+    ready_timeout: float = 20
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ports"] = list(self.ports)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AgentSpec:
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        known["ports"] = tuple(known.get("ports") or ())
+        return cls(**known)
+
+
+class RuntimeFailure(Exception):
+    """A runtime could not do what it was asked.
+
+    ``message`` is a sentence a person can act on ("port 20417 is in use by nginx (pid 812)"),
+    ``reason`` one of :data:`FAILURE_REASONS`, ``details`` whatever helps diagnose it (exit
+    code, the last log lines, the readiness answer); all JSON-serialisable.
+    """
+
+    def __init__(
+        self, message: str, reason: str = "unknown", details: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason if reason in FAILURE_REASONS else "unknown"
+        self.details: dict[str, Any] = dict(details or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"message": self.message, "reason": self.reason, "details": self.details}
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    replica: int
+    state: str  # one of REPLICA_STATES
+    pid: int | None = None
+    port: int | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    started_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RuntimeStatus:
+    slug: str
+    replicas: list[ReplicaStatus]
+
+    @property
+    def all_running(self) -> bool:
+        return bool(self.replicas) and all(r.state == "running" for r in self.replicas)
+
+    @property
+    def any_exited(self) -> bool:
+        return any(r.state == "exited" for r in self.replicas)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"slug": self.slug, "replicas": [replica.to_dict() for replica in self.replicas]}
+
+
+@dataclass(frozen=True)
+class ReplicaStats:
+    replica: int
+    cpu_percent: float
+    memory_bytes: int
+
+
+@dataclass(frozen=True)
+class LogLine:
+    slug: str
+    replica: int
+    ts: str  # ISO 8601 UTC, as agentd writes it; "" when nothing tells when the line was written
+    text: str
+
+
+@dataclass(frozen=True)
+class RuntimeEvent:
+    """Something that happened to an agent's processes, as the runtime saw it."""
+
+    kind: str  # one of EVENT_KINDS
+    slug: str
+    replica: int
+    at: float
+    exit_code: int | None = None
+    signal: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    # The event's position in the runtime's stream; pass it back to events() to resume after it.
+    id: str = ""
+
+    def to_fields(self) -> dict[str, str]:
+        """The event as the flat string fields of a Redis stream entry (without its id)."""
+        return {
+            "kind": self.kind,
+            "slug": self.slug,
+            "replica": str(self.replica),
+            "at": repr(self.at),
+            "exit_code": "" if self.exit_code is None else str(self.exit_code),
+            "signal": "" if self.signal is None else str(self.signal),
+            "details": json.dumps(self.details, default=str),
+        }
+
+    @classmethod
+    def from_fields(cls, event_id: str, fields: Mapping[str, str]) -> RuntimeEvent:
+        def optional_int(name: str) -> int | None:
+            value = fields.get(name) or ""
+            return int(value) if value.lstrip("-").isdigit() else None
+
+        try:
+            details = json.loads(fields.get("details") or "{}")
+        except json.JSONDecodeError:
+            details = {"raw": fields.get("details")}
+        return cls(
+            kind=fields.get("kind", ""),
+            slug=fields.get("slug", ""),
+            replica=optional_int("replica") or 0,
+            at=float(fields.get("at") or 0),
+            exit_code=optional_int("exit_code"),
+            signal=optional_int("signal"),
+            details=details if isinstance(details, dict) else {"value": details},
+            id=event_id,
+        )
+
+
+class Runtime(abc.ABC):
+    """Where agents run. Implementations: local processes, Docker, Kubernetes."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def provision(self, spec: AgentSpec) -> dict[str, Any]:
+        """Reserve what the agent needs (ports, directories, queue); answers them, ``ports``
+        among them. Calling it again answers the same reservation."""
+
+    @abc.abstractmethod
+    def deploy(self, spec: AgentSpec) -> dict[str, Any]:
+        """Record how to run the agent (process spec, container, Deployment) without starting it."""
+
+    @abc.abstractmethod
+    def start(self, spec: AgentSpec) -> dict[str, Any]:
+        """Start every replica and return once each answers ``/readyz`` with 200.
+
+        Raises :class:`RuntimeFailure` (``port_in_use``, ``bad_config``, ``crashed_on_start``,
+        ``not_ready``...) with the last log lines in its details, after stopping whatever this
+        call started: a failed start leaves nothing half-running.
+        """
+
+    @abc.abstractmethod
+    def stop(self, spec: AgentSpec) -> dict[str, Any]:
+        """Stop gracefully: SIGTERM, ``grace_seconds``, then SIGKILL. Stopping a stopped agent is
+        not an error."""
+
+    @abc.abstractmethod
+    def suspend(self, spec: AgentSpec) -> dict[str, Any]:
+        """Pause the agent's processes without ending them."""
+
+    @abc.abstractmethod
+    def resume(self, spec: AgentSpec) -> dict[str, Any]:
+        """Let paused processes run again."""
+
+    @abc.abstractmethod
+    def restart(self, spec: AgentSpec) -> dict[str, Any]:
+        """Stop, then start, readiness-gated like :meth:`start`."""
+
+    @abc.abstractmethod
+    def remove(self, spec: AgentSpec, purge: bool = False) -> dict[str, Any]:
+        """Stop the agent and delete what deploy created; ``purge`` also deletes data and logs."""
+
+    @abc.abstractmethod
+    def status(self, spec: AgentSpec) -> RuntimeStatus:
+        """The state of every replica, as the runtime sees it now."""
+
+    @abc.abstractmethod
+    def logs(
+        self,
+        spec: AgentSpec,
+        since: float | None = None,
+        tail: int | None = 200,
+        follow: bool = False,
+        stop: threading.Event | None = None,
+        replica: int | None = None,
+    ) -> Iterator[LogLine]:
+        """The agent's log lines, oldest first: the last ``tail`` (None: all), those written at or
+        after ``since`` (a Unix time), then, with ``follow``, new lines as they come until
+        ``stop`` is set. ``replica`` narrows them to one replica."""
+
+    @abc.abstractmethod
+    def stats(self, spec: AgentSpec) -> list[ReplicaStats]:
+        """CPU and memory use of each running replica."""
+
+    @abc.abstractmethod
+    def events(self, since_id: str | None, stop: threading.Event) -> Iterator[RuntimeEvent]:
+        """A blocking stream of runtime events after ``since_id`` (None: from now on) until
+        ``stop`` is set; survives the event source going away for a while."""
+
+    @abc.abstractmethod
+    def adopt(self) -> list[str]:
+        """Find agents left running from before (the portal restarted); answers their slugs.
+        Nothing is started, stopped or duplicated."""

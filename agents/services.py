@@ -1,0 +1,827 @@
+"""Service functions of the agent registry and lifecycle: the one place where agents change.
+
+The web views, the JSON API, the admin actions and the ``agents`` command all call these. A
+lifecycle action happens in two steps:
+
+1. ``request_action`` checks permission, the state machine, dependencies and that nothing else
+   is in flight for the agent, then records an ``Operation`` and a pending marker on the agent
+   (under a row lock, so of many concurrent requests exactly one wins) and returns at once.
+2. ``run_operation`` (a Celery task, or the monitor for automatic restarts) drives the runtime,
+   then applies the transition, writes the history row and clears the marker in one
+   transaction. Running it again for a finished operation does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.utils import timezone
+from django_fsm import ConcurrentTransition, TransitionNotAllowed
+
+from agents import events
+from agents.catalog import PLATFORM_AGENTS
+from agents.models import (
+    ACTION_LABELS,
+    ACTIONS,
+    Agent,
+    AgentTransition,
+    Health,
+    Operation,
+    RestartPolicy,
+    State,
+    Tier,
+)
+from agents.runtimes import AgentSpec, Runtime, RuntimeFailure, get_runtime
+from portal import roles
+from portal.actors import Actor
+from portal.models import AuditEntry
+from portal.services import record_audit
+
+logger = logging.getLogger(__name__)
+
+# States an action leads to, for messages and previews.
+ACTION_TARGETS = {
+    "provision": State.PROVISIONED,
+    "deploy": State.DEPLOYED,
+    "start": State.RUNNING,
+    "stop": State.STOPPED,
+    "suspend": State.SUSPENDED,
+    "resume": State.RUNNING,
+    "restart": State.RUNNING,
+    "revoke": State.REVOKED,
+}
+# Actions that end with the agent running need its dependencies running.
+NEEDS_DEPENDENCIES = {"start", "resume", "restart"}
+# Actions that take the agent away from its dependents.
+DISRUPTS_DEPENDENTS = {"stop", "suspend", "revoke"}
+
+
+class ActionRefused(Exception):
+    """An action that cannot go ahead, with a sentence saying why and what to do."""
+
+    status = 409
+
+    def __init__(self, message: str, *, code: str = "refused", details: dict | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.details = details or {}
+
+
+class Conflict(ActionRefused):
+    """Something else is already happening to this agent."""
+
+
+class NeedsConfirmation(ActionRefused):
+    """The action affects other agents; ask again with ``confirm=True``."""
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+def get_agent(slug: str) -> Agent:
+    """The agent with this slug; ``Agent.DoesNotExist`` with a helpful message otherwise."""
+    try:
+        return Agent.objects.get(slug=slug)
+    except Agent.DoesNotExist:
+        raise Agent.DoesNotExist(
+            f"There is no agent {slug!r}. `manage.py agents list` or the Agents page lists them."
+        ) from None
+
+
+def dependency_order(agents: Iterable[Agent]) -> list[Agent]:
+    """The agents sorted so that each comes after everything it depends on (Kahn's algorithm)."""
+    agents = list(agents)
+    by_id = {agent.pk: agent for agent in agents}
+    edges = {
+        agent.pk: {dep.pk for dep in agent.dependencies.all() if dep.pk in by_id}
+        for agent in agents
+    }
+    ordered: list[Agent] = []
+    ready = sorted((pk for pk, deps in edges.items() if not deps), key=lambda pk: by_id[pk].name)
+    while ready:
+        pk = ready.pop(0)
+        ordered.append(by_id[pk])
+        for other, deps in edges.items():
+            if pk in deps:
+                deps.discard(pk)
+                if not deps and by_id[other] not in ordered and other not in ready:
+                    ready.append(other)
+                    ready.sort(key=lambda key: by_id[key].name)
+    if len(ordered) != len(agents):
+        cyclic = sorted(by_id[pk].name for pk, deps in edges.items() if deps)
+        raise ValueError(f"The dependencies of {', '.join(cyclic)} form a cycle.")
+    return ordered
+
+
+def transitive_dependencies(agent: Agent) -> list[Agent]:
+    """Everything ``agent`` needs, directly or not, dependencies first."""
+    seen: dict[int, Agent] = {}
+    stack = list(agent.dependencies.all())
+    while stack:
+        dependency = stack.pop()
+        if dependency.pk not in seen:
+            seen[dependency.pk] = dependency
+            stack.extend(dependency.dependencies.all())
+    return dependency_order(seen.values())
+
+
+def _names(agents: Iterable[Agent], with_state: bool = True) -> str:
+    parts = [f"{a.name} ({a.state})" if with_state else a.name for a in agents]
+    if len(parts) <= 1:
+        return "".join(parts)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+@dataclass
+class ActionCheck:
+    """What would happen if ``actor`` took ``action`` on ``agent`` now: for previews and menus."""
+
+    action: str
+    allowed: bool
+    message: str = ""
+    code: str = ""
+    missing_dependencies: list[Agent] = field(default_factory=list)
+    affected_dependents: list[Agent] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return ACTION_LABELS[self.action][0]
+
+    @property
+    def needs_typed_confirmation(self) -> bool:
+        return self.action == "revoke"
+
+
+def illegal_action_message(agent: Agent, action: str) -> str:
+    """Why the state machine refuses ``action`` in the agent's state, and what to do instead."""
+    name, state = agent.name, agent.state
+    if state == State.REVOKED:
+        return f"{name} is REVOKED; a revoked agent cannot be changed. Create a new agent instead."
+    hints = {
+        ("suspend", State.STOPPED): "start it before suspending",
+        ("suspend", State.DEPLOYED): "start it before suspending",
+        ("suspend", State.SUSPENDED): "it is already suspended; resume it to run again",
+        ("resume", State.RUNNING): "it is already running",
+        ("start", State.RUNNING): "it is already running",
+        ("start", State.SUSPENDED): "resume it instead",
+        ("start", State.ERRORED): "restart it instead",
+        ("start", State.DRAFT): "provision and deploy it first (or start it with its dependencies)",
+        ("start", State.PROVISIONED): "deploy it first",
+        ("stop", State.STOPPED): "it is already stopped",
+        ("stop", State.DEPLOYED): "it was never started",
+        ("deploy", State.RUNNING): "stop it before deploying a new version",
+        ("deploy", State.DRAFT): "provision it first",
+        ("deploy", State.DEPLOYED): "it is already deployed; start it",
+        ("provision", State.PROVISIONED): "it is already provisioned; deploy it next",
+        ("restart", State.STOPPED): "start it instead",
+        ("restart", State.SUSPENDED): "resume it instead",
+    }
+    hint = hints.get((action, state))
+    if hint is None:
+        legal = agent.legal_actions()
+        hint = f"from {state} you can {', '.join(legal)}" if legal else "no action is possible now"
+    return f"{name} is {state}; {hint}."
+
+
+def check_action(
+    agent: Agent, action: str, actor: Actor, *, with_dependencies: bool = False
+) -> ActionCheck:
+    """Decide whether the action may go ahead, without changing anything."""
+    if action not in ACTIONS:
+        return ActionCheck(
+            action,
+            False,
+            f"{action!r} is not an action; use one of {', '.join(ACTIONS)}.",
+            "unknown",
+        )
+    check = ActionCheck(action, True)
+    if not actor.has(roles.OPERATE):
+        check.allowed, check.code = False, "forbidden"
+        check.message = f"You cannot {action} agents: it needs the Operator role and you are {actor.role or 'without a role'}."
+        return check
+    if action not in agent.legal_actions():
+        check.allowed, check.code = False, "illegal"
+        check.message = illegal_action_message(agent, action)
+        return check
+    if agent.pending_action:
+        check.allowed, check.code = False, "busy"
+        check.message = f"{agent.name} is already {agent.pending_label}; wait until that finishes."
+        return check
+    if action in NEEDS_DEPENDENCIES:
+        check.missing_dependencies = [
+            dep for dep in transitive_dependencies(agent) if dep.state != State.RUNNING
+        ]
+        direct_missing = [dep for dep in agent.dependencies.all() if dep.state != State.RUNNING]
+        if direct_missing and not (with_dependencies and action == "start"):
+            check.allowed, check.code = False, "dependencies"
+            check.message = (
+                f"{agent.name} depends on {_names(direct_missing)}, which "
+                f"{'is' if len(direct_missing) == 1 else 'are'} not running. Start "
+                f"{'it' if len(direct_missing) == 1 else 'them'} first, or start {agent.name} with its dependencies."
+            )
+            return check
+        revoked = [dep for dep in check.missing_dependencies if dep.state == State.REVOKED]
+        if revoked:
+            check.allowed, check.code = False, "dependencies"
+            check.message = f"{agent.name} depends on {_names(revoked)}, which cannot run again."
+            return check
+    if action in DISRUPTS_DEPENDENTS:
+        check.affected_dependents = [
+            dependent
+            for dependent in agent.dependents.all()
+            if dependent.state in (State.RUNNING, State.SUSPENDED)
+        ]
+    return check
+
+
+def available_actions(agent: Agent, actor: Actor) -> list[ActionCheck]:
+    """The actions to offer in a menu: legal now and permitted (refusals by dependency included)."""
+    if not actor.has(roles.OPERATE):
+        return []
+    return [check_action(agent, action, actor) for action in agent.legal_actions()]
+
+
+# --- the registry ------------------------------------------------------------------------
+
+
+def seed_platform_agents(actor: Actor) -> tuple[int, int]:
+    """Register the 14 Platform CoE agents in DRAFT. Idempotent: existing agents keep their
+    state and settings; only missing agents and missing dependency links are added.
+
+    Returns (created, links added).
+    """
+    actor.require(roles.MANAGE, "seed the agent registry")
+    created = links = 0
+    with transaction.atomic():
+        by_slug = {}
+        for definition in PLATFORM_AGENTS:
+            agent, was_created = Agent.objects.get_or_create(
+                slug=definition.slug,
+                defaults={
+                    "name": definition.name,
+                    "description": definition.description,
+                    "tier": Tier.PLATFORM,
+                    "capabilities": definition.capabilities,
+                    "owner_team": definition.owner_team,
+                    "cpu_millicores": definition.cpu_millicores,
+                    "memory_mb": definition.memory_mb,
+                    "runtime": settings.AGENT_RUNTIME,
+                },
+            )
+            created += was_created
+            by_slug[definition.slug] = agent
+        for definition in PLATFORM_AGENTS:
+            agent = by_slug[definition.slug]
+            existing = set(agent.dependencies.values_list("slug", flat=True))
+            missing = [by_slug[slug] for slug in definition.depends_on if slug not in existing]
+            if missing:
+                agent.dependencies.add(*missing)
+                links += len(missing)
+        dependency_order(Agent.objects.prefetch_related("dependencies"))  # refuses a cycle
+        if created or links:
+            record_audit(actor, "agents.seed", target="platform", created=created, links=links)
+    return created, links
+
+
+def seed_step(actor: Actor, out) -> None:
+    """``manage.py setup`` step: make sure the registry holds the 14 Platform CoE agents."""
+    created, _ = seed_platform_agents(actor)
+    if created:
+        out.write(f"Registered {created} Platform CoE agent(s).")
+
+
+# --- requesting actions -------------------------------------------------------------------
+
+
+def _actor_kind(actor: Actor) -> str:
+    return {"user": "user", "token": "token", "command": "command"}.get(actor.kind, "system")
+
+
+def request_action(
+    agent: Agent,
+    action: str,
+    actor: Actor,
+    *,
+    reason: str = "",
+    with_dependencies: bool = False,
+    confirm: bool = False,
+    enqueue: bool = True,
+) -> Operation:
+    """Record the intent to take ``action`` and hand it to a worker; returns the operation.
+
+    Raises ``PermissionDenied`` for a role that may not, ``ActionRefused`` (or its subclasses
+    ``Conflict`` and ``NeedsConfirmation``) with the reason otherwise. Nothing changes then.
+    """
+    try:
+        return _request_action(
+            agent, action, actor, reason=reason.strip()[:500], with_dependencies=with_dependencies,
+            confirm=confirm, enqueue=enqueue,
+        )  # fmt: skip
+    except (ActionRefused, PermissionDenied) as refused:
+        record_audit(
+            actor, f"agent.{action}", target=agent.slug, outcome=AuditEntry.Outcome.REFUSED,
+            phase="requested", error=getattr(refused, "message", str(refused)),
+        )  # fmt: skip
+        raise
+
+
+def _request_action(
+    agent: Agent,
+    action: str,
+    actor: Actor,
+    *,
+    reason: str,
+    with_dependencies: bool,
+    confirm: bool,
+    enqueue: bool,
+) -> Operation:
+    if action not in ACTIONS:
+        raise ActionRefused(
+            f"{action!r} is not an action; use one of {', '.join(ACTIONS)}.", code="unknown"
+        )
+    actor.require(roles.OPERATE, f"{action} agents")
+    with transaction.atomic():
+        try:
+            locked = Agent.objects.select_for_update(nowait=False).get(pk=agent.pk)
+        except Agent.DoesNotExist:
+            raise ActionRefused(f"{agent.name} no longer exists.", code="gone") from None
+        check = check_action(locked, action, actor, with_dependencies=with_dependencies)
+        if not check.allowed:
+            exc = Conflict if check.code == "busy" else ActionRefused
+            raise exc(check.message, code=check.code)
+        if check.affected_dependents and not confirm:
+            raise NeedsConfirmation(
+                f"{_names(check.affected_dependents, with_state=False)} "
+                f"{'depends' if len(check.affected_dependents) == 1 else 'depend'} on {locked.name} and "
+                f"{'is' if len(check.affected_dependents) == 1 else 'are'} running; "
+                f"to {action} it anyway, confirm.",
+                code="confirm",
+                details={"dependents": [a.slug for a in check.affected_dependents]},
+            )
+        operation = Operation.objects.create(
+            agent=locked,
+            action=action,
+            actor_kind=_actor_kind(actor),
+            actor=actor.label,
+            user=actor.user if actor.user is not None and actor.user.pk else None,
+            reason=reason,
+            options={"with_dependencies": with_dependencies, "confirm": confirm},
+            from_state=locked.state,
+        )
+        locked.pending_action = action
+        locked.pending_since = timezone.now()
+        locked.save(update_fields=["pending_action", "pending_since", "updated_at"])
+        record_audit(
+            actor,
+            f"agent.{action}",
+            target=locked.slug,
+            operation=str(operation.pk),
+            phase="requested",
+            reason=reason,
+        )
+        events.emit("pending", locked, operation=str(operation.pk), action=action)
+        if enqueue:
+            from agents.tasks import run_operation_task
+
+            run_operation_task.delay_on_commit(str(operation.pk))
+    agent.pending_action = locked.pending_action
+    return operation
+
+
+# --- carrying them out ------------------------------------------------------------------------
+
+
+def build_runtime(name: str) -> Runtime:
+    """The runtime called ``name``, configured from settings."""
+    if name == "local":
+        return get_runtime("local", root=settings.AGENT_ROOT, redis_url=settings.AGENT_REDIS_URL)
+    return get_runtime(name)
+
+
+def runtime_for(agent: Agent) -> Runtime:
+    return build_runtime(agent.runtime)
+
+
+def spec_for(agent: Agent) -> AgentSpec:
+    return AgentSpec(
+        slug=agent.slug,
+        name=agent.name,
+        version=agent.version,
+        replicas=agent.replicas,
+        config=dict(agent.config),
+        cpu_millicores=agent.cpu_millicores,
+        memory_mb=agent.memory_mb,
+        redis_url=settings.AGENT_REDIS_URL,
+        ports=tuple(agent.runtime_details.get("ports", ())),
+        grace_seconds=settings.AGENT_STOP_GRACE_SECONDS,
+        ready_timeout=settings.AGENT_READY_TIMEOUT_SECONDS,
+    )
+
+
+def _runtime_effect(agent: Agent, action: str) -> dict:
+    runtime, spec = runtime_for(agent), spec_for(agent)
+    if action == "provision":
+        return runtime.provision(spec)
+    if action == "deploy":
+        return runtime.deploy(spec)
+    if action == "start":
+        return runtime.start(spec)
+    if action == "stop":
+        return runtime.stop(spec)
+    if action == "suspend":
+        return runtime.suspend(spec)
+    if action == "resume":
+        return runtime.resume(spec)
+    if action == "restart":
+        return runtime.restart(spec)
+    if action == "revoke":
+        return runtime.remove(spec, purge=True)
+    raise ValueError(f"unknown action {action!r}")
+
+
+def _operation_actor(operation: Operation) -> Actor:
+    if operation.actor_kind == "system":
+        return Actor.system(operation.actor.removeprefix("system:"))
+    return Actor(
+        kind=operation.actor_kind,
+        user=operation.user,
+        source="worker",
+        recorded_label=operation.actor,
+    )
+
+
+def run_operation(operation_id: str) -> Operation:
+    """Carry out a requested action. Idempotent: a finished operation is returned untouched."""
+    with transaction.atomic():
+        operation = (
+            Operation.objects.select_for_update().select_related("agent").get(pk=operation_id)
+        )
+        if operation.is_finished:
+            return operation
+        operation.status = Operation.Status.RUNNING
+        operation.attempts += 1
+        operation.started_at = operation.started_at or timezone.now()
+        operation.save(update_fields=["status", "attempts", "started_at"])
+
+    try:
+        result = {}
+        if operation.action == "start" and operation.options.get("with_dependencies"):
+            result["dependencies"] = _bring_up_dependencies(operation)
+        agent = Agent.objects.get(pk=operation.agent_id)
+        result.update(_runtime_effect(agent, operation.action))
+    except RuntimeFailure as failure:
+        return _finish_failed(operation, failure.message, failure.reason, failure.details)
+    except ActionRefused as refused:
+        return _finish_failed(operation, refused.message, refused.code, refused.details)
+    except Exception as exc:
+        logger.exception("operation %s failed unexpectedly", operation.pk)
+        return _finish_failed(operation, f"Unexpected error: {exc}", "unknown", {})
+    return _finish_succeeded(operation, result)
+
+
+def _bring_up_dependencies(operation: Operation) -> list[str]:
+    """Take every dependency of the operation's agent to RUNNING, dependencies first."""
+    actor = _operation_actor(operation)
+    brought_up = []
+    for dependency in transitive_dependencies(operation.agent):
+        dependency.refresh_from_db()
+        steps = {
+            State.DRAFT: ["provision", "deploy", "start"],
+            State.PROVISIONED: ["deploy", "start"],
+            State.DEPLOYED: ["start"],
+            State.STOPPED: ["start"],
+            State.SUSPENDED: ["resume"],
+            State.ERRORED: ["restart"],
+        }.get(dependency.state, [])
+        for step in steps:
+            step_operation = request_action(
+                dependency,
+                step,
+                actor,
+                reason=f"dependency of {operation.agent.name}",
+                enqueue=False,
+            )
+            finished = run_operation(str(step_operation.pk))
+            if finished.status != Operation.Status.SUCCEEDED:
+                raise ActionRefused(
+                    f"Could not {step} dependency {dependency.name}: {finished.error}",
+                    code="dependencies",
+                    details={"dependency": dependency.slug, "operation": str(finished.pk)},
+                )
+        if steps:
+            brought_up.append(dependency.slug)
+    return brought_up
+
+
+def _finish_succeeded(operation: Operation, result: dict) -> Operation:
+    actor = _operation_actor(operation)
+    try:
+        with transaction.atomic():
+            agent = Agent.objects.select_for_update().get(pk=operation.agent_id)
+            from_state = agent.state
+            getattr(agent, operation.action)()
+            agent.pending_action = ""
+            agent.pending_since = None
+            agent.state_changed_at = timezone.now()
+            if operation.action == "provision":
+                agent.runtime_details = {**agent.runtime_details, **result}
+            elif operation.action in ("start", "restart", "resume", "deploy"):
+                agent.runtime_details = {
+                    **agent.runtime_details,
+                    **{k: v for k, v in result.items() if k != "dependencies"},
+                }
+            if operation.action in ("stop", "revoke"):
+                agent.health = Health.UNKNOWN
+            if operation.action == "revoke":
+                agent.runtime_details = {}
+            if actor.kind != "system" and operation.action in (
+                "start",
+                "restart",
+                "stop",
+                "revoke",
+            ):
+                # A person took charge: forget earlier automatic-restart attempts.
+                agent.restart_attempts, agent.next_restart_at, agent.restart_gave_up = (
+                    0,
+                    None,
+                    False,
+                )
+            agent.save()
+            _record_transition(
+                agent, operation.action, from_state, actor, operation.reason, result, operation
+            )
+            operation.status = Operation.Status.SUCCEEDED
+            operation.result = result
+            operation.finished_at = timezone.now()
+            operation.save(update_fields=["status", "result", "finished_at"])
+            record_audit(
+                actor,
+                f"agent.{operation.action}",
+                target=agent.slug,
+                operation=str(operation.pk),
+                phase="completed",
+            )
+            events.emit(
+                "transition",
+                agent,
+                operation=str(operation.pk),
+                action=operation.action,
+                from_state=from_state,
+            )
+    except (TransitionNotAllowed, ConcurrentTransition):
+        current = Agent.objects.get(pk=operation.agent_id)
+        return _finish_failed(
+            operation,
+            f"{current.name} changed to {current.state} while it was being {ACTION_LABELS[operation.action][1].replace('ing', 'ed')}; nothing more was done.",
+            "conflict",
+            result,
+        )
+    return operation
+
+
+def _finish_failed(operation: Operation, message: str, reason: str, details: dict) -> Operation:
+    actor = _operation_actor(operation)
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=operation.agent_id)
+        agent.pending_action = ""
+        agent.pending_since = None
+        if operation.action == "restart" and agent.state == State.RUNNING:
+            # A failed restart has stopped the agent and could not start it again.
+            from_state = agent.state
+            agent.fail()
+            agent.state_changed_at = timezone.now()
+            agent.health = Health.UNHEALTHY
+            agent.last_exit = {
+                k: v for k, v in details.items() if k in ("exit_code", "signal", "reason")
+            }
+            agent.save()
+            _record_transition(
+                agent,
+                "fail",
+                from_state,
+                Actor.system("runtime"),
+                f"restart failed: {message}",
+                details,
+                operation,
+            )
+            events.emit(
+                "transition",
+                agent,
+                operation=str(operation.pk),
+                action="fail",
+                from_state=from_state,
+            )
+        else:
+            agent.save(update_fields=["pending_action", "pending_since", "updated_at"])
+        operation.status = Operation.Status.FAILED
+        operation.error = message
+        operation.error_reason = reason
+        operation.result = details
+        operation.finished_at = timezone.now()
+        operation.save(update_fields=["status", "error", "error_reason", "result", "finished_at"])
+        record_audit(
+            actor, f"agent.{operation.action}", target=agent.slug, outcome=AuditEntry.Outcome.FAILED,
+            operation=str(operation.pk), phase="completed", error=message,
+        )  # fmt: skip
+        events.emit(
+            "operation", agent, operation=str(operation.pk), action=operation.action, error=message
+        )
+    return operation
+
+
+def _record_transition(
+    agent: Agent,
+    action: str,
+    from_state: str,
+    actor: Actor,
+    reason: str,
+    details: dict,
+    operation: Operation | None,
+) -> AgentTransition:
+    return AgentTransition.objects.create(
+        agent=agent,
+        action=action,
+        from_state=from_state,
+        to_state=agent.state,
+        actor_kind=_actor_kind(actor),
+        actor=actor.label,
+        user=actor.user if actor.user is not None and actor.user.pk else None,
+        reason=reason,
+        details=details,
+        operation=operation,
+    )
+
+
+# --- what the monitor reports ------------------------------------------------------------------
+
+
+def record_crash(agent: Agent, details: dict, *, source: str = "monitor") -> bool:
+    """An agent's process ended without the portal asking: move it to ERRORED and plan a restart.
+
+    Returns False (and changes nothing) when the exit was expected: the agent is not live, or
+    an action of the portal's own (stop, restart, revoke...) is in flight.
+    """
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        if (
+            agent.state not in (State.RUNNING, State.SUSPENDED, State.DEPLOYED)
+            or agent.pending_action
+        ):
+            return False
+        from_state = agent.state
+        agent.fail()
+        now = timezone.now()
+        agent.state_changed_at = now
+        agent.health = Health.UNHEALTHY
+        agent.health_detail = describe_exit(details)
+        agent.last_exit = details
+        _plan_restart(agent, now)
+        agent.save()
+        _record_transition(
+            agent, "fail", from_state, Actor.system(source), describe_exit(details), details, None
+        )
+        events.emit("transition", agent, action="fail", from_state=from_state, exit=details)
+    return True
+
+
+def describe_exit(details: dict) -> str:
+    if details.get("reason") == "missing":
+        return "process disappeared (not found by the runtime)"
+    if details.get("oom"):
+        return "killed: out of memory"
+    signal_number = details.get("signal")
+    if signal_number:
+        import signal as signals
+
+        try:
+            name = signals.Signals(signal_number).name
+        except ValueError:
+            name = f"signal {signal_number}"
+        # Shells report a death by signal N as exit status 128 + N; operators know it that way.
+        return f"process killed by {name} (exit code {128 + int(signal_number)})"
+    return f"process exited with code {details.get('exit_code')}"
+
+
+def restart_delay(attempt: int) -> float:
+    """Seconds before automatic restart number ``attempt`` (1-based): exponential, capped."""
+    base = settings.AGENT_RESTART_BACKOFF_SECONDS
+    return min(settings.AGENT_RESTART_BACKOFF_MAX_SECONDS, base * (2 ** (attempt - 1)))
+
+
+def _plan_restart(agent: Agent, now) -> None:
+    if agent.restart_policy != RestartPolicy.ON_FAILURE:
+        agent.next_restart_at = None
+        return
+    if agent.restart_attempts >= settings.AGENT_RESTART_MAX_ATTEMPTS:
+        agent.next_restart_at = None
+        agent.restart_gave_up = True
+        return
+    agent.restart_attempts += 1
+    agent.next_restart_at = now + timedelta(seconds=restart_delay(agent.restart_attempts))
+
+
+def due_restarts(now=None) -> list[Agent]:
+    now = now or timezone.now()
+    return list(
+        Agent.objects.filter(
+            state=State.ERRORED, next_restart_at__lte=now, pending_action=""
+        ).order_by("next_restart_at")
+    )
+
+
+def auto_restart(agent: Agent) -> Operation | None:
+    """Restart an ERRORED agent by its policy, as the system, and wait for the outcome."""
+    actor = Actor.system("monitor")
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        if agent.state != State.ERRORED or agent.next_restart_at is None or agent.pending_action:
+            return None
+        attempt = agent.restart_attempts
+        agent.next_restart_at = None
+        agent.save(update_fields=["next_restart_at", "updated_at"])
+    try:
+        operation = request_action(
+            agent,
+            "restart",
+            actor,
+            reason=f"automatic restart #{attempt} (policy on-failure)",
+            enqueue=False,
+        )
+    except ActionRefused as refused:
+        logger.warning("automatic restart of %s refused: %s", agent.slug, refused.message)
+        with transaction.atomic():
+            agent = Agent.objects.select_for_update().get(pk=agent.pk)
+            agent.health_detail = f"automatic restart waiting: {refused.message}"[:300]
+            _plan_restart(agent, timezone.now())
+            agent.save()
+        return None
+    operation = run_operation(str(operation.pk))
+    if operation.status == Operation.Status.FAILED:
+        with transaction.atomic():
+            agent = Agent.objects.select_for_update().get(pk=agent.pk)
+            if agent.state == State.ERRORED and agent.next_restart_at is None:
+                _plan_restart(agent, timezone.now())
+                agent.save()
+                events.emit("health", agent)
+    return operation
+
+
+def record_health(agent: Agent, health: str, detail: str = "") -> bool:
+    """Store a probe result; emits an event only when something visible changed."""
+    now = timezone.now()
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        changed = agent.health != health or agent.health_detail != detail
+        agent.health = health
+        agent.health_detail = detail[:300]
+        agent.health_checked_at = now
+        if health == Health.HEALTHY:
+            agent.last_healthy_at = now
+            reset_after = timedelta(seconds=settings.AGENT_RESTART_RESET_SECONDS)
+            if (
+                agent.restart_attempts
+                and agent.state == State.RUNNING
+                and now - agent.state_changed_at >= reset_after
+            ):
+                agent.restart_attempts, agent.restart_gave_up = 0, False
+                changed = True
+        agent.save(update_fields=[
+            "health", "health_detail", "health_checked_at", "last_healthy_at",
+            "restart_attempts", "restart_gave_up", "updated_at",
+        ])  # fmt: skip
+        if changed:
+            events.emit("health", agent)
+    return changed
+
+
+def require_viewer(actor: Actor) -> None:
+    if not actor.has(roles.VIEW):
+        raise PermissionDenied("You need a role to see agents. Ask an Admin.")
+
+
+def update_agent_settings(agent: Agent, changed: list[str], actor: Actor) -> Agent:
+    """Save edits to an agent's registry fields (not its state), made in the admin."""
+    actor.require(roles.MANAGE, "edit agents")
+    with transaction.atomic():
+        agent.save()
+        record_audit(
+            actor, "agent.edit", target=agent.slug,
+            changes={name: _jsonable(getattr(agent, name, None)) for name in changed},
+        )  # fmt: skip
+        events.emit("registry", agent, changed=changed)
+    return agent
+
+
+def _jsonable(value):
+    if hasattr(value, "all"):
+        return sorted(str(item) for item in value.all())
+    return (
+        value if isinstance(value, (str, int, float, bool, list, dict, type(None))) else str(value)
+    )

@@ -1,0 +1,329 @@
+"""Agent pages: the fleet (cards or table), an agent's detail and history, and the actions.
+
+Views read the request, call one service, and render a page or, for htmx, the fragment it
+swaps. The markup lives once, in the partials of ``agents/agent_list.html`` and
+``agents/agent_detail.html``.
+"""
+
+from __future__ import annotations
+
+import csv
+from datetime import datetime
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Count, Prefetch
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_date
+from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
+
+from agents import services
+from agents.models import (
+    ACTION_LABELS,
+    ACTIONS,
+    Agent,
+    AgentTransition,
+    Health,
+    Operation,
+    State,
+    Tier,
+)
+from portal import roles
+from portal.actors import Actor
+
+HISTORY_PAGE_SIZE = 50
+LOG_LINES_ON_DETAIL = 20
+
+
+def _htmx_partial(request: HttpRequest) -> bool:
+    """Whether to answer with a fragment (htmx swap) rather than a whole page."""
+    htmx = getattr(request, "htmx", None)
+    return bool(htmx) and not htmx.boosted
+
+
+def _agents_with_relations():
+    return Agent.objects.prefetch_related(
+        Prefetch("dependencies", queryset=Agent.objects.only("id", "slug", "name", "state")),
+        Prefetch("dependents", queryset=Agent.objects.only("id", "slug", "name", "state")),
+        # One query for the whole list, not one per pending card.
+        Prefetch(
+            "operations",
+            queryset=Operation.objects.filter(status__in=[Operation.Status.PENDING, Operation.Status.RUNNING]),
+            to_attr="in_flight_operations",
+        ),
+    )
+
+
+def _card_context(agent: Agent, actor: Actor) -> dict:
+    context = {"agent": agent, "actions": services.available_actions(agent, actor)}
+    if agent.pending_action and agent.in_flight_operations:
+        # Polled with ?op=, so the poll that sees the operation finish can say how it went.
+        context["pending_operation"] = agent.in_flight_operations[0]
+    return context
+
+
+def _finished_toast(request: HttpRequest) -> dict:
+    """A toast for the operation named by ``?op=`` once it has finished, else nothing."""
+    operation_id = request.GET.get("op", "")
+    if not operation_id:
+        return {}
+    try:
+        operation = Operation.objects.select_related("agent").get(pk=operation_id)
+    except (Operation.DoesNotExist, ValueError, ValidationError):
+        return {}
+    if not operation.is_finished:
+        return {}
+    label = ACTION_LABELS[operation.action][0]
+    if operation.status == Operation.Status.SUCCEEDED:
+        took = f" in {operation.duration_seconds:.1f} s" if operation.duration_seconds is not None else ""
+        return {"toast": f"{label} {operation.agent.name}: done{took}.", "toast_level": "success"}
+    return {"toast": f"{label} {operation.agent.name} failed: {operation.error}", "toast_level": "error"}
+
+
+def fleet_counts() -> dict:
+    counts = dict(Agent.objects.values_list("state").annotate(n=Count("id")).values_list("state", "n"))
+    return {
+        "total": sum(counts.values()),
+        "running": counts.get(State.RUNNING, 0),
+        "errored": counts.get(State.ERRORED, 0),
+        "idle": counts.get(State.SUSPENDED, 0) + counts.get(State.STOPPED, 0),
+        "operations": Operation.objects.filter(status__in=[Operation.Status.PENDING, Operation.Status.RUNNING]).count(),
+    }
+
+
+def fleet_overview(request: HttpRequest) -> dict:
+    """The dashboard's fleet part: counts and every agent's card."""
+    actor = Actor.from_request(request)
+    agents = _agents_with_relations()
+    return {"counts": fleet_counts(), "cards": [_card_context(agent, actor) for agent in agents]}
+
+
+# --- the fleet ------------------------------------------------------------------------------
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+def agent_list(request: HttpRequest) -> HttpResponse:
+    actor = Actor.from_request(request)
+    services.require_viewer(actor)
+    view = "table" if request.GET.get("view") == "table" else "grid"
+    state = request.GET.get("state", "").upper()
+    tier = request.GET.get("tier", "")
+    health = request.GET.get("health", "")
+    query = request.GET.get("q", "").strip()
+    agents = _agents_with_relations().search(query)
+    if state in State.values:
+        agents = agents.filter(state=state)
+    if tier in Tier.values:
+        agents = agents.filter(tier=tier)
+    if health in Health.values:
+        agents = agents.filter(health=health)
+    cards = [_card_context(agent, actor) for agent in agents]
+    context = {
+        "cards": cards,
+        "view": view,
+        "filters": {"state": state, "tier": tier, "health": health, "q": query},
+        "states": State.choices,
+        "tiers": Tier.choices,
+        "healths": Health.choices,
+        "counts": fleet_counts(),
+    }
+    template = "agents/agent_list.html#results" if _htmx_partial(request) else "agents/agent_list.html"
+    return render(request, template, context)
+
+
+@require_GET
+def agent_card(request: HttpRequest, slug: str) -> HttpResponse:
+    """One card, for the polling a pending card does until its action finishes."""
+    actor = Actor.from_request(request)
+    services.require_viewer(actor)
+    agent = _get(slug)
+    toast = _finished_toast(request)
+    table = request.GET.get("view") == "table"
+    template = f"agents/agent_list.html#{'row' if table else 'card'}{'-result' if toast else ''}"
+    return render(request, template, {**_card_context(agent, actor), **toast})
+
+
+# --- one agent ------------------------------------------------------------------------------
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+def agent_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    actor = Actor.from_request(request)
+    services.require_viewer(actor)
+    agent = _get(slug)
+    context = {**_card_context(agent, actor), **_detail_extras(agent), "log_lines": _recent_log_lines(agent)}
+    toast = _finished_toast(request)
+    context.update(toast)
+    if _htmx_partial(request):
+        template = "agents/agent_detail.html#action-result" if toast else "agents/agent_detail.html#status"
+    else:
+        template = "agents/agent_detail.html"
+    return render(request, template, context)
+
+
+def _detail_extras(agent: Agent) -> dict:
+    return {
+        "transitions": agent.transitions.all()[:10],
+        "last_operation": agent.operations.first(),
+        "now": timezone.now(),
+    }
+
+
+def _recent_log_lines(agent: Agent) -> list[dict]:
+    if agent.state in (State.DRAFT, State.REVOKED):
+        return []
+    try:
+        lines = list(services.runtime_for(agent).logs(services.spec_for(agent), tail=LOG_LINES_ON_DETAIL))
+    except Exception:  # logs are a convenience here; the page must render without them
+        return []
+    return [{"ts": line.ts, "replica": line.replica, "text": line.text} for line in lines[-LOG_LINES_ON_DETAIL:]]
+
+
+@require_GET
+def agent_history(request: HttpRequest, slug: str) -> HttpResponse:
+    """The full transition history, filterable, and as CSV with ``?format=csv``."""
+    actor = Actor.from_request(request)
+    services.require_viewer(actor)
+    agent = _get(slug)
+    rows = agent.transitions.all()
+    filters = {
+        "action": request.GET.get("action", ""),
+        "actor_kind": request.GET.get("actor_kind", ""),
+        "since": request.GET.get("since", ""),
+        "until": request.GET.get("until", ""),
+    }
+    if filters["action"] in (*ACTIONS, "fail"):
+        rows = rows.filter(action=filters["action"])
+    if filters["actor_kind"] in AgentTransition.ActorKind.values:
+        rows = rows.filter(actor_kind=filters["actor_kind"])
+    since, until = parse_date(filters["since"] or ""), parse_date(filters["until"] or "")
+    if since:
+        rows = rows.filter(at__date__gte=since)
+    if until:
+        rows = rows.filter(at__date__lte=until)
+    if request.GET.get("format") == "csv":
+        return _history_csv(agent, rows)
+    page = Paginator(rows, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "agents/agent_history.html",
+        {
+            "agent": agent,
+            "page": page,
+            "filters": filters,
+            "query": query.urlencode(),
+            "actions": [*ACTIONS, "fail"],
+            "actor_kinds": AgentTransition.ActorKind.choices,
+        },
+    )
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def _history_csv(agent: Agent, rows) -> StreamingHttpResponse:
+    writer = csv.writer(_Echo())
+    header = ["at", "agent", "action", "from_state", "to_state", "actor_kind", "actor", "reason", "operation", "details"]
+
+    def lines():
+        yield writer.writerow(header)
+        for row in rows.iterator():
+            yield writer.writerow([
+                row.at.isoformat(), agent.slug, row.action, row.from_state, row.to_state, row.actor_kind,
+                row.actor, row.reason, row.operation_id or "", row.details,
+            ])  # fmt: skip
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    response["Content-Disposition"] = f'attachment; filename="{agent.slug}-history-{stamp}.csv"'
+    return response
+
+
+# --- actions ------------------------------------------------------------------------------
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+def action_confirm(request: HttpRequest, slug: str, action: str) -> HttpResponse:
+    """The confirmation dialog: what the action does, who else it affects."""
+    actor = Actor.from_request(request)
+    agent = _get(slug)
+    if action not in ACTIONS:
+        raise Http404(f"{action!r} is not an action.")
+    check = services.check_action(agent, action, actor)
+    if check.code == "forbidden":
+        raise PermissionDenied(check.message)
+    context = {"agent": agent, "check": check, "action": action, "label": ACTION_LABELS[action][0], "next": _next(request)}
+    template = "agents/action_confirm.html#dialog" if _htmx_partial(request) else "agents/action_confirm.html"
+    return render(request, template, context)
+
+
+@require_POST
+def take_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
+    actor = Actor.from_request(request)
+    agent = _get(slug)
+    if action not in ACTIONS:
+        raise Http404(f"{action!r} is not an action.")
+    typed_name = request.POST.get("confirm_name", "").strip()
+    # Only for those who may revoke: anyone else gets the service's refusal (403, audited).
+    if action == "revoke" and actor.has(roles.OPERATE) and typed_name != agent.name:
+        return _refused(request, agent, f"To revoke, type the agent's name exactly: {agent.name}.")
+    try:
+        services.request_action(
+            agent,
+            action,
+            actor,
+            reason=request.POST.get("reason", ""),
+            with_dependencies=request.POST.get("with_dependencies") == "on",
+            confirm=request.POST.get("confirm") == "on" or action == "revoke",
+        )
+    except services.ActionRefused as refused:
+        return _refused(request, agent, refused.message)
+    agent = _get(slug)
+    message = f"{ACTION_LABELS[action][0]} {agent.name}: {agent.pending_label}…"
+    if _htmx_partial(request):
+        where = request.POST.get("from", "card")
+        template = {
+            "detail": "agents/agent_detail.html#action-result",
+            "row": "agents/agent_list.html#row-result",
+        }.get(where, "agents/agent_list.html#card-result")
+        context = {**_card_context(agent, actor), "toast": message, "toast_level": "info"}
+        if where == "detail":
+            context.update(_detail_extras(agent))
+        return render(request, template, context)
+    messages.info(request, message)
+    return redirect(_next(request) or reverse("agents:detail", args=[agent.slug]))
+
+
+def _refused(request: HttpRequest, agent: Agent, message: str) -> HttpResponse:
+    if _htmx_partial(request):
+        # Nothing to swap; the toast goes out of band (htmx swaps no content of a 4xx answer).
+        response = render(request, "agents/agent_list.html#toast", {"toast": message, "toast_level": "error"})
+        response["HX-Reswap"] = "none"
+        return response
+    messages.error(request, message)
+    return redirect(_next(request) or reverse("agents:detail", args=[agent.slug]))
+
+
+def _next(request: HttpRequest) -> str:
+    candidate = request.POST.get("next") or request.GET.get("next") or ""
+    return candidate if candidate.startswith("/") and not candidate.startswith("//") else ""
+
+
+def _get(slug: str) -> Agent:
+    try:
+        return _agents_with_relations().get(slug=slug)
+    except Agent.DoesNotExist:
+        raise Http404(f"There is no agent {slug!r}.") from None
+
