@@ -126,6 +126,12 @@ class Agent(ConcurrentTransitionMixin, models.Model):
     pending_since = models.DateTimeField(null=True, blank=True)
     runtime_details = models.JSONField(default=dict, blank=True, help_text="Ports, pids, ids.")
     last_exit = models.JSONField(default=dict, blank=True)
+    drift = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Differences the monitor found between runtime and portal.",
+    )
+    drift_checked_at = models.DateTimeField(null=True, blank=True)
 
     # Auto-restart bookkeeping, kept by the monitor.
     restart_attempts = models.PositiveIntegerField(default=0)

@@ -41,7 +41,7 @@ class Monitor:
         self, *, probe_interval: float | None = None, runtimes: list[str] | None = None
     ) -> None:
         self.probe_interval = probe_interval or settings.AGENT_PROBE_INTERVAL_SECONDS
-        self.runtime_names = runtimes or ["local"]
+        self.runtime_names = runtimes or runtimes_in_use()
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self._redis = redis.Redis.from_url(
@@ -68,6 +68,7 @@ class Monitor:
             thread.start()
             self._threads.append(thread)
         self.reconcile()
+        self.check_drift()
         prober = threading.Thread(target=self._probe_loop, name="probes", daemon=True)
         prober.start()
         self._threads.append(prober)
@@ -96,7 +97,7 @@ class Monitor:
             try:
                 since = self._redis.get(key)
                 for event in runtime.events(since, self.stop_event):
-                    self.handle_event(event)
+                    self.handle_event(event, runtime_name=name)
                     if event.id:
                         self._redis.set(key, event.id)
             except redis.RedisError as exc:
@@ -111,7 +112,11 @@ class Monitor:
                 close_old_connections()
         connection.close()
 
-    def handle_event(self, event: RuntimeEvent) -> None:
+    def handle_event(self, event: RuntimeEvent, runtime_name: str = "") -> None:
+        if event.kind == "removed" and runtime_name:
+            # Removed behind the portal's back (or by revoke): drift says which at once.
+            services.check_drift(runtime_name)
+            return
         if event.kind not in ("exited", "oom"):
             return
         agent = Agent.objects.filter(slug=event.slug).first()
@@ -185,6 +190,7 @@ class Monitor:
             try:
                 self.probe_all()
                 self.reconcile()
+                self.check_drift()
             except Exception:
                 logger.exception("probe loop failed")
             finally:
@@ -193,8 +199,21 @@ class Monitor:
 
     def probe_all(self) -> None:
         for agent in Agent.objects.filter(state=State.RUNNING, pending_action=""):
-            health, detail = probe(agent)
+            try:
+                answer = services.runtime_for(agent).probe(
+                    services.spec_for(agent), agent.runtime_details
+                )
+            except RuntimeFailure as failure:
+                answer = (Health.UNHEALTHY, failure.message)
+            health, detail = answer if answer is not None else probe(agent)
             services.record_health(agent, health, detail)
+
+    def check_drift(self) -> None:
+        for name in self.runtime_names:
+            try:
+                services.check_drift(name)
+            except RuntimeFailure as failure:
+                logger.warning("cannot check drift on %s: %s", name, failure.message)
 
     def reconcile(self) -> None:
         """Agents the database says are live but whose processes are gone have crashed."""
@@ -222,16 +241,24 @@ class Monitor:
                     self.wake.set()
 
 
+def runtimes_in_use() -> list[str]:
+    """The default runtime and every runtime an agent is registered on."""
+    names = set(
+        Agent.objects.exclude(state=State.REVOKED).values_list("runtime", flat=True).distinct()
+    )
+    names.add(settings.AGENT_RUNTIME)
+    return sorted(names)
+
+
 def _is_current_process(agent: Agent, event: RuntimeEvent) -> bool:
-    """Whether the exit is of the process the agent runs now (pids are in runtime_details)."""
-    pid = event.details.get("pid")
-    pids = agent.runtime_details.get("pids")
-    if pid is None or not pids:
-        return True
-    try:
-        return int(pid) in {int(p) for p in pids}
-    except (TypeError, ValueError):
-        return True
+    """Whether the exit is of the process or container the agent runs now, as recorded in its
+    runtime details (``pids``, ``container_ids``); a late exit of an earlier one is not."""
+    for event_key, details_key in (("pid", "pids"), ("container_id", "container_ids")):
+        value = event.details.get(event_key)
+        current = agent.runtime_details.get(details_key)
+        if value is not None and current:
+            return str(value) in {str(item) for item in current}
+    return True
 
 
 def probe(agent: Agent) -> tuple[str, str]:

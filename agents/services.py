@@ -402,6 +402,22 @@ def build_runtime(name: str) -> Runtime:
     """The runtime called ``name``, configured from settings."""
     if name == "local":
         return get_runtime("local", root=settings.AGENT_ROOT, redis_url=settings.AGENT_REDIS_URL)
+    if name == "docker":
+        return get_runtime(
+            "docker",
+            base_url=settings.DOCKER_HOST,
+            image=settings.AGENT_IMAGE,
+            redis_url=settings.AGENT_REDIS_URL,
+            network=settings.AGENT_DOCKER_NETWORK,
+        )
+    if name == "kubernetes":
+        return get_runtime(
+            "kubernetes",
+            namespace=settings.KUBERNETES_NAMESPACE,
+            image=settings.AGENT_IMAGE,
+            redis_url=settings.KUBERNETES_AGENT_REDIS_URL,
+            in_cluster=settings.KUBERNETES_IN_CLUSTER,
+        )
     return get_runtime(name)
 
 
@@ -825,3 +841,61 @@ def _jsonable(value):
     return (
         value if isinstance(value, (str, int, float, bool, list, dict, type(None))) else str(value)
     )
+
+
+# --- drift --------------------------------------------------------------------------------------
+
+# The portal states in which an agent has resources in its runtime.
+DEPLOYED_STATES = [State.DEPLOYED, State.RUNNING, State.SUSPENDED, State.STOPPED, State.ERRORED]
+
+
+def record_drift(agent: Agent, items: list[dict]) -> bool:
+    """Store what the monitor found out of line for ``agent``; emits an event when it changed."""
+    now = timezone.now()
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        found = [{"kind": item["kind"], "message": item["message"]} for item in items]
+        known = [{"kind": item["kind"], "message": item["message"]} for item in agent.drift]
+        changed = found != known
+        if changed:
+            agent.drift = [{**item, "since": now.isoformat()} for item in found]
+        agent.drift_checked_at = now
+        agent.save(update_fields=["drift", "drift_checked_at", "updated_at"])
+        if changed:
+            if found:
+                logger.warning(
+                    "drift on %s: %s", agent.slug, "; ".join(i["message"] for i in found)
+                )
+            events.emit("drift", agent, drift=found)
+    return changed
+
+
+def check_drift(runtime_name: str) -> dict[str, list[dict]]:
+    """Ask one runtime how it differs from the portal; record it per agent. Returns the
+    findings by slug (orphans under their own slug, even with no agent of that name)."""
+    runtime = build_runtime(runtime_name)
+    agents = list(Agent.objects.filter(runtime=runtime_name, state__in=DEPLOYED_STATES))
+    findings = runtime.drift([(spec_for(agent), agent.state) for agent in agents])
+    by_slug: dict[str, list[dict]] = {}
+    for item in findings:
+        by_slug.setdefault(item["slug"], []).append(item)
+    for agent in Agent.objects.filter(runtime=runtime_name):
+        items = by_slug.get(agent.slug, [])
+        if items or agent.drift:
+            record_drift(agent, items)
+    return by_slug
+
+
+def reconcile_agent(agent: Agent, actor: Actor) -> dict:
+    """The one-click fix for drift: make the runtime match the portal where that is safe
+    (remove orphans, stop or pause what should not run), then check again."""
+    actor.require(roles.OPERATE, "reconcile agents")
+    runtime = runtime_for(agent)
+    if agent.state in DEPLOYED_STATES:
+        result = runtime.reconcile(spec_for(agent), agent.state)
+    else:
+        result = runtime.remove_orphan(agent.slug)
+    with transaction.atomic():
+        record_audit(actor, "agent.reconcile", target=agent.slug, result=result)
+    check_drift(agent.runtime)
+    return result

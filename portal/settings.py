@@ -301,5 +301,18 @@ AGENT_RESTART_BACKOFF_MAX_SECONDS = env.int(
     "AGENT_RESTART_BACKOFF_MAX_SECONDS", 60, minimum=1, maximum=3600
 )
 AGENT_RESTART_RESET_SECONDS = env.int("AGENT_RESTART_RESET_SECONDS", 60, minimum=1, maximum=86_400)
+
+# Docker runtime: the engine (the SDK would otherwise follow the CLI's context), the agent image.
+DOCKER_HOST = env.str("DOCKER_HOST", "unix:///var/run/docker.sock")
+AGENT_IMAGE = env.str("AGENT_IMAGE", "waooaw/agentd")
+AGENT_BASE_IMAGE = env.str("AGENT_BASE_IMAGE", "python:3.12-slim")
+# Where containers reach the agents' Redis (host networking: the same address as ours).
+AGENT_DOCKER_NETWORK = env.str("AGENT_DOCKER_NETWORK", "host")
+
+# Kubernetes runtime: KUBECONFIG (or the in-cluster service account) says which cluster.
+KUBERNETES_NAMESPACE = env.str("KUBERNETES_NAMESPACE", "waooaw-agents")
+KUBERNETES_IN_CLUSTER = env.bool("KUBERNETES_IN_CLUSTER", False)
+# The Redis URL as seen from inside the cluster (pods cannot use our 127.0.0.1).
+KUBERNETES_AGENT_REDIS_URL = env.secret("KUBERNETES_AGENT_REDIS_URL") or AGENT_REDIS_URL
 BIND_ADDRESS = env.str("BIND_ADDRESS", "127.0.0.1")
 HEALTHZ_TIMEOUT_SECONDS = 2

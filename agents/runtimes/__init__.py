@@ -38,6 +38,8 @@ __all__ = [
 # name -> "module:ClassName"
 _REGISTRY: dict[str, str] = {
     "local": "agents.runtimes.local:LocalRuntime",
+    "docker": "agents.runtimes.docker:DockerRuntime",
+    "kubernetes": "agents.runtimes.kubernetes:KubernetesRuntime",
 }
 
 

@@ -258,3 +258,31 @@ class Runtime(abc.ABC):
     def adopt(self) -> list[str]:
         """Find agents left running from before (the portal restarted); answers their slugs.
         Nothing is started, stopped or duplicated."""
+
+    def probe(self, spec: AgentSpec, details: dict[str, Any]) -> tuple[str, str] | None:
+        """Health as the runtime itself sees it: ``(health, detail)`` with health one of
+        ``healthy``, ``degraded``, ``unhealthy``; or None to let the portal call each replica's
+        ``/healthz`` and ``/readyz`` on 127.0.0.1 at the ports in ``details`` (the agent's
+        recorded runtime details). Runtimes whose agents the portal cannot reach directly
+        (Kubernetes) answer from their own view (pod readiness)."""
+        return None
+
+    def drift(self, expected: list[tuple[AgentSpec, str]]) -> list[dict[str, Any]]:
+        """Differences between what the portal expects and what the runtime has.
+
+        ``expected`` pairs each agent the portal believes is deployed here with its portal state
+        (DEPLOYED, RUNNING, SUSPENDED, STOPPED, ERRORED). Answers ``{"slug", "kind", "message"}``
+        items, kind one of ``missing`` (expected, not found), ``orphan`` (labelled as ours, not
+        expected: a slug the portal has no deployed agent for) or ``unexpected_state`` (e.g. a
+        container running while the portal says STOPPED). The default finds nothing."""
+        return []
+
+    def reconcile(self, spec: AgentSpec, expected_state: str) -> dict[str, Any]:
+        """Make the runtime match the portal for one agent where that is safe (remove an orphan,
+        stop what should be stopped, pause what should be suspended); answers what it did.
+        The default does nothing."""
+        return {"actions": []}
+
+    def remove_orphan(self, slug: str) -> dict[str, Any]:
+        """Delete resources labelled for ``slug`` that no agent of the portal owns."""
+        return {"removed": []}
