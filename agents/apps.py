@@ -8,11 +8,12 @@ class AgentsConfig(AppConfig):
     verbose_name = "Agents"
 
     def ready(self) -> None:
-        from agents import services
+        from agents import events, live, services
         from portal.management.commands import up
         from portal.startup import STARTUP_STEPS
 
         if services.seed_step not in STARTUP_STEPS:
             STARTUP_STEPS.append(services.seed_step)
+        events.subscribe(live.on_agent_event)
         if up.monitor_child not in up.EXTRA_CHILDREN:
             up.EXTRA_CHILDREN.append(up.monitor_child)

@@ -30,6 +30,8 @@ class Actor:
     name: str = ""
     # The label recorded when the request was made, for work carried out later on its behalf.
     recorded_label: str = ""
+    # For rendering what someone of this role would see (server push); never used to act.
+    assumed_role: str = ""
 
     @classmethod
     def from_request(cls, request: HttpRequest) -> Actor:
@@ -62,6 +64,8 @@ class Actor:
 
     @property
     def role(self) -> str | None:
+        if self.assumed_role:
+            return self.assumed_role
         if self.kind in ("command", "system") and self.user is None:
             return roles.ADMIN
         return roles.role_of(self.user)

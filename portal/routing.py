@@ -1,5 +1,11 @@
-"""WebSocket routes. The live consumer arrives with the real-time layer."""
+"""WebSocket routes: one live endpoint per browser tab."""
 
 from __future__ import annotations
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from portal.consumers import LiveConsumer
+
+websocket_urlpatterns = [
+    path("ws/live/", LiveConsumer.as_asgi()),
+]

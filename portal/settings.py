@@ -122,9 +122,11 @@ CACHES = {
     }
 }
 
+# Redis pub/sub: a group message is published once and fanned out inside each web process,
+# which keeps a push to hundreds of open pages cheap (benchmarks/bench_realtime.py).
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {"hosts": [REDIS_URL], "prefix": "portal:channels"},
     }
 }

@@ -62,6 +62,68 @@
     });
   }, 500);
 
+  // --- live updates: the WebSocket, its indicator, and polling while it is down ---------------
+  var RETRYABLE = [1006, 1011, 1012, 1013];
+  var live = { up: false, everConnected: false, retries: 0, lastUpdate: Date.now(), lastBeat: Date.now(), socket: null };
+  // Regions poll with hx-trigger="every Ns [portalLiveDown()]": only while no socket is live.
+  window.portalLiveDown = function () { return !live.up; };
+
+  function showLive(state, text) {
+    var indicator = document.getElementById("live-indicator");
+    if (!indicator) return;
+    indicator.dataset.state = state;
+    indicator.querySelector(".live-text").textContent = text;
+  }
+
+  function refreshIndicator() {
+    if (live.up) { showLive("live", "Live"); return; }
+    var age = Math.round((Date.now() - live.lastUpdate) / 1000);
+    var offline = !navigator.onLine || live.retries >= 3;
+    showLive(offline ? "offline" : "reconnecting", (offline ? "Offline" : "Reconnecting") + " · updated " + age + " s ago");
+  }
+
+  document.addEventListener("htmx:wsOpen", function (event) {
+    var shell = event.target;
+    var topics = (shell.dataset.liveTopics || "").split(/\s+/).filter(Boolean);
+    live.socket = event.detail.socketWrapper;
+    if (topics.length) live.socket.send(JSON.stringify({ subscribe: topics }));
+    var reconnected = live.everConnected;
+    live.up = true; live.everConnected = true; live.retries = 0;
+    live.lastUpdate = live.lastBeat = Date.now();
+    refreshIndicator();
+    // Whatever happened while the socket was down: fetch the current state once.
+    if (reconnected) htmx.trigger(document.body, "live:resync");
+  });
+
+  document.addEventListener("htmx:wsClose", function (event) {
+    var code = event.detail.event.code;
+    live.up = false;
+    live.retries += 1;
+    if (code === 4401 || code === 4403) { showLive("offline", "Signed out · reload the page"); return; }
+    refreshIndicator();
+    // The extension retries only abnormal closes; a clean close (server restart) is retried here.
+    if (RETRYABLE.indexOf(code) < 0) {
+      var delay = Math.min(30000, 500 * Math.pow(2, Math.min(live.retries, 6))) * (0.5 + Math.random() / 2);
+      setTimeout(function () { event.detail.socketWrapper.reconnect(); }, delay);
+    }
+  });
+
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    live.lastUpdate = live.lastBeat = Date.now();
+  });
+  document.addEventListener("htmx:afterSwap", function (event) {
+    if (event.detail.elt && event.detail.elt.closest && event.detail.elt.closest("[data-live-region]")) live.lastUpdate = Date.now();
+  });
+
+  setInterval(function () {
+    // A socket that stopped hearing heartbeats is dead even if the browser has not noticed.
+    if (live.up && Date.now() - live.lastBeat > 20000 && live.socket) {
+      live.up = false;
+      live.socket.reconnect();
+    }
+    refreshIndicator();
+  }, 1000);
+
   document.addEventListener("DOMContentLoaded", function () {
     setTheme(root.dataset.theme === "light" ? "light" : "dark");
     document.querySelectorAll("#toasts .toast").forEach(dismissLater);

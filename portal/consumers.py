@@ -1,0 +1,173 @@
+"""The one WebSocket a page opens: ``/ws/live/``.
+
+On connect the socket joins the fleet group for the user's access level and the user's own
+group (toasts for actions they took). The page then sends ``{"subscribe": ["agent:wow-cache",
+"operation:<id>"]}`` for what else it shows; each topic is checked before it is joined.
+Server → browser messages are HTML fragments for the htmx ws extension. A heartbeat every
+``HEARTBEAT_SECONDS`` (one per web process) goes through the channel layer itself, so a dead
+Redis closes the sockets (code 1011) and the pages switch to polling until they can reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import socket
+import time
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from portal import realtime, roles
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 5
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+MAX_SUBSCRIPTIONS = 50
+_TOPIC = re.compile(r"^(agent|operation):([A-Za-z0-9_-]{1,64})$")
+_FLEET_TABLE = "fleet-table"
+
+
+class LiveConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        role = await database_sync_to_async(roles.role_of)(user)
+        if role is None:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.access = (
+            realtime.ACCESS_OPERATE
+            if roles.role_allows(role, roles.OPERATE)
+            else realtime.ACCESS_VIEW
+        )
+        self.groups_joined: set[str] = set()
+        await self.accept()
+        try:
+            await self._join(realtime.fleet_group(self.access))
+            await self._join(realtime.user_group(user.pk))
+            await self._join(_heartbeat.group)
+        except Exception as exc:
+            logger.warning("live socket cannot join its groups: %s", exc)
+            await self.close(code=1011)
+            return
+        _heartbeat.ensure_running(self.channel_layer)
+        self._heartbeat_answered = time.monotonic()
+        self._watchdog = asyncio.ensure_future(self._watch())
+
+    async def disconnect(self, code: int) -> None:
+        task = getattr(self, "_watchdog", None)
+        if task is not None:
+            task.cancel()
+        for group in getattr(self, "groups_joined", set()):
+            # Redis may be the very reason the socket is closing.
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            message = json.loads(text_data or "")
+        except json.JSONDecodeError:
+            return
+        topics = message.get("subscribe") if isinstance(message, dict) else None
+        if not isinstance(topics, list):
+            return
+        for topic in topics[:MAX_SUBSCRIPTIONS]:
+            group = await self._group_for(topic)
+            if group is not None:
+                await self._join(group)
+
+    async def _group_for(self, topic: object) -> str | None:
+        """The group behind a topic the user may see, or None (unknown or not theirs)."""
+        if not isinstance(topic, str):
+            return None
+        if topic == _FLEET_TABLE:
+            return realtime.fleet_table_group(self.access)
+        match = _TOPIC.match(topic)
+        if match is None:
+            return None
+        kind, key = match.groups()
+        exists = await database_sync_to_async(_topic_exists)(kind, key)
+        if not exists:
+            return None
+        if kind == "agent":
+            return realtime.agent_group(key, self.access)
+        return realtime.operation_group(key)
+
+    async def _join(self, group: str) -> None:
+        if group not in self.groups_joined and len(self.groups_joined) < MAX_SUBSCRIPTIONS + 2:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.groups_joined.add(group)
+
+    async def _watch(self) -> None:
+        """Close when the process heartbeat stops arriving (the channel layer is down)."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            if time.monotonic() - self._heartbeat_answered > 3 * HEARTBEAT_SECONDS:
+                logger.info("live socket closing: no heartbeat through the channel layer")
+                await self.close(code=1011)
+                return
+
+    # --- messages from the channel layer -------------------------------------------------------
+
+    async def live_fragments(self, event: dict) -> None:
+        await self.send(text_data=event["html"])
+
+    async def live_heartbeat(self, event: dict) -> None:
+        self._heartbeat_answered = time.monotonic()
+        await self.send(
+            text_data=f'<span id="live-beat" hidden data-at="{time.time():.3f}"></span>'
+        )
+
+
+class _ProcessHeartbeat:
+    """One heartbeat per web process, sent through the channel layer to every socket in it.
+
+    A message that makes the round trip proves Redis carries messages; when it stops coming,
+    each socket's watchdog closes it. One publish per interval, whatever the number of sockets.
+    """
+
+    def __init__(self) -> None:
+        self.group = realtime.group_name("live-beat", socket.gethostname(), os.getpid())
+        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def ensure_running(self, layer) -> None:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._loop is not loop:
+            self._loop = loop
+            self._task = loop.create_task(self._run(layer))
+
+    async def _run(self, layer) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(
+                    layer.group_send(self.group, {"type": "live.heartbeat"}), HEARTBEAT_SECONDS
+                )
+            except Exception as exc:
+                logger.info("live heartbeat not sent: %s", exc)
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+_heartbeat = _ProcessHeartbeat()
+
+
+def _topic_exists(kind: str, key: str) -> bool:
+    if kind == "agent":
+        from agents.models import Agent
+
+        return Agent.objects.filter(slug=key).exists()
+    from agents.models import Operation
+
+    try:
+        return Operation.objects.filter(pk=key).exists()
+    except Exception:  # not a UUID
+        return False

@@ -1,0 +1,144 @@
+"""Server push: rendered HTML fragments sent to the browsers that show them.
+
+Pages subscribe a WebSocket (``portal.consumers.LiveConsumer``) to groups; code anywhere (a
+request, a Celery task, the monitor) calls :func:`publish` after a change is committed, with
+the fragments that change. Each fragment's root carries an ``id``; the htmx ``ws`` extension
+swaps it into the page out of band.
+
+Publishing goes through one background event loop per process, so the Redis channel layer keeps
+its connections instead of opening new ones per message (``async_to_sync`` would create a
+loop per call). Per group, a message goes out at once if the group had none in the last
+``THROTTLE_SECONDS``; otherwise fragments are merged (the newest per element id wins) and sent
+when the window ends, so a burst (a bulk job, a log tail) costs one message per window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+from collections import OrderedDict
+
+from channels.layers import get_channel_layer
+
+logger = logging.getLogger(__name__)
+
+THROTTLE_SECONDS = 0.25
+MESSAGE_TYPE = "live.fragments"
+_GROUP_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+# Access levels that see different fragments (an Operator's card has an actions menu).
+ACCESS_VIEW = "view"
+ACCESS_OPERATE = "operate"
+ACCESS_LEVELS = (ACCESS_VIEW, ACCESS_OPERATE)
+
+
+def group_name(*parts: object) -> str:
+    """A channel-layer group name (letters, digits, ``.``, ``-``, ``_`` only, < 100 chars)."""
+    return _GROUP_SAFE.sub("_", ".".join(str(part) for part in parts))[:99]
+
+
+def fleet_group(access: str) -> str:
+    return group_name("fleet", access)
+
+
+def fleet_table_group(access: str) -> str:
+    """Pages showing the fleet as a table (rows instead of cards)."""
+    return group_name("fleet-table", access)
+
+
+def agent_group(slug: str, access: str) -> str:
+    return group_name("agent", slug, access)
+
+
+def operation_group(operation_id: object) -> str:
+    return group_name("operation", operation_id)
+
+
+def user_group(user_id: int) -> str:
+    return group_name("user", user_id)
+
+
+class Publisher:
+    """Sends fragments to groups from synchronous code, throttled per group."""
+
+    def __init__(self, throttle: float = THROTTLE_SECONDS) -> None:
+        self.throttle = throttle
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._pending: dict[str, OrderedDict[str, str]] = {}
+        self._last_sent: dict[str, float] = {}
+        self._scheduled: set[str] = set()
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or not self._loop.is_running():
+                loop = asyncio.new_event_loop()
+                started = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(started.set)
+                    loop.run_forever()
+
+                threading.Thread(target=run, name="live-publisher", daemon=True).start()
+                started.wait(5)
+                self._loop = loop
+            return self._loop
+
+    def publish(self, group: str, fragments: dict[str, str]) -> None:
+        """Queue ``fragments`` (element id → HTML) for ``group``; returns at once."""
+        if not fragments:
+            return
+        loop = self._ensure_loop()
+        loop.call_soon_threadsafe(self._enqueue, group, dict(fragments))
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until everything queued so far has been handed to the channel layer (tests)."""
+        loop = self._ensure_loop()
+        future = asyncio.run_coroutine_threadsafe(self._drain(), loop)
+        future.result(timeout)
+
+    # --- inside the loop ----------------------------------------------------------------------
+
+    def _enqueue(self, group: str, fragments: dict[str, str]) -> None:
+        pending = self._pending.setdefault(group, OrderedDict())
+        for element_id, html in fragments.items():
+            pending.pop(element_id, None)
+            pending[element_id] = html
+        if group in self._scheduled:
+            return
+        wait = self._last_sent.get(group, 0.0) + self.throttle - time.monotonic()
+        self._scheduled.add(group)
+        if wait <= 0:
+            asyncio.ensure_future(self._send(group))
+        else:
+            self._loop.call_later(wait, lambda: asyncio.ensure_future(self._send(group)))
+
+    async def _send(self, group: str) -> None:
+        self._scheduled.discard(group)
+        fragments = self._pending.pop(group, None)
+        if not fragments:
+            return
+        self._last_sent[group] = time.monotonic()
+        layer = get_channel_layer()
+        try:
+            await layer.group_send(
+                group,
+                {"type": MESSAGE_TYPE, "html": "".join(fragments.values()), "sent": time.time()},
+            )
+        except Exception as exc:  # Redis away: the pages fall back to polling meanwhile
+            logger.warning("could not publish to %s: %s", group, exc)
+
+    async def _drain(self) -> None:
+        while self._scheduled or self._pending:
+            await asyncio.sleep(0.01)
+
+
+publisher = Publisher()
+
+
+def publish(group: str, fragments: dict[str, str]) -> None:
+    publisher.publish(group, fragments)
