@@ -4,7 +4,7 @@ On connect the socket joins the fleet group for the user's access level and the 
 group (toasts for actions they took). The page then sends ``{"subscribe": ["agent:wow-cache",
 "operation:<id>"]}`` for what else it shows; each topic is checked before it is joined.
 Server → browser messages are HTML fragments for the htmx ws extension. A heartbeat every
-``HEARTBEAT_SECONDS`` (one per web process) goes through the channel layer itself, so a dead
+``LIVE_HEARTBEAT_SECONDS`` (one per web process) goes through the channel layer itself, so a dead
 Redis closes the sockets (code 1011) and the pages switch to polling until they can reconnect.
 """
 
@@ -21,17 +21,21 @@ import time
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from portal import realtime, roles
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 5
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 MAX_SUBSCRIPTIONS = 50
 _TOPIC = re.compile(r"^(agent|operation):([A-Za-z0-9_-]{1,64})$")
 _FLEET_TABLE = "fleet-table"
+
+
+def _heartbeat_seconds() -> int:
+    return settings.LIVE_HEARTBEAT_SECONDS
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
@@ -110,8 +114,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def _watch(self) -> None:
         """Close when the process heartbeat stops arriving (the channel layer is down)."""
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
-            if time.monotonic() - self._heartbeat_answered > 3 * HEARTBEAT_SECONDS:
+            await asyncio.sleep(_heartbeat_seconds())
+            if time.monotonic() - self._heartbeat_answered > 3 * _heartbeat_seconds():
                 logger.info("live socket closing: no heartbeat through the channel layer")
                 await self.close(code=1011)
                 return
@@ -150,11 +154,11 @@ class _ProcessHeartbeat:
         while True:
             try:
                 await asyncio.wait_for(
-                    layer.group_send(self.group, {"type": "live.heartbeat"}), HEARTBEAT_SECONDS
+                    layer.group_send(self.group, {"type": "live.heartbeat"}), _heartbeat_seconds()
                 )
             except Exception as exc:
                 logger.info("live heartbeat not sent: %s", exc)
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(_heartbeat_seconds())
 
 
 _heartbeat = _ProcessHeartbeat()

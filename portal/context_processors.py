@@ -39,4 +39,5 @@ def portal(request: HttpRequest) -> dict:
         "can_operate": roles.role_allows(role, roles.OPERATE),
         "can_manage": roles.role_allows(role, roles.MANAGE),
         "google_login_enabled": settings.GOOGLE_LOGIN_ENABLED,
+        "live_heartbeat_seconds": settings.LIVE_HEARTBEAT_SECONDS,
     }

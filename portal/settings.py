@@ -286,6 +286,10 @@ LOGGING = {
 
 PORT = env.int("PORT", 8000, minimum=1, maximum=65535)
 
+# Live updates: how often each web process proves the channel layer works; a socket that misses
+# three heartbeats closes and its page falls back to polling.
+LIVE_HEARTBEAT_SECONDS = env.int("LIVE_HEARTBEAT_SECONDS", 5, minimum=1, maximum=60)
+
 # --- agents -----------------------------------------------------------------------------
 
 AGENT_RUNTIME = env.choice("AGENT_RUNTIME", ["local", "docker", "kubernetes"], "local")

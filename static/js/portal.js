@@ -117,7 +117,9 @@
 
   setInterval(function () {
     // A socket that stopped hearing heartbeats is dead even if the browser has not noticed.
-    if (live.up && Date.now() - live.lastBeat > 20000 && live.socket) {
+    var shell = document.querySelector("[data-live-heartbeat]");
+    var beat = shell ? Number(shell.dataset.liveHeartbeat) * 1000 : 5000;
+    if (live.up && Date.now() - live.lastBeat > 4 * beat && live.socket) {
       live.up = false;
       live.socket.reconnect();
     }
