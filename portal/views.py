@@ -35,6 +35,9 @@ def login_refused(request: HttpRequest) -> HttpResponse:
 def dashboard(request: HttpRequest) -> HttpResponse:
     from agents.views import fleet_overview
 
+    if request.htmx and not request.htmx.boosted:
+        # The fleet region polling while the live socket is down, or resyncing after it.
+        return render(request, "portal/dashboard.html#fleet", fleet_overview(request))
     return render(
         request,
         "portal/dashboard.html",

@@ -82,3 +82,12 @@ def test_expired_htmx_request_redirects_whole_page(client: Client, db) -> None:
     response = client.get("/", HTTP_HX_REQUEST="true")
     assert response.status_code == 204
     assert response["HX-Redirect"].startswith("/login/")
+
+
+def test_dashboard_answers_htmx_polls_with_the_fleet_region_only(as_viewer) -> None:
+    response = as_viewer.get("/", HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert html.lstrip().startswith('<div id="fleet-region"')
+    assert "<html" not in html
+    assert response["Vary"] and "HX-Request" in response["Vary"]
