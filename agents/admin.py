@@ -25,7 +25,9 @@ def _lifecycle_action(action: str):
             except services.ActionRefused as exc:
                 refused.append(exc.message)
         if accepted:
-            modeladmin.message_user(request, f"{ACTION_LABELS[action][0]} requested for {accepted} agent(s).")
+            modeladmin.message_user(
+                request, f"{ACTION_LABELS[action][0]} requested for {accepted} agent(s)."
+            )
         for message in refused:
             modeladmin.message_user(request, message, messages.WARNING)
 
@@ -46,20 +48,19 @@ class TransitionInline(admin.TabularInline):
 
 
 class AgentForm(forms.ModelForm):
-    class Meta:
-        model = Agent
-        fields = "__all__"
+    """The admin's agent form (the admin supplies model and fields), refusing dependency cycles."""
 
     def clean_dependencies(self):
         """Refuse a dependency cycle: every page, command and start order needs the graph acyclic."""
         chosen = self.cleaned_data["dependencies"]
-        agent = self.instance
-        if agent.pk is None:
-            return chosen
+        services.check_dependencies_acyclic(self.instance, chosen)
+        return chosen
         for dependency in chosen:
             if dependency.pk == agent.pk:
                 raise ValidationError(f"{agent.name} cannot depend on itself.")
-            if any(needed.pk == agent.pk for needed in services.transitive_dependencies(dependency)):
+            if any(
+                needed.pk == agent.pk for needed in services.transitive_dependencies(dependency)
+            ):
                 raise ValidationError(
                     f"{dependency.name} already depends on {agent.name}; depending on it back would make a cycle."
                 )
@@ -69,7 +70,16 @@ class AgentForm(forms.ModelForm):
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
     form = AgentForm
-    list_display = ("name", "slug", "state", "health", "pending_action", "runtime", "version", "tier")
+    list_display = (
+        "name",
+        "slug",
+        "state",
+        "health",
+        "pending_action",
+        "runtime",
+        "version",
+        "tier",
+    )
     list_filter = ("state", "health", "tier", "runtime")
     search_fields = ("name", "slug", "description")
     filter_horizontal = ("dependencies",)
@@ -93,7 +103,9 @@ class AgentAdmin(admin.ModelAdmin):
 
     def save_related(self, request, form, formsets, change) -> None:
         super().save_related(request, form, formsets, change)
-        services.update_agent_settings(form.instance, list(form.changed_data), Actor.from_request(request))
+        services.update_agent_settings(
+            form.instance, list(form.changed_data), Actor.from_request(request)
+        )
 
 
 @admin.register(AgentTransition)

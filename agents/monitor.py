@@ -54,8 +54,13 @@ class Monitor:
     def run(self) -> None:
         """Run until ``stop()``; each loop survives errors in the others."""
         for name in self.runtime_names:
-            runtime = services.build_runtime(name)
-            adopted = runtime.adopt()
+            try:
+                runtime = services.build_runtime(name)
+                adopted = runtime.adopt()
+            except RuntimeFailure as failure:
+                # A misconfigured runtime must not keep the monitor from watching the others.
+                logger.warning("cannot adopt agents on %s: %s", name, failure.message)
+                continue
             if adopted:
                 logger.info(
                     "re-adopted running agents: %s",

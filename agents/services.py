@@ -120,16 +120,79 @@ def dependency_order(agents: Iterable[Agent]) -> list[Agent]:
     return ordered
 
 
-def transitive_dependencies(agent: Agent) -> list[Agent]:
+class DependencyGraph:
+    """Who depends on whom, for the whole registry, loaded in two queries.
+
+    Menus check every card's dependencies; loading the graph once per page keeps that from
+    costing a query per dependency per card.
+    """
+
+    def __init__(self, agents: dict[int, Agent], edges: dict[int, set[int]]) -> None:
+        self.agents = agents
+        self.edges = edges
+
+    @classmethod
+    def load(cls) -> DependencyGraph:
+        agents = {agent.pk: agent for agent in Agent.objects.only("id", "slug", "name", "state")}
+        edges: dict[int, set[int]] = {pk: set() for pk in agents}
+        through = Agent.dependencies.through.objects.values_list("from_agent_id", "to_agent_id")
+        for dependent_id, dependency_id in through:
+            edges.setdefault(dependent_id, set()).add(dependency_id)
+        return cls(agents, edges)
+
+    def transitive(self, agent_id: int) -> list[Agent]:
+        """Everything ``agent_id`` needs, directly or not, dependencies first."""
+        needed: set[int] = set()
+        stack = list(self.edges.get(agent_id, ()))
+        while stack:
+            pk = stack.pop()
+            if pk not in needed:
+                needed.add(pk)
+                stack.extend(self.edges.get(pk, ()))
+        ordered: list[Agent] = []
+        placed: set[int] = set()
+        pending = sorted(needed, key=lambda pk: self.agents[pk].name)
+        while pending:
+            ready = [pk for pk in pending if self.edges.get(pk, set()) & needed <= placed]
+            if not ready:
+                raise ValueError(
+                    "The dependencies of "
+                    + ", ".join(sorted(self.agents[pk].name for pk in pending))
+                    + " form a cycle."
+                )
+            for pk in ready:
+                ordered.append(self.agents[pk])
+                placed.add(pk)
+            pending = [pk for pk in pending if pk not in placed]
+        return ordered
+
+    def would_cycle(self, agent_id: int, dependency_ids: Iterable[int]) -> Agent | None:
+        """The first proposed dependency that already (transitively) needs ``agent_id``."""
+        for pk in dependency_ids:
+            if pk == agent_id or any(a.pk == agent_id for a in self.transitive(pk)):
+                return self.agents.get(pk)
+        return None
+
+
+def transitive_dependencies(agent: Agent, graph: DependencyGraph | None = None) -> list[Agent]:
     """Everything ``agent`` needs, directly or not, dependencies first."""
-    seen: dict[int, Agent] = {}
-    stack = list(agent.dependencies.all())
-    while stack:
-        dependency = stack.pop()
-        if dependency.pk not in seen:
-            seen[dependency.pk] = dependency
-            stack.extend(dependency.dependencies.all())
-    return dependency_order(seen.values())
+    return (graph or DependencyGraph.load()).transitive(agent.pk)
+
+
+def check_dependencies_acyclic(agent: Agent, dependencies: Iterable[Agent]) -> None:
+    """Refuse dependencies that would make a cycle (start order, menus and seeding need none)."""
+    from django.core.exceptions import ValidationError
+
+    dependencies = list(dependencies)
+    if agent.pk is None:
+        return
+    if any(dependency.pk == agent.pk for dependency in dependencies):
+        raise ValidationError(f"{agent.name} cannot depend on itself.")
+    culprit = DependencyGraph.load().would_cycle(agent.pk, [d.pk for d in dependencies])
+    if culprit is not None:
+        raise ValidationError(
+            f"{culprit.name} already depends on {agent.name}; depending on it back would make a cycle."
+        )
 
 
 def _names(agents: Iterable[Agent], with_state: bool = True) -> str:
@@ -191,7 +254,12 @@ def illegal_action_message(agent: Agent, action: str) -> str:
 
 
 def check_action(
-    agent: Agent, action: str, actor: Actor, *, with_dependencies: bool = False
+    agent: Agent,
+    action: str,
+    actor: Actor,
+    *,
+    with_dependencies: bool = False,
+    graph: DependencyGraph | None = None,
 ) -> ActionCheck:
     """Decide whether the action may go ahead, without changing anything."""
     if action not in ACTIONS:
@@ -216,7 +284,7 @@ def check_action(
         return check
     if action in NEEDS_DEPENDENCIES:
         check.missing_dependencies = [
-            dep for dep in transitive_dependencies(agent) if dep.state != State.RUNNING
+            dep for dep in transitive_dependencies(agent, graph) if dep.state != State.RUNNING
         ]
         direct_missing = [dep for dep in agent.dependencies.all() if dep.state != State.RUNNING]
         if direct_missing and not (with_dependencies and action == "start"):
@@ -241,11 +309,17 @@ def check_action(
     return check
 
 
-def available_actions(agent: Agent, actor: Actor) -> list[ActionCheck]:
-    """The actions to offer in a menu: legal now and permitted (refusals by dependency included)."""
+def available_actions(
+    agent: Agent, actor: Actor, graph: DependencyGraph | None = None
+) -> list[ActionCheck]:
+    """The actions to offer in a menu: legal now and permitted (refusals by dependency included).
+    Pass one ``graph`` for a whole page of cards."""
     if not actor.has(roles.OPERATE):
         return []
-    return [check_action(agent, action, actor) for action in agent.legal_actions()]
+    actions = agent.legal_actions()
+    if graph is None and NEEDS_DEPENDENCIES.intersection(actions):
+        graph = DependencyGraph.load()
+    return [check_action(agent, action, actor, graph=graph) for action in actions]
 
 
 # --- the registry ------------------------------------------------------------------------
@@ -416,6 +490,7 @@ def build_runtime(name: str) -> Runtime:
             namespace=settings.KUBERNETES_NAMESPACE,
             image=settings.AGENT_IMAGE,
             redis_url=settings.KUBERNETES_AGENT_REDIS_URL,
+            redis_secret=settings.KUBERNETES_AGENT_REDIS_SECRET,
             in_cluster=settings.KUBERNETES_IN_CLUSTER,
         )
     return get_runtime(name)

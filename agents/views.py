@@ -53,14 +53,18 @@ def _agents_with_relations():
         # One query for the whole list, not one per pending card.
         Prefetch(
             "operations",
-            queryset=Operation.objects.filter(status__in=[Operation.Status.PENDING, Operation.Status.RUNNING]),
+            queryset=Operation.objects.filter(
+                status__in=[Operation.Status.PENDING, Operation.Status.RUNNING]
+            ),
             to_attr="in_flight_operations",
         ),
     )
 
 
-def _card_context(agent: Agent, actor: Actor) -> dict:
-    context = {"agent": agent, "actions": services.available_actions(agent, actor)}
+def _card_context(
+    agent: Agent, actor: Actor, graph: services.DependencyGraph | None = None
+) -> dict:
+    context = {"agent": agent, "actions": services.available_actions(agent, actor, graph)}
     if agent.pending_action and agent.in_flight_operations:
         # Polled with ?op=, so the poll that sees the operation finish can say how it went.
         context["pending_operation"] = agent.in_flight_operations[0]
@@ -80,19 +84,30 @@ def _finished_toast(request: HttpRequest) -> dict:
         return {}
     label = ACTION_LABELS[operation.action][0]
     if operation.status == Operation.Status.SUCCEEDED:
-        took = f" in {operation.duration_seconds:.1f} s" if operation.duration_seconds is not None else ""
+        took = (
+            f" in {operation.duration_seconds:.1f} s"
+            if operation.duration_seconds is not None
+            else ""
+        )
         return {"toast": f"{label} {operation.agent.name}: done{took}.", "toast_level": "success"}
-    return {"toast": f"{label} {operation.agent.name} failed: {operation.error}", "toast_level": "error"}
+    return {
+        "toast": f"{label} {operation.agent.name} failed: {operation.error}",
+        "toast_level": "error",
+    }
 
 
 def fleet_counts() -> dict:
-    counts = dict(Agent.objects.values_list("state").annotate(n=Count("id")).values_list("state", "n"))
+    counts = dict(
+        Agent.objects.values_list("state").annotate(n=Count("id")).values_list("state", "n")
+    )
     return {
         "total": sum(counts.values()),
         "running": counts.get(State.RUNNING, 0),
         "errored": counts.get(State.ERRORED, 0),
         "idle": counts.get(State.SUSPENDED, 0) + counts.get(State.STOPPED, 0),
-        "operations": Operation.objects.filter(status__in=[Operation.Status.PENDING, Operation.Status.RUNNING]).count(),
+        "operations": Operation.objects.filter(
+            status__in=[Operation.Status.PENDING, Operation.Status.RUNNING]
+        ).count(),
     }
 
 
@@ -100,7 +115,11 @@ def fleet_overview(request: HttpRequest) -> dict:
     """The dashboard's fleet part: counts and every agent's card."""
     actor = Actor.from_request(request)
     agents = _agents_with_relations()
-    return {"counts": fleet_counts(), "cards": [_card_context(agent, actor) for agent in agents]}
+    graph = services.DependencyGraph.load()
+    return {
+        "counts": fleet_counts(),
+        "cards": [_card_context(agent, actor, graph) for agent in agents],
+    }
 
 
 # --- the fleet ------------------------------------------------------------------------------
@@ -123,7 +142,8 @@ def agent_list(request: HttpRequest) -> HttpResponse:
         agents = agents.filter(tier=tier)
     if health in Health.values:
         agents = agents.filter(health=health)
-    cards = [_card_context(agent, actor) for agent in agents]
+    graph = services.DependencyGraph.load()
+    cards = [_card_context(agent, actor, graph) for agent in agents]
     context = {
         "cards": cards,
         "view": view,
@@ -133,7 +153,9 @@ def agent_list(request: HttpRequest) -> HttpResponse:
         "healths": Health.choices,
         "counts": fleet_counts(),
     }
-    template = "agents/agent_list.html#results" if _htmx_partial(request) else "agents/agent_list.html"
+    template = (
+        "agents/agent_list.html#results" if _htmx_partial(request) else "agents/agent_list.html"
+    )
     return render(request, template, context)
 
 
@@ -146,7 +168,9 @@ def agent_card(request: HttpRequest, slug: str) -> HttpResponse:
     toast = _finished_toast(request)
     table = request.GET.get("view") == "table"
     template = f"agents/agent_list.html#{'row' if table else 'card'}{'-result' if toast else ''}"
-    return render(request, template, {**_card_context(agent, actor), **toast})
+    # The poll that sees the action finish updates the fleet counts too (out of band).
+    counts = {"counts": fleet_counts()} if toast else {}
+    return render(request, template, {**_card_context(agent, actor), **toast, **counts})
 
 
 # --- one agent ------------------------------------------------------------------------------
@@ -158,11 +182,17 @@ def agent_detail(request: HttpRequest, slug: str) -> HttpResponse:
     actor = Actor.from_request(request)
     services.require_viewer(actor)
     agent = _get(slug)
-    context = {**_card_context(agent, actor), **_detail_extras(agent), "log_lines": _recent_log_lines(agent)}
+    context = {
+        **_card_context(agent, actor),
+        **_detail_extras(agent),
+        "log_lines": _recent_log_lines(agent),
+    }
     toast = _finished_toast(request)
     context.update(toast)
     if _htmx_partial(request):
-        template = "agents/agent_detail.html#action-result" if toast else "agents/agent_detail.html#status"
+        template = (
+            "agents/agent_detail.html#action-result" if toast else "agents/agent_detail.html#status"
+        )
     else:
         template = "agents/agent_detail.html"
     return render(request, template, context)
@@ -180,10 +210,15 @@ def _recent_log_lines(agent: Agent) -> list[dict]:
     if agent.state in (State.DRAFT, State.REVOKED):
         return []
     try:
-        lines = list(services.runtime_for(agent).logs(services.spec_for(agent), tail=LOG_LINES_ON_DETAIL))
+        lines = list(
+            services.runtime_for(agent).logs(services.spec_for(agent), tail=LOG_LINES_ON_DETAIL)
+        )
     except Exception:  # logs are a convenience here; the page must render without them
         return []
-    return [{"ts": line.ts, "replica": line.replica, "text": line.text} for line in lines[-LOG_LINES_ON_DETAIL:]]
+    return [
+        {"ts": line.ts, "replica": line.replica, "text": line.text}
+        for line in lines[-LOG_LINES_ON_DETAIL:]
+    ]
 
 
 @require_GET
@@ -234,7 +269,18 @@ class _Echo:
 
 def _history_csv(agent: Agent, rows) -> StreamingHttpResponse:
     writer = csv.writer(_Echo())
-    header = ["at", "agent", "action", "from_state", "to_state", "actor_kind", "actor", "reason", "operation", "details"]
+    header = [
+        "at",
+        "agent",
+        "action",
+        "from_state",
+        "to_state",
+        "actor_kind",
+        "actor",
+        "reason",
+        "operation",
+        "details",
+    ]
 
     def lines():
         yield writer.writerow(header)
@@ -264,8 +310,18 @@ def action_confirm(request: HttpRequest, slug: str, action: str) -> HttpResponse
     check = services.check_action(agent, action, actor)
     if check.code == "forbidden":
         raise PermissionDenied(check.message)
-    context = {"agent": agent, "check": check, "action": action, "label": ACTION_LABELS[action][0], "next": _next(request)}
-    template = "agents/action_confirm.html#dialog" if _htmx_partial(request) else "agents/action_confirm.html"
+    context = {
+        "agent": agent,
+        "check": check,
+        "action": action,
+        "label": ACTION_LABELS[action][0],
+        "next": _next(request),
+    }
+    template = (
+        "agents/action_confirm.html#dialog"
+        if _htmx_partial(request)
+        else "agents/action_confirm.html"
+    )
     return render(request, template, context)
 
 
@@ -301,6 +357,8 @@ def take_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
         context = {**_card_context(agent, actor), "toast": message, "toast_level": "info"}
         if where == "detail":
             context.update(_detail_extras(agent))
+        else:
+            context["counts"] = fleet_counts()  # swapped out of band on the list and the dashboard
         return render(request, template, context)
     messages.info(request, message)
     return redirect(_next(request) or reverse("agents:detail", args=[agent.slug]))
@@ -309,7 +367,9 @@ def take_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
 def _refused(request: HttpRequest, agent: Agent, message: str) -> HttpResponse:
     if _htmx_partial(request):
         # Nothing to swap; the toast goes out of band (htmx swaps no content of a 4xx answer).
-        response = render(request, "agents/agent_list.html#toast", {"toast": message, "toast_level": "error"})
+        response = render(
+            request, "agents/agent_list.html#toast", {"toast": message, "toast_level": "error"}
+        )
         response["HX-Reswap"] = "none"
         return response
     messages.error(request, message)
@@ -326,4 +386,3 @@ def _get(slug: str) -> Agent:
         return _agents_with_relations().get(slug=slug)
     except Agent.DoesNotExist:
         raise Http404(f"There is no agent {slug!r}.") from None
-

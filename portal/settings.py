@@ -320,5 +320,8 @@ KUBERNETES_NAMESPACE = env.str("KUBERNETES_NAMESPACE", "waooaw-agents")
 KUBERNETES_IN_CLUSTER = env.bool("KUBERNETES_IN_CLUSTER", False)
 # The Redis URL as seen from inside the cluster (pods cannot use our 127.0.0.1).
 KUBERNETES_AGENT_REDIS_URL = env.secret("KUBERNETES_AGENT_REDIS_URL") or AGENT_REDIS_URL
+# A Secret in KUBERNETES_NAMESPACE whose key `redis-url` holds that URL; when set, agents'
+# Deployments reference it instead of carrying the URL.
+KUBERNETES_AGENT_REDIS_SECRET = env.str("KUBERNETES_AGENT_REDIS_SECRET", "")
 BIND_ADDRESS = env.str("BIND_ADDRESS", "127.0.0.1")
 HEALTHZ_TIMEOUT_SECONDS = 2

@@ -112,6 +112,10 @@
     live.lastUpdate = live.lastBeat = Date.now();
   });
   document.addEventListener("htmx:afterSwap", function (event) {
+    // A region that needs more pushes than the page asked for at connect (the table view).
+    var wants = event.detail.elt && event.detail.elt.querySelector && event.detail.elt.querySelector("[data-live-subscribe]");
+    if (!wants && event.detail.elt && event.detail.elt.matches && event.detail.elt.matches("[data-live-subscribe]")) wants = event.detail.elt;
+    if (wants && live.up && live.socket) live.socket.send(JSON.stringify({ subscribe: [wants.dataset.liveSubscribe] }));
     if (event.detail.elt && event.detail.elt.closest && event.detail.elt.closest("[data-live-region]")) live.lastUpdate = Date.now();
   });
 

@@ -150,3 +150,74 @@ def sign_in_as(page, password):
         page.wait_for_url("**/")
 
     return sign_in
+
+
+# --- a real Celery worker for pages whose actions run in the background -------------------------
+
+
+def _kill_processes_under(root: Path) -> None:
+    """SIGKILL every process whose command line names ``root``: the agents a worker started."""
+    import psutil
+
+    marker = str(root)
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if any(marker in part for part in process.info["cmdline"] or []):
+                process.kill()
+        except psutil.Error:
+            pass
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(test_database_url: str, redis_url: str, tmp_path_factory):
+    """``celery -A portal worker`` on the test database and Redis; yields the agent root where
+    the agents it starts keep their files (their command lines name it)."""
+    from portal.celery import app as celery_app
+
+    agent_root = tmp_path_factory.mktemp("worker-agents")
+    env = {
+        **os.environ,
+        "DATABASE_URL": test_database_url,
+        "REDIS_URL": redis_url,
+        "AGENT_REDIS_URL": redis_url,
+        "AGENT_ROOT": str(agent_root),
+        "LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+    # Work queued by earlier tests' requests is not for this worker.
+    celery_app.control.purge()
+    log = open(tmp_path_factory.mktemp("celery") / "worker.log", "w+")  # noqa: SIM115 (open while it runs)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "solo", "--concurrency", "1",
+         "--without-mingle", "--without-gossip", "--hostname", f"browser-tests-{os.getpid()}@%h"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not celery_app.control.ping(
+        destination=[f"browser-tests-{os.getpid()}@{os.uname().nodename}"], timeout=0.5
+    ):
+        if time.monotonic() > deadline or worker.poll() is not None:
+            log.seek(0)
+            worker.kill()
+            pytest.fail(f"The Celery worker did not come up:\n{log.read()[-3000:]}")
+    yield agent_root
+    worker.terminate()
+    try:
+        worker.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(timeout=5)
+    _kill_processes_under(agent_root)
+    log.close()
+
+
+@pytest.fixture
+def agent_worker(celery_worker_process: Path):
+    """The running worker, and a clean agent root after the test (its database rows are gone)."""
+    yield celery_worker_process
+    _kill_processes_under(celery_worker_process)
+    for child in celery_worker_process.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)

@@ -102,6 +102,17 @@ async def test_fleet_pages_get_the_card_row_and_counts_per_role(viewer, operator
     await as_operator.disconnect()
 
 
+async def test_table_pages_subscribe_to_rows(viewer, operator) -> None:
+    await seed()
+    communicator, connected, _ = await connect(viewer)
+    await communicator.send_json_to({"subscribe": ["fleet-table"]})
+    await asyncio.sleep(0.2)
+    await provision_as(operator)
+    html = await next_html(communicator, 'id="agent-row-wow-cache"', "PROVISIONED")
+    assert html.startswith("\n<tr") or "<tr" in html
+    await communicator.disconnect()
+
+
 async def test_detail_page_subscription_gets_the_status_block(viewer, operator) -> None:
     await seed()
     communicator, connected, _ = await connect(viewer)
