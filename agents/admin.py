@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 
 from agents import services
 from agents.models import ACTION_LABELS, ACTIONS, Agent, AgentTransition, Operation
@@ -54,16 +54,6 @@ class AgentForm(forms.ModelForm):
         """Refuse a dependency cycle: every page, command and start order needs the graph acyclic."""
         chosen = self.cleaned_data["dependencies"]
         services.check_dependencies_acyclic(self.instance, chosen)
-        return chosen
-        for dependency in chosen:
-            if dependency.pk == agent.pk:
-                raise ValidationError(f"{agent.name} cannot depend on itself.")
-            if any(
-                needed.pk == agent.pk for needed in services.transitive_dependencies(dependency)
-            ):
-                raise ValidationError(
-                    f"{dependency.name} already depends on {agent.name}; depending on it back would make a cycle."
-                )
         return chosen
 
 
