@@ -41,20 +41,37 @@ def publish_agent(event: AgentEvent) -> None:
         agent = _agents_with_relations().get(pk=event.agent_id)
     except Agent.DoesNotExist:
         return
-    counts = render_to_string("agents/agent_list.html#counts", {"counts": fleet_counts()})
+    groups = {
+        access: {
+            "fleet": realtime.fleet_group(access),
+            "table": realtime.fleet_table_group(access),
+            "agent": realtime.agent_group(agent.slug, access),
+        }
+        for access in _ACCESS_ACTORS
+    }
+    watched = realtime.watched([name for by_kind in groups.values() for name in by_kind.values()])
+    counts = None
     for access, actor in _ACCESS_ACTORS.items():
+        names = groups[access]
+        if not watched.intersection(names.values()):
+            continue
         context = _card_context(agent, actor)
-        card = render_to_string("agents/agent_list.html#card", context)
-        row = render_to_string("agents/agent_list.html#row", context)
-        realtime.publish(
-            realtime.fleet_group(access), {f"agent-{agent.slug}": card, "fleet-counts": counts}
-        )
-        realtime.publish(realtime.fleet_table_group(access), {f"agent-row-{agent.slug}": row})
-        status = render_to_string(
-            "agents/agent_detail.html#status",
-            {**context, **_detail_extras(agent), "from": "detail"},
-        )
-        realtime.publish(realtime.agent_group(agent.slug, access), {"agent-status": status})
+        if names["fleet"] in watched:
+            if counts is None:
+                counts = render_to_string(
+                    "agents/agent_list.html#counts", {"counts": fleet_counts()}
+                )
+            card = render_to_string("agents/agent_list.html#card", context)
+            realtime.publish(names["fleet"], {f"agent-{agent.slug}": card, "fleet-counts": counts})
+        if names["table"] in watched:
+            row = render_to_string("agents/agent_list.html#row", context)
+            realtime.publish(names["table"], {f"agent-row-{agent.slug}": row})
+        if names["agent"] in watched:
+            status = render_to_string(
+                "agents/agent_detail.html#status",
+                {**context, **_detail_extras(agent), "from": "detail"},
+            )
+            realtime.publish(names["agent"], {"agent-status": status})
     operation_id = event.data.get("operation")
     if operation_id and event.kind in ("transition", "operation"):
         _publish_outcome(operation_id)

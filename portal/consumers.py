@@ -32,6 +32,7 @@ CLOSE_FORBIDDEN = 4403
 MAX_SUBSCRIPTIONS = 50
 _TOPIC = re.compile(r"^(agent|operation):([A-Za-z0-9_-]{1,64})$")
 _FLEET_TABLE = "fleet-table"
+_PUSH_TYPES = frozenset({"live.fragments", "live.heartbeat"})
 
 
 def _heartbeat_seconds() -> int:
@@ -121,6 +122,15 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 return
 
     # --- messages from the channel layer -------------------------------------------------------
+
+    async def dispatch(self, message: dict) -> None:
+        # Channels closes stale database connections (a thread hop) before every message; pushes
+        # touch no database, and with hundreds of sockets that hop per socket per push was most
+        # of the fan-out's cost (benchmarks/bench_realtime.py).
+        if message["type"] in _PUSH_TYPES:
+            await getattr(self, message["type"].replace(".", "_"))(message)
+            return
+        await super().dispatch(message)
 
     async def live_fragments(self, event: dict) -> None:
         await self.send(text_data=event["html"])

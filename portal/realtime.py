@@ -142,3 +142,40 @@ publisher = Publisher()
 
 def publish(group: str, fragments: dict[str, str]) -> None:
     publisher.publish(group, fragments)
+
+
+_redis_client = None
+
+
+def watched(groups: list[str]) -> set[str]:
+    """Which of ``groups`` have a subscriber right now (a web process with a socket in them).
+
+    One PUBSUB NUMSUB round trip, so an event renders only the fragments somebody will see:
+    nobody has every agent's detail page open. When Redis cannot answer, nothing is watched
+    (nothing could be sent either).
+    """
+    global _redis_client
+    import redis
+    from django.conf import settings
+
+    if not groups:
+        return set()
+    prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"].get("prefix", "asgi")
+    try:
+        if _redis_client is None or _redis_client_url != settings.REDIS_URL:
+            _set_client(
+                redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1), settings.REDIS_URL
+            )
+        counts = _redis_client.pubsub_numsub(*(f"{prefix}__group__{group}" for group in groups))
+    except redis.RedisError as exc:
+        logger.warning("cannot tell which live groups are watched: %s", exc)
+        return set()
+    return {group for group, (_, count) in zip(groups, counts, strict=True) if count}
+
+
+_redis_client_url = ""
+
+
+def _set_client(client, url: str) -> None:
+    global _redis_client, _redis_client_url
+    _redis_client, _redis_client_url = client, url
