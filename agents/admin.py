@@ -9,6 +9,7 @@ from django.core.exceptions import PermissionDenied
 from agents import services
 from agents.models import ACTION_LABELS, ACTIONS, Agent, AgentTransition, Operation
 from portal.actors import Actor
+from portal.admin_site import ReadOnlyModelAdmin
 
 
 def _lifecycle_action(action: str):
@@ -99,34 +100,16 @@ class AgentAdmin(admin.ModelAdmin):
 
 
 @admin.register(AgentTransition)
-class AgentTransitionAdmin(admin.ModelAdmin):
+class AgentTransitionAdmin(ReadOnlyModelAdmin):
     list_display = ("at", "agent", "action", "from_state", "to_state", "actor", "reason")
     list_filter = ("action", "to_state", "actor_kind")
     search_fields = ("agent__name", "agent__slug", "actor", "reason")
     date_hierarchy = "at"
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(Operation)
-class OperationAdmin(admin.ModelAdmin):
+class OperationAdmin(ReadOnlyModelAdmin):
     list_display = ("requested_at", "agent", "action", "status", "actor", "error")
     list_filter = ("status", "action")
     search_fields = ("agent__name", "agent__slug", "actor", "error")
     date_hierarchy = "requested_at"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

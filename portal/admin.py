@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied
 
 from portal import roles, services
 from portal.actors import Actor
+from portal.admin_site import ReadOnlyModelAdmin
 from portal.models import ApiToken, AuditEntry
 
 User = get_user_model()
@@ -121,17 +122,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(ReadOnlyModelAdmin):
     list_display = ("at", "actor", "action", "target", "outcome", "source")
     list_filter = ("outcome", "action")
     search_fields = ("actor", "action", "target")
     date_hierarchy = "at"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

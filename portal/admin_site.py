@@ -20,3 +20,16 @@ class PortalAdminSite(admin.AdminSite):
 
 class PortalAdminConfig(AdminConfig):
     default_site = "portal.admin_site.PortalAdminSite"
+
+
+class ReadOnlyModelAdmin(admin.ModelAdmin):
+    """For append-only records (audit trail, history, operations): viewable, never edited."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
