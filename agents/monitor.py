@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -231,7 +232,9 @@ class Monitor:
                 logger.warning("cannot read %s's status: %s", agent.slug, failure.message)
                 continue
             gone = [
-                replica for replica in status.replicas if replica.state in ("exited", "missing")
+                replica
+                for replica in status.replicas
+                if replica.state in ("exited", "missing") and _gone_long_enough(agent, replica)
             ]
             if gone:
                 replica = gone[0]
@@ -244,6 +247,25 @@ class Monitor:
                 }
                 if services.record_crash(agent, details, source="reconciliation"):
                     self.wake.set()
+
+
+# (slug, replica) → when reconciliation first saw an exit whose details were not yet known.
+_UNEXPLAINED_EXITS: dict[tuple[str, int], float] = {}
+EXIT_DETAILS_GRACE_SECONDS = 1.5
+
+
+def _gone_long_enough(agent: Agent, replica) -> bool:
+    """A replica that just exited may not have its exit code recorded yet, and its exit event
+    (with the code) is on the way: leave it to the event for a moment, then act without it."""
+    key = (agent.slug, replica.replica)
+    if replica.state == "missing" or replica.exit_code is not None or replica.signal is not None:
+        _UNEXPLAINED_EXITS.pop(key, None)
+        return True
+    first_seen = _UNEXPLAINED_EXITS.setdefault(key, time.monotonic())
+    if time.monotonic() - first_seen >= EXIT_DETAILS_GRACE_SECONDS:
+        _UNEXPLAINED_EXITS.pop(key, None)
+        return True
+    return False
 
 
 def runtimes_in_use() -> list[str]:
