@@ -125,6 +125,8 @@ class Monitor:
             return
         if event.kind not in ("exited", "oom"):
             return
+        if event.details.get("requested_stop"):
+            return  # the portal stopped it (stop, restart, revoke): not a crash
         agent = Agent.objects.filter(slug=event.slug).first()
         if agent is None:
             return

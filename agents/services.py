@@ -954,7 +954,8 @@ def check_drift(runtime_name: str) -> dict[str, list[dict]]:
     by_slug: dict[str, list[dict]] = {}
     for item in findings:
         by_slug.setdefault(item["slug"], []).append(item)
-    for agent in Agent.objects.filter(runtime=runtime_name):
+    # An agent with an action in flight (a revoke tearing down) is between states: skip it.
+    for agent in Agent.objects.filter(runtime=runtime_name, pending_action=""):
         items = by_slug.get(agent.slug, [])
         if items or agent.drift:
             record_drift(agent, items)

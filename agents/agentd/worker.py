@@ -57,14 +57,19 @@ class QueueKeys:
 
 def connect(url: str, socket_timeout: float, single_connection: bool = False) -> redis.Redis:
     """A Redis client that fails fast: agentd does its own retrying, with backoff and logs."""
-    return redis.Redis.from_url(
+    # Built from a pool rather than Redis.from_url(..., single_connection_client=...), which
+    # redis-py 4.3 (Debian bookworm's python3-redis, in the agent image) does not accept.
+    pool = redis.ConnectionPool.from_url(
         url,
         decode_responses=True,
         socket_timeout=socket_timeout,
         socket_connect_timeout=min(socket_timeout, 2.0),
         retry=Retry(NoBackoff(), 0),
-        single_connection_client=single_connection,
     )
+    client = redis.Redis(connection_pool=pool, single_connection_client=single_connection)
+    # Closing the client closes its pool's connections too (redis-py 5 reads this flag).
+    client.auto_close_connection_pool = True
+    return client
 
 
 def queue_stats(client: redis.Redis, keys: QueueKeys) -> QueueStats:

@@ -1,10 +1,10 @@
 """``manage.py agents``: the agent registry and lifecycle for on-call engineers.
 
-    agents list [--state S] [--json]
-    agents show <slug> [--json]
-    agents history <slug> [--limit N]
-    agents seed
-    agents <provision|deploy|start|stop|suspend|resume|restart|revoke> <slug>... [--wait] [--reason TEXT]
+agents list [--state S] [--json]
+agents show <slug> [--json]
+agents history <slug> [--limit N]
+agents seed
+agents <provision|deploy|start|stop|suspend|resume|restart|revoke> <slug>... [--wait] [--reason TEXT]
 """
 
 from __future__ import annotations
@@ -36,7 +36,11 @@ class Command(BaseCommand):
     help = "List, inspect and operate agents: list, show, history, seed, and the eight lifecycle actions."
 
     def add_arguments(self, parser) -> None:
-        sub = parser.add_subparsers(dest="command", required=True, metavar="{list,show,history,seed," + ",".join(ACTIONS) + "}")
+        sub = parser.add_subparsers(
+            dest="command",
+            required=True,
+            metavar="{list,show,history,seed," + ",".join(ACTIONS) + "}",
+        )
         listing = sub.add_parser("list", help="List agents.")
         listing.add_argument("--state", help="Only agents in this state, e.g. RUNNING.")
         listing.add_argument("--json", action="store_true", help="JSON instead of a table.")
@@ -47,18 +51,43 @@ class Command(BaseCommand):
         history.add_argument("slug")
         history.add_argument("--limit", type=int, default=20)
         sub.add_parser("seed", help="Register the 14 Platform CoE agents (idempotent).")
+        build = sub.add_parser(
+            "build-image",
+            help="Build the agent image waooaw/agentd:<version> on the Docker engine.",
+        )
+        build.add_argument(
+            "--version",
+            dest="image_version",
+            default="1.0.0",
+            help="Image tag (an agent's version).",
+        )
+        build.add_argument(
+            "--base-image",
+            default=None,
+            help="Base image (AGENT_BASE_IMAGE; default python:3.12-slim).",
+        )
         for action in ACTIONS:
-            parser_for_action = sub.add_parser(action, help=f"{action.capitalize()} one or more agents.")
+            parser_for_action = sub.add_parser(
+                action, help=f"{action.capitalize()} one or more agents."
+            )
             parser_for_action.add_argument("slugs", nargs="+", metavar="slug")
             parser_for_action.add_argument("--reason", default="", help="Why; kept in the history.")
-            parser_for_action.add_argument("--wait", action="store_true", help="Show progress until it ends.")
             parser_for_action.add_argument(
-                "--inline", action="store_true", help="Carry it out in this process instead of the worker (worker down)."
+                "--wait", action="store_true", help="Show progress until it ends."
             )
-            parser_for_action.add_argument("--yes", action="store_true", help="Confirm when other agents depend on it.")
+            parser_for_action.add_argument(
+                "--inline",
+                action="store_true",
+                help="Carry it out in this process instead of the worker (worker down).",
+            )
+            parser_for_action.add_argument(
+                "--yes", action="store_true", help="Confirm when other agents depend on it."
+            )
             if action == "start":
                 parser_for_action.add_argument(
-                    "--with-dependencies", action="store_true", help="Start what it depends on first."
+                    "--with-dependencies",
+                    action="store_true",
+                    help="Start what it depends on first.",
                 )
 
     def handle(self, *args, command: str, **options) -> None:
@@ -70,7 +99,7 @@ class Command(BaseCommand):
         if command in ACTIONS:
             self._act(command, **options)
         else:
-            getattr(self, f"_{command}")(**options)
+            getattr(self, f"_{command.replace('-', '_')}")(**options)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -78,7 +107,9 @@ class Command(BaseCommand):
         agents = Agent.objects.all()
         if state:
             if state.upper() not in State.values:
-                raise CommandError(f"--state {state!r} is not a state; use one of {', '.join(State.values)}.")
+                raise CommandError(
+                    f"--state {state!r} is not a state; use one of {', '.join(State.values)}."
+                )
             agents = agents.filter(state=state.upper())
         if json:
             self.stdout.write(_dumps([_summary(agent) for agent in agents]))
@@ -121,8 +152,33 @@ class Command(BaseCommand):
         for column in ("WHEN", "ACTION", "FROM", "TO", "BY", "REASON"):
             table.add_column(column)
         for row in agent.transitions.all()[:limit]:
-            table.add_row(f"{row.at:%Y-%m-%d %H:%M:%S}", row.action, row.from_state, row.to_state, row.actor, row.reason)
+            table.add_row(
+                f"{row.at:%Y-%m-%d %H:%M:%S}",
+                row.action,
+                row.from_state,
+                row.to_state,
+                row.actor,
+                row.reason,
+            )
         self.console.print(table)
+
+    def _build_image(self, image_version: str, base_image: str | None, **options) -> None:
+        from django.conf import settings
+
+        from agents.runtimes import RuntimeFailure
+        from agents.runtimes.images import build_agent_image, connect_engine
+
+        try:
+            tag = build_agent_image(
+                connect_engine(settings.DOCKER_HOST),
+                image_version,
+                base_image or settings.AGENT_BASE_IMAGE,
+                repository=settings.AGENT_IMAGE,
+                on_output=lambda line: self.stderr.write(line.rstrip("\n")),
+            )
+        except RuntimeFailure as failure:
+            raise CommandError(failure.message) from None
+        self.stdout.write(tag)
 
     def _seed(self, **options) -> None:
         created, links = services.seed_platform_agents(Actor.command("agents seed"))
@@ -130,7 +186,16 @@ class Command(BaseCommand):
 
     # --- acting ------------------------------------------------------------------------------
 
-    def _act(self, action: str, slugs: list[str], reason: str, wait: bool, inline: bool, yes: bool, **options) -> None:
+    def _act(
+        self,
+        action: str,
+        slugs: list[str],
+        reason: str,
+        wait: bool,
+        inline: bool,
+        yes: bool,
+        **options,
+    ) -> None:
         actor = Actor.command(f"agents {action}")
         agents = [self._agent(slug) for slug in dict.fromkeys(slugs)]
         if action in ("start", "deploy", "provision", "resume", "restart"):
@@ -172,7 +237,11 @@ class Command(BaseCommand):
                     return operation
                 elapsed = time.monotonic() - started
                 status.update(f"{label}: {operation.status}… {elapsed:.0f} s")
-                if operation.status == Operation.Status.PENDING and elapsed > PICKUP_HINT_SECONDS and not hinted:
+                if (
+                    operation.status == Operation.Status.PENDING
+                    and elapsed > PICKUP_HINT_SECONDS
+                    and not hinted
+                ):
                     self.err.print(
                         "[yellow]No worker has picked this up yet. Is the portal running (`manage.py up`)? "
                         "Use --inline to carry it out here.[/]"
@@ -182,11 +251,19 @@ class Command(BaseCommand):
 
     def _report(self, operation: Operation) -> int:
         operation.agent.refresh_from_db()
-        took = f" in {operation.duration_seconds:.1f} s" if operation.duration_seconds is not None else ""
+        took = (
+            f" in {operation.duration_seconds:.1f} s"
+            if operation.duration_seconds is not None
+            else ""
+        )
         if operation.status == Operation.Status.SUCCEEDED:
-            self.console.print(f"[green]✓[/] {operation.agent.slug}: {operation.action} done{took}, now {operation.agent.state}")
+            self.console.print(
+                f"[green]✓[/] {operation.agent.slug}: {operation.action} done{took}, now {operation.agent.state}"
+            )
             return 0
-        self.err.print(f"[red]✗[/] {operation.agent.slug}: {operation.action} failed{took}: {operation.error}")
+        self.err.print(
+            f"[red]✗[/] {operation.agent.slug}: {operation.action} failed{took}: {operation.error}"
+        )
         return 1
 
     def _agent(self, slug: str) -> Agent:
