@@ -33,6 +33,7 @@ from agents.models import (
     State,
     Tier,
 )
+from agents.runtimes import RuntimeFailure
 from portal import roles
 from portal.actors import Actor
 
@@ -362,6 +363,30 @@ def take_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
         return render(request, template, context)
     messages.info(request, message)
     return redirect(_next(request) or reverse("agents:detail", args=[agent.slug]))
+
+
+@require_POST
+def reconcile(request: HttpRequest, slug: str) -> HttpResponse:
+    """The one-click fix for drift: make the runtime match the portal where that is safe."""
+    actor = Actor.from_request(request)
+    agent = _get(slug)
+    try:
+        result = services.reconcile_agent(agent, actor)
+    except RuntimeFailure as failure:
+        return _refused(request, agent, f"Could not reconcile {agent.name}: {failure.message}")
+    done = ", ".join(str(action) for action in result.get("actions") or result.get("removed") or [])
+    message = f"Reconciled {agent.name}: {done or 'nothing needed changing'}."
+    agent = _get(slug)
+    if _htmx_partial(request):
+        context = {
+            **_card_context(agent, actor),
+            **_detail_extras(agent),
+            "toast": message,
+            "toast_level": "success",
+        }
+        return render(request, "agents/agent_detail.html#action-result", context)
+    messages.success(request, message)
+    return redirect(reverse("agents:detail", args=[agent.slug]))
 
 
 def _refused(request: HttpRequest, agent: Agent, message: str) -> HttpResponse:

@@ -653,3 +653,34 @@ def test_action_needs_the_csrf_token(seeded, operator) -> None:
     client.force_login(operator)
     assert client.post("/agents/wow-cache/actions/provision/run/", headers=HTMX).status_code == 403
     assert not Operation.objects.exists()
+
+
+def test_drift_is_shown_and_an_operator_can_reconcile(
+    seeded, as_operator, as_viewer, bring_up
+) -> None:
+    from agents.models import AgentTransition  # noqa: F401  (history stays untouched)
+    from portal.models import AuditEntry
+
+    cache = bring_up(seeded["wow-cache"])
+    services.record_drift(
+        cache,
+        [
+            {
+                "kind": "unexpected_state",
+                "message": "replica 0 is paused but the portal says RUNNING",
+            }
+        ],
+    )
+    page = as_viewer.get("/agents/wow-cache/").content.decode()
+    assert "Drift: the runtime does not match the portal." in page
+    assert "replica 0 is paused" in page
+    assert "Reconcile</button>" not in page, "a Viewer gets no reconcile button"
+    assert 'class="chip drift-chip"' in as_viewer.get("/agents/").content.decode()
+
+    assert as_viewer.post("/agents/wow-cache/reconcile/").status_code == 403
+    response = as_operator.post("/agents/wow-cache/reconcile/", HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    assert "Reconciled WowCache" in response.content.decode()
+    assert AuditEntry.objects.filter(action="agent.reconcile", target="wow-cache").exists()
+    cache.refresh_from_db()
+    assert cache.drift == [], "the local runtime finds nothing out of line after reconciling"
