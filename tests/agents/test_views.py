@@ -684,3 +684,19 @@ def test_drift_is_shown_and_an_operator_can_reconcile(
     assert AuditEntry.objects.filter(action="agent.reconcile", target="wow-cache").exists()
     cache.refresh_from_db()
     assert cache.drift == [], "the local runtime finds nothing out of line after reconciling"
+
+
+def test_start_refused_for_dependencies_stays_reachable_to_offer_starting_them(
+    seeded, as_operator, act
+) -> None:
+    act(seeded["wow-memory"], "provision")
+    act(seeded["wow-memory"], "deploy")
+    card = as_operator.get("/agents/wow-memory/card/").content.decode()
+    start_item = next(part for part in card.split('<a role="menuitem"')[1:] if ">Start</a>" in part)
+    assert "disabled" not in start_item.split(">")[0], (
+        "the dialog offers 'start with its dependencies'"
+    )
+    dialog = as_operator.get(
+        "/agents/wow-memory/actions/start/", HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert 'name="with_dependencies"' in dialog
