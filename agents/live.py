@@ -49,7 +49,25 @@ def publish_agent(event: AgentEvent) -> None:
         }
         for access in _ACCESS_ACTORS
     }
-    watched = realtime.watched([name for by_kind in groups.values() for name in by_kind.values()])
+    # Detail pages of its dependencies and dependents list this agent's state too.
+    neighbours = {a.pk: a for a in [*agent.dependencies.all(), *agent.dependents.all()]}
+    neighbour_groups = {
+        pk: [realtime.agent_group(n.slug, access) for access in _ACCESS_ACTORS]
+        for pk, n in neighbours.items()
+    }
+    watched = realtime.watched(
+        [name for by_kind in groups.values() for name in by_kind.values()]
+        + [name for names in neighbour_groups.values() for name in names]
+    )
+    watched_neighbours = [
+        pk for pk, names in neighbour_groups.items() if watched.intersection(names)
+    ]
+    if watched_neighbours:
+        for neighbour in _agents_with_relations().filter(pk__in=watched_neighbours):
+            html = render_to_string("agents/agent_detail.html#deps", {"agent": neighbour})
+            for name in neighbour_groups[neighbour.pk]:
+                if name in watched:
+                    realtime.publish(name, {"agent-deps": html})
     counts = None
     for access, actor in _ACCESS_ACTORS.items():
         names = groups[access]

@@ -181,3 +181,14 @@ async def test_bursts_are_batched_per_group(viewer) -> None:
     assert 1 <= len(messages) <= 3, messages
     assert messages[-1] == '<div id="burst">19</div>', "the newest fragment wins"
     await communicator.disconnect()
+
+
+async def test_a_dependency_page_hears_about_its_dependents(viewer, operator) -> None:
+    await seed()
+    communicator, connected, _ = await connect(viewer)
+    await communicator.send_json_to({"subscribe": ["agent:wow-cache"]})
+    await asyncio.sleep(0.2)
+    await provision_as(operator, "wow-memory")
+    html = await next_html(communicator, 'id="agent-deps"', "state-provisioned")
+    assert "WowMemory" in html
+    await communicator.disconnect()
