@@ -76,3 +76,38 @@ def bring_up(act):
         return agent
 
     return run
+
+
+# --- a real Docker engine (tests/agents/test_docker_*.py) -----------------------------------
+
+DOCKER_HOST = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+# No registry here: the base image is the one built from Debian packages by .ci/run
+# (scripts/build-agent-base-image.sh), as `manage.py agents build-image` would use it.
+DOCKER_BASE_IMAGE = os.environ.get("AGENT_BASE_IMAGE") or "waooaw/agentd-base:bookworm"
+
+
+def _no_engine(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {reason}; .ci/run starts dockerd and builds the images")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """The real engine, with the agent image built from the current sources."""
+    import docker
+
+    from agents.runtimes.images import build_agent_image, image_exists
+
+    try:
+        client = docker.DockerClient(base_url=DOCKER_HOST, version="auto", timeout=120)
+        client.ping()
+    except docker.errors.DockerException:
+        _no_engine("no Docker engine answers at DOCKER_HOST; CI installs one")
+    if not image_exists(client, DOCKER_BASE_IMAGE):
+        _no_engine(
+            f"the agent base image {DOCKER_BASE_IMAGE} is missing; run scripts/build-agent-base-image.sh"
+        )
+    build_agent_image(client, "1.0.0", DOCKER_BASE_IMAGE, repository="waooaw/agentd")
+    yield client
+    client.close()

@@ -25,7 +25,6 @@ import pytest
 from agents import services
 from agents.models import Agent, Health, Operation, RestartPolicy, State
 from agents.monitor import Monitor
-from agents.runtimes.images import build_agent_image, image_exists
 from portal.actors import Actor
 
 pytestmark = pytest.mark.docker
@@ -37,29 +36,6 @@ BASE_IMAGE = os.environ.get("AGENT_BASE_IMAGE") or "waooaw/agentd-base:bookworm"
 REPOSITORY = "waooaw/agentd"
 VERSION = "1.0.0"  # the registry's default version
 MEBIBYTE = 1024 * 1024
-
-
-def _no_engine(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {reason}; .ci/run starts dockerd and builds the images")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[docker.DockerClient]:
-    """The real engine, with the agent image built from the current sources."""
-    try:
-        client = docker.DockerClient(base_url=DOCKER_HOST, version="auto", timeout=120)
-        client.ping()
-    except docker.errors.DockerException:
-        _no_engine("no Docker engine answers at DOCKER_HOST; CI installs one")
-    if not image_exists(client, BASE_IMAGE):
-        _no_engine(
-            f"the agent base image {BASE_IMAGE} is missing; run scripts/build-agent-base-image.sh"
-        )
-    build_agent_image(client, VERSION, BASE_IMAGE, repository=REPOSITORY)
-    yield client
-    client.close()
 
 
 @pytest.fixture

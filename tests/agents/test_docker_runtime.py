@@ -30,7 +30,6 @@ import redis
 
 from agents.runtimes import AgentSpec, RuntimeEvent, RuntimeFailure, get_runtime
 from agents.runtimes.docker import DockerRuntime, HealthCheck
-from agents.runtimes.images import build_agent_image, image_exists
 
 pytestmark = pytest.mark.docker
 
@@ -43,29 +42,6 @@ VERSION = "1.0.0"
 MEBIBYTE = 1024 * 1024
 # Health checks every second in tests, so that "healthy" and "unhealthy" come quickly.
 FAST_HEALTH = HealthCheck(interval=1, timeout=2, retries=2, start_period=1)
-
-
-def _no_engine(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {reason}; .ci/run starts dockerd and builds the images")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[docker.DockerClient]:
-    """The real engine, with the agent image built from the current sources."""
-    try:
-        client = docker.DockerClient(base_url=DOCKER_HOST, version="auto", timeout=120)
-        client.ping()
-    except docker.errors.DockerException:
-        _no_engine("no Docker engine answers at DOCKER_HOST; CI installs one")
-    if not image_exists(client, BASE_IMAGE):
-        _no_engine(
-            f"the agent base image {BASE_IMAGE} is missing; run scripts/build-agent-base-image.sh"
-        )
-    build_agent_image(client, VERSION, BASE_IMAGE, repository=REPOSITORY)
-    yield client
-    client.close()
 
 
 @pytest.fixture
