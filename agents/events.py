@@ -73,3 +73,38 @@ def _deliver(event: AgentEvent) -> None:
             listener(event)
         except Exception:  # one broken listener must not stop the others
             logger.exception("agent event listener %r failed", listener)
+
+
+# --- bulk operations ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BulkEvent:
+    kind: str  # "created", "item", "progress", "finished"
+    bulk_id: int
+    item_id: int | None = None
+    at: float = field(default_factory=time.time)
+
+
+BulkListener = Callable[[BulkEvent], None]
+_bulk_listeners: list[BulkListener] = []
+
+
+def subscribe_bulk(listener: BulkListener) -> BulkListener:
+    if listener not in _bulk_listeners:
+        _bulk_listeners.append(listener)
+    return listener
+
+
+def emit_bulk(kind: str, bulk_id: int, item_id: int | None = None) -> None:
+    """Publish a change to a bulk operation (or one of its items) when the transaction commits."""
+    event = BulkEvent(kind=kind, bulk_id=bulk_id, item_id=item_id)
+    transaction.on_commit(lambda: _deliver_bulk(event), robust=True)
+
+
+def _deliver_bulk(event: BulkEvent) -> None:
+    for listener in list(_bulk_listeners):
+        try:
+            listener(event)
+        except Exception:
+            logger.exception("bulk event listener %r failed", listener)

@@ -305,3 +305,138 @@ class Operation(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class BulkOperation(models.Model):
+    """One action taken on many agents at once: a plan of items run by a Celery job with
+    bounded parallelism, in dependency order. Retries and roll-backs are bulk operations too,
+    pointing at the one they follow up."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        PARTIAL = "partial", "Partly failed"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class Kind(models.TextChoices):
+        RUN = "run", "Run"
+        RETRY = "retry", "Retry of failed items"
+        ROLLBACK = "rollback", "Roll-back"
+
+    FINISHED = (Status.SUCCEEDED, Status.PARTIAL, Status.FAILED, Status.CANCELLED)
+
+    action = models.CharField(max_length=20)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.RUN)
+    follows = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="follow_ups"
+    )
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    actor_kind = models.CharField(max_length=10, choices=AgentTransition.ActorKind.choices)
+    actor = models.CharField(max_length=200)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    targets = models.JSONField(default=list, help_text="Slugs asked for, in the order given.")
+    filter = models.JSONField(default=dict, blank=True, help_text="The filter that chose them.")
+    parallelism = models.PositiveSmallIntegerField(default=5)
+    options = models.JSONField(default=dict, blank=True)
+    total = models.PositiveSmallIntegerField(default=0)
+    succeeded = models.PositiveSmallIntegerField(default=0)
+    failed = models.PositiveSmallIntegerField(default=0)
+    skipped = models.PositiveSmallIntegerField(default=0)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancelled_by = models.CharField(max_length=200, blank=True)
+    requested_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    runs = models.PositiveSmallIntegerField(default=0, help_text="Times a worker picked it up.")
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"bulk #{self.pk} {self.action} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.total - self.succeeded - self.failed - self.skipped)
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed + self.skipped
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else round(100 * self.done / self.total)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at or timezone.now()
+        return (end - self.started_at).total_seconds()
+
+
+class BulkItem(models.Model):
+    """One agent of a bulk operation: what will be (or was) done to it and how it went."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    ACTIVE = (Status.PENDING, Status.RUNNING)
+
+    bulk = models.ForeignKey(BulkOperation, on_delete=models.CASCADE, related_name="items")
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="bulk_items")
+    position = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    steps = models.JSONField(default=list, help_text="Lifecycle actions, in order.")
+    steps_done = models.PositiveSmallIntegerField(default=0)
+    from_state = models.CharField(max_length=20, choices=State.choices)
+    to_state = models.CharField(max_length=20, choices=State.choices, blank=True)
+    code = models.CharField(max_length=30, blank=True, help_text="Why skipped or failed.")
+    message = models.TextField(blank=True)
+    # The operation of every step begun, in order; one more than steps_done while one runs.
+    operation_ids = models.JSONField(default=list, blank=True)
+    operation = models.ForeignKey(
+        Operation, on_delete=models.SET_NULL, null=True, blank=True, related_name="bulk_items"
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(fields=["bulk", "agent"], name="bulk_item_agent_once"),
+            # One bulk operation at a time per agent, whatever races the requests run.
+            models.UniqueConstraint(
+                fields=["agent"],
+                condition=Q(status__in=["pending", "running"]),
+                name="bulk_item_one_active_per_agent",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent.slug} in bulk #{self.bulk_id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status not in self.ACTIVE
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None

@@ -148,6 +148,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", 4, minimum=1, maximum=64)
 CELERY_BEAT_SCHEDULE = {
     "portal-heartbeat": {"task": "portal.heartbeat", "schedule": 15.0},
+    # A bulk job whose worker died (no heartbeat) is picked up again where it stopped.
+    "agents-resume-bulk": {"task": "agents.resume_stalled_bulk_operations", "schedule": 20.0},
 }
 
 # --- auth -------------------------------------------------------------------------------
@@ -307,6 +309,17 @@ AGENT_RESTART_BACKOFF_MAX_SECONDS = env.int(
     "AGENT_RESTART_BACKOFF_MAX_SECONDS", 60, minimum=1, maximum=3600
 )
 AGENT_RESTART_RESET_SECONDS = env.int("AGENT_RESTART_RESET_SECONDS", 60, minimum=1, maximum=86_400)
+
+# Bulk operations: agents worked on at once by one bulk job (default, and the most one may
+# ask for), and the ceiling on runtime actions in flight across all bulk jobs together.
+BULK_MAX_PARALLELISM = env.int("BULK_MAX_PARALLELISM", 10, minimum=1, maximum=64)
+BULK_DEFAULT_PARALLELISM = env.int(
+    "BULK_DEFAULT_PARALLELISM",
+    min(5, BULK_MAX_PARALLELISM),
+    minimum=1,
+    maximum=BULK_MAX_PARALLELISM,
+)
+AGENT_MAX_CONCURRENT_ACTIONS = env.int("AGENT_MAX_CONCURRENT_ACTIONS", 8, minimum=1, maximum=256)
 
 # Docker runtime: the engine (the SDK would otherwise follow the CLI's context), the agent image.
 DOCKER_HOST = env.str("DOCKER_HOST", "unix:///var/run/docker.sock")

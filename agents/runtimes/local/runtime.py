@@ -613,9 +613,8 @@ class LocalRuntime(Runtime):
         process = process_from_pid(pid)
         if process is None:
             return None
-        try:
-            argv = process.cmdline()
-        except psutil.Error:
+        argv = _command_line(process)
+        if argv is None:
             return None
         if "agents.agentd" not in argv or not has_flag(argv, "--slug", slug):
             return None
@@ -626,9 +625,8 @@ class LocalRuntime(Runtime):
         process = process_from_pid(read_pid(replica_dir / "shim.pid"))
         if process is None:
             return None
-        try:
-            argv = process.cmdline()
-        except psutil.Error:
+        argv = _command_line(process)
+        if argv is None:
             return None
         return process if "agents.runtimes.shim" in argv and str(replica_dir) in argv else None
 
@@ -790,3 +788,18 @@ def _base_environment() -> dict[str, str]:
 
 def _python_path(extra: str | None) -> str:
     return os.pathsep.join([str(PROJECT_ROOT), *([extra] if extra else [])])
+
+
+def _command_line(process: psutil.Process) -> list[str] | None:
+    """A process's argv, or None if it is gone. Right after a fork, while the child is still
+    exec-ing (several agents starting at once makes this likely), the kernel shows an empty
+    command line for a moment: ask again rather than take it for someone else's process."""
+    for _ in range(20):
+        try:
+            argv = process.cmdline()
+        except psutil.Error:
+            return None
+        if argv:
+            return argv
+        time.sleep(0.01)
+    return []
