@@ -376,7 +376,13 @@ class LocalRuntime(Runtime):
             )
         _check_replicas(spec)
         ports = self._ports(spec)
-        to_launch = [r for r in range(spec.replicas) if self._agentd(spec.slug, r) is None]
+        # A live shim without agentd yet is a launch in progress (an interrupted start being
+        # carried out again): wait for it rather than start a second agentd on the same port.
+        to_launch = [
+            r
+            for r in range(spec.replicas)
+            if self._agentd(spec.slug, r) is None and self._shim(spec.slug, r) is None
+        ]
         for replica in to_launch:
             if not port_is_free(ports[replica]):
                 raise port_in_use(spec, replica, ports[replica], log_lines=[])
