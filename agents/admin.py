@@ -7,7 +7,15 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 
 from agents import services
-from agents.models import ACTION_LABELS, ACTIONS, Agent, AgentTransition, Operation
+from agents.models import (
+    ACTION_LABELS,
+    ACTIONS,
+    Agent,
+    AgentTransition,
+    BulkItem,
+    BulkOperation,
+    Operation,
+)
 from portal.actors import Actor
 from portal.admin_site import ReadOnlyModelAdmin
 
@@ -113,3 +121,26 @@ class OperationAdmin(ReadOnlyModelAdmin):
     list_filter = ("status", "action")
     search_fields = ("agent__name", "agent__slug", "actor", "error")
     date_hierarchy = "requested_at"
+
+
+class BulkItemInline(admin.TabularInline):
+    model = BulkItem
+    fields = ("position", "agent", "status", "steps", "steps_done", "from_state", "to_state",
+              "code", "message", "started_at", "finished_at")  # fmt: skip
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    ordering = ("position",)
+
+
+@admin.register(BulkOperation)
+class BulkOperationAdmin(ReadOnlyModelAdmin):
+    """Bulk operations are run from the agents page, the API or ``agents bulk``; here, read."""
+
+    list_display = ("id", "requested_at", "action", "kind", "status", "actor", "total",
+                    "succeeded", "failed", "skipped")  # fmt: skip
+    list_filter = ("status", "action", "kind")
+    search_fields = ("actor",)
+    date_hierarchy = "requested_at"
+    inlines = [BulkItemInline]
