@@ -16,7 +16,15 @@ def run_operation_task(operation_id: str) -> str:
     return services.run_operation(operation_id).status
 
 
-@shared_task(name="agents.run_bulk_operation", ignore_result=True, acks_late=True)
+# A bulk job can outlast the default job time limit; should Redis redeliver it meanwhile, the
+# copy finds the job's lock taken and returns.
+@shared_task(
+    name="agents.run_bulk_operation",
+    ignore_result=True,
+    acks_late=True,
+    soft_time_limit=3600,
+    time_limit=3660,
+)
 def run_bulk_operation_task(bulk_id: int) -> str | None:
     """Work through a bulk operation; a redelivered or duplicate task resumes it or stops."""
     from agents import bulk
