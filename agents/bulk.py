@@ -128,13 +128,15 @@ _DEPLOY_STEPS = {
     State.STOPPED: ["deploy"],
 }
 # How an agent that a bulk operation changed gets back to where it was: (now, before) → steps.
+# The state reached is the one before, except that a started agent cannot become DEPLOYED
+# again: stopping it is the closest (deployed, not running).
 _ROLLBACK_STEPS = {
-    (State.RUNNING, State.STOPPED): ["stop"],
-    (State.RUNNING, State.DEPLOYED): ["stop"],
-    (State.RUNNING, State.SUSPENDED): ["suspend"],
-    (State.SUSPENDED, State.RUNNING): ["resume"],
-    (State.STOPPED, State.RUNNING): ["start"],
-    (State.STOPPED, State.SUSPENDED): ["start", "suspend"],
+    (State.RUNNING, State.STOPPED): (["stop"], State.STOPPED),
+    (State.RUNNING, State.DEPLOYED): (["stop"], State.STOPPED),
+    (State.RUNNING, State.SUSPENDED): (["suspend"], State.SUSPENDED),
+    (State.SUSPENDED, State.RUNNING): (["resume"], State.RUNNING),
+    (State.STOPPED, State.RUNNING): (["start"], State.RUNNING),
+    (State.STOPPED, State.SUSPENDED): (["start", "suspend"], State.SUSPENDED),
 }
 
 # Advisory lock classes (the first key of pg_advisory_lock(int, int)).
@@ -482,26 +484,34 @@ def preview_bulk(
     return plan_bulk(action, resolve_targets(targets, filter), parallelism=parallelism)
 
 
-def rollback_steps(agent: Agent, before: str) -> tuple[list[str], str, str]:
-    """The steps that return ``agent`` to the state ``before`` a bulk operation changed it."""
+def rollback_steps(agent: Agent, before: str) -> tuple[list[str], str, str, str]:
+    """The steps that return ``agent`` to the state ``before`` a bulk operation changed it:
+    (steps, state reached, skip code, reason)."""
     now = agent.state
     if now == before:
-        return [], "already", f"{agent.name} is {now} again already."
+        return [], "", "already", f"{agent.name} is {now} again already."
     if now == State.REVOKED:
-        return [], "irreversible", f"{agent.name} was revoked; a revoked agent cannot come back."
+        return [], "", "irreversible", f"{agent.name} was revoked; it cannot come back."
     if before in (State.DRAFT, State.PROVISIONED):
         return (
             [],
+            "",
             "irreversible",
             f"{agent.name} was {before}; the portal cannot undo a deployment (revoke it if it "
             "should go).",
         )
     if before == State.ERRORED:
-        return [], "irreversible", f"{agent.name} was ERRORED; a roll-back does not break it again."
-    steps = _ROLLBACK_STEPS.get((now, before))
-    if steps is None:
-        return [], "irreversible", f"{agent.name} cannot go from {now} back to {before}."
-    return list(steps), "", ""
+        return (
+            [],
+            "",
+            "irreversible",
+            f"{agent.name} was ERRORED; a roll-back does not break it again.",
+        )
+    planned = _ROLLBACK_STEPS.get((now, before))
+    if planned is None:
+        return [], "", "irreversible", f"{agent.name} cannot go from {now} back to {before}."
+    steps, reached = planned
+    return list(steps), reached, "", ""
 
 
 def plan_rollback(bulk: BulkOperation, *, parallelism: object = None) -> BulkPlan:
@@ -527,13 +537,13 @@ def plan_rollback(bulk: BulkOperation, *, parallelism: object = None) -> BulkPla
     for done in changed:
         agent = done.agent
         planned = PlannedItem(agent)
-        steps, code, message = rollback_steps(agent, done.from_state)
+        steps, reached, code, message = rollback_steps(agent, done.from_state)
         if code:
             planned.skip(code, message)
         elif agent.pending_action or agent.pk in busy_in:
             planned.skip("busy", f"{agent.name} is busy with another operation; try again later.")
         else:
-            planned.steps, planned.to_state = steps, done.from_state
+            planned.steps, planned.to_state = steps, reached
         items.append(planned)
     # Undoing a start goes dependents first; undoing a stop, dependencies first.
     plan = BulkPlan(
@@ -546,6 +556,12 @@ def plan_rollback(bulk: BulkOperation, *, parallelism: object = None) -> BulkPla
             details={"plan": plan.as_dict()},
         )
     return plan
+
+
+def preview_rollback(bulk: BulkOperation, actor: Actor, *, parallelism: object = None) -> BulkPlan:
+    """The roll-back's preview: permission-checked, changes nothing."""
+    actor.require(roles.OPERATE, "run bulk operations")
+    return plan_rollback(bulk, parallelism=parallelism)
 
 
 def can_roll_back(bulk: BulkOperation) -> bool:
@@ -768,11 +784,17 @@ def cancel_bulk_operation(bulk: BulkOperation, actor: Actor) -> BulkOperation:
     except (BulkRefused, PermissionDenied) as refused:
         _refusal_audited(actor, bulk.action, f"bulk:{bulk.pk}", refused)
         raise
-    # Nobody running it (still queued, or its worker is gone): finish it here.
+    # Nobody running it (still queued, or its worker is gone): skip what has not begun here.
+    # An item its dead worker left half-way needs a runner to finish its step: hand it back.
     with _advisory_lock(_RUNNER_LOCK, bulk.pk) as held:
         if held:
             _skip_pending(bulk.pk, "cancelled", _cancel_message(bulk))
-            _finish(bulk.pk)
+            if bulk.items.filter(status=BulkItem.Status.RUNNING).exists():
+                from agents.tasks import run_bulk_operation_task
+
+                run_bulk_operation_task.delay(bulk.pk)
+            else:
+                _finish(bulk.pk)
     bulk.refresh_from_db()
     return bulk
 
@@ -956,14 +978,13 @@ class _Runner:
             connection.close()  # threads' connections are their own; give it back
 
     def _run_item(self, pk: int) -> None:
-        slot = self._acquire_slot()
+        # An item begun by an earlier run must finish even after a cancel; a pending one may
+        # give up waiting for a slot.
+        begun = BulkItem.objects.filter(pk=pk, status=BulkItem.Status.RUNNING).exists()
+        slot = self._acquire_slot(may_give_up=not begun)
         if slot is None:
-            item = BulkItem.objects.get(pk=pk)
-            if item.status == BulkItem.Status.PENDING:
-                _finish_item(
-                    pk, BulkItem.Status.SKIPPED, "cancelled", _cancel_message(self._reload())
-                )
-                return
+            _finish_item(pk, BulkItem.Status.SKIPPED, "cancelled", _cancel_message(self._reload()))
+            return
         try:
             _run_item_steps(self.bulk, pk, self.actor)
         finally:
@@ -971,8 +992,9 @@ class _Runner:
                 with connection.cursor() as cursor:
                     cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_SLOT_LOCK, slot])
 
-    def _acquire_slot(self) -> int | None:
-        """One of the machine-wide runtime-action slots; None if cancelled while waiting."""
+    def _acquire_slot(self, *, may_give_up: bool) -> int | None:
+        """One of the machine-wide runtime-action slots; None if cancelled while waiting
+        (when ``may_give_up``)."""
         ceiling = settings.AGENT_MAX_CONCURRENT_ACTIONS
         while True:
             with connection.cursor() as cursor:
@@ -980,9 +1002,12 @@ class _Runner:
                     cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_SLOT_LOCK, slot])
                     if cursor.fetchone()[0]:
                         return slot
-            if BulkOperation.objects.filter(
-                pk=self.bulk.pk, cancel_requested_at__isnull=False
-            ).exists():
+            if (
+                may_give_up
+                and BulkOperation.objects.filter(
+                    pk=self.bulk.pk, cancel_requested_at__isnull=False
+                ).exists()
+            ):
                 return None
             time.sleep(0.1)
 

@@ -523,3 +523,45 @@ def test_stalled_operations_are_handed_back_only_when_their_runner_is_gone(seede
     app.control.purge()
     assert bulk.resume_stalled_bulk_operations(older_than=timedelta(0)) == [operation.pk]
     app.control.purge()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_an_operation_whose_worker_died_mid_item_finishes_that_item(seeded) -> None:
+    """A dead worker's half-done item is finished by a runner, not left active for ever."""
+    from portal.celery import app
+
+    operation = bulk.create_bulk_operation(
+        "deploy", COMMAND, targets=["wow-cache", "wow-event"], enqueue=False
+    )
+    items = _items(operation)
+    BulkOperation.objects.filter(pk=operation.pk).update(status=BulkOperation.Status.RUNNING)
+    BulkItem.objects.filter(pk=items["wow-cache"].pk).update(status=BulkItem.Status.RUNNING)
+    app.control.purge()
+
+    operation = bulk.cancel_bulk_operation(operation, COMMAND)
+
+    # Handed back to a worker (here: run as the worker would), which finishes the item in
+    # flight and skips the rest.
+    assert not operation.is_finished
+    finished = bulk.run_bulk_operation(operation.pk)
+    app.control.purge()
+    items = _items(finished)
+    assert finished.status == BulkOperation.Status.CANCELLED
+    assert items["wow-cache"].status == BulkItem.Status.SUCCEEDED
+    assert items["wow-event"].code == "cancelled"
+    assert not BulkItem.objects.filter(status__in=BulkItem.ACTIVE).exists()
+    assert Agent.objects.get(slug="wow-cache").state == State.DEPLOYED
+
+
+def test_a_roll_back_promises_the_state_it_really_reaches(seeded) -> None:
+    cache = Agent.objects.get(slug="wow-cache")
+    for before, now, steps, reached in [
+        (State.DEPLOYED, State.RUNNING, ["stop"], State.STOPPED),
+        (State.STOPPED, State.RUNNING, ["stop"], State.STOPPED),
+        (State.SUSPENDED, State.STOPPED, ["start", "suspend"], State.SUSPENDED),
+        (State.RUNNING, State.SUSPENDED, ["resume"], State.RUNNING),
+    ]:
+        cache.__dict__["state"] = now
+        assert bulk.rollback_steps(cache, before) == (steps, reached, "", "")
+    cache.__dict__["state"] = State.RUNNING
+    assert bulk.rollback_steps(cache, State.ERRORED)[2] == "irreversible"
