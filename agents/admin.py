@@ -56,8 +56,20 @@ class TransitionInline(admin.TabularInline):
     show_change_link = True
 
 
+RESERVED_SLUGS = {"bulk"}
+
+
 class AgentForm(forms.ModelForm):
     """The admin's agent form (the admin supplies model and fields), refusing dependency cycles."""
+
+    def clean_slug(self):
+        """Refuse slugs that are page addresses under /agents/ (the bulk operations pages)."""
+        slug = self.cleaned_data["slug"]
+        if slug in RESERVED_SLUGS:
+            raise forms.ValidationError(
+                f"{slug!r} is the address of a portal page under /agents/; choose another slug."
+            )
+        return slug
 
     def clean_dependencies(self):
         """Refuse a dependency cycle: every page, command and start order needs the graph acyclic."""

@@ -15,5 +15,6 @@ class AgentsConfig(AppConfig):
         if services.seed_step not in STARTUP_STEPS:
             STARTUP_STEPS.append(services.seed_step)
         events.subscribe(live.on_agent_event)
+        events.subscribe_bulk(live.on_bulk_event)
         if up.monitor_child not in up.EXTRA_CHILDREN:
             up.EXTRA_CHILDREN.append(up.monitor_child)

@@ -1,19 +1,21 @@
-"""Agent events → HTML fragments pushed to the pages that show them.
+"""Agent and bulk events → HTML fragments pushed to the pages that show them.
 
 One event is rendered once per group and access level: the card and table row for the fleet
 pages (dashboard, agents list), the counters, the detail page's status block, and a toast for
-the person whose action finished. The templates are the pages' own partials, so the markup
-exists once.
+the person whose action finished; for a bulk operation, its progress block and the item row
+that changed, the row of the recent-operations list, and a toast for the person who started it
+once it ends. The templates are the pages' own partials, so the markup exists once.
 """
 
 from __future__ import annotations
 
 import logging
 
+from django.db.models import Q
 from django.template.loader import render_to_string
 
-from agents.events import AgentEvent
-from agents.models import ACTION_LABELS, Agent, Operation
+from agents.events import AgentEvent, BulkEvent
+from agents.models import ACTION_LABELS, Agent, BulkItem, BulkOperation, Operation
 from portal import realtime, roles
 from portal.actors import Actor
 
@@ -37,28 +39,37 @@ def on_agent_event(event: AgentEvent) -> None:
 def publish_agent(event: AgentEvent) -> None:
     from agents.views import _agents_with_relations, _card_context, _detail_extras, fleet_counts
 
-    try:
-        agent = _agents_with_relations().get(pk=event.agent_id)
-    except Agent.DoesNotExist:
-        return
     groups = {
         access: {
             "fleet": realtime.fleet_group(access),
             "table": realtime.fleet_table_group(access),
-            "agent": realtime.agent_group(agent.slug, access),
+            "agent": realtime.agent_group(event.slug, access),
         }
         for access in _ACCESS_ACTORS
     }
     # Detail pages of its dependencies and dependents list this agent's state too.
-    neighbours = {a.pk: a for a in [*agent.dependencies.all(), *agent.dependents.all()]}
+    links = Agent.dependencies.through.objects.filter(
+        Q(from_agent_id=event.agent_id) | Q(to_agent_id=event.agent_id)
+    ).values_list("from_agent_id", "to_agent_id")
+    neighbour_ids = {pk for pair in links for pk in pair} - {event.agent_id}
+    neighbours = dict(Agent.objects.filter(pk__in=neighbour_ids).values_list("pk", "slug"))
     neighbour_groups = {
-        pk: [realtime.agent_group(n.slug, access) for access in _ACCESS_ACTORS]
-        for pk, n in neighbours.items()
+        pk: [realtime.agent_group(slug, access) for access in _ACCESS_ACTORS]
+        for pk, slug in neighbours.items()
     }
+    # Nobody watching (a bulk job with no page open): nothing to load or render.
     watched = realtime.watched(
         [name for by_kind in groups.values() for name in by_kind.values()]
         + [name for names in neighbour_groups.values() for name in names]
     )
+    if not watched:
+        if event.data.get("operation") and event.kind in ("transition", "operation"):
+            _publish_outcome(event.data["operation"])
+        return
+    try:
+        agent = _agents_with_relations().get(pk=event.agent_id)
+    except Agent.DoesNotExist:
+        return
     watched_neighbours = [
         pk for pk, names in neighbour_groups.items() if watched.intersection(names)
     ]
@@ -100,6 +111,11 @@ def _publish_outcome(operation_id: str) -> None:
     operation = Operation.objects.select_related("agent").filter(pk=operation_id).first()
     if operation is None or not operation.is_finished:
         return
+    user_group = realtime.user_group(operation.user_id) if operation.user_id else ""
+    operation_group = realtime.operation_group(operation.pk)
+    watched = realtime.watched([group for group in (user_group, operation_group) if group])
+    if not watched:
+        return
     label = ACTION_LABELS[operation.action][0]
     if operation.status == Operation.Status.SUCCEEDED:
         took = (
@@ -111,6 +127,73 @@ def _publish_outcome(operation_id: str) -> None:
     else:
         toast, level = f"{label} {operation.agent.name} failed: {operation.error}", "error"
     html = render_to_string("agents/agent_list.html#toast", {"toast": toast, "toast_level": level})
-    if operation.user_id:
-        realtime.publish(realtime.user_group(operation.user_id), {f"toast-{operation.pk}": html})
-    realtime.publish(realtime.operation_group(operation.pk), {f"toast-{operation.pk}": html})
+    # A step of a bulk operation: its starter gets one toast for the whole operation instead.
+    if user_group in watched and not _is_bulk_step(operation):
+        realtime.publish(user_group, {f"toast-{operation.pk}": html})
+    if operation_group in watched:
+        realtime.publish(operation_group, {f"toast-{operation.pk}": html})
+
+
+def _is_bulk_step(operation: Operation) -> bool:
+    return BulkItem.objects.filter(operation_ids__contains=[str(operation.pk)]).exists()
+
+
+# --- bulk operations ----------------------------------------------------------------------------
+
+
+def on_bulk_event(event: BulkEvent) -> None:
+    """Listener for ``agents.events.subscribe_bulk``: render and publish. Never raises."""
+    try:
+        publish_bulk(event)
+    except Exception:
+        logger.exception(
+            "could not push the %s event of bulk operation %s", event.kind, event.bulk_id
+        )
+
+
+def publish_bulk(event: BulkEvent) -> None:
+    from agents.bulk_views import bulk_context, describe_item, finished_toast
+
+    groups = {access: realtime.bulk_group(event.bulk_id, access) for access in _ACCESS_ACTORS}
+    list_group = realtime.bulk_list_group()
+    finished = event.kind == "finished"
+    watched = realtime.watched([*groups.values(), list_group])
+    if not watched and not finished:
+        return
+    try:
+        operation = BulkOperation.objects.select_related("follows").get(pk=event.bulk_id)
+    except BulkOperation.DoesNotExist:
+        return
+    item_html = None
+    if event.item_id is not None and watched.intersection(groups.values()):
+        item = BulkItem.objects.select_related("agent").filter(pk=event.item_id).first()
+        if item is not None:
+            item_html = render_to_string(
+                "agents/bulk_detail.html#item", {"item": describe_item(item)}
+            )
+    for access, group in groups.items():
+        if group not in watched:
+            continue
+        context = bulk_context(operation, operate=access == realtime.ACCESS_OPERATE)
+        fragments = {"bulk-progress": render_to_string("agents/bulk_detail.html#progress", context)}
+        if item_html is not None:
+            fragments[f"bulk-item-{event.item_id}"] = item_html
+        realtime.publish(group, fragments)
+    if list_group in watched:
+        row = render_to_string("agents/bulk_list.html#row", {"operation": operation})
+        if event.kind == "created":
+            # A new operation goes on top of the list.
+            row = f'<tbody id="bulk-rows" hx-swap-oob="afterbegin">{row}</tbody>'
+            gone = '<tr id="bulk-none" hx-swap-oob="delete"></tr>'
+            realtime.publish(list_group, {f"bulk-op-new-{operation.pk}": row, "bulk-none": gone})
+        else:
+            realtime.publish(list_group, {f"bulk-op-{operation.pk}": row})
+    if finished and operation.user_id:
+        toast, level = finished_toast(operation)
+        html = render_to_string(
+            "agents/bulk_detail.html#finished-toast",
+            {"bulk": operation, "toast": toast, "toast_level": level},
+        )
+        realtime.publish(
+            realtime.user_group(operation.user_id), {f"toast-bulk-{operation.pk}": html}
+        )

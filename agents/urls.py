@@ -2,12 +2,20 @@ from __future__ import annotations
 
 from django.urls import path
 
-from agents import views
+from agents import bulk_views, views
 
 app_name = "agents"
 
 urlpatterns = [
     path("", views.agent_list, name="list"),
+    # Before "<slug>/": "bulk" is not an agent.
+    path("bulk/", bulk_views.bulk_list, name="bulk-list"),
+    path("bulk/preview/", bulk_views.bulk_preview, name="bulk-preview"),
+    path("bulk/run/", bulk_views.bulk_run, name="bulk-run"),
+    path("bulk/<int:pk>/", bulk_views.bulk_detail, name="bulk-detail"),
+    path("bulk/<int:pk>/cancel/", bulk_views.bulk_cancel, name="bulk-cancel"),
+    path("bulk/<int:pk>/retry/", bulk_views.bulk_retry, name="bulk-retry"),
+    path("bulk/<int:pk>/rollback/", bulk_views.bulk_rollback, name="bulk-rollback"),
     path("<slug:slug>/", views.agent_detail, name="detail"),
     path("<slug:slug>/card/", views.agent_card, name="card"),
     path("<slug:slug>/history/", views.agent_history, name="history"),

@@ -22,7 +22,7 @@ from django.utils.dateparse import parse_date
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from agents import services
+from agents import bulk, services
 from agents.models import (
     ACTION_LABELS,
     ACTIONS,
@@ -66,6 +66,13 @@ def _card_context(
     agent: Agent, actor: Actor, graph: services.DependencyGraph | None = None
 ) -> dict:
     context = {"agent": agent, "actions": services.available_actions(agent, actor, graph)}
+    if actor.has(roles.OPERATE):
+        # The selection checkbox, with the bulk actions that would change this agent now: the
+        # page's bulk toolbar offers those legal for at least one ticked agent.
+        context["selectable"] = True
+        context["agent_bulk_actions"] = " ".join(
+            action for action in bulk.BULK_ACTIONS if bulk.steps_for(agent, action)[0]
+        )
     if agent.pending_action and agent.in_flight_operations:
         # Polled with ?op=, so the poll that sees the operation finish can say how it went.
         context["pending_operation"] = agent.in_flight_operations[0]
@@ -148,6 +155,10 @@ def agent_list(request: HttpRequest) -> HttpResponse:
     context = {
         "cards": cards,
         "view": view,
+        "bulk_toolbar_actions": [
+            (action, bulk.BULK_ACTION_LABELS[action]) for action in bulk.BULK_ACTIONS
+        ],
+        "bulk_shortcuts": list(bulk.SHORTCUT_LABELS.items()),
         "filters": {"state": state, "tier": tier, "health": health, "q": query},
         "states": State.choices,
         "tiers": Tier.choices,

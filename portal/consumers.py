@@ -2,7 +2,7 @@
 
 On connect the socket joins the fleet group for the user's access level and the user's own
 group (toasts for actions they took). The page then sends ``{"subscribe": ["agent:wow-cache",
-"operation:<id>"]}`` for what else it shows; each topic is checked before it is joined.
+"operation:<id>", "bulk:<id>", "bulk-list"]}`` for what else it shows; each topic is checked before it is joined.
 Server → browser messages are HTML fragments for the htmx ws extension. A heartbeat every
 ``LIVE_HEARTBEAT_SECONDS`` (one per web process) goes through the channel layer itself, so a dead
 Redis closes the sockets (code 1011) and the pages switch to polling until they can reconnect.
@@ -30,8 +30,9 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 MAX_SUBSCRIPTIONS = 50
-_TOPIC = re.compile(r"^(agent|operation):([A-Za-z0-9_-]{1,64})$")
+_TOPIC = re.compile(r"^(agent|operation|bulk):([A-Za-z0-9_-]{1,64})$")
 _FLEET_TABLE = "fleet-table"
+_BULK_LIST = "bulk-list"
 _PUSH_TYPES = frozenset({"live.fragments", "live.heartbeat"})
 
 
@@ -96,6 +97,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return None
         if topic == _FLEET_TABLE:
             return realtime.fleet_table_group(self.access)
+        if topic == _BULK_LIST:
+            return realtime.bulk_list_group()
         match = _TOPIC.match(topic)
         if match is None:
             return None
@@ -105,6 +108,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return None
         if kind == "agent":
             return realtime.agent_group(key, self.access)
+        if kind == "bulk":
+            return realtime.bulk_group(key, self.access)
         return realtime.operation_group(key)
 
     async def _join(self, group: str) -> None:
@@ -179,6 +184,11 @@ def _topic_exists(kind: str, key: str) -> bool:
         from agents.models import Agent
 
         return Agent.objects.filter(slug=key).exists()
+    if kind == "bulk":
+        from agents.models import BulkOperation
+
+        # Ids are small integers; anything else (or too big for the column) names nothing.
+        return key.isdigit() and len(key) < 10 and BulkOperation.objects.filter(pk=key).exists()
     from agents.models import Operation
 
     try:

@@ -61,6 +61,16 @@ def user_group(user_id: int) -> str:
     return group_name("user", user_id)
 
 
+def bulk_group(bulk_id: object, access: str) -> str:
+    """Pages showing one bulk operation's progress (an Operator's has its buttons)."""
+    return group_name("bulk", bulk_id, access)
+
+
+def bulk_list_group() -> str:
+    """The list of recent bulk operations (the same for every role)."""
+    return group_name("bulk-list")
+
+
 class Publisher:
     """Sends fragments to groups from synchronous code, throttled per group."""
 

@@ -13,3 +13,22 @@ def seconds_until(moment) -> str:
         return ""
     seconds = round((moment - timezone.now()).total_seconds())
     return f"in {seconds} s" if seconds > 0 else "now"
+
+
+@register.filter
+def seconds(value) -> str:
+    """ "21 s", "2 min 05 s": a duration in whole seconds, as the page's clock writes it too."""
+    if value is None or value == "":
+        return ""
+    total = max(0, round(float(value)))
+    if total < 60:
+        return f"{total} s"
+    return f"{total // 60} min {total % 60:02d} s"
+
+
+@register.filter
+def bulk_label(action: str) -> str:
+    """ "Deploy and start" for ``deploy_and_start``: a bulk action's name as people read it."""
+    from agents.bulk import BULK_ACTION_LABELS
+
+    return BULK_ACTION_LABELS.get(action, action)

@@ -46,8 +46,19 @@
     if (dialog && !dialog.open) dialog.showModal();
   });
   document.addEventListener("htmx:afterRequest", function (event) {
-    var dialog = event.detail.elt.closest && event.detail.elt.closest("dialog");
-    if (dialog && event.detail.elt.tagName === "FORM") dialog.close();
+    var elt = event.detail.elt;
+    var dialog = elt.closest && elt.closest("dialog");
+    // A form marked data-keep-dialog answers with its own content (a refusal to show) or a
+    // redirect; the dialog stays open meanwhile.
+    if (dialog && elt.tagName === "FORM" && !elt.hasAttribute("data-keep-dialog")) dialog.close();
+  });
+  // A dialog's form refused for the role answers 403 with the reason; show it in the dialog.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var elt = event.detail.elt;
+    if (event.detail.xhr.status === 403 && elt.hasAttribute && elt.hasAttribute("data-keep-dialog")) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
   });
   document.addEventListener("close", function (event) {
     if (event.target.matches && event.target.matches("#modal dialog")) event.target.remove();
@@ -61,6 +72,94 @@
       if (out) out.textContent = seconds > 0 ? "in " + seconds + " s" : "now";
     });
   }, 500);
+
+  // Elapsed times that tick on their own ("12 s", "1 min 05 s") from the value the server
+  // rendered: measured from when the element arrived, so the browser's clock does not matter.
+  function formatSeconds(value) {
+    var total = Math.max(0, Math.round(value));
+    if (total < 60) return total + " s";
+    var rest = total % 60;
+    return Math.floor(total / 60) + " min " + (rest < 10 ? "0" : "") + rest + " s";
+  }
+  var arrived = new WeakMap();
+  setInterval(function () {
+    document.querySelectorAll("[data-elapsed][data-ticking]").forEach(function (el) {
+      if (!arrived.has(el)) arrived.set(el, Date.now());
+      el.textContent = formatSeconds(Number(el.dataset.elapsed) + (Date.now() - arrived.get(el)) / 1000);
+    });
+  }, 500);
+
+  // --- bulk selection on the agents page ----------------------------------------------------
+  // The ticks live here, not in the checkboxes: cards and rows are replaced by live updates and
+  // polling, and every replacement is ticked again from this set.
+  var selected = new Set();
+
+  function bulkBoxes() {
+    return Array.prototype.slice.call(document.querySelectorAll("input[data-bulk-select]"));
+  }
+
+  function syncBulkSelection() {
+    var bar = document.querySelector("[data-bulk-bar]");
+    if (!bar) return;
+    var boxes = bulkBoxes();
+    var shown = new Set();
+    var legal = new Set();
+    boxes.forEach(function (box) {
+      shown.add(box.value);
+      box.checked = selected.has(box.value);
+      var holder = box.closest(".agent-card, tr");
+      if (holder) holder.classList.toggle("is-selected", box.checked);
+      if (box.checked) (box.dataset.bulkActions || "").split(/\s+/).forEach(function (a) { if (a) legal.add(a); });
+    });
+    // An agent no longer on the page (filtered away) is no longer selected.
+    selected.forEach(function (slug) { if (!shown.has(slug)) selected.delete(slug); });
+    var count = selected.size;
+    bar.classList.toggle("has-selection", count > 0);
+    bar.querySelector("[data-bulk-count]").textContent = count + " selected";
+    bar.querySelectorAll("[data-bulk-action]").forEach(function (button) {
+      button.hidden = !legal.has(button.dataset.bulkAction);
+    });
+    var none = bar.querySelector("[data-bulk-none-legal]");
+    if (none) none.hidden = !(count > 0 && legal.size === 0);
+    document.querySelectorAll("input[data-bulk-select-all]").forEach(function (all) {
+      all.checked = count > 0 && count === boxes.length;
+      all.indeterminate = count > 0 && count < boxes.length;
+    });
+  }
+
+  function pickBulk(rule) {
+    selected.clear();
+    if (rule !== "none") {
+      var parts = rule.split(":");
+      bulkBoxes().forEach(function (box) {
+        if (rule === "all" || (parts[0] === "state" && box.dataset.state === parts[1]) ||
+            (parts[0] === "tier" && box.dataset.tier === parts[1])) selected.add(box.value);
+      });
+    }
+    syncBulkSelection();
+  }
+
+  document.addEventListener("change", function (event) {
+    var target = event.target;
+    if (target.matches && target.matches("input[data-bulk-select]")) {
+      if (target.checked) selected.add(target.value); else selected.delete(target.value);
+      syncBulkSelection();
+    } else if (target.matches && target.matches("input[data-bulk-select-all]")) {
+      pickBulk(target.checked ? "all" : "none");
+    }
+  });
+  document.addEventListener("click", function (event) {
+    var pick = event.target.closest && event.target.closest("[data-bulk-pick]");
+    if (pick) pickBulk(pick.dataset.bulkPick);
+  });
+  ["htmx:afterSwap", "htmx:oobAfterSwap", "htmx:wsAfterMessage"].forEach(function (name) {
+    document.addEventListener(name, syncBulkSelection);
+  });
+  document.addEventListener("DOMContentLoaded", function () {
+    // Ticks the browser restored (back button) count as chosen.
+    bulkBoxes().forEach(function (box) { if (box.checked) selected.add(box.value); });
+    syncBulkSelection();
+  });
 
   // --- live updates: the WebSocket, its indicator, and polling while it is down ---------------
   var RETRYABLE = [1006, 1011, 1012, 1013];

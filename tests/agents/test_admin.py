@@ -223,6 +223,17 @@ def test_a_dependency_cycle_is_refused_in_the_admin(seeded, as_admin) -> None:
     assert not AuditEntry.objects.filter(action="agent.edit").exists()
 
 
+def test_a_slug_that_is_a_page_address_is_refused(seeded, as_admin) -> None:
+    cache = seeded["wow-cache"]
+    data = change_form_data(as_admin.get(f"{CHANGELIST}{cache.pk}/change/"))
+    data["slug"] = "bulk"
+    response = as_admin.post(f"{CHANGELIST}{cache.pk}/change/", data)
+    assert response.status_code == 200
+    assert "the address of a portal page under /agents/" in response.content.decode()
+    cache.refresh_from_db()
+    assert cache.slug == "wow-cache"
+
+
 def test_an_agent_cannot_depend_on_itself(seeded, as_admin) -> None:
     cache = seeded["wow-cache"]
     data = change_form_data(as_admin.get(f"{CHANGELIST}{cache.pk}/change/"))
