@@ -132,6 +132,10 @@ class Agent(ConcurrentTransitionMixin, models.Model):
         help_text="Differences the monitor found between runtime and portal.",
     )
     drift_checked_at = models.DateTimeField(null=True, blank=True)
+    previous_config = models.JSONField(
+        null=True, blank=True, help_text="The config before the last change, for a roll-back."
+    )
+    config_changed_at = models.DateTimeField(null=True, blank=True)
 
     # Auto-restart bookkeeping, kept by the monitor.
     restart_attempts = models.PositiveIntegerField(default=0)
@@ -440,3 +444,110 @@ class BulkItem(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class ErrorClass(models.TextChoices):
+    TRANSIENT = "transient", "Transient"
+    PERMANENT = "permanent", "Permanent"
+    CONFIGURATION = "configuration", "Configuration"
+    DEPENDENCY = "dependency", "Dependency"
+    RESOURCE = "resource", "Resource"
+
+
+class AgentError(models.Model):
+    """One failure the portal saw, with what it makes of it: classification, root cause,
+    evidence and the ranked ways out. The same failure seen again while this one is open is
+    counted here (``occurrences``) rather than recorded twice."""
+
+    class Source(models.TextChoices):
+        ACTION = "action", "Failed lifecycle action"
+        CRASH = "crash", "Crash"
+        HEALTH = "health", "Failing health check"
+        RUNTIME = "runtime", "Runtime error"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        RECOVERING = "recovering", "Recovering"
+        RESOLVED = "resolved", "Resolved"
+        IGNORED = "ignored", "Ignored"
+
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="errors")
+    occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    occurrences = models.PositiveIntegerField(default=1)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    summary = models.CharField(max_length=500, help_text="What happened, in one sentence.")
+    details = models.JSONField(default=dict, blank=True, help_text="The raw signals.")
+    evidence = models.JSONField(default=list, blank=True, help_text="Last log lines before it.")
+    classification = models.CharField(max_length=15, choices=ErrorClass.choices)
+    rule = models.CharField(max_length=40, help_text="The classification rule that matched.")
+    root_cause = models.TextField()
+    suggestions = models.JSONField(default=list, blank=True)
+    signature = models.CharField(max_length=200, db_index=True)
+    pattern = models.CharField(max_length=200, help_text="The signature in words.")
+    retry_count = models.PositiveIntegerField(default=0)
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.OPEN, db_index=True
+    )
+    operation = models.ForeignKey(
+        Operation, on_delete=models.SET_NULL, null=True, blank=True, related_name="errors"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.CharField(max_length=200, blank=True)
+    resolution = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [models.Index(fields=["agent", "status", "-occurred_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.agent.slug}: {self.summary} ({self.status})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in (self.Status.OPEN, self.Status.RECOVERING)
+
+    @property
+    def one_click(self) -> list[dict]:
+        return [s for s in self.suggestions if s.get("action")]
+
+
+class RecoveryAttempt(models.Model):
+    """One try at fixing an error, by a person (one click) or by the automatic policy."""
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running", "Running"
+        FIXED = "fixed", "Fixed"
+        DID_NOT_HELP = "did_not_help", "Did not help"
+        FAILED = "failed", "Failed"
+
+    error = models.ForeignKey(AgentError, on_delete=models.CASCADE, related_name="attempts")
+    action = models.CharField(max_length=30)
+    automatic = models.BooleanField(default=False)
+    actor_kind = models.CharField(max_length=10, choices=AgentTransition.ActorKind.choices)
+    actor = models.CharField(max_length=200)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    outcome = models.CharField(max_length=15, choices=Outcome.choices, default=Outcome.RUNNING)
+    detail = models.TextField(blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} for error #{self.error_id} ({self.outcome})"
+
+
+class RecoverySwitch(models.Model):
+    """The global kill switch of automatic recovery (one row). Off: the portal records and
+    classifies errors but fixes nothing by itself."""
+
+    automatic = models.BooleanField(default=True)
+    changed_by = models.CharField(max_length=200, blank=True)
+    changed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"automatic recovery {'on' if self.automatic else 'off'}"

@@ -721,6 +721,14 @@ def _finish_failed(operation: Operation, message: str, reason: str, details: dic
             actor, f"agent.{operation.action}", target=agent.slug, outcome=AuditEntry.Outcome.FAILED,
             operation=str(operation.pk), phase="completed", error=message,
         )  # fmt: skip
+        if reason not in ("conflict", "busy"):
+            from agents import errors
+
+            source = "runtime" if reason in ("engine_unreachable", "image_missing") else "action"
+            errors.record_error(
+                agent, source, message, {**details, "reason": reason},
+                action=operation.action, operation=operation,
+            )  # fmt: skip
         events.emit(
             "operation", agent, operation=str(operation.pk), action=operation.action, error=message
         )
@@ -773,11 +781,22 @@ def record_crash(agent: Agent, details: dict, *, source: str = "monitor") -> boo
         agent.health = Health.UNHEALTHY
         agent.health_detail = describe_exit(details)
         agent.last_exit = details
-        _plan_restart(agent, now)
         agent.save()
         _record_transition(
             agent, "fail", from_state, Actor.system(source), describe_exit(details), details, None
         )
+        from agents import errors
+
+        error = errors.record_error(agent, "crash", describe_exit(details), details)
+        allowed, why_not = errors.allows_automatic_restart(error)
+        if allowed:
+            _plan_restart(agent, now)
+        else:
+            agent.next_restart_at = None
+            # Not a failure a restart cures: the monitor leaves it to a person.
+            agent.restart_gave_up = error.classification not in errors.AUTOMATIC_RESTART_CLASSES
+            agent.health_detail = f"{describe_exit(details)}; no automatic restart: {why_not}"[:300]
+        agent.save()
         events.emit("transition", agent, action="fail", from_state=from_state, exit=details)
     return True
 
@@ -837,6 +856,12 @@ def auto_restart(agent: Agent) -> Operation | None:
         attempt = agent.restart_attempts
         agent.next_restart_at = None
         agent.save(update_fields=["next_restart_at", "updated_at"])
+    from agents import errors
+
+    allowed, why_not = errors.allows_automatic_restart(None)
+    if not allowed:
+        logger.info("automatic restart of %s skipped: %s", agent.slug, why_not)
+        return None
     try:
         operation = request_action(
             agent,
@@ -854,6 +879,7 @@ def auto_restart(agent: Agent) -> Operation | None:
             agent.save()
         return None
     operation = run_operation(str(operation.pk))
+    errors.record_automatic_attempt(agent, operation)
     if operation.status == Operation.Status.FAILED:
         with transaction.atomic():
             agent = Agent.objects.select_for_update().get(pk=agent.pk)
@@ -883,11 +909,18 @@ def record_health(agent: Agent, health: str, detail: str = "") -> bool:
             ):
                 agent.restart_attempts, agent.restart_gave_up = 0, False
                 changed = True
+        previous_health = Agent.objects.filter(pk=agent.pk).values_list("health", flat=True)[0]
         agent.save(update_fields=[
             "health", "health_detail", "health_checked_at", "last_healthy_at",
             "restart_attempts", "restart_gave_up", "updated_at",
         ])  # fmt: skip
         if changed:
+            from agents import errors
+
+            if health in (Health.UNHEALTHY, Health.DEGRADED) and agent.state == State.RUNNING:
+                errors.record_error(agent, "health", detail or f"health is {health}", {})
+            elif health == Health.HEALTHY and previous_health != Health.HEALTHY:
+                errors.resolve_by_itself(agent, "healthy again")
             events.emit("health", agent)
     return changed
 
@@ -901,6 +934,10 @@ def update_agent_settings(agent: Agent, changed: list[str], actor: Actor) -> Age
     """Save edits to an agent's registry fields (not its state), made in the admin."""
     actor.require(roles.MANAGE, "edit agents")
     with transaction.atomic():
+        if "config" in changed:
+            before = Agent.objects.filter(pk=agent.pk).values_list("config", flat=True).first()
+            if before is not None and before != agent.config:
+                agent.previous_config, agent.config_changed_at = before, timezone.now()
         agent.save()
         record_audit(
             actor, "agent.edit", target=agent.slug,
@@ -975,3 +1012,56 @@ def reconcile_agent(agent: Agent, actor: Actor) -> dict:
         record_audit(actor, "agent.reconcile", target=agent.slug, result=result)
     check_drift(agent.runtime)
     return result
+
+
+# --- recoveries that change settings (offered by agents.errors) -----------------------------------
+
+
+def rollback_config(agent: Agent, actor: Actor) -> Agent:
+    """Put back the config the agent had before its last change (an Operator's recovery)."""
+    actor.require(roles.OPERATE, "roll back an agent's config")
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        if agent.previous_config is None:
+            raise ActionRefused(f"{agent.name} has no earlier config to go back to.", code="none")
+        bad, agent.config = agent.config, agent.previous_config
+        agent.previous_config, agent.config_changed_at = bad, timezone.now()
+        agent.save(update_fields=["config", "previous_config", "config_changed_at", "updated_at"])
+        record_audit(
+            actor, "agent.config.rollback", target=agent.slug, config=agent.config, replaced=bad
+        )
+        events.emit("registry", agent, changed=["config"])
+    return agent
+
+
+def pick_new_ports(agent: Agent, actor: Actor) -> list[int]:
+    """Move the agent to free ports (its own are held by someone else); audited."""
+    actor.require(roles.OPERATE, "give an agent new ports")
+    runtime = runtime_for(agent)
+    ports = runtime.reassign_ports(spec_for(agent))
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        old = agent.runtime_details.get("ports")
+        agent.runtime_details = {**agent.runtime_details, "ports": ports}
+        agent.save(update_fields=["runtime_details", "updated_at"])
+        record_audit(actor, "agent.ports", target=agent.slug, ports=ports, replaced=old)
+    return ports
+
+
+def set_memory_limit(agent: Agent, memory_mb: int, actor: Actor) -> Agent:
+    """Raise an agent's memory limit up to AGENT_MEMORY_CEILING_MB (an Operator's recovery)."""
+    actor.require(roles.OPERATE, "raise an agent's memory limit")
+    ceiling = settings.AGENT_MEMORY_CEILING_MB
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        if memory_mb <= agent.memory_mb or memory_mb > ceiling:
+            raise ActionRefused(
+                f"{agent.name} has {agent.memory_mb} MiB; a raise must be above that and at most "
+                f"{ceiling} MiB (AGENT_MEMORY_CEILING_MB).",
+                code="ceiling",
+            )
+        before, agent.memory_mb = agent.memory_mb, memory_mb
+        agent.save(update_fields=["memory_mb", "updated_at"])
+        record_audit(actor, "agent.memory", target=agent.slug, memory_mb=memory_mb, was=before)
+        events.emit("registry", agent, changed=["memory_mb"])
+    return agent

@@ -47,3 +47,11 @@ def resume_stalled_bulk_operations_task(older_than_seconds: float | None = None)
 def _resume_bulk_operations_on_start(sender=None, **kwargs) -> None:
     """A worker starting (perhaps after one was killed) picks up bulk jobs left without a runner."""
     resume_stalled_bulk_operations_task.apply_async(kwargs={"older_than_seconds": 0})
+
+
+@shared_task(name="agents.run_recovery", ignore_result=True, acks_late=True)
+def run_recovery_task(attempt_id: int) -> str:
+    """Carry out a chosen recovery and verify it; a redelivered task finds it finished."""
+    from agents import errors
+
+    return errors.run_recovery(attempt_id).outcome

@@ -321,6 +321,13 @@ BULK_DEFAULT_PARALLELISM = env.int(
 )
 AGENT_MAX_CONCURRENT_ACTIONS = env.int("AGENT_MAX_CONCURRENT_ACTIONS", 8, minimum=1, maximum=256)
 
+# Errors and recovery: automatic recovery when nobody has switched it off in the portal; how
+# long a recovery waits for the agent to be RUNNING and healthy; the most memory a one-click
+# "raise the memory limit" may give an agent.
+AGENT_AUTO_RECOVERY = env.bool("AGENT_AUTO_RECOVERY", True)
+AGENT_RECOVERY_VERIFY_SECONDS = env.int("AGENT_RECOVERY_VERIFY_SECONDS", 30, minimum=1, maximum=600)
+AGENT_MEMORY_CEILING_MB = env.int("AGENT_MEMORY_CEILING_MB", 4096, minimum=64, maximum=1_048_576)
+
 # Docker runtime: the engine (the SDK would otherwise follow the CLI's context), the agent image.
 DOCKER_HOST = env.str("DOCKER_HOST", "unix:///var/run/docker.sock")
 AGENT_IMAGE = env.str("AGENT_IMAGE", "waooaw/agentd")

@@ -283,6 +283,14 @@ class Runtime(abc.ABC):
         The default does nothing."""
         return {"actions": []}
 
+    def reassign_ports(self, spec: AgentSpec) -> list[int]:
+        """Replace the agent's ports that something else holds with free ones; answers the
+        ports now reserved. Runtimes that do not hand out host ports cannot."""
+        raise RuntimeFailure(
+            f"The {self.name} runtime does not assign host ports; free the port instead.",
+            reason="bad_config",
+        )
+
     def remove_orphan(self, slug: str) -> dict[str, Any]:
         """Delete resources labelled for ``slug`` that no agent of the portal owns."""
         return {"removed": []}

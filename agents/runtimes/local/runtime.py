@@ -130,6 +130,21 @@ class LocalRuntime(Runtime):
             "queue": f"agents:{spec.slug}:tasks",
         }
 
+    def reassign_ports(self, spec: AgentSpec) -> list[int]:
+        """Swap each reserved port that is not free now for a free one."""
+        directory = self._agent_dir(spec)
+        with self._lock("ports"):
+            current = self._ports(spec)
+            taken = self._ports_reserved_by_others(spec.slug) | set(current)
+            ports = []
+            for replica, port in enumerate(current[: spec.replicas]):
+                if self._agentd(spec.slug, replica) is None and not port_is_free(port):
+                    port = self._pick_free_port(taken)
+                    taken.add(port)
+                ports.append(port)
+            write_json(directory / "ports.json", ports)
+        return ports
+
     def deploy(self, spec: AgentSpec) -> dict[str, Any]:
         """Write the process spec (``spec.json``); nothing is started."""
         _check_replicas(spec)

@@ -1,0 +1,557 @@
+"""Errors an operator can act on: every failure the portal sees becomes an ``AgentError`` with
+a classification, a root cause, evidence (the last log lines) and ranked suggestions; a
+one-click recovery runs through the normal lifecycle services and then checks that it worked.
+
+- ``record_error`` is called by the services when an action fails, the monitor sees a crash or
+  failing health checks. The rules live in ``agents.error_rules``. The same failure seen again
+  while its error is open is counted on that error, not recorded twice.
+- ``request_recovery`` (a person's click, the API, the CLI) records a ``RecoveryAttempt`` and
+  hands it to a worker; ``run_recovery`` carries it out and verifies: the agent RUNNING and
+  healthy within ``AGENT_RECOVERY_VERIFY_SECONDS``, or the attempt says it did not help.
+- Automatic recovery (the monitor's restarts) follows the classification: transient failures
+  are restarted with backoff; resource, configuration and permanent ones are not restarted
+  blindly. ``RecoverySwitch`` turns all automatic recovery off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Count, Max, Min, Q, Sum
+from django.utils import timezone
+
+from agents import events
+from agents.error_rules import RECOVERIES, Signals, diagnose
+from agents.models import (
+    Agent,
+    AgentError,
+    AgentTransition,
+    ErrorClass,
+    Health,
+    RecoveryAttempt,
+    RecoverySwitch,
+    RuntimeKind,
+    State,
+)
+from portal import roles
+from portal.actors import Actor
+from portal.models import AuditEntry
+from portal.services import record_audit
+
+logger = logging.getLogger(__name__)
+
+EVIDENCE_LINES = 20
+CRASH_WINDOW = timedelta(minutes=10)
+# Classifications the monitor restarts by itself (with backoff); the others wait for a person.
+AUTOMATIC_RESTART_CLASSES = {ErrorClass.TRANSIENT, ErrorClass.DEPENDENCY}
+
+
+class RecoveryRefused(Exception):
+    """A recovery that cannot go ahead, with the reason and what to do."""
+
+    def __init__(self, message: str, code: str = "refused") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+# --- recording ---------------------------------------------------------------------------------------
+
+
+def _signals(agent: Agent, source: str, details: dict, message: str, action: str) -> Signals:
+    now = timezone.now()
+    dependencies_down = tuple(
+        (dep.name, dep.state) for dep in agent.dependencies.all() if dep.state != State.RUNNING
+    )
+    changed = (
+        (now - agent.config_changed_at).total_seconds() / 60 if agent.config_changed_at else None
+    )
+    crashes = AgentTransition.objects.filter(
+        agent=agent, action="fail", at__gte=now - CRASH_WINDOW
+    ).count()
+    holder = details.get("holder") or {}
+    readiness = details.get("last_readiness") or {}
+    body = readiness.get("body") if isinstance(readiness, dict) else None
+    said = body.get("reason") if isinstance(body, dict) else ""
+    if source == "health" and "not ready" in message:
+        said = said or message
+    return Signals(
+        agent=agent.name,
+        source=source,
+        reason=details.get("reason") or details.get("error_reason") or "",
+        action=action,
+        message=message,
+        exit_code=details.get("exit_code"),
+        signal=details.get("signal"),
+        oom=bool(details.get("oom")),
+        port=details.get("port"),
+        holder=holder.get("description", "") if isinstance(holder, dict) else str(holder),
+        runtime=agent.runtime,
+        version=agent.version,
+        memory_mb=agent.memory_mb,
+        memory_ceiling_mb=settings.AGENT_MEMORY_CEILING_MB,
+        dependencies_down=dependencies_down,
+        config_changed_minutes_ago=changed,
+        has_previous_config=agent.previous_config is not None,
+        recent_crashes=crashes,
+        crash_loop_after=max(3, settings.AGENT_RESTART_MAX_ATTEMPTS + 1),
+        readiness=said or "",
+        drift=tuple(details.get("drift") or ()),
+    )
+
+
+def _evidence(agent: Agent, details: dict) -> list[str]:
+    lines = details.get("log_lines")
+    if lines:
+        return [str(line) for line in lines][-EVIDENCE_LINES:]
+    from agents import services
+
+    try:
+        runtime = services.runtime_for(agent)
+        return [
+            line.text if hasattr(line, "text") else str(line)
+            for line in runtime.logs(services.spec_for(agent), tail=EVIDENCE_LINES)
+        ]
+    except Exception as exc:  # evidence is best effort: the failure is recorded regardless
+        logger.info("no log lines for %s: %s", agent.slug, exc)
+        return []
+
+
+def record_error(
+    agent: Agent,
+    source: str,
+    message: str,
+    details: dict | None = None,
+    *,
+    action: str = "",
+    operation=None,
+) -> AgentError:
+    """Record (or count again) a failure of ``agent``; call it inside the change's transaction."""
+    details = dict(details or {})
+    agent = Agent.objects.prefetch_related("dependencies").get(pk=agent.pk)
+    diagnosis = diagnose(_signals(agent, source, details, message, action))
+    evidence = _evidence(agent, details)
+    now = timezone.now()
+    existing = (
+        AgentError.objects.select_for_update()
+        .filter(agent=agent, signature=diagnosis.signature, status=AgentError.Status.OPEN)
+        .first()
+    )
+    if existing is not None:
+        existing.occurrences += 1
+        existing.last_seen_at = now
+        existing.details = _jsonable(details)
+        existing.evidence = evidence or existing.evidence
+        existing.summary = message[:500]
+        existing.root_cause = diagnosis.root_cause
+        existing.suggestions = [s.as_dict() for s in diagnosis.suggestions]
+        existing.operation = operation or existing.operation
+        existing.save()
+        error = existing
+    else:
+        error = AgentError.objects.create(
+            agent=agent,
+            occurred_at=now,
+            last_seen_at=now,
+            source=source,
+            summary=message[:500],
+            details=_jsonable(details),
+            evidence=evidence,
+            classification=diagnosis.classification,
+            rule=diagnosis.rule,
+            root_cause=diagnosis.root_cause,
+            suggestions=[s.as_dict() for s in diagnosis.suggestions],
+            signature=diagnosis.signature,
+            pattern=diagnosis.pattern[:200],
+            operation=operation,
+        )
+    logger.warning(
+        "agent error %s on %s: %s (%s)", error.pk, agent.slug, diagnosis.rule,
+        diagnosis.classification,
+    )  # fmt: skip
+    events.emit("error", agent, error=error.pk, classification=error.classification)
+    return error
+
+
+def _jsonable(details: dict) -> dict:
+    import json
+
+    return json.loads(json.dumps(details, default=str))
+
+
+def resolve_by_itself(agent: Agent, how: str) -> int:
+    """The agent is healthy again on its own: close its open errors (not those a recovery is
+    verifying). Returns how many were closed."""
+    closed = AgentError.objects.filter(agent=agent, status=AgentError.Status.OPEN).update(
+        status=AgentError.Status.RESOLVED,
+        resolved_at=timezone.now(),
+        resolved_by="system:monitor",
+        resolution=how,
+    )
+    if closed:
+        events.emit("error", agent)
+    return closed
+
+
+# --- automatic recovery ---------------------------------------------------------------------------
+
+
+def automatic_recovery_on() -> bool:
+    switch = RecoverySwitch.objects.filter(pk=1).first()
+    return settings.AGENT_AUTO_RECOVERY if switch is None else switch.automatic
+
+
+def set_automatic_recovery(on: bool, actor: Actor) -> None:
+    """The global kill switch. Admins only; audited."""
+    actor.require(roles.MANAGE, "switch automatic recovery on or off")
+    with transaction.atomic():
+        RecoverySwitch.objects.update_or_create(
+            pk=1,
+            defaults={"automatic": on, "changed_by": actor.label, "changed_at": timezone.now()},
+        )
+        record_audit(actor, "errors.automatic_recovery", target="fleet", on=on)
+
+
+def allows_automatic_restart(error: AgentError | None) -> tuple[bool, str]:
+    """Whether the monitor may restart the agent of ``error`` by itself, and why not."""
+    if not automatic_recovery_on():
+        return False, "automatic recovery is switched off"
+    if error is not None and error.classification not in AUTOMATIC_RESTART_CLASSES:
+        return False, (
+            f"a {error.classification} error is not restarted blindly ({error.root_cause}); "
+            "choose a fix"
+        )
+    return True, ""
+
+
+def latest_open_error(agent: Agent) -> AgentError | None:
+    return (
+        AgentError.objects.filter(agent=agent, status__in=[AgentError.Status.OPEN])
+        .order_by("-last_seen_at")
+        .first()
+    )
+
+
+def record_automatic_attempt(agent: Agent, operation) -> None:
+    """Count an automatic restart on the error it answered, as the system (audited by the
+    lifecycle service as ``system:monitor``)."""
+    error = latest_open_error(agent)
+    if error is None:
+        return
+    fixed = operation is not None and operation.status == "succeeded"
+    RecoveryAttempt.objects.create(
+        error=error,
+        action="restart",
+        automatic=True,
+        actor_kind="system",
+        actor="system:monitor",
+        outcome=RecoveryAttempt.Outcome.FIXED if fixed else RecoveryAttempt.Outcome.DID_NOT_HELP,
+        detail=(operation.error if operation is not None and not fixed else ""),
+        finished_at=timezone.now(),
+    )
+    AgentError.objects.filter(pk=error.pk).update(retry_count=error.retry_count + 1)
+
+
+# --- one-click recovery ------------------------------------------------------------------------------
+
+
+def request_recovery(
+    error: AgentError, action: str, actor: Actor, *, enqueue: bool = True
+) -> RecoveryAttempt:
+    """Record a person's choice of fix and hand it to a worker. Raises ``PermissionDenied`` or
+    ``RecoveryRefused`` (nothing changes then)."""
+    try:
+        actor.require(roles.OPERATE, "recover agents")
+        with transaction.atomic():
+            error = AgentError.objects.select_for_update().select_related("agent").get(pk=error.pk)
+            offered = [s["action"] for s in error.suggestions if s.get("action")]
+            if action not in RECOVERIES:
+                raise RecoveryRefused(
+                    f"{action!r} is not a recovery; use one of {', '.join(RECOVERIES)}.",
+                    "unknown",
+                )
+            if error.status == AgentError.Status.RECOVERING:
+                raise RecoveryRefused(
+                    f"A recovery of error #{error.pk} is already running; wait for its result.",
+                    "busy",
+                )
+            if not error.is_open:
+                raise RecoveryRefused(
+                    f"Error #{error.pk} is {error.status}; there is nothing to recover.", "closed"
+                )
+            if action not in offered:
+                raise RecoveryRefused(
+                    f"{RECOVERIES[action]} is not a fix for this error; offered: "
+                    + (", ".join(RECOVERIES[a] for a in offered) or "none (manual steps only)")
+                    + ".",
+                    "not_offered",
+                )
+            attempt = RecoveryAttempt.objects.create(
+                error=error,
+                action=action,
+                actor_kind=_kind(actor),
+                actor=actor.label,
+                user=actor.user if actor.user is not None and actor.user.pk else None,
+            )
+            error.status = AgentError.Status.RECOVERING
+            error.retry_count += 1
+            error.save(update_fields=["status", "retry_count"])
+            record_audit(
+                actor, "agent.recover", target=error.agent.slug, error=error.pk, action=action,
+                attempt=attempt.pk, phase="requested",
+            )  # fmt: skip
+            events.emit("error", error.agent, error=error.pk)
+            if enqueue:
+                from agents.tasks import run_recovery_task
+
+                run_recovery_task.delay_on_commit(attempt.pk)
+        return attempt
+    except (RecoveryRefused, PermissionDenied) as refused:
+        record_audit(
+            actor, "agent.recover", target=error.agent.slug, outcome=AuditEntry.Outcome.REFUSED,
+            error=error.pk, action=action, reason=getattr(refused, "message", str(refused)),
+        )  # fmt: skip
+        raise
+
+
+def _kind(actor: Actor) -> str:
+    return {"user": "user", "token": "token", "command": "command"}.get(actor.kind, "system")
+
+
+def _attempt_actor(attempt: RecoveryAttempt) -> Actor:
+    if attempt.actor_kind == "system":
+        return Actor.system(attempt.actor.removeprefix("system:"))
+    return Actor(
+        kind=attempt.actor_kind, user=attempt.user, source="worker", recorded_label=attempt.actor
+    )
+
+
+def run_recovery(attempt_id: int) -> RecoveryAttempt:
+    """Carry out a recovery and verify it. Running it again once finished does nothing."""
+    attempt = RecoveryAttempt.objects.select_related("error__agent").get(pk=attempt_id)
+    if attempt.outcome != RecoveryAttempt.Outcome.RUNNING:
+        return attempt
+    actor = _attempt_actor(attempt)
+    agent = attempt.error.agent
+    from agents.runtimes import RuntimeFailure
+    from agents.services import ActionRefused
+
+    try:
+        _perform(attempt.action, agent, actor)
+    except (ActionRefused, RuntimeFailure, RecoveryRefused, PermissionDenied) as failure:
+        message = getattr(failure, "message", str(failure))
+        return _finish(attempt, RecoveryAttempt.Outcome.FAILED, message)
+    fixed, detail = verify(agent)
+    if fixed:
+        return _finish(attempt, RecoveryAttempt.Outcome.FIXED, detail)
+    return _finish(attempt, RecoveryAttempt.Outcome.DID_NOT_HELP, detail)
+
+
+def _finish(attempt: RecoveryAttempt, outcome: str, detail: str) -> RecoveryAttempt:
+    actor = _attempt_actor(attempt)
+    with transaction.atomic():
+        attempt = RecoveryAttempt.objects.select_for_update().get(pk=attempt.pk)
+        error = (
+            AgentError.objects.select_for_update().select_related("agent").get(pk=attempt.error_id)
+        )
+        attempt.outcome, attempt.detail, attempt.finished_at = outcome, detail, timezone.now()
+        attempt.save(update_fields=["outcome", "detail", "finished_at"])
+        label = RECOVERIES.get(attempt.action, attempt.action)
+        if outcome == RecoveryAttempt.Outcome.FIXED:
+            error.status = AgentError.Status.RESOLVED
+            error.resolved_at = attempt.finished_at
+            error.resolved_by = attempt.actor
+            error.resolution = f"{label}: {detail}"[:300]
+        else:
+            error.status = AgentError.Status.OPEN
+        error.save(update_fields=["status", "resolved_at", "resolved_by", "resolution"])
+        record_audit(
+            actor, "agent.recover", target=error.agent.slug, error=error.pk,
+            action=attempt.action, attempt=attempt.pk, phase="completed", result=outcome,
+            detail=detail,
+            outcome=AuditEntry.Outcome.SUCCESS if outcome == "fixed" else AuditEntry.Outcome.FAILED,
+        )  # fmt: skip
+        events.emit("error", error.agent, error=error.pk, recovery=outcome)
+    return attempt
+
+
+def ignore_error(error: AgentError, actor: Actor, why: str = "") -> AgentError:
+    actor.require(roles.OPERATE, "ignore errors")
+    with transaction.atomic():
+        error = AgentError.objects.select_for_update().select_related("agent").get(pk=error.pk)
+        error.status = AgentError.Status.IGNORED
+        error.resolved_at = timezone.now()
+        error.resolved_by = actor.label
+        error.resolution = (why or "ignored")[:300]
+        error.save(update_fields=["status", "resolved_at", "resolved_by", "resolution"])
+        record_audit(actor, "agent.error.ignore", target=error.agent.slug, error=error.pk, why=why)
+        events.emit("error", error.agent, error=error.pk)
+    return error
+
+
+# --- what each recovery does ---------------------------------------------------------------------------
+
+
+def _act(agent: Agent, action: str, actor: Actor, reason: str, **options) -> None:
+    """Take one lifecycle action now, through the services; raise if it fails."""
+    from agents.services import ActionRefused, request_action, run_operation
+
+    operation = request_action(
+        agent, action, actor, reason=reason, enqueue=False, confirm=True, **options
+    )
+    operation = run_operation(str(operation.pk))
+    if operation.status != "succeeded":
+        raise ActionRefused(operation.error, code=operation.error_reason or "failed")
+
+
+def _run_again(agent: Agent, actor: Actor, reason: str) -> None:
+    """Get the agent running from wherever it is."""
+    agent.refresh_from_db()
+    if agent.state in (State.RUNNING, State.ERRORED):
+        _act(agent, "restart", actor, reason)
+    elif agent.state in (State.DEPLOYED, State.STOPPED):
+        _act(agent, "start", actor, reason)
+    elif agent.state == State.SUSPENDED:
+        _act(agent, "resume", actor, reason)
+    else:
+        raise RecoveryRefused(f"{agent.name} is {agent.state}; it cannot be started from there.")
+
+
+def _bring_up_dependencies(agent: Agent, actor: Actor, reason: str) -> None:
+    from agents.services import transitive_dependencies
+
+    steps = {
+        State.DRAFT: ["provision", "deploy", "start"],
+        State.PROVISIONED: ["deploy", "start"],
+        State.DEPLOYED: ["start"],
+        State.STOPPED: ["start"],
+        State.SUSPENDED: ["resume"],
+        State.ERRORED: ["restart"],
+    }
+    for dependency in transitive_dependencies(agent):
+        dependency.refresh_from_db()
+        for step in steps.get(dependency.state, []):
+            _act(dependency, step, actor, reason)
+
+
+def _perform(action: str, agent: Agent, actor: Actor) -> None:
+    from agents import services
+
+    reason = f"recovery: {RECOVERIES[action].lower()}"
+    agent.refresh_from_db()
+    if action == "restart":
+        _run_again(agent, actor, reason)
+    elif action == "restart_with_dependencies":
+        _bring_up_dependencies(agent, actor, reason)
+        _run_again(agent, actor, reason)
+    elif action == "start_dependencies":
+        _bring_up_dependencies(agent, actor, reason)
+        agent.refresh_from_db()
+        if agent.state != State.RUNNING:
+            _run_again(agent, actor, reason)
+    elif action == "rollback_config":
+        services.rollback_config(agent, actor)
+        _run_again(agent, actor, reason)
+    elif action == "pick_new_port":
+        services.pick_new_ports(agent, actor)
+        _run_again(agent, actor, reason)
+    elif action == "raise_memory":
+        from agents.error_rules import raised_memory
+
+        services.set_memory_limit(
+            agent, raised_memory(agent.memory_mb, settings.AGENT_MEMORY_CEILING_MB), actor
+        )
+        agent.refresh_from_db()
+        if agent.runtime != RuntimeKind.LOCAL:
+            # The limit is part of the container or pod: make it again.
+            if agent.state in (State.RUNNING, State.SUSPENDED, State.ERRORED):
+                _act(agent, "stop", actor, reason)
+            _act(Agent.objects.get(pk=agent.pk), "deploy", actor, reason)
+        _run_again(agent, actor, reason)
+    elif action == "reconcile":
+        services.reconcile_agent(agent, actor)
+        _run_again(agent, actor, reason)
+    else:  # pragma: no cover (request_recovery refuses unknown actions)
+        raise RecoveryRefused(f"unknown recovery {action!r}")
+
+
+def verify(agent: Agent, timeout: float | None = None) -> tuple[bool, str]:
+    """Whether the agent is RUNNING and healthy within ``timeout``; with what was seen."""
+    from agents import services
+    from agents.monitor import probe
+
+    timeout = settings.AGENT_RECOVERY_VERIFY_SECONDS if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while True:
+        agent.refresh_from_db()
+        if agent.state == State.RUNNING and not agent.pending_action:
+            answer = services.runtime_for(agent).probe(
+                services.spec_for(agent), agent.runtime_details
+            )
+            health, detail = answer if answer is not None else probe(agent)
+            if health == Health.HEALTHY:
+                services.record_health(agent, health, detail)
+                return True, "verified: RUNNING and healthy"
+            seen = f"RUNNING but {health}" + (f" ({detail})" if detail else "")
+        else:
+            seen = f"{agent.state}" + (f", {agent.pending_label}" if agent.pending_action else "")
+        if time.monotonic() >= deadline:
+            return False, f"not RUNNING and healthy within {timeout:g} s: {seen}"
+        time.sleep(0.5)
+
+
+# --- patterns ------------------------------------------------------------------------------------
+
+
+def patterns(since=None, agent: Agent | None = None) -> list[dict]:
+    """The same failure grouped: how often, on how many agents, first and last seen."""
+    since = since or timezone.now() - timedelta(days=7)
+    errors = AgentError.objects.filter(last_seen_at__gte=since)
+    if agent is not None:
+        errors = errors.filter(agent=agent)
+    rows = (
+        errors.values("signature", "pattern", "classification")
+        .annotate(
+            times=Sum("occurrences"),
+            agents=Count("agent", distinct=True),
+            first=Min("occurred_at"),
+            last=Max("last_seen_at"),
+            open=Count("id", filter=Q(status__in=["open", "recovering"])),
+        )
+        .order_by("-times", "-last")
+    )
+    return list(rows)
+
+
+def error_rate(window: timedelta = timedelta(hours=1)) -> dict:
+    """Errors seen in the last ``window`` and per hour over the last 24 h (dashboard)."""
+    now = timezone.now()
+    last_window = AgentError.objects.filter(last_seen_at__gte=now - window).aggregate(
+        n=Sum("occurrences")
+    )["n"]
+    day = AgentError.objects.filter(last_seen_at__gte=now - timedelta(hours=24)).aggregate(
+        n=Sum("occurrences")
+    )["n"]
+    return {
+        "last_hour": last_window or 0,
+        "per_hour_24h": round((day or 0) / 24, 2),
+        "open": AgentError.objects.filter(
+            status__in=[AgentError.Status.OPEN, AgentError.Status.RECOVERING]
+        ).count(),
+    }
+
+
+def counts_by_agent_and_class(since=None) -> list[dict]:
+    since = since or timezone.now() - timedelta(days=7)
+    return list(
+        AgentError.objects.filter(last_seen_at__gte=since)
+        .values("agent__slug", "agent__name", "classification")
+        .annotate(times=Sum("occurrences"))
+        .order_by("agent__name", "classification")
+    )
