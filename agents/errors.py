@@ -302,7 +302,7 @@ def request_recovery(
             error.retry_count += 1
             error.save(update_fields=["status", "retry_count"])
             record_audit(
-                actor, "agent.recover", target=error.agent.slug, error=error.pk, action=action,
+                actor, "agent.recover", target=error.agent.slug, error=error.pk, recovery=action,
                 attempt=attempt.pk, phase="requested",
             )  # fmt: skip
             events.emit("error", error.agent, error=error.pk)
@@ -314,7 +314,7 @@ def request_recovery(
     except (RecoveryRefused, PermissionDenied) as refused:
         record_audit(
             actor, "agent.recover", target=error.agent.slug, outcome=AuditEntry.Outcome.REFUSED,
-            error=error.pk, action=action, reason=getattr(refused, "message", str(refused)),
+            error=error.pk, recovery=action, reason=getattr(refused, "message", str(refused)),
         )  # fmt: skip
         raise
 
@@ -372,7 +372,7 @@ def _finish(attempt: RecoveryAttempt, outcome: str, detail: str) -> RecoveryAtte
         error.save(update_fields=["status", "resolved_at", "resolved_by", "resolution"])
         record_audit(
             actor, "agent.recover", target=error.agent.slug, error=error.pk,
-            action=attempt.action, attempt=attempt.pk, phase="completed", result=outcome,
+            recovery=attempt.action, attempt=attempt.pk, phase="completed", result=outcome,
             detail=detail,
             outcome=AuditEntry.Outcome.SUCCESS if outcome == "fixed" else AuditEntry.Outcome.FAILED,
         )  # fmt: skip
@@ -384,6 +384,14 @@ def ignore_error(error: AgentError, actor: Actor, why: str = "") -> AgentError:
     actor.require(roles.OPERATE, "ignore errors")
     with transaction.atomic():
         error = AgentError.objects.select_for_update().select_related("agent").get(pk=error.pk)
+        if error.status == AgentError.Status.RECOVERING:
+            raise RecoveryRefused(
+                f"A recovery of error #{error.pk} is running; wait for its result.", "busy"
+            )
+        if not error.is_open:
+            raise RecoveryRefused(
+                f"Error #{error.pk} is {error.status}; there is nothing to ignore.", "closed"
+            )
         error.status = AgentError.Status.IGNORED
         error.resolved_at = timezone.now()
         error.resolved_by = actor.label
@@ -409,9 +417,15 @@ def _act(agent: Agent, action: str, actor: Actor, reason: str, **options) -> Non
         raise ActionRefused(operation.error, code=operation.error_reason or "failed")
 
 
+def _fresh(agent: Agent) -> Agent:
+    """The agent as stored now. (Not refresh_from_db: django-fsm lifts the state field's
+    protection class-wide while refreshing, which races with other threads.)"""
+    return Agent.objects.get(pk=agent.pk)
+
+
 def _run_again(agent: Agent, actor: Actor, reason: str) -> None:
     """Get the agent running from wherever it is."""
-    agent.refresh_from_db()
+    agent = _fresh(agent)
     if agent.state in (State.RUNNING, State.ERRORED):
         _act(agent, "restart", actor, reason)
     elif agent.state in (State.DEPLOYED, State.STOPPED):
@@ -434,7 +448,7 @@ def _bring_up_dependencies(agent: Agent, actor: Actor, reason: str) -> None:
         State.ERRORED: ["restart"],
     }
     for dependency in transitive_dependencies(agent):
-        dependency.refresh_from_db()
+        dependency = _fresh(dependency)
         for step in steps.get(dependency.state, []):
             _act(dependency, step, actor, reason)
 
@@ -443,7 +457,7 @@ def _perform(action: str, agent: Agent, actor: Actor) -> None:
     from agents import services
 
     reason = f"recovery: {RECOVERIES[action].lower()}"
-    agent.refresh_from_db()
+    agent = _fresh(agent)
     if action == "restart":
         _run_again(agent, actor, reason)
     elif action == "restart_with_dependencies":
@@ -451,8 +465,7 @@ def _perform(action: str, agent: Agent, actor: Actor) -> None:
         _run_again(agent, actor, reason)
     elif action == "start_dependencies":
         _bring_up_dependencies(agent, actor, reason)
-        agent.refresh_from_db()
-        if agent.state != State.RUNNING:
+        if _fresh(agent).state != State.RUNNING:
             _run_again(agent, actor, reason)
     elif action == "rollback_config":
         services.rollback_config(agent, actor)
@@ -466,7 +479,7 @@ def _perform(action: str, agent: Agent, actor: Actor) -> None:
         services.set_memory_limit(
             agent, raised_memory(agent.memory_mb, settings.AGENT_MEMORY_CEILING_MB), actor
         )
-        agent.refresh_from_db()
+        agent = _fresh(agent)
         if agent.runtime != RuntimeKind.LOCAL:
             # The limit is part of the container or pod: make it again.
             if agent.state in (State.RUNNING, State.SUSPENDED, State.ERRORED):
@@ -489,7 +502,7 @@ def verify(agent: Agent, timeout: float | None = None) -> tuple[bool, str]:
     deadline = time.monotonic() + timeout
     seen = ""
     while True:
-        agent.refresh_from_db()
+        agent = _fresh(agent)
         if agent.state == State.RUNNING and not agent.pending_action:
             answer = services.runtime_for(agent).probe(
                 services.spec_for(agent), agent.runtime_details
