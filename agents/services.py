@@ -582,7 +582,8 @@ def _bring_up_dependencies(operation: Operation) -> list[str]:
     actor = _operation_actor(operation)
     brought_up = []
     for dependency in transitive_dependencies(operation.agent):
-        dependency.refresh_from_db()
+        # Re-fetched, not refresh_from_db (which django-fsm makes unsafe across threads).
+        dependency = Agent.objects.get(pk=dependency.pk)
         steps = {
             State.DRAFT: ["provision", "deploy", "start"],
             State.PROVISIONED: ["deploy", "start"],
