@@ -249,7 +249,14 @@ RULES: list[Rule] = [
         "bad_config",
         ErrorClass.CONFIGURATION,
         lambda s: s.reason == "bad_config" or s.exit_code == 2,
-        lambda s: f"{s.agent} refused its configuration: {s.message}{_since_config(s)}",
+        lambda s: (
+            (
+                s.message
+                if "refused its configuration" in s.message
+                else f"{s.agent} refused its configuration: {s.message}"
+            )
+            + _since_config(s)
+        ),
         lambda s: (
             _rollback(s)
             + [

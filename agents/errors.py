@@ -139,7 +139,12 @@ def record_error(
     now = timezone.now()
     existing = (
         AgentError.objects.select_for_update()
-        .filter(agent=agent, signature=diagnosis.signature, status=AgentError.Status.OPEN)
+        .filter(
+            agent=agent,
+            signature=diagnosis.signature,
+            # Failing again while a recovery runs is the same error, seen once more.
+            status__in=[AgentError.Status.OPEN, AgentError.Status.RECOVERING],
+        )
         .first()
     )
     if existing is not None:
@@ -346,6 +351,9 @@ def run_recovery(attempt_id: int) -> RecoveryAttempt:
     except (ActionRefused, RuntimeFailure, RecoveryRefused, PermissionDenied) as failure:
         message = getattr(failure, "message", str(failure))
         return _finish(attempt, RecoveryAttempt.Outcome.FAILED, message)
+    except Exception as exc:  # never leave an error "recovering" for good
+        logger.exception("recovery attempt %s failed unexpectedly", attempt.pk)
+        return _finish(attempt, RecoveryAttempt.Outcome.FAILED, f"Unexpected error: {exc}")
     fixed, detail = verify(agent)
     if fixed:
         return _finish(attempt, RecoveryAttempt.Outcome.FIXED, detail)
@@ -369,7 +377,14 @@ def _finish(attempt: RecoveryAttempt, outcome: str, detail: str) -> RecoveryAtte
             error.resolution = f"{label}: {detail}"[:300]
         else:
             error.status = AgentError.Status.OPEN
-        error.save(update_fields=["status", "resolved_at", "resolved_by", "resolution"])
+            if attempt.action == "rollback_config":
+                # The earlier config is in place now; offering it again would change nothing.
+                error.suggestions = [
+                    s for s in error.suggestions if s.get("action") != "rollback_config"
+                ]
+        error.save(
+            update_fields=["status", "resolved_at", "resolved_by", "resolution", "suggestions"]
+        )
         record_audit(
             actor, "agent.recover", target=error.agent.slug, error=error.pk,
             recovery=attempt.action, attempt=attempt.pk, phase="completed", result=outcome,

@@ -1025,8 +1025,9 @@ def rollback_config(agent: Agent, actor: Actor) -> Agent:
         agent = Agent.objects.select_for_update().get(pk=agent.pk)
         if agent.previous_config is None:
             raise ActionRefused(f"{agent.name} has no earlier config to go back to.", code="none")
+        # The config replaced is kept in the audit entry, not offered back as "previous".
         bad, agent.config = agent.config, agent.previous_config
-        agent.previous_config, agent.config_changed_at = bad, timezone.now()
+        agent.previous_config, agent.config_changed_at = None, timezone.now()
         agent.save(update_fields=["config", "previous_config", "config_changed_at", "updated_at"])
         record_audit(
             actor, "agent.config.rollback", target=agent.slug, config=agent.config, replaced=bad
