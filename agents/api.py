@@ -1,5 +1,5 @@
 """JSON API for agents under /api/platform/: the registry, history, the eight actions, operations,
-bulk operations.
+bulk operations, and errors with their one-click recoveries.
 
 Same service functions as the pages, the admin and the ``agents`` command. Errors answer with
 ``{"detail": "<what went wrong and what to do>", "code": "..."}``.
@@ -7,19 +7,33 @@ Same service functions as the pages, the admin and the ``agents`` command. Error
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.http import HttpRequest
+from django.utils import timezone
 from ninja import Router, Schema
 from ninja.errors import HttpError
 from ninja.responses import Status
 
-from agents import bulk, services
-from agents.models import ACTIONS, Agent, AgentTransition, BulkOperation, Health, Operation, State
+from agents import bulk, errors, services
+from agents.error_rules import RECOVERIES
+from agents.models import (
+    ACTIONS,
+    Agent,
+    AgentError,
+    AgentTransition,
+    BulkOperation,
+    ErrorClass,
+    Health,
+    Operation,
+    RecoveryAttempt,
+    RecoverySwitch,
+    State,
+)
 from portal.actors import Actor
 
 router = Router(tags=["agents"])
@@ -548,3 +562,331 @@ def rollback_bulk(request: HttpRequest, bulk_id: int, payload: BulkRollbackIn | 
     except services.ActionRefused as refused:
         return _bulk_refused(refused)
     return _bulk_accepted(rollback)
+
+
+# --- errors and their recoveries -------------------------------------------------------------
+
+# A refusal that means the request itself is wrong (no such recovery: 400); the others are about
+# the error (already recovering, closed, not a fix for it: 409).
+RECOVERY_BAD_INPUT = {"unknown"}
+ERROR_LIMIT_MAX = 500
+
+
+class SuggestionOut(Schema):
+    label: str
+    text: str
+    action: str  # a recovery for POST .../recover, or "" for a step a person takes
+
+
+class AttemptOut(Schema):
+    id: int
+    action: str
+    label: str
+    automatic: bool
+    actor: str
+    outcome: str  # running, fixed, did_not_help, failed
+    detail: str
+    started_at: datetime
+    finished_at: datetime | None
+
+
+class ErrorOut(Schema):
+    id: int
+    agent: str
+    agent_name: str
+    occurred_at: datetime
+    last_seen_at: datetime
+    occurrences: int
+    source: str
+    summary: str
+    details: dict[str, Any]
+    evidence: list[str]
+    classification: str
+    rule: str
+    root_cause: str
+    suggestions: list[SuggestionOut]
+    signature: str
+    pattern: str
+    retry_count: int
+    status: str
+    operation: UUID | None
+    resolved_at: datetime | None
+    resolved_by: str
+    resolution: str
+    attempts: list[AttemptOut]
+    url: str
+
+
+class RecoverIn(Schema):
+    action: str = ""  # a missing action is answered like a wrong one: 400 with the choices
+
+
+class IgnoreIn(Schema):
+    reason: str = ""
+
+
+class RecoveryAccepted(Schema):
+    id: int
+    error: int
+    agent: str
+    action: str
+    label: str
+    outcome: str
+    url: str
+
+
+class RecoveryProblem(Schema):
+    detail: str
+    code: str = ""
+    offered: list[str] | None = None
+
+
+class PatternOut(Schema):
+    signature: str
+    pattern: str
+    classification: str
+    times: int
+    agents: int
+    open: int
+    first: datetime
+    last: datetime
+
+
+class AgentClassCount(Schema):
+    agent: str
+    name: str
+    classification: str
+    times: int
+
+
+class ErrorStatsOut(Schema):
+    last_hour: int
+    per_hour_24h: float
+    open: int
+    by_agent_and_class: list[AgentClassCount]
+
+
+class AutomaticRecoveryIn(Schema):
+    on: bool | None = None
+
+
+class AutomaticRecoveryOut(Schema):
+    on: bool
+    changed_by: str
+    changed_at: datetime | None
+
+
+def _error_url(error_id: int) -> str:
+    return f"/api/platform/errors/{error_id}"
+
+
+def _attempt_out(attempt: RecoveryAttempt) -> dict:
+    return {
+        **{field: getattr(attempt, field) for field in AttemptOut.model_fields if field != "label"},
+        "label": RECOVERIES.get(attempt.action, attempt.action),
+    }
+
+
+def error_out(error: AgentError) -> dict:
+    """An error with its attempts, as ``ErrorOut`` (also ``manage.py agents errors --json``); load
+    it with ``errors_with_attempts()`` so a list costs two queries."""
+    special = {"agent", "agent_name", "operation", "attempts", "url"}
+    return {
+        **{field: getattr(error, field) for field in ErrorOut.model_fields if field not in special},
+        "agent": error.agent.slug,
+        "agent_name": error.agent.name,
+        "operation": error.operation_id,
+        "attempts": [_attempt_out(attempt) for attempt in error.attempts.all()],
+        "url": _error_url(error.pk),
+    }
+
+
+def errors_with_attempts():
+    return AgentError.objects.select_related("agent").prefetch_related("attempts")
+
+
+def _error_or_404(error_id: int) -> AgentError:
+    try:
+        return errors_with_attempts().get(pk=error_id)
+    except AgentError.DoesNotExist:
+        raise HttpError(
+            404, f"There is no error #{error_id}; GET /api/platform/errors lists them."
+        ) from None
+
+
+def _agent_filter(slug: str) -> Agent:
+    try:
+        return Agent.objects.get(slug=slug)
+    except Agent.DoesNotExist:
+        raise HttpError(
+            400, f"agent={slug!r} is not an agent; GET /api/platform/agents lists them."
+        ) from None
+
+
+def _since(days: int) -> datetime:
+    if not 1 <= days <= 366:
+        raise HttpError(400, f"days={days} is out of range; give a whole number from 1 to 366.")
+    return timezone.now() - timedelta(days=days)
+
+
+def _recovery_refused(refused: errors.RecoveryRefused, error: AgentError) -> Status:
+    status = 400 if refused.code in RECOVERY_BAD_INPUT else 409
+    body: dict[str, Any] = {"detail": refused.message, "code": refused.code}
+    if refused.code in ("unknown", "not_offered"):
+        body["offered"] = [suggestion["action"] for suggestion in error.one_click]
+    return Status(status, body)
+
+
+def _switch_out() -> dict:
+    switch = RecoverySwitch.objects.filter(pk=1).first()
+    return {
+        "on": errors.automatic_recovery_on(),
+        "changed_by": switch.changed_by if switch is not None else "",
+        "changed_at": switch.changed_at if switch is not None else None,
+    }
+
+
+@router.get(
+    "/errors",
+    response=list[ErrorOut],
+    summary="Errors the portal saw, newest first, with root cause, suggestions and attempts",
+)
+def list_errors(
+    request: HttpRequest,
+    status: str | None = None,
+    open: bool | None = None,
+    agent: str | None = None,
+    classification: str | None = None,
+    limit: int = 50,
+):
+    rows = errors_with_attempts()
+    if status:
+        if status not in AgentError.Status.values:
+            raise HttpError(
+                400,
+                f"status={status!r} is not an error status; use one of "
+                f"{', '.join(AgentError.Status.values)}.",
+            )
+        rows = rows.filter(status=status)
+    if open is not None:
+        still_open = [AgentError.Status.OPEN, AgentError.Status.RECOVERING]
+        rows = rows.filter(status__in=still_open) if open else rows.exclude(status__in=still_open)
+    if agent:
+        rows = rows.filter(agent=_agent_filter(agent))
+    if classification:
+        if classification not in ErrorClass.values:
+            raise HttpError(
+                400,
+                f"classification={classification!r} is not a classification; use one of "
+                f"{', '.join(ErrorClass.values)}.",
+            )
+        rows = rows.filter(classification=classification)
+    return [error_out(error) for error in rows[: max(1, min(limit, ERROR_LIMIT_MAX))]]
+
+
+@router.get(
+    "/errors/patterns",
+    response=list[PatternOut],
+    summary="The same failure grouped: how often, on how many agents, first and last seen",
+)
+def error_patterns(request: HttpRequest, days: int = 7, agent: str | None = None):
+    return errors.patterns(since=_since(days), agent=_agent_filter(agent) if agent else None)
+
+
+@router.get(
+    "/errors/stats",
+    response=ErrorStatsOut,
+    summary="The error rate, open errors, and counts per agent and classification",
+)
+def error_stats(request: HttpRequest, days: int = 7):
+    return {
+        **errors.error_rate(),
+        "by_agent_and_class": [
+            {
+                "agent": row["agent__slug"],
+                "name": row["agent__name"],
+                "classification": row["classification"],
+                "times": row["times"],
+            }
+            for row in errors.counts_by_agent_and_class(since=_since(days))
+        ],
+    }
+
+
+@router.get(
+    "/errors/automatic-recovery",
+    response=AutomaticRecoveryOut,
+    summary="Whether the portal restarts failed agents by itself (the global kill switch)",
+)
+def get_automatic_recovery(request: HttpRequest):
+    return _switch_out()
+
+
+@router.put(
+    "/errors/automatic-recovery",
+    response={200: AutomaticRecoveryOut, 400: Problem, 403: Problem},
+    summary="Switch automatic recovery on or off for the whole fleet (Admin)",
+)
+def put_automatic_recovery(request: HttpRequest, payload: AutomaticRecoveryIn):
+    if payload.on is None:
+        return Status(400, {"detail": 'Send {"on": true} or {"on": false}.', "code": "invalid"})
+    try:
+        errors.set_automatic_recovery(payload.on, Actor.from_request(request))
+    except PermissionDenied as denied:
+        return _forbidden(denied)
+    return _switch_out()
+
+
+@router.get(
+    "/errors/{error_id}",
+    response={200: ErrorOut, 404: Problem},
+    summary="One error: root cause, evidence, suggestions, and every recovery attempt's outcome",
+)
+def get_error(request: HttpRequest, error_id: int):
+    return error_out(_error_or_404(error_id))
+
+
+@router.post(
+    "/errors/{error_id}/recover",
+    response={202: RecoveryAccepted, 400: RecoveryProblem, 403: Problem, 404: Problem,
+              409: RecoveryProblem},
+    summary="Run one of the error's one-click recoveries; GET the error for the outcome",
+)  # fmt: skip
+def recover_error(request: HttpRequest, error_id: int, payload: RecoverIn | None = None):
+    payload = payload or RecoverIn()
+    error = _error_or_404(error_id)
+    try:
+        attempt = errors.request_recovery(error, payload.action, Actor.from_request(request))
+    except PermissionDenied as denied:
+        return _forbidden(denied)
+    except errors.RecoveryRefused as refused:
+        return _recovery_refused(refused, error)
+    return Status(
+        202,
+        {
+            "id": attempt.pk,
+            "error": error.pk,
+            "agent": error.agent.slug,
+            "action": attempt.action,
+            "label": RECOVERIES[attempt.action],
+            "outcome": attempt.outcome,
+            "url": _error_url(error.pk),
+        },
+    )
+
+
+@router.post(
+    "/errors/{error_id}/ignore",
+    response={200: ErrorOut, 403: Problem, 404: Problem, 409: RecoveryProblem},
+    summary="Close an error without fixing it (not worth acting on), with the reason",
+)
+def ignore_error(request: HttpRequest, error_id: int, payload: IgnoreIn | None = None):
+    payload = payload or IgnoreIn()
+    error = _error_or_404(error_id)
+    try:
+        errors.ignore_error(error, Actor.from_request(request), payload.reason)
+    except PermissionDenied as denied:
+        return _forbidden(denied)
+    except errors.RecoveryRefused as refused:
+        return _recovery_refused(refused, error)
+    return error_out(_error_or_404(error_id))

@@ -10,6 +10,11 @@ agents bulk <action> (<slug>... | --all | --state S | --tier T) [--parallel N] [
 agents bulk show <id> [--json] | list [--limit N] [--status S] [--json] | cancel <id>
 agents bulk retry <id> [--parallel N] [--inline | --no-wait] [--json]
 agents bulk rollback <id> [--dry-run] [--parallel N] [--inline | --no-wait] [--json]
+agents errors [--open] [--agent SLUG] [--class C] [--json] | errors <show|ignore> <id>
+agents errors patterns | errors stats
+agents recover <error-id> <action> [--inline | --no-wait]
+agents auto-recovery [on | off | status]
+(the errors subcommands live in agents/management/errors_cli.py)
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agents import bulk, services
+from agents.management.errors_cli import ErrorCommands, add_error_arguments
 from agents.models import ACTIONS, Agent, BulkItem, BulkOperation, Operation, State
 from portal.actors import Actor
 
@@ -56,17 +62,19 @@ BULK_RESULT_STYLES = {
 }
 
 
-class Command(BaseCommand):
+class Command(ErrorCommands, BaseCommand):
     help = (
         "List, inspect and operate agents: list, show, history, seed, the eight lifecycle actions, "
-        "and bulk operations on many agents at once."
+        "bulk operations on many agents at once, errors and their one-click recoveries."
     )
 
     def add_arguments(self, parser) -> None:
         sub = parser.add_subparsers(
             dest="command",
             required=True,
-            metavar="{list,show,history,seed,bulk,build-image," + ",".join(ACTIONS) + "}",
+            metavar="{list,show,history,seed,bulk,build-image,errors,error,recover,auto-recovery,"
+            + ",".join(ACTIONS)
+            + "}",
         )
         listing = sub.add_parser("list", help="List agents.")
         listing.add_argument("--state", help="Only agents in this state, e.g. RUNNING.")
@@ -117,6 +125,7 @@ class Command(BaseCommand):
                     help="Start what it depends on first.",
                 )
         self._add_bulk_arguments(sub)
+        add_error_arguments(sub)
 
     def _add_bulk_arguments(self, sub) -> None:
         """``agents bulk <action> ...`` and ``agents bulk <show|list|cancel|retry|rollback>``: the
