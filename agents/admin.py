@@ -56,7 +56,7 @@ class TransitionInline(admin.TabularInline):
     show_change_link = True
 
 
-RESERVED_SLUGS = {"bulk"}
+RESERVED_SLUGS = {"bulk", "errors"}
 
 
 class AgentForm(forms.ModelForm):

@@ -120,7 +120,8 @@ def _since_config(s: Signals) -> str:
     if not _config_changed(s):
         return ""
     minutes = s.config_changed_minutes_ago or 0
-    ago = "less than a minute" if minutes < 1 else f"{minutes:.0f} minutes"
+    whole = round(minutes)
+    ago = "less than a minute" if minutes < 1 else f"{whole} minute{'s' if whole != 1 else ''}"
     return f" Its config was changed {ago} ago."
 
 

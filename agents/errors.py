@@ -213,7 +213,14 @@ def automatic_recovery_on() -> bool:
 
 def set_automatic_recovery(on: bool, actor: Actor) -> None:
     """The global kill switch. Admins only; audited."""
-    actor.require(roles.MANAGE, "switch automatic recovery on or off")
+    try:
+        actor.require(roles.MANAGE, "switch automatic recovery on or off")
+    except PermissionDenied as refused:
+        record_audit(
+            actor, "errors.automatic_recovery", target="fleet", outcome=AuditEntry.Outcome.REFUSED,
+            on=on, reason=str(refused),
+        )  # fmt: skip
+        raise
     with transaction.atomic():
         RecoverySwitch.objects.update_or_create(
             pk=1,
@@ -499,7 +506,12 @@ def _perform(action: str, agent: Agent, actor: Actor) -> None:
             # The limit is part of the container or pod: make it again.
             if agent.state in (State.RUNNING, State.SUSPENDED, State.ERRORED):
                 _act(agent, "stop", actor, reason)
-            _act(Agent.objects.get(pk=agent.pk), "deploy", actor, reason)
+            if _fresh(agent).state == State.DEPLOYED:
+                # Deployed, never started (an OOM while starting): recreate the container in
+                # place; the lifecycle state does not change.
+                services.runtime_for(agent).deploy(services.spec_for(_fresh(agent)))
+            else:
+                _act(_fresh(agent), "deploy", actor, reason)
         _run_again(agent, actor, reason)
     elif action == "reconcile":
         services.reconcile_agent(agent, actor)
@@ -509,27 +521,37 @@ def _perform(action: str, agent: Agent, actor: Actor) -> None:
 
 
 def verify(agent: Agent, timeout: float | None = None) -> tuple[bool, str]:
-    """Whether the agent is RUNNING and healthy within ``timeout``; with what was seen."""
+    """Whether the agent is RUNNING and stays healthy for ``AGENT_RECOVERY_SETTLE_SECONDS``
+    within ``timeout`` (a fix that lasts a second is no fix); with what was seen."""
     from agents import services
     from agents.monitor import probe
 
     timeout = settings.AGENT_RECOVERY_VERIFY_SECONDS if timeout is None else timeout
+    settle = min(settings.AGENT_RECOVERY_SETTLE_SECONDS, timeout)
     deadline = time.monotonic() + timeout
+    healthy_since: float | None = None
     seen = ""
     while True:
         agent = _fresh(agent)
+        now = time.monotonic()
         if agent.state == State.RUNNING and not agent.pending_action:
             answer = services.runtime_for(agent).probe(
                 services.spec_for(agent), agent.runtime_details
             )
             health, detail = answer if answer is not None else probe(agent)
             if health == Health.HEALTHY:
-                services.record_health(agent, health, detail)
-                return True, "verified: RUNNING and healthy"
-            seen = f"RUNNING but {health}" + (f" ({detail})" if detail else "")
+                healthy_since = now if healthy_since is None else healthy_since
+                if now - healthy_since >= settle:
+                    services.record_health(agent, health, detail)
+                    return True, f"verified: RUNNING and healthy for {settle:g} s"
+                seen = "RUNNING and healthy, not yet for long"
+            else:
+                healthy_since = None
+                seen = f"RUNNING but {health}" + (f" ({detail})" if detail else "")
         else:
+            healthy_since = None
             seen = f"{agent.state}" + (f", {agent.pending_label}" if agent.pending_action else "")
-        if time.monotonic() >= deadline:
+        if now >= deadline:
             return False, f"not RUNNING and healthy within {timeout:g} s: {seen}"
         time.sleep(0.5)
 

@@ -246,6 +246,7 @@ class Monitor:
                     "replica": replica.replica,
                     "reason": "missing" if replica.state == "missing" else "exited",
                     "found_by": "reconciliation",
+                    "oom": bool(replica.oom or getattr(replica, "oom_killed", False)),
                 }
                 if services.record_crash(agent, details, source="reconciliation"):
                     self.wake.set()

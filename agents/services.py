@@ -896,6 +896,8 @@ def record_health(agent: Agent, health: str, detail: str = "") -> bool:
     now = timezone.now()
     with transaction.atomic():
         agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        if agent.state != State.RUNNING or agent.pending_action:
+            return False  # a stale probe: the agent moved on while it was being probed
         changed = agent.health != health or agent.health_detail != detail
         agent.health = health
         agent.health_detail = detail[:300]

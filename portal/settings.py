@@ -326,6 +326,7 @@ AGENT_MAX_CONCURRENT_ACTIONS = env.int("AGENT_MAX_CONCURRENT_ACTIONS", 8, minimu
 # "raise the memory limit" may give an agent.
 AGENT_AUTO_RECOVERY = env.bool("AGENT_AUTO_RECOVERY", True)
 AGENT_RECOVERY_VERIFY_SECONDS = env.int("AGENT_RECOVERY_VERIFY_SECONDS", 30, minimum=1, maximum=600)
+AGENT_RECOVERY_SETTLE_SECONDS = env.int("AGENT_RECOVERY_SETTLE_SECONDS", 3, minimum=0, maximum=300)
 AGENT_MEMORY_CEILING_MB = env.int("AGENT_MEMORY_CEILING_MB", 4096, minimum=64, maximum=1_048_576)
 
 # Docker runtime: the engine (the SDK would otherwise follow the CLI's context), the agent image.

@@ -98,6 +98,7 @@ class ReplicaStatus:
     exit_code: int | None = None
     signal: int | None = None
     started_at: float | None = None
+    oom: bool = False  # the exit was an out-of-memory kill
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

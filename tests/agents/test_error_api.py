@@ -6,6 +6,7 @@ do what. No worker runs here: where a recovery must run, the test runs it as the
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -287,10 +288,14 @@ def test_recover_answers_202_and_the_error_shows_the_verified_fix(
     done = api(client, "get", f"/errors/{error.pk}", operator_token).json()
     assert done["status"] == "resolved"
     assert done["resolved_by"].startswith("token:") and done["resolved_by"].endswith("(otto)")
-    assert done["resolution"] == "Roll back the config: verified: RUNNING and healthy"
+    settle = settings.AGENT_RECOVERY_SETTLE_SECONDS
+    assert (
+        done["resolution"]
+        == f"Roll back the config: verified: RUNNING and healthy for {settle:g} s"
+    )
     (attempt_out,) = done["attempts"]
     assert (attempt_out["outcome"], attempt_out["label"]) == ("fixed", "Roll back the config")
-    assert attempt_out["detail"] == "verified: RUNNING and healthy"
+    assert attempt_out["detail"] == f"verified: RUNNING and healthy for {settle:g} s"
     assert attempt_out["finished_at"] is not None and attempt_out["automatic"] is False
     cache = Agent.objects.get(slug="wow-cache")
     assert (cache.state, cache.health, cache.config) == (State.RUNNING, "healthy", {})
@@ -441,5 +446,7 @@ def test_only_an_admin_switches_automatic_recovery(
 
     empty = api(client, "put", "/errors/automatic-recovery", admin_token)
     assert empty.status_code == 400 and empty.json()["code"] == "invalid"
-    assert AuditEntry.objects.filter(action="errors.automatic_recovery").count() == 3
+    switched = AuditEntry.objects.filter(action="errors.automatic_recovery")
+    assert switched.filter(outcome=AuditEntry.Outcome.SUCCESS).count() == 3
+    assert switched.filter(outcome=AuditEntry.Outcome.REFUSED).count() == 1  # the Operator's
     assert api(client, "post", "/errors/automatic-recovery", admin_token).status_code == 405

@@ -228,7 +228,7 @@ def test_recover_inline_refuses_what_is_not_offered_then_fixes_and_exits_zero(
     out, err = agents("recover", error.pk, "rollback_config", "--inline")
     assert re.fullmatch(
         rf"✓ Error #{error.pk} \(wow-cache\): Roll back the config: fixed in \d+\.\d s: "
-        r"verified: RUNNING and healthy\n",
+        r"verified: RUNNING and healthy for \d+ s\n",
         out,
     )
     attempt = RecoveryAttempt.objects.get()

@@ -249,6 +249,7 @@ class LocalRuntime(Runtime):
                         exit_code=ended.get("exit_code"),
                         signal=ended.get("signal"),
                         started_at=ended.get("started_at"),
+                        oom=bool(ended.get("oom")),
                     )
                 )
             else:
