@@ -2,20 +2,31 @@
 
 One event is rendered once per group and access level: the card and table row for the fleet
 pages (dashboard, agents list), the counters, the detail page's status block, and a toast for
-the person whose action finished; for a bulk operation, its progress block and the item row
-that changed, the row of the recent-operations list, and a toast for the person who started it
-once it ends. The templates are the pages' own partials, so the markup exists once.
+the person whose action finished; for an error, the agent's error panel, the dashboard's open
+errors and a toast for the person whose recovery finished; for a bulk operation, its progress
+block and the item row that changed, the row of the recent-operations list, and a toast for the
+person who started it once it ends. The templates are the pages' own partials, so the markup
+exists once.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from django.db.models import Q
 from django.template.loader import render_to_string
 
+from agents.error_rules import RECOVERIES
 from agents.events import AgentEvent, BulkEvent
-from agents.models import ACTION_LABELS, Agent, BulkItem, BulkOperation, Operation
+from agents.models import (
+    ACTION_LABELS,
+    Agent,
+    BulkItem,
+    BulkOperation,
+    Operation,
+    RecoveryAttempt,
+)
 from portal import realtime, roles
 from portal.actors import Actor
 
@@ -37,6 +48,7 @@ def on_agent_event(event: AgentEvent) -> None:
 
 
 def publish_agent(event: AgentEvent) -> None:
+    from agents.error_views import error_panel
     from agents.views import _agents_with_relations, _card_context, _detail_extras, fleet_counts
 
     groups = {
@@ -62,6 +74,8 @@ def publish_agent(event: AgentEvent) -> None:
         [name for by_kind in groups.values() for name in by_kind.values()]
         + [name for names in neighbour_groups.values() for name in names]
     )
+    if event.kind == "error" and event.data.get("recovery") and event.data.get("error"):
+        _publish_recovery_outcome(event.data["error"])
     if not watched:
         if event.data.get("operation") and event.kind in ("transition", "operation"):
             _publish_outcome(event.data["operation"])
@@ -79,6 +93,8 @@ def publish_agent(event: AgentEvent) -> None:
             for name in neighbour_groups[neighbour.pk]:
                 if name in watched:
                     realtime.publish(name, {"agent-deps": html})
+    if event.kind == "error":
+        _publish_error_overview(watched, [groups[access]["fleet"] for access in _ACCESS_ACTORS])
     counts = None
     for access, actor in _ACCESS_ACTORS.items():
         names = groups[access]
@@ -96,14 +112,61 @@ def publish_agent(event: AgentEvent) -> None:
             row = render_to_string("agents/agent_list.html#row", context)
             realtime.publish(names["table"], {f"agent-row-{agent.slug}": row})
         if names["agent"] in watched:
-            status = render_to_string(
-                "agents/agent_detail.html#status",
-                {**context, **_detail_extras(agent), "from": "detail"},
-            )
-            realtime.publish(names["agent"], {"agent-status": status})
+            detail = {**context, **_detail_extras(agent), "from": "detail"}
+            fragments = {
+                "agent-status": render_to_string("agents/agent_detail.html#status", detail),
+                "agent-transitions": render_to_string(
+                    "agents/agent_detail.html#transitions", detail
+                ),
+            }
+            if event.kind == "error":
+                fragments["agent-errors"] = render_to_string(
+                    "agents/agent_detail.html#errors", error_panel(agent, actor)
+                )
+            realtime.publish(names["agent"], fragments)
     operation_id = event.data.get("operation")
     if operation_id and event.kind in ("transition", "operation"):
         _publish_outcome(operation_id)
+
+
+def _publish_error_overview(watched: set[str], fleet_groups: list[str]) -> None:
+    """An error opened, changed or closed: the dashboard's open errors (the same for every
+    role: no buttons) and a beat that tells an open Errors page to fetch its list again."""
+    from agents.error_views import dashboard_errors
+
+    targets = [group for group in fleet_groups if group in watched]
+    if not targets:
+        return
+    html = render_to_string("portal/dashboard.html#errors", dashboard_errors())
+    beat = f'<span id="errors-beat" hidden data-at="{time.time():.3f}"></span>'
+    for group in targets:
+        realtime.publish(group, {"dashboard-errors": html, "errors-beat": beat})
+
+
+def _publish_recovery_outcome(error_id: int) -> None:
+    """Tell the person who clicked a fix how it ended, wherever they are in the portal."""
+    attempt = (
+        RecoveryAttempt.objects.select_related("error__agent")
+        .filter(error_id=error_id, user__isnull=False)
+        .exclude(outcome=RecoveryAttempt.Outcome.RUNNING)
+        .order_by("-finished_at", "-id")
+        .first()
+    )
+    if attempt is None:
+        return
+    group = realtime.user_group(attempt.user_id)
+    if not realtime.watched([group]):
+        return
+    label = RECOVERIES.get(attempt.action, attempt.action)
+    agent = attempt.error.agent
+    if attempt.outcome == RecoveryAttempt.Outcome.FIXED:
+        toast, level = f"{label} ({agent.name}): fixed, {attempt.detail}.", "success"
+    elif attempt.outcome == RecoveryAttempt.Outcome.FAILED:
+        toast, level = f"{label} ({agent.name}) failed: {attempt.detail}", "error"
+    else:
+        toast, level = f"{label} ({agent.name}) did not help: {attempt.detail}", "error"
+    html = render_to_string("agents/agent_list.html#toast", {"toast": toast, "toast_level": level})
+    realtime.publish(group, {f"toast-recovery-{attempt.pk}": html})
 
 
 def _publish_outcome(operation_id: str) -> None:

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from django.urls import path
 
-from agents import bulk_views, views
+from agents import bulk_views, error_views, views
 
 app_name = "agents"
 
 urlpatterns = [
     path("", views.agent_list, name="list"),
-    # Before "<slug>/": "bulk" is not an agent.
+    # Before "<slug>/": "bulk" and "errors" are not agents.
     path("bulk/", bulk_views.bulk_list, name="bulk-list"),
     path("bulk/preview/", bulk_views.bulk_preview, name="bulk-preview"),
     path("bulk/run/", bulk_views.bulk_run, name="bulk-run"),
@@ -16,9 +16,15 @@ urlpatterns = [
     path("bulk/<int:pk>/cancel/", bulk_views.bulk_cancel, name="bulk-cancel"),
     path("bulk/<int:pk>/retry/", bulk_views.bulk_retry, name="bulk-retry"),
     path("bulk/<int:pk>/rollback/", bulk_views.bulk_rollback, name="bulk-rollback"),
+    path("errors/", error_views.error_list, name="errors"),
+    path("errors/automatic/", error_views.set_automatic, name="errors-automatic"),
+    path("errors/<int:pk>/", error_views.error_detail, name="error"),
+    path("errors/<int:pk>/recover/", error_views.recover, name="error-recover"),
+    path("errors/<int:pk>/ignore/", error_views.ignore, name="error-ignore"),
     path("<slug:slug>/", views.agent_detail, name="detail"),
     path("<slug:slug>/card/", views.agent_card, name="card"),
     path("<slug:slug>/history/", views.agent_history, name="history"),
+    path("<slug:slug>/errors/", error_views.agent_errors, name="agent-errors"),
     path("<slug:slug>/reconcile/", views.reconcile, name="reconcile"),
     path("<slug:slug>/actions/<str:action>/", views.action_confirm, name="confirm"),
     path("<slug:slug>/actions/<str:action>/run/", views.take_action, name="act"),

@@ -27,6 +27,7 @@ from agents.models import (
     ACTION_LABELS,
     ACTIONS,
     Agent,
+    AgentError,
     AgentTransition,
     Health,
     Operation,
@@ -203,9 +204,14 @@ def agent_detail(request: HttpRequest, slug: str) -> HttpResponse:
     context.update(toast)
     if _htmx_partial(request):
         template = (
-            "agents/agent_detail.html#action-result" if toast else "agents/agent_detail.html#status"
+            "agents/agent_detail.html#action-result"
+            if toast
+            else "agents/agent_detail.html#status-update"
         )
     else:
+        from agents.error_views import error_panel
+
+        context.update(error_panel(agent, actor))
         template = "agents/agent_detail.html"
     return render(request, template, context)
 
@@ -215,6 +221,10 @@ def _detail_extras(agent: Agent) -> dict:
         "transitions": agent.transitions.all()[:10],
         "last_operation": agent.operations.first(),
         "now": timezone.now(),
+        # The status block points at the error panel while something there needs a person.
+        "open_error_count": agent.errors.filter(
+            status__in=[AgentError.Status.OPEN, AgentError.Status.RECOVERING]
+        ).count(),
     }
 
 

@@ -33,16 +33,14 @@ def login_refused(request: HttpRequest) -> HttpResponse:
 @require_GET
 @vary_on_headers("HX-Request")
 def dashboard(request: HttpRequest) -> HttpResponse:
+    from agents.error_views import dashboard_errors
     from agents.views import fleet_overview
 
+    context = {**fleet_overview(request), **dashboard_errors()}
     if request.htmx and not request.htmx.boosted:
         # The fleet region polling while the live socket is down, or resyncing after it.
-        return render(request, "portal/dashboard.html#fleet", fleet_overview(request))
-    return render(
-        request,
-        "portal/dashboard.html",
-        {"status": health.system_status(), **fleet_overview(request)},
-    )
+        return render(request, "portal/dashboard.html#fleet", context)
+    return render(request, "portal/dashboard.html", {"status": health.system_status(), **context})
 
 
 @require_GET

@@ -60,6 +60,15 @@
       event.detail.isError = false;
     }
   });
+  // A form marked data-refusal-toast that is refused for the role answers 403 with a toast
+  // (and HX-Reswap: none): let it in, so the person reads why instead of seeing nothing.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var elt = event.detail.elt;
+    if (event.detail.xhr.status === 403 && elt.closest && elt.closest("[data-refusal-toast]")) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
   document.addEventListener("close", function (event) {
     if (event.target.matches && event.target.matches("#modal dialog")) event.target.remove();
   }, true);
@@ -88,6 +97,25 @@
       el.textContent = formatSeconds(Number(el.dataset.elapsed) + (Date.now() - arrived.get(el)) / 1000);
     });
   }, 500);
+
+  // A link to one error (#error-12) may point into a collapsed list of closed ones: open it.
+  function revealTarget() {
+    var id = decodeURIComponent(location.hash.slice(1));
+    var target = id && document.getElementById(id);
+    if (!target) return;
+    for (var el = target.parentElement; el; el = el.parentElement) {
+      if (el.tagName === "DETAILS") el.open = true;
+    }
+    target.scrollIntoView();
+  }
+  window.addEventListener("hashchange", revealTarget);
+  document.addEventListener("DOMContentLoaded", revealTarget);
+
+  // An error opened or closed somewhere: the live push carries a beat; an Errors page listening
+  // for "errors:changed" fetches its list again, with its own filters.
+  document.addEventListener("htmx:oobAfterSwap", function (event) {
+    if (event.target && event.target.id === "errors-beat") htmx.trigger(document.body, "errors:changed");
+  });
 
   // --- bulk selection on the agents page ----------------------------------------------------
   // The ticks live here, not in the checkboxes: cards and rows are replaced by live updates and
