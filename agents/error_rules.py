@@ -51,6 +51,7 @@ class Signals:
     recent_crashes: int = 0  # crashes in the last 10 minutes, this one included
     crash_loop_after: int = 3  # that many crashes make a crash loop (beyond the restart policy)
     readiness: str = ""  # the last readiness answer
+    config_complaint: str = ""  # what agentd said of its config ("task_max_failures must be ...")
     drift: tuple[str, ...] = ()
 
 
@@ -252,7 +253,9 @@ RULES: list[Rule] = [
         lambda s: s.reason == "bad_config" or s.exit_code == 2,
         lambda s: (
             (
-                s.message
+                f"{s.agent} refused its configuration: {s.config_complaint}."
+                if s.config_complaint
+                else s.message
                 if "refused its configuration" in s.message
                 else f"{s.agent} refused its configuration: {s.message}"
             )

@@ -101,8 +101,17 @@ def _signals(agent: Agent, source: str, details: dict, message: str, action: str
         recent_crashes=crashes,
         crash_loop_after=max(3, settings.AGENT_RESTART_MAX_ATTEMPTS + 1),
         readiness=said or "",
+        config_complaint=_config_complaint(details),
         drift=tuple(details.get("drift") or ()),
     )
+
+
+def _config_complaint(details: dict) -> str:
+    """agentd's own words about a config it refused, from its last log lines."""
+    for line in reversed(details.get("log_lines") or []):
+        if "bad configuration:" in str(line):
+            return str(line).split("bad configuration:", 1)[1].strip().rstrip(".")
+    return ""
 
 
 def _evidence(agent: Agent, details: dict) -> list[str]:
