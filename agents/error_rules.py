@@ -186,6 +186,20 @@ RULES: list[Rule] = [
         lambda s: "agent image missing",
     ),
     Rule(
+        "drift",
+        ErrorClass.CONFIGURATION,
+        lambda s: bool(s.drift),
+        lambda s: f"The runtime no longer matches the portal for {s.agent}: {'; '.join(s.drift)}",
+        lambda s: [
+            Suggestion(
+                RECOVERIES["reconcile"],
+                "Make the runtime match the portal, then start it if it should run.",
+                "reconcile",
+            )
+        ],
+        lambda s: "drift",
+    ),
+    Rule(
         "port_in_use",
         ErrorClass.RESOURCE,
         lambda s: s.reason == "port_in_use",
@@ -354,20 +368,6 @@ RULES: list[Rule] = [
         lambda s: f"{s.agent}'s process ended on its own ({_exit_words(s)}).",
         lambda s: [_restart(), _read_log(s)],
         lambda s: f"exited ({_exit_words(s)})",
-    ),
-    Rule(
-        "drift",
-        ErrorClass.CONFIGURATION,
-        lambda s: bool(s.drift),
-        lambda s: f"The runtime no longer matches the portal for {s.agent}: {'; '.join(s.drift)}",
-        lambda s: [
-            Suggestion(
-                RECOVERIES["reconcile"],
-                "Make the runtime match the portal, then start it if it should run.",
-                "reconcile",
-            )
-        ],
-        lambda s: "drift",
     ),
     Rule(
         "unhealthy",

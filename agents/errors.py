@@ -198,10 +198,13 @@ def _jsonable(details: dict) -> dict:
     return json.loads(json.dumps(details, default=str))
 
 
-def resolve_by_itself(agent: Agent, how: str) -> int:
-    """The agent is healthy again on its own: close its open errors (not those a recovery is
-    verifying). Returns how many were closed."""
-    closed = AgentError.objects.filter(agent=agent, status=AgentError.Status.OPEN).update(
+def resolve_by_itself(agent: Agent, how: str, *, rule: str = "") -> int:
+    """The agent is healthy again on its own (or, with ``rule``, that kind of failure is gone):
+    close its open errors (not those a recovery is verifying). Returns how many were closed."""
+    open_errors = AgentError.objects.filter(agent=agent, status=AgentError.Status.OPEN)
+    if rule:
+        open_errors = open_errors.filter(rule=rule)
+    closed = open_errors.update(
         status=AgentError.Status.RESOLVED,
         resolved_at=timezone.now(),
         resolved_by="system:monitor",
@@ -370,7 +373,7 @@ def run_recovery(attempt_id: int) -> RecoveryAttempt:
     except Exception as exc:  # never leave an error "recovering" for good
         logger.exception("recovery attempt %s failed unexpectedly", attempt.pk)
         return _finish(attempt, RecoveryAttempt.Outcome.FAILED, f"Unexpected error: {exc}")
-    fixed, detail = verify(agent)
+    fixed, detail = verify_reconciled(agent) if attempt.action == "reconcile" else verify(agent)
     if fixed:
         return _finish(attempt, RecoveryAttempt.Outcome.FIXED, detail)
     return _finish(attempt, RecoveryAttempt.Outcome.DID_NOT_HELP, detail)
@@ -524,7 +527,8 @@ def _perform(action: str, agent: Agent, actor: Actor) -> None:
         _run_again(agent, actor, reason)
     elif action == "reconcile":
         services.reconcile_agent(agent, actor)
-        _run_again(agent, actor, reason)
+        if _fresh(agent).state == State.ERRORED:
+            _run_again(agent, actor, reason)
     else:  # pragma: no cover (request_recovery refuses unknown actions)
         raise RecoveryRefused(f"unknown recovery {action!r}")
 
@@ -563,6 +567,19 @@ def verify(agent: Agent, timeout: float | None = None) -> tuple[bool, str]:
         if now >= deadline:
             return False, f"not RUNNING and healthy within {timeout:g} s: {seen}"
         time.sleep(0.5)
+
+
+def verify_reconciled(agent: Agent) -> tuple[bool, str]:
+    """After a reconcile: the runtime matches the portal, and an agent meant to run is healthy."""
+    from agents import services
+
+    services.check_drift(agent.runtime)
+    agent = _fresh(agent)
+    if agent.drift:
+        return False, "the runtime still differs: " + "; ".join(i["message"] for i in agent.drift)
+    if agent.state == State.RUNNING:
+        return verify(agent)
+    return True, f"verified: the runtime matches the portal ({agent.state})"
 
 
 # --- patterns ------------------------------------------------------------------------------------

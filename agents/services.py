@@ -977,9 +977,20 @@ def record_drift(agent: Agent, items: list[dict]) -> bool:
         agent.drift_checked_at = now
         agent.save(update_fields=["drift", "drift_checked_at", "updated_at"])
         if changed:
+            from agents import errors
+
             if found:
-                logger.warning(
-                    "drift on %s: %s", agent.slug, "; ".join(i["message"] for i in found)
+                messages = [i["message"] for i in found]
+                logger.warning("drift on %s: %s", agent.slug, "; ".join(messages))
+                errors.record_error(
+                    agent,
+                    "runtime",
+                    "; ".join(messages)[:500],
+                    {"drift": messages, "reason": "drift"},
+                )
+            else:
+                errors.resolve_by_itself(
+                    agent, "the runtime matches the portal again", rule="drift"
                 )
             events.emit("drift", agent, drift=found)
     return changed

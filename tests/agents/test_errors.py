@@ -1011,3 +1011,38 @@ def test_a_resolved_error_cannot_be_recovered(killed_error, operator_actor) -> N
     with pytest.raises(errors.RecoveryRefused) as refused:
         errors.request_recovery(killed_error, "restart", operator_actor, enqueue=False)
     assert refused.value.code == "closed"
+
+
+# --- drift: reconcile ----------------------------------------------------------------------------
+
+
+@pytest.mark.docker
+def test_a_container_removed_outside_the_portal_is_drift_fixed_by_reconcile(
+    docker_cache, engine, bring_up, act, operator_actor
+) -> None:
+    import docker.errors
+
+    cache = bring_up(docker_cache)
+    assert act(cache, "stop", confirm=True).status == "succeeded"
+    (container,) = engine.containers.list(all=True, filters={"label": f"waooaw.agent={cache.slug}"})
+    container.remove(force=True)  # by hand, outside the portal
+
+    services.check_drift("docker")
+
+    error = AgentError.objects.get(agent=cache, rule="drift")
+    assert (error.classification, error.source) == ("configuration", "runtime")
+    assert "is missing" in error.root_cause and container.name in error.root_cause
+    assert one_click(error) == ["reconcile"]
+
+    attempt = recover(error, "reconcile", operator_actor)
+
+    assert attempt.outcome == RecoveryAttempt.Outcome.FIXED, attempt.detail
+    assert attempt.detail == "verified: the runtime matches the portal (STOPPED)"
+    error.refresh_from_db()
+    assert (error.status, error.resolved_by) == (AgentError.Status.RESOLVED, operator_actor.label)
+    (recreated,) = engine.containers.list(all=True, filters={"label": f"waooaw.agent={cache.slug}"})
+    assert recreated.status != "running"  # STOPPED in the portal: back, not started
+    assert fresh(cache).drift == []
+    assert AuditEntry.objects.filter(action="agent.reconcile", target=cache.slug).exists()
+    with pytest.raises(docker.errors.NotFound):
+        engine.containers.get(container.id)

@@ -109,6 +109,8 @@ def test_filter_by_tier(seeded, as_viewer) -> None:
 
 
 def test_filter_by_health_combines_with_search(seeded, as_viewer) -> None:
+    # Health is probed (and recorded) for running agents only.
+    Agent.objects.filter(slug__in=["wow-cache", "wow-event"]).update(state=State.RUNNING)
     services.record_health(seeded["wow-cache"], Health.HEALTHY)
     services.record_health(seeded["wow-event"], Health.DEGRADED, "slow answers")
     assert shown_slugs(as_viewer.get("/agents/", {"health": "healthy"})) == ["wow-cache"]

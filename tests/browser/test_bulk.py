@@ -94,8 +94,10 @@ def test_operator_deploys_and_starts_all_fourteen_and_watches_them_come_up_live(
     expect(bar.get_by_role("link", name="Start all")).to_be_hidden()
 
     # A live update replaces a card: its tick stays, and so does the count.
-    services.record_health(Agent.objects.get(slug="wow-cache"), "degraded", "slow answers")
-    expect(page.locator("#agent-wow-cache .health")).to_contain_text("Degraded")
+    cache = Agent.objects.get(slug="wow-cache")
+    cache.description = "Shared cache, described again while the page is open."
+    services.update_agent_settings(cache, ["description"], Actor.command("test"))
+    expect(page.locator("#agent-wow-cache")).to_contain_text("described again")
     expect(page.locator("#agent-wow-cache input[data-bulk-select]")).to_be_checked()
     expect(bar.locator("[data-bulk-count]")).to_have_text("14 selected")
     # Unticking one by hand and ticking it again.
