@@ -52,6 +52,9 @@ class Signals:
     crash_loop_after: int = 3  # that many crashes make a crash loop (beyond the restart policy)
     readiness: str = ""  # the last readiness answer
     config_complaint: str = ""  # what agentd said of its config ("task_max_failures must be ...")
+    dead_lettered: int = 0  # tasks given up on since the last look
+    last_task_error: str = ""
+    queue: str = ""
     drift: tuple[str, ...] = ()
 
 
@@ -198,6 +201,28 @@ RULES: list[Rule] = [
             )
         ],
         lambda s: "drift",
+    ),
+    Rule(
+        "task_failures",
+        ErrorClass.PERMANENT,
+        lambda s: s.reason == "task_failures",
+        lambda s: (
+            f"{s.agent}'s tasks keep failing: {s.dead_lettered} "
+            f"{'was' if s.dead_lettered == 1 else 'were'} given up on after every retry and moved to "
+            f"{s.queue} (last error: {s.last_task_error or 'not recorded'}).{_since_config(s)}"
+        ),
+        lambda s: (
+            (_rollback(s) if _config_changed(s) else [])
+            + [
+                Suggestion(
+                    "Look at the failed tasks",
+                    f"`redis-cli XREVRANGE {s.queue} + - COUNT 10` shows them with their errors; "
+                    "fix what they need, then re-queue them.",
+                ),
+                _restart("If the failures came from the agent's state rather than the tasks."),
+            ]
+        ),
+        lambda s: "tasks failing",
     ),
     Rule(
         "port_in_use",

@@ -102,6 +102,9 @@ def _signals(agent: Agent, source: str, details: dict, message: str, action: str
         crash_loop_after=max(3, settings.AGENT_RESTART_MAX_ATTEMPTS + 1),
         readiness=said or "",
         config_complaint=_config_complaint(details),
+        dead_lettered=int(details.get("dead_lettered") or 0),
+        last_task_error=str(details.get("last_error") or ""),
+        queue=str(details.get("queue") or ""),
         drift=tuple(details.get("drift") or ()),
     )
 
@@ -196,6 +199,35 @@ def _jsonable(details: dict) -> dict:
     import json
 
     return json.loads(json.dumps(details, default=str))
+
+
+def check_task_failures(agent: Agent, client) -> AgentError | None:
+    """Compare the agent's dead-letter queue with the last look; tasks given up on since then
+    are an error (source "tasks"). ``client`` is a Redis client on the agents' Redis (strings
+    decoded). The first look only takes the count."""
+    queue = f"agents:{agent.slug}:dlq"
+    total = client.xlen(queue)
+    seen = agent.runtime_details.get("dead_letters_seen")
+    if seen != total:
+        details = {**agent.runtime_details, "dead_letters_seen": total}
+        Agent.objects.filter(pk=agent.pk).update(runtime_details=details)
+        agent.runtime_details = details
+    if seen is None or total <= seen:
+        return None
+    new = total - seen
+    newest = client.xrevrange(queue, count=min(new, EVIDENCE_LINES))
+    lines = [
+        f"{entry_id}: failed {fields.get('failures', '?')} times: {fields.get('error', '')}"
+        for entry_id, fields in reversed(newest)
+    ]
+    last_error = newest[0][1].get("error", "") if newest else ""
+    with transaction.atomic():
+        return record_error(
+            agent, "tasks",
+            f"{new} task(s) of {agent.name} failed every retry and went to the dead-letter queue",
+            {"reason": "task_failures", "dead_lettered": new, "dead_letters": total,
+             "last_error": last_error, "queue": queue, "log_lines": lines},
+        )  # fmt: skip
 
 
 def resolve_by_itself(agent: Agent, how: str, *, rule: str = "") -> int:

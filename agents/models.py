@@ -464,6 +464,7 @@ class AgentError(models.Model):
         CRASH = "crash", "Crash"
         HEALTH = "health", "Failing health check"
         RUNTIME = "runtime", "Runtime error"
+        TASKS = "tasks", "Repeated task failures"
 
     class Status(models.TextChoices):
         OPEN = "open", "Open"

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from agents import services
+from agents import errors, services
 from agents.models import Agent, Health, State
 from agents.runtimes import Runtime, RuntimeEvent, RuntimeFailure
 
@@ -47,6 +47,9 @@ class Monitor:
         self.wake = threading.Event()
         self._redis = redis.Redis.from_url(
             settings.REDIS_URL, decode_responses=True, socket_timeout=5
+        )
+        self._agent_redis = redis.Redis.from_url(
+            settings.AGENT_REDIS_URL, decode_responses=True, socket_timeout=5
         )
         self._threads: list[threading.Thread] = []
 
@@ -215,6 +218,10 @@ class Monitor:
                 answer = (Health.UNHEALTHY, failure.message)
             health, detail = answer if answer is not None else probe(agent)
             services.record_health(agent, health, detail)
+            try:
+                errors.check_task_failures(agent, self._agent_redis)
+            except redis.RedisError as exc:
+                logger.info("cannot read the dead-letter queue of %s: %s", agent.slug, exc)
 
     def check_drift(self) -> None:
         for name in self.runtime_names:

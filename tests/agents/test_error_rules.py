@@ -554,3 +554,27 @@ def test_suggestions_serialise_for_the_database() -> None:
         "action": "pick_new_port",
     }
     assert diagnosis.suggestions[1].as_dict()["action"] == ""
+
+
+def test_tasks_that_keep_failing_are_permanent_and_point_at_the_dead_letters() -> None:
+    diagnosis = diagnose(
+        signals(
+            source="tasks", reason="task_failures", dead_lettered=3, queue="agents:wow-cache:dlq",
+            last_task_error="timeout talking to the CRM",
+        )
+    )  # fmt: skip
+    assert (diagnosis.rule, diagnosis.classification) == ("task_failures", "permanent")
+    assert diagnosis.root_cause == (
+        "WowCache's tasks keep failing: 3 were given up on after every retry and moved to "
+        "agents:wow-cache:dlq (last error: timeout talking to the CRM)."
+    )
+    assert one_click(diagnosis) == ["restart"]
+    assert "XREVRANGE agents:wow-cache:dlq" in diagnosis.suggestions[0].text
+    changed = diagnose(
+        signals(
+            source="tasks", reason="task_failures", dead_lettered=1, queue="q",
+            config_changed_minutes_ago=5, has_previous_config=True,
+        )
+    )  # fmt: skip
+    assert one_click(changed) == ["rollback_config", "restart"]
+    assert changed.root_cause.endswith("Its config was changed 5 minutes ago.")

@@ -1046,3 +1046,38 @@ def test_a_container_removed_outside_the_portal_is_drift_fixed_by_reconcile(
     assert AuditEntry.objects.filter(action="agent.reconcile", target=cache.slug).exists()
     with pytest.raises(docker.errors.NotFound):
         engine.containers.get(container.id)
+
+
+# --- repeated task failures ----------------------------------------------------------------------
+
+
+def test_tasks_that_keep_failing_are_an_error_with_the_dead_letters_as_evidence(
+    seeded, bring_up, redis_url
+) -> None:
+    import redis
+
+    cache = seeded["wow-cache"]
+    Agent.objects.filter(pk=cache.pk).update(config={"task_max_failures": 1, "task_retry_ms": 100})
+    cache = bring_up(fresh(cache))
+    queue = redis.Redis.from_url(redis_url, decode_responses=True)
+    monitor = Monitor(probe_interval=600, runtimes=["local"])
+    monitor.probe_all()  # the first look takes the count: nothing failed yet
+    assert not AgentError.objects.filter(agent=cache).exists()
+
+    for _ in range(2):
+        queue.xadd(f"agents:{cache.slug}:tasks", {"job": "report", "fail": "1"})
+    wait_for(lambda: queue.xlen(f"agents:{cache.slug}:dlq") == 2)
+    monitor.probe_all()
+
+    error = AgentError.objects.get(agent=cache)
+    assert (error.source, error.rule, error.classification) == (
+        "tasks",
+        "task_failures",
+        "permanent",
+    )
+    assert "2 were given up on after every retry" in error.root_cause
+    assert "the task asked to fail (fail=1)" in error.root_cause
+    assert len(error.evidence) == 2 and all("failed 1 times" in line for line in error.evidence)
+    assert [s["label"] for s in error.suggestions] == ["Look at the failed tasks", "Restart"]
+    monitor.probe_all()  # nothing new failed: nothing new recorded
+    assert AgentError.objects.get(agent=cache).occurrences == 1
