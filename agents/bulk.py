@@ -53,6 +53,7 @@ from agents.services import (
     _actor_kind,
     _names,
     illegal_action_message,
+    recorded_actor,
     request_action,
     run_operation,
 )
@@ -841,12 +842,6 @@ def run_bulk_operation(bulk_id: int) -> BulkOperation | None:
         return BulkOperation.objects.get(pk=bulk_id)
 
 
-def _bulk_actor(bulk: BulkOperation) -> Actor:
-    if bulk.actor_kind == "system":
-        return Actor.system(bulk.actor.removeprefix("system:"))
-    return Actor(kind=bulk.actor_kind, user=bulk.user, source="worker", recorded_label=bulk.actor)
-
-
 class _Runner:
     """Runs one bulk operation's items, at most ``parallelism`` at a time, in order."""
 
@@ -854,7 +849,7 @@ class _Runner:
 
     def __init__(self, bulk: BulkOperation) -> None:
         self.bulk = bulk
-        self.actor = _bulk_actor(bulk)
+        self.actor = recorded_actor(bulk)
         self.items = {item.pk: item for item in bulk.items.select_related("agent")}
         upward = bulk.options.get("upward", bulk.action in UPWARD)
         self.cascade = bulk.action in NEEDS_RUNNING_DEPENDENCIES or (
@@ -1127,7 +1122,7 @@ def _finish(bulk_id: int) -> None:
         bulk.started_at = bulk.started_at or bulk.finished_at
         bulk.save(update_fields=["status", "finished_at", "started_at"])
         record_audit(
-            _bulk_actor(bulk), f"bulk.{bulk.action}", target=f"bulk:{bulk.pk}",
+            recorded_actor(bulk), f"bulk.{bulk.action}", target=f"bulk:{bulk.pk}",
             outcome=AuditEntry.Outcome.FAILED if bulk.failed else AuditEntry.Outcome.SUCCESS,
             phase="completed", status=status, succeeded=bulk.succeeded, failed=bulk.failed,
             skipped=bulk.skipped, seconds=round(bulk.duration_seconds or 0, 1),

@@ -38,6 +38,7 @@ from agents.models import (
     RuntimeKind,
     State,
 )
+from agents.services import _actor_kind, recorded_actor
 from portal import roles
 from portal.actors import Actor
 from portal.models import AuditEntry
@@ -350,7 +351,7 @@ def request_recovery(
             attempt = RecoveryAttempt.objects.create(
                 error=error,
                 action=action,
-                actor_kind=_kind(actor),
+                actor_kind=_actor_kind(actor),
                 actor=actor.label,
                 user=actor.user if actor.user is not None and actor.user.pk else None,
             )
@@ -375,24 +376,12 @@ def request_recovery(
         raise
 
 
-def _kind(actor: Actor) -> str:
-    return {"user": "user", "token": "token", "command": "command"}.get(actor.kind, "system")
-
-
-def _attempt_actor(attempt: RecoveryAttempt) -> Actor:
-    if attempt.actor_kind == "system":
-        return Actor.system(attempt.actor.removeprefix("system:"))
-    return Actor(
-        kind=attempt.actor_kind, user=attempt.user, source="worker", recorded_label=attempt.actor
-    )
-
-
 def run_recovery(attempt_id: int) -> RecoveryAttempt:
     """Carry out a recovery and verify it. Running it again once finished does nothing."""
     attempt = RecoveryAttempt.objects.select_related("error__agent").get(pk=attempt_id)
     if attempt.outcome != RecoveryAttempt.Outcome.RUNNING:
         return attempt
-    actor = _attempt_actor(attempt)
+    actor = recorded_actor(attempt)
     agent = attempt.error.agent
     from agents.runtimes import RuntimeFailure
     from agents.services import ActionRefused
@@ -412,7 +401,7 @@ def run_recovery(attempt_id: int) -> RecoveryAttempt:
 
 
 def _finish(attempt: RecoveryAttempt, outcome: str, detail: str) -> RecoveryAttempt:
-    actor = _attempt_actor(attempt)
+    actor = recorded_actor(attempt)
     with transaction.atomic():
         attempt = RecoveryAttempt.objects.select_for_update().get(pk=attempt.pk)
         error = (
@@ -503,19 +492,10 @@ def _run_again(agent: Agent, actor: Actor, reason: str) -> None:
 
 
 def _bring_up_dependencies(agent: Agent, actor: Actor, reason: str) -> None:
-    from agents.services import transitive_dependencies
+    from agents.services import STEPS_TO_RUNNING, transitive_dependencies
 
-    steps = {
-        State.DRAFT: ["provision", "deploy", "start"],
-        State.PROVISIONED: ["deploy", "start"],
-        State.DEPLOYED: ["start"],
-        State.STOPPED: ["start"],
-        State.SUSPENDED: ["resume"],
-        State.ERRORED: ["restart"],
-    }
     for dependency in transitive_dependencies(agent):
-        dependency = _fresh(dependency)
-        for step in steps.get(dependency.state, []):
+        for step in STEPS_TO_RUNNING.get(_fresh(dependency).state, []):
             _act(dependency, step, actor, reason)
 
 

@@ -537,15 +537,29 @@ def _runtime_effect(agent: Agent, action: str) -> dict:
     raise ValueError(f"unknown action {action!r}")
 
 
-def _operation_actor(operation: Operation) -> Actor:
-    if operation.actor_kind == "system":
-        return Actor.system(operation.actor.removeprefix("system:"))
+def recorded_actor(record) -> Actor:
+    """The actor a row (operation, bulk operation, recovery attempt) was requested by, for the
+    work a worker carries out later on its behalf."""
+    if record.actor_kind == "system":
+        return Actor.system(record.actor.removeprefix("system:"))
     return Actor(
-        kind=operation.actor_kind,
-        user=operation.user,
-        source="worker",
-        recorded_label=operation.actor,
+        kind=record.actor_kind, user=record.user, source="worker", recorded_label=record.actor
     )
+
+
+def _operation_actor(operation: Operation) -> Actor:
+    return recorded_actor(operation)
+
+
+# The steps that take an agent from each state to RUNNING (bringing a dependency up).
+STEPS_TO_RUNNING = {
+    State.DRAFT: ["provision", "deploy", "start"],
+    State.PROVISIONED: ["deploy", "start"],
+    State.DEPLOYED: ["start"],
+    State.STOPPED: ["start"],
+    State.SUSPENDED: ["resume"],
+    State.ERRORED: ["restart"],
+}
 
 
 def run_operation(operation_id: str) -> Operation:
@@ -584,14 +598,7 @@ def _bring_up_dependencies(operation: Operation) -> list[str]:
     for dependency in transitive_dependencies(operation.agent):
         # Re-fetched, not refresh_from_db (which django-fsm makes unsafe across threads).
         dependency = Agent.objects.get(pk=dependency.pk)
-        steps = {
-            State.DRAFT: ["provision", "deploy", "start"],
-            State.PROVISIONED: ["deploy", "start"],
-            State.DEPLOYED: ["start"],
-            State.STOPPED: ["start"],
-            State.SUSPENDED: ["resume"],
-            State.ERRORED: ["restart"],
-        }.get(dependency.state, [])
+        steps = STEPS_TO_RUNNING.get(dependency.state, [])
         for step in steps:
             step_operation = request_action(
                 dependency,
@@ -898,6 +905,7 @@ def record_health(agent: Agent, health: str, detail: str = "") -> bool:
         agent = Agent.objects.select_for_update().get(pk=agent.pk)
         if agent.state != State.RUNNING or agent.pending_action:
             return False  # a stale probe: the agent moved on while it was being probed
+        previous_health = agent.health
         changed = agent.health != health or agent.health_detail != detail
         agent.health = health
         agent.health_detail = detail[:300]
@@ -912,7 +920,6 @@ def record_health(agent: Agent, health: str, detail: str = "") -> bool:
             ):
                 agent.restart_attempts, agent.restart_gave_up = 0, False
                 changed = True
-        previous_health = Agent.objects.filter(pk=agent.pk).values_list("health", flat=True)[0]
         agent.save(update_fields=[
             "health", "health_detail", "health_checked_at", "last_healthy_at",
             "restart_attempts", "restart_gave_up", "updated_at",

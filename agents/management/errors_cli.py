@@ -16,14 +16,13 @@ was tried), so scripts can tell the three apart.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import timedelta
+from functools import partial
 
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import CommandError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection
 from django.utils import timezone
 from rich.markup import escape
 from rich.table import Table
@@ -31,6 +30,7 @@ from rich.text import Text
 
 from agents import errors, services
 from agents.error_rules import RECOVERIES
+from agents.management.inline import InlineJob
 from agents.models import (
     Agent,
     AgentError,
@@ -320,7 +320,11 @@ class ErrorCommands:
                 f"`manage.py agents errors show {error.pk}` shows its outcome."
             )
             return
-        runner = _InlineRecovery(attempt.pk) if inline else None
+        runner = (
+            InlineJob(f"recovery-{attempt.pk}-inline", partial(errors.run_recovery, attempt.pk))
+            if inline
+            else None
+        )
         if runner is not None:
             runner.start()
         attempt = self._watch_recovery(attempt, error.agent, runner)
@@ -333,7 +337,7 @@ class ErrorCommands:
             )
 
     def _watch_recovery(
-        self, attempt: RecoveryAttempt, agent: Agent, runner: _InlineRecovery | None
+        self, attempt: RecoveryAttempt, agent: Agent, runner: InlineJob | None
     ) -> RecoveryAttempt:
         """A spinner (on stderr) with the agent's state until the attempt has its verdict."""
         label = f"{RECOVERIES[attempt.action]} ({agent.slug}, error #{attempt.error_id})"
@@ -420,23 +424,6 @@ class ErrorCommands:
             else " (the AGENT_AUTO_RECOVERY setting)"
         )
         self.console.print(f"Automatic recovery is {'on' if on else 'off'}{how}.")
-
-
-class _InlineRecovery(threading.Thread):
-    """Carries a recovery out in this process (--inline) while the main thread shows progress."""
-
-    def __init__(self, attempt_id: int) -> None:
-        super().__init__(name=f"recovery-{attempt_id}-inline")
-        self.attempt_id = attempt_id
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            errors.run_recovery(self.attempt_id)
-        except BaseException as error:  # reported by the main thread
-            self.error = error
-        finally:
-            connection.close()
 
 
 def _error(error_id: int, returncode: int = 1) -> AgentError:

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
+from functools import partial
 
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -40,6 +39,7 @@ from rich.text import Text
 
 from agents import bulk, services
 from agents.management.errors_cli import ErrorCommands, add_error_arguments
+from agents.management.inline import InlineJob
 from agents.models import ACTIONS, Agent, BulkItem, BulkOperation, Operation, State
 from portal.actors import Actor
 
@@ -540,7 +540,11 @@ class Command(ErrorCommands, BaseCommand):
                 f"`manage.py agents bulk show {operation.pk}` follows it."
             )
             return
-        runner = _InlineRunner(operation.pk) if inline else None
+        runner = (
+            InlineJob(f"bulk-{operation.pk}-inline", partial(bulk.run_bulk_operation, operation.pk))
+            if inline
+            else None
+        )
         if runner is not None:
             runner.start()
         operation = self._watch(operation, actor, runner)
@@ -561,7 +565,7 @@ class Command(ErrorCommands, BaseCommand):
             )
 
     def _watch(
-        self, operation: BulkOperation, actor: Actor, runner: _InlineRunner | None
+        self, operation: BulkOperation, actor: Actor, runner: InlineJob | None
     ) -> BulkOperation:
         """A progress bar (on stderr) until the operation finishes, from the database."""
         label = _bulk_title(operation.pk, operation.action, operation.kind, operation.follows_id)
@@ -701,23 +705,6 @@ def _summary(agent: Agent) -> dict:
         "version": agent.version,
         "tier": agent.tier,
     }
-
-
-class _InlineRunner(threading.Thread):
-    """Runs a bulk operation in this process (--inline) while the main thread shows progress."""
-
-    def __init__(self, bulk_id: int) -> None:
-        super().__init__(name=f"bulk-{bulk_id}-inline")
-        self.bulk_id = bulk_id
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            bulk.run_bulk_operation(self.bulk_id)
-        except BaseException as error:  # reported by the main thread
-            self.error = error
-        finally:
-            connection.close()
 
 
 def _bulk_call(function, *args, **kwargs):
