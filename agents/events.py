@@ -35,6 +35,15 @@ class AgentEvent:
 
 Listener = Callable[[AgentEvent], None]
 _listeners: list[Listener] = []
+_recorders: list[Listener] = []
+
+
+def record_with(recorder: Listener) -> Listener:
+    """Register a recorder: called inside the transaction that emits the event, so what it
+    writes (the event log) commits or rolls back with the change itself. Returns it."""
+    if recorder not in _recorders:
+        _recorders.append(recorder)
+    return recorder
 
 
 def subscribe(listener: Listener) -> Listener:
@@ -60,6 +69,12 @@ def emit(kind: str, agent: Agent, **data: object) -> None:
         pending_action=agent.pending_action,
         data=data,
     )
+    for recorder in list(_recorders):
+        try:
+            with transaction.atomic():  # a savepoint: a failing recorder undoes only itself
+                recorder(event)
+        except Exception:
+            logger.exception("agent event recorder %r failed", recorder)
     transaction.on_commit(lambda: _deliver(event), robust=True)
 
 

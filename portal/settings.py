@@ -151,6 +151,8 @@ CELERY_BEAT_SCHEDULE = {
     # A bulk job whose worker died (no heartbeat) is picked up again where it stopped.
     "agents-resume-bulk": {"task": "agents.resume_stalled_bulk_operations", "schedule": 20.0},
 }
+# Observability's periodic jobs (scrape, evaluate, downsample, purge) are added below, once
+# their intervals are read.
 
 # --- auth -------------------------------------------------------------------------------
 
@@ -328,6 +330,34 @@ AGENT_AUTO_RECOVERY = env.bool("AGENT_AUTO_RECOVERY", True)
 AGENT_RECOVERY_VERIFY_SECONDS = env.int("AGENT_RECOVERY_VERIFY_SECONDS", 30, minimum=1, maximum=600)
 AGENT_RECOVERY_SETTLE_SECONDS = env.int("AGENT_RECOVERY_SETTLE_SECONDS", 3, minimum=0, maximum=300)
 AGENT_MEMORY_CEILING_MB = env.int("AGENT_MEMORY_CEILING_MB", 4096, minimum=64, maximum=1_048_576)
+
+# Metrics and alerts (observability): how often every agent's /metrics is scraped and alert
+# rules evaluated; how long raw samples and their 5-minute averages are kept; events kept;
+# where firing and resolved alerts are POSTed as JSON (empty: nowhere, toasts only).
+METRICS_SCRAPE_INTERVAL_SECONDS = env.int(
+    "METRICS_SCRAPE_INTERVAL_SECONDS", 15, minimum=5, maximum=600
+)
+METRICS_RAW_RETENTION_HOURS = env.int("METRICS_RAW_RETENTION_HOURS", 48, minimum=1, maximum=8760)
+METRICS_RETENTION_DAYS = env.int("METRICS_RETENTION_DAYS", 30, minimum=1, maximum=3650)
+EVENT_RETENTION_DAYS = env.int("EVENT_RETENTION_DAYS", 90, minimum=1, maximum=3650)
+ALERT_EVALUATION_INTERVAL_SECONDS = env.int(
+    "ALERT_EVALUATION_INTERVAL_SECONDS", 15, minimum=5, maximum=600
+)
+ALERT_WEBHOOK_URL = env.secret("ALERT_WEBHOOK_URL")
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "observability-scrape-metrics": {
+            "task": "observability.scrape_metrics",
+            "schedule": float(METRICS_SCRAPE_INTERVAL_SECONDS),
+        },
+        "observability-evaluate-alerts": {
+            "task": "observability.evaluate_alerts",
+            "schedule": float(ALERT_EVALUATION_INTERVAL_SECONDS),
+        },
+        "observability-downsample": {"task": "observability.downsample_metrics", "schedule": 300.0},
+        "observability-purge-history": {"task": "observability.purge_history", "schedule": 3600.0},
+    }
+)
 
 # Docker runtime: the engine (the SDK would otherwise follow the CLI's context), the agent image.
 DOCKER_HOST = env.str("DOCKER_HOST", "unix:///var/run/docker.sock")
