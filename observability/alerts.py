@@ -78,6 +78,66 @@ def _notify(alert: Alert, change: str) -> None:
         send_alert_webhook.delay_on_commit(alert.pk, change)
 
 
+# --- the rules every fleet starts with --------------------------------------------------------
+
+DEFAULT_RULES = [
+    {
+        "name": "Agent errored",
+        "description": "The agent crashed or failed and is ERRORED.",
+        "kind": AlertRule.Kind.STATE,
+        "state": State.ERRORED,
+        "for_seconds": 0,
+        "severity": Severity.CRITICAL,
+    },
+    {
+        "name": "High error rate",
+        "description": "More than 5 % of task attempts failed, for five minutes.",
+        "kind": AlertRule.Kind.METRIC,
+        "metric": AlertRule.Metric.ERROR_RATE,
+        "operator": AlertRule.Operator.ABOVE,
+        "threshold": 5.0,
+        "for_seconds": 300,
+        "severity": Severity.WARNING,
+    },
+    {
+        "name": "Memory near limit",
+        "description": "The agent uses more than 90 % of its memory limit, for two minutes.",
+        "kind": AlertRule.Kind.METRIC,
+        "metric": AlertRule.Metric.MEMORY_PERCENT,
+        "operator": AlertRule.Operator.ABOVE,
+        "threshold": 90.0,
+        "for_seconds": 120,
+        "severity": Severity.WARNING,
+    },
+    {
+        "name": "No heartbeat",
+        "description": "A RUNNING agent has not answered /metrics for a minute.",
+        "kind": AlertRule.Kind.HEARTBEAT,
+        "for_seconds": 60,
+        "severity": Severity.CRITICAL,
+    },
+]
+
+
+def ensure_default_rules(actor: Actor) -> int:
+    """Create the default rules that do not exist yet (by name; an Admin's edits are kept);
+    answers how many were created. Audited."""
+    created = 0
+    with transaction.atomic():
+        for rule in DEFAULT_RULES:
+            _, made = AlertRule.objects.get_or_create(name=rule["name"], defaults=rule)
+            if made:
+                created += 1
+                record_audit(actor, "alert_rule.create", target=rule["name"], default=True)
+    return created
+
+
+def seed_step(actor: Actor, out) -> None:
+    """``manage.py setup`` step: make sure the default alert rules exist."""
+    if created := ensure_default_rules(actor):
+        out.write(f"Created {created} default alert rule(s).")
+
+
 # --- evaluation -------------------------------------------------------------------------------
 
 
