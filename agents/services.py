@@ -953,7 +953,7 @@ def update_agent_settings(agent: Agent, changed: list[str], actor: Actor) -> Age
             actor, "agent.edit", target=agent.slug,
             changes={name: _jsonable(getattr(agent, name, None)) for name in changed},
         )  # fmt: skip
-        events.emit("registry", agent, changed=changed)
+        events.emit("registry", agent, changed=changed, actor=actor.label)
     return agent
 
 
@@ -1052,7 +1052,7 @@ def rollback_config(agent: Agent, actor: Actor) -> Agent:
         record_audit(
             actor, "agent.config.rollback", target=agent.slug, config=agent.config, replaced=bad
         )
-        events.emit("registry", agent, changed=["config"])
+        events.emit("registry", agent, changed=["config"], actor=actor.label)
     return agent
 
 
@@ -1085,5 +1085,5 @@ def set_memory_limit(agent: Agent, memory_mb: int, actor: Actor) -> Agent:
         before, agent.memory_mb = agent.memory_mb, memory_mb
         agent.save(update_fields=["memory_mb", "updated_at"])
         record_audit(actor, "agent.memory", target=agent.slug, memory_mb=memory_mb, was=before)
-        events.emit("registry", agent, changed=["memory_mb"])
+        events.emit("registry", agent, changed=["memory_mb"], actor=actor.label)
     return agent

@@ -87,8 +87,7 @@ def _describe(event: agent_events.AgentEvent):
         changed = event.data.get("changed") or []
         data["changed"] = changed
         summary = f"{name}: {', '.join(changed) or 'registry'} changed"
-        kind = Event.Kind.CONFIG
-        return kind, Severity.INFO, summary, "", data
+        return Event.Kind.CONFIG, Severity.INFO, summary, event.data.get("actor", ""), data
     if event.kind == "error":
         error = AgentError.objects.filter(pk=event.data.get("error")).first()
         if error is None:
