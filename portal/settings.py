@@ -100,6 +100,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "portal.context_processors.portal",
+                "observability.context_processors.agent_context",
             ],
         },
     },
@@ -344,6 +345,10 @@ ALERT_EVALUATION_INTERVAL_SECONDS = env.int(
     "ALERT_EVALUATION_INTERVAL_SECONDS", 15, minimum=5, maximum=600
 )
 ALERT_WEBHOOK_URL = env.secret("ALERT_WEBHOOK_URL")
+if ALERT_WEBHOOK_URL and not ALERT_WEBHOOK_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(
+        "ALERT_WEBHOOK_URL must be an http:// or https:// URL (or empty for no webhook)."
+    )
 CELERY_BEAT_SCHEDULE.update(
     {
         "observability-scrape-metrics": {

@@ -109,6 +109,8 @@ def _check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     [
         ({"DEBUG": "perhaps"}, "DEBUG='perhaps' is not a boolean"),
         ({"PORT": "http"}, "PORT='http' is not a whole number"),
+        ({"ALERT_WEBHOOK_URL": "hooks.example.com"}, "ALERT_WEBHOOK_URL must be an http"),
+        ({"METRICS_SCRAPE_INTERVAL_SECONDS": "1"}, "METRICS_SCRAPE_INTERVAL_SECONDS"),
         ({"DEFAULT_ROLE": "Owner"}, "DEFAULT_ROLE='Owner' is not one of: Admin, Operator, Viewer"),
         ({"GOOGLE_OAUTH2_KEY": "id"}, "GOOGLE_OAUTH2_KEY is set but GOOGLE_OAUTH2_SECRET is not"),
         (
