@@ -158,6 +158,9 @@ def evaluate(now: datetime | None = None) -> dict[str, int]:
         fired, resolved = evaluate_rule(rule, now)
         counts["fired"] += fired
         counts["resolved"] += resolved
+    # A rule an Admin disabled watches nothing any more: its open alerts close.
+    for alert in Alert.objects.filter(rule__enabled=False, status__in=Alert.OPEN):
+        counts["resolved"] += _clear(alert, now, "The rule was disabled.")
     return counts
 
 
@@ -226,7 +229,7 @@ def _hold(
     return 1
 
 
-def _clear(alert: Alert, now: datetime) -> int:
+def _clear(alert: Alert, now: datetime, why: str = "The condition cleared.") -> int:
     with transaction.atomic():
         alert = Alert.objects.select_for_update().get(pk=alert.pk)
         if alert.cleared_at is not None:
@@ -237,10 +240,10 @@ def _clear(alert: Alert, now: datetime) -> int:
             return 0
         alert.status = Alert.Status.RESOLVED
         alert.resolved_at = now
-        alert.resolution = "The condition cleared."
+        alert.resolution = why
         alert.save(update_fields=["cleared_at", "status", "resolved_at", "resolution"])
         event_log.record(
-            Event.Kind.ALERT, f"Alert resolved (condition cleared): {alert.summary}",
+            Event.Kind.ALERT, f"Alert resolved ({why.rstrip('.').lower()}): {alert.summary}",
             agent=alert.agent, actor="system:alerts", alert=alert.pk,
         )  # fmt: skip
         _notify(alert, "resolved")
@@ -381,12 +384,12 @@ def resolve(alert: Alert, actor: Actor, note: str = "") -> Alert:
 
 def silence(alert: Alert, actor: Actor, duration: timedelta) -> Alert:
     """No notifications about this alert until ``duration`` has passed; it stays visible."""
-    if duration <= timedelta(0) or duration > SILENCE_MAX:
-        raise AlertActionError(
-            "Silence an alert for between one minute and 7 days.", "invalid_duration"
-        )
 
     def change(alert: Alert, now: datetime) -> list[str]:
+        if duration < timedelta(minutes=1) or duration > SILENCE_MAX:
+            raise AlertActionError(
+                "Silence an alert for between one minute and 7 days.", "invalid_duration"
+            )
         alert.silenced_until, alert.silenced_by = now + duration, actor.label
         return ["silenced_until", "silenced_by"]
 

@@ -15,6 +15,7 @@ from agents.models import Agent, AgentError, Operation
 from observability.models import Event, Severity
 
 PAGE_SIZE = 50
+MAX_LIMIT = 500
 
 _ERROR_STATES = {"ERRORED"}
 
@@ -148,6 +149,8 @@ def search(
     limit: int = PAGE_SIZE,
 ) -> EventPage:
     """Events newest first, filtered; pages by id (``before``)."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise EventQueryError(f"limit={limit} is out of range: ask for 1 to {MAX_LIMIT} events.")
     query = filtered(agent=agent, kind=kind, severity=severity, since=since, until=until, text=text)
     if before is not None:
         query = query.filter(id__lt=before)

@@ -395,32 +395,64 @@ def _bucketed(
 
 
 def uptime(agent: Agent | None, window: timedelta, now: datetime | None = None) -> float | None:
-    """Percent of the samples in the last ``window`` in which the agent (or, for the fleet, the
-    average agent) was up; None when there are no samples (never meant to run)."""
-    now = now or timezone.now()
-    start = now - window
-    query = MetricSample.objects.filter(step=_source_step(start), ts__gte=start, ts__lt=now)
+    """Percent of the last ``window`` in which the agent (or, for the fleet, the average agent)
+    was up, among the times it was meant to run; None when there are no samples."""
+    shares = _up_shares(window, now, agent_id=agent.pk if agent else None)
+    if not shares:
+        return None
     if agent is not None:
-        query = query.filter(agent=agent)
-    from django.db.models import Avg
-
-    share = query.aggregate(share=Avg("up"))["share"]
-    return None if share is None else 100.0 * share
+        return shares.get(agent.pk)
+    return sum(shares.values()) / len(shares)
 
 
 def uptimes(window: timedelta, now: datetime | None = None) -> dict[int, float]:
     """Every agent's uptime percentage over ``window``, by agent id (agents without samples are
     left out)."""
-    from django.db.models import Avg
+    return _up_shares(window, now)
 
+
+def _up_shares(
+    window: timedelta, now: datetime | None, agent_id: int | None = None
+) -> dict[int, float]:
+    """Uptime per agent from the 5-minute averages where raw samples are no longer kept (or
+    not yet rolled up) and from raw samples after the last average, each weighted by the time
+    it stands for."""
     now = now or timezone.now()
     start = now - window
-    rows = (
-        MetricSample.objects.filter(step=_source_step(start), ts__gte=start, ts__lt=now)
-        .values("agent_id")
-        .annotate(share=Avg("up"))
-    )
-    return {row["agent_id"]: 100.0 * row["share"] for row in rows}
+    raw_kept_since = now - timedelta(hours=settings.METRICS_RAW_RETENTION_HOURS)
+    # Averages cover whole buckets up to the newest one written; raw samples carry on from there.
+    rolled_until = start
+    if start < raw_kept_since:
+        newest = (
+            MetricSample.objects.filter(step=MetricSample.ROLLUP, ts__gte=start)
+            .order_by("-ts")
+            .values_list("ts", flat=True)
+            .first()
+        )
+        if newest is not None:
+            rolled_until = newest + timedelta(seconds=MetricSample.ROLLUP)
+    sql = """
+        SELECT agent_id, sum(up * weight) / sum(weight) FROM (
+            SELECT agent_id, up, %(rollup)s AS weight FROM observability_metricsample
+            WHERE step = %(rollup)s AND ts >= %(start)s AND ts < %(rolled_until)s
+            UNION ALL
+            SELECT agent_id, up, %(interval)s AS weight FROM observability_metricsample
+            WHERE step = 0 AND ts >= %(rolled_until)s AND ts < %(now)s
+        ) samples
+        WHERE %(agent)s::bigint IS NULL OR agent_id = %(agent)s::bigint
+        GROUP BY agent_id
+    """
+    params = {
+        "rollup": MetricSample.ROLLUP,
+        "interval": settings.METRICS_SCRAPE_INTERVAL_SECONDS,
+        "start": start,
+        "rolled_until": rolled_until,
+        "now": now,
+        "agent": agent_id,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {row[0]: 100.0 * row[1] for row in cursor.fetchall()}
 
 
 def sparklines(

@@ -236,3 +236,28 @@ def test_search_validates_its_filters(seeded):
         alerts.search(status="burning")
     with pytest.raises(alerts.AlertActionError, match="Unknown severity"):
         alerts.search(severity="loud")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_disabling_a_rule_closes_its_open_alerts(seeded, bring_up):
+    rule = only_rule("Agent errored")
+    errored(seeded["wow-cache"], bring_up)
+    alerts.evaluate()
+    AlertRule.objects.filter(pk=rule.pk).update(enabled=False)
+    assert alerts.evaluate() == {"fired": 0, "resolved": 1}
+    alert = Alert.objects.get()
+    assert alert.status == Alert.Status.RESOLVED and alert.resolution == "The rule was disabled."
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_silence_of_the_wrong_length_is_refused_and_audited(seeded, bring_up, operator_actor):
+    only_rule("Agent errored")
+    errored(seeded["wow-cache"], bring_up)
+    alerts.evaluate()
+    alert = Alert.objects.get()
+    with pytest.raises(alerts.AlertActionError) as refused:
+        alerts.silence(alert, operator_actor, timedelta(seconds=10))
+    assert refused.value.code == "invalid_duration"
+    assert Alert.objects.get().silenced_until is None
+    entry = AuditEntry.objects.get(action="alert.silence")
+    assert entry.outcome == AuditEntry.Outcome.REFUSED

@@ -180,3 +180,21 @@ def test_retention_keeps_recent_raw_samples_and_older_averages(seeded, settings)
     assert metrics.purge(now) == 2
     kept = set(MetricSample.objects.values_list("step", flat=True))
     assert kept == {0, 300} and MetricSample.objects.count() == 2
+
+
+def test_week_uptime_joins_the_averages_and_the_newest_raw_samples(seeded, settings):
+    settings.METRICS_RAW_RETENTION_HOURS = 1
+    cache = seeded["wow-cache"]
+    now = timezone.now()
+    week = timedelta(days=7)
+    assert metrics.uptime(cache, week, now) is None
+
+    make_samples(cache, now - timedelta(minutes=10), 40, every=15, throughput=1.0)  # all up
+    assert metrics.uptime(cache, week, now) == pytest.approx(100.0)  # nothing rolled up yet
+
+    # Two hours ago, a 5-minute average with the agent down the whole time.
+    bucket = metrics._bucket_start(now - timedelta(hours=2))
+    MetricSample.objects.create(agent=cache, ts=bucket, step=MetricSample.ROLLUP, up=0.0)
+    # 300 s down (the average) against 40 raw samples x 15 s up after it.
+    assert metrics.uptime(cache, week, now) == pytest.approx(100 * 600 / 900)
+    assert metrics.uptime(None, week, now) == pytest.approx(100 * 600 / 900)
