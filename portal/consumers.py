@@ -2,7 +2,8 @@
 
 On connect the socket joins the fleet group for the user's access level and the user's own
 group (toasts for actions they took). The page then sends ``{"subscribe": ["agent:wow-cache",
-"operation:<id>", "bulk:<id>", "bulk-list"]}`` for what else it shows; each topic is checked before it is joined.
+"operation:<id>", "bulk:<id>", "bulk-list", "logs:wow-cache", "logs:*"]}`` for what else it shows;
+each topic is checked before it is joined (``logs:`` is a live log tail, see observability.live).
 Server → browser messages are HTML fragments for the htmx ws extension. A heartbeat every
 ``LIVE_HEARTBEAT_SECONDS`` (one per web process) goes through the channel layer itself, so a dead
 Redis closes the sockets (code 1011) and the pages switch to polling until they can reconnect.
@@ -30,7 +31,9 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 MAX_SUBSCRIPTIONS = 50
-_TOPIC = re.compile(r"^(agent|operation|bulk):([A-Za-z0-9_-]{1,64})$")
+_TOPIC = re.compile(r"^(agent|operation|bulk|logs):([A-Za-z0-9_-]{1,64})$")
+# Every agent's log tail; every signed-in role may read logs.
+_ALL_LOGS = "logs:*"
 _FLEET_TABLE = "fleet-table"
 _BULK_LIST = "bulk-list"
 _PUSH_TYPES = frozenset({"live.fragments", "live.heartbeat"})
@@ -99,6 +102,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return realtime.fleet_table_group(self.access)
         if topic == _BULK_LIST:
             return realtime.bulk_list_group()
+        if topic == _ALL_LOGS:
+            from observability import live
+
+            return live.all_logs_group()
         match = _TOPIC.match(topic)
         if match is None:
             return None
@@ -110,6 +117,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return realtime.agent_group(key, self.access)
         if kind == "bulk":
             return realtime.bulk_group(key, self.access)
+        if kind == "logs":
+            from observability import live
+
+            return live.log_group(key)
         return realtime.operation_group(key)
 
     async def _join(self, group: str) -> None:
@@ -180,7 +191,7 @@ _heartbeat = _ProcessHeartbeat()
 
 
 def _topic_exists(kind: str, key: str) -> bool:
-    if kind == "agent":
+    if kind in ("agent", "logs"):
         from agents.models import Agent
 
         return Agent.objects.filter(slug=key).exists()

@@ -364,6 +364,13 @@ CELERY_BEAT_SCHEDULE.update(
     }
 )
 
+# Logs (observability): lines older than this many days are deleted every hour.
+LOG_RETENTION_DAYS = env.int("LOG_RETENTION_DAYS", 7, minimum=1, maximum=3650)
+CELERY_BEAT_SCHEDULE["observability-purge-logs"] = {
+    "task": "observability.purge_logs",
+    "schedule": 3600.0,
+}
+
 # Docker runtime: the engine (the SDK would otherwise follow the CLI's context), the agent image.
 DOCKER_HOST = env.str("DOCKER_HOST", "unix:///var/run/docker.sock")
 AGENT_IMAGE = env.str("AGENT_IMAGE", "waooaw/agentd")

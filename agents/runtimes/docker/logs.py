@@ -60,7 +60,9 @@ def read_lines(
     ``tail`` of them), oldest first."""
     options: dict[str, Any] = {"stdout": True, "stderr": True, "timestamps": True}
     if since is not None:
-        options["since"] = max(since - 0.000001, 0.000001)
+        # At least 1 s after the epoch: the SDK sends a float with str(), and the engine cannot
+        # parse a tiny one ("1e-06").
+        options["since"] = max(since - 0.000001, 1.0)
     elif tail is not None:
         options["tail"] = tail
     try:
@@ -112,7 +114,7 @@ class Follower:
     def _run(self) -> None:
         while not self.stopping.is_set():
             try:
-                since = max((self.last // 1000) / 1_000_000 - 0.000001, 0.000001)
+                since = max((self.last // 1000) / 1_000_000 - 0.000001, 1.0)
                 stream = self.connect().api.logs(
                     self.container,
                     stdout=True,

@@ -33,6 +33,7 @@ class LogFollower:
             return lines
         if self._handle is None or os.fstat(self._handle.fileno()).st_ino != current_inode:
             if self._handle is not None:
+                lines += self._drain()  # what was written between the drain and the rename
                 self._handle.close()
             self._partial = b""
             self._handle = open(self.path, "rb")  # noqa: SIM115

@@ -18,7 +18,8 @@ from portal.supervisor import ChildSpec, Supervisor
 class Command(BaseCommand):
     help = (
         "Start the portal: migrate, create the roles and the first Admin, then serve the web "
-        "app (Daphne) with a Celery worker and Celery beat, supervised until Ctrl-C or SIGTERM."
+        "app (Daphne) with a Celery worker, Celery beat, the monitor and the log collector, "
+        "supervised until Ctrl-C or SIGTERM."
     )
 
     def add_arguments(self, parser) -> None:
@@ -124,8 +125,14 @@ def monitor_child(python: str) -> ChildSpec:
     return ChildSpec("monitor", [python, "manage.py", "monitor"], env={"LOG_STREAM": "stdout"})
 
 
-# Apps add their long-running processes here (agents adds the monitor).
-EXTRA_CHILDREN: list = []
+def collector_child(python: str) -> ChildSpec:
+    """The log collector: every agent's log lines into the database and the live tail."""
+    return ChildSpec("collect", [python, "manage.py", "collect"], env={"LOG_STREAM": "stdout"})
+
+
+# Apps add their long-running processes here (agents adds the monitor); the log collector is
+# always part of the portal.
+EXTRA_CHILDREN: list = [collector_child]
 
 
 def _port_free(bind: str, port: int) -> bool:
