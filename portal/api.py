@@ -60,8 +60,10 @@ def me(request: HttpRequest) -> dict:
 
 def _add_app_routers() -> None:
     from agents.api import router as agents_router
+    from observability.api import router as observability_router
 
     api.add_router("", agents_router)
+    api.add_router("", observability_router)
 
 
 _add_app_routers()

@@ -1,0 +1,511 @@
+"""JSON API for observability under /api/platform/: logs, events, alerts (and acting on them),
+metric series and uptime.
+
+Same service functions, filters and messages as the pages and the ``alerts``/``events``
+commands. Times are ISO 8601 (``2026-11-21T14:00:00Z``; a naive time is the portal's time
+zone) or an age ago (``15m``, ``2h``, ``7d``), as on the Logs page. A filter the services cannot answer is a 400 whose ``detail`` says what to change;
+acting on an alert answers 403 (role), 404 (no such alert), 409 (already acknowledged or
+resolved) or 400 (bad input) with ``detail`` and ``code``.
+
+``GET /metrics`` (the fleet's counts by state) belongs to the agents API, which may not depend
+on observability; the series and uptime live beside it, at ``/metrics/series`` and
+``/metrics/uptime``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest
+from django.utils import timezone
+from ninja import Query, Router, Schema
+from ninja.errors import HttpError
+from ninja.responses import Status
+
+from agents.api import Problem
+from agents.models import Agent
+from observability import alerts, events, logs, metrics
+from observability.models import Alert, Event, Level, LogEntry
+from portal.actors import Actor
+
+router = Router(tags=["observability"])
+
+PAGE_MAX = 500
+LOG_PAGE_DEFAULT = 100
+ALERT_PAGE_DEFAULT = 50
+EVENT_PAGE_DEFAULT = 50
+SERIES_POINTS_DEFAULT = 120
+SERIES_POINTS_MAX = 1000
+# The Metrics page's ranges, with as many buckets by default (about two scrapes a bucket at 1 h).
+RANGES = {
+    "1h": (timedelta(hours=1), 120),
+    "6h": (timedelta(hours=6), 120),
+    "24h": (timedelta(hours=24), 144),
+    "7d": (timedelta(days=7), 168),
+}
+
+
+# --- reading query parameters -----------------------------------------------------------------
+# Query parameters arrive as text and are checked here, so a bad value is answered with a
+# sentence (400) rather than a validation dump.
+
+
+def parse_time(name: str, text: str | None) -> datetime | None:
+    """A time from a query parameter: ISO 8601 (naive: the portal's time zone) or an age ago
+    such as 15m, 2h or 7d, read as the Logs page reads it; None when empty."""
+    if text is None or not text.strip():
+        return None
+    # An unencoded "+01:00" offset arrives as " 01:00": take it back.
+    value = re.sub(r" (\d\d:?\d\d)$", r"+\1", text.strip())
+    try:
+        return logs.parse_time(value, name)
+    except logs.LogQueryError as problem:
+        raise HttpError(400, str(problem)) from None
+
+
+def parse_whole(name: str, text: str | None, default: int, low: int, high: int) -> int:
+    """A whole number from ``low`` to ``high`` from a query parameter, or ``default``."""
+    if text is None or not str(text).strip():
+        return default
+    try:
+        number = int(str(text).strip())
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise HttpError(
+            400, f"{name}={text!r} is out of range; give a whole number from {low} to {high}."
+        )
+    return number
+
+
+def parse_cursor(text: str | None) -> int | None:
+    """The ``before`` cursor: the ``older`` value of the previous page."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise HttpError(
+            400,
+            f"before={text!r} is not a cursor; pass the 'older' value of the previous page.",
+        ) from None
+
+
+def agent_filter(slug: str | None) -> Agent | None:
+    if not slug:
+        return None
+    agent = Agent.objects.filter(slug=slug).first()
+    if agent is None:
+        raise HttpError(400, f"No agent called {slug!r}: use a slug such as wow-cache.")
+    return agent
+
+
+# --- logs -------------------------------------------------------------------------------------
+
+
+class LogEntryOut(Schema):
+    id: int
+    ts: datetime
+    agent: str
+    replica: int
+    level: str
+    event: str
+    message: str
+    fields: dict[str, Any]
+
+
+class LogPageOut(Schema):
+    entries: list[LogEntryOut]
+    older: str | None  # pass as ``before`` for the next, older page; null on the last page
+
+
+def log_entry_out(entry: LogEntry) -> dict:
+    return {
+        "id": entry.pk,
+        "ts": entry.ts,
+        "agent": entry.agent.slug,
+        "replica": entry.replica,
+        "level": Level(entry.level).label if entry.level in Level.values else str(entry.level),
+        "event": entry.event,
+        "message": entry.message,
+        "fields": entry.fields or {},
+    }
+
+
+@router.get(
+    "/logs",
+    response=LogPageOut,
+    summary="Agents' log lines, newest first, at or above a level, containing some text",
+)
+def list_logs(
+    request: HttpRequest,
+    agent: str | None = None,
+    level: str | None = Query(None, description=f"The minimum level: {logs.LEVEL_NAMES}"),
+    text: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    before: str | None = None,
+    limit: str | None = None,
+):
+    try:
+        page = logs.search(
+            agent=agent or None,
+            level=level or None,
+            text=text,
+            since=parse_time("since", since),
+            until=parse_time("until", until),
+            before=before.strip() if before and before.strip() else None,
+            limit=parse_whole("limit", limit, LOG_PAGE_DEFAULT, 1, PAGE_MAX),
+        )
+    except logs.LogQueryError as problem:
+        raise HttpError(400, str(problem)) from None
+    return {"entries": [log_entry_out(entry) for entry in page.entries], "older": page.next_cursor}
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+class EventOut(Schema):
+    id: int
+    ts: datetime
+    agent: str | None
+    agent_name: str | None
+    kind: str
+    severity: str
+    summary: str
+    actor: str
+    data: dict[str, Any]
+
+
+class EventPageOut(Schema):
+    events: list[EventOut]
+    older: int | None  # pass as ``before`` for the next, older page; null on the last page
+
+
+def event_out(event: Event) -> dict:
+    return {
+        "id": event.pk,
+        "ts": event.ts,
+        "agent": event.agent.slug if event.agent_id else None,
+        "agent_name": event.agent.name if event.agent_id else None,
+        "kind": event.kind,
+        "severity": event.severity,
+        "summary": event.summary,
+        "actor": event.actor,
+        "data": event.data,
+    }
+
+
+@router.get(
+    "/events",
+    response=EventPageOut,
+    summary="The event log, newest first: transitions, health, drift, config, errors, alerts",
+)
+def list_events(
+    request: HttpRequest,
+    agent: str | None = None,
+    kind: str | None = None,
+    severity: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    text: str | None = None,
+    before: str | None = None,
+    limit: str | None = None,
+):
+    try:
+        page = events.search(
+            agent=agent or None,
+            kind=kind,
+            severity=severity,
+            since=parse_time("since", since),
+            until=parse_time("until", until),
+            text=text,
+            before=parse_cursor(before),
+            limit=parse_whole("limit", limit, EVENT_PAGE_DEFAULT, 1, PAGE_MAX),
+        )
+    except events.EventQueryError as problem:
+        raise HttpError(400, str(problem)) from None
+    return {"events": [event_out(event) for event in page.events], "older": page.older}
+
+
+# --- alerts -----------------------------------------------------------------------------------
+
+
+class AlertOut(Schema):
+    id: int
+    rule: str
+    condition: str
+    agent: str
+    agent_name: str
+    severity: str
+    status: str
+    summary: str
+    value: float | None
+    fired_at: datetime
+    last_seen_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str
+    silenced: bool
+    silenced_until: datetime | None
+    silenced_by: str
+    resolved_at: datetime | None
+    resolved_by: str
+    resolution: str
+    url: str
+
+
+class AlertPageOut(Schema):
+    count: int
+    limit: int
+    offset: int
+    alerts: list[AlertOut]
+
+
+class NoteIn(Schema):
+    note: str = ""
+
+
+class SilenceIn(Schema):
+    # Checked here and by the service, so a bad value gets a sentence rather than a schema error.
+    minutes: Any = None
+
+
+def alert_url(alert_id: int) -> str:
+    return f"/api/platform/alerts/{alert_id}"
+
+
+def alert_out(alert: Alert) -> dict:
+    """An alert as ``AlertOut`` (also ``manage.py alerts list --json``); load it with its agent
+    and rule (``alerts.search`` does)."""
+    return {
+        "id": alert.pk,
+        "rule": alert.rule.name,
+        "condition": alert.rule.condition,
+        "agent": alert.agent.slug,
+        "agent_name": alert.agent.name,
+        "silenced": alert.is_silenced(),
+        "url": alert_url(alert.pk),
+        **{
+            field: getattr(alert, field)
+            for field in (
+                "severity", "status", "summary", "value", "fired_at", "last_seen_at",
+                "acknowledged_at", "acknowledged_by", "silenced_until", "silenced_by",
+                "resolved_at", "resolved_by", "resolution",
+            )
+        },
+    }  # fmt: skip
+
+
+def _alert_or_404(alert_id: int) -> Alert:
+    try:
+        return Alert.objects.select_related("agent", "rule").get(pk=alert_id)
+    except Alert.DoesNotExist:
+        raise HttpError(
+            404, f"There is no alert #{alert_id}; GET /api/platform/alerts lists them."
+        ) from None
+
+
+# A refusal that means the request itself is wrong; the others are about the alert (409).
+ALERT_BAD_INPUT = {"invalid", "invalid_duration"}
+
+
+def _refused(refused: alerts.AlertActionError) -> Status:
+    status = 400 if refused.code in ALERT_BAD_INPUT else 409
+    return Status(status, {"detail": refused.message, "code": refused.code})
+
+
+def _forbidden(denied: PermissionDenied) -> Status:
+    return Status(403, {"detail": str(denied), "code": "forbidden"})
+
+
+ACTION_ANSWERS = {200: AlertOut, 400: Problem, 403: Problem, 404: Problem, 409: Problem}
+
+
+@router.get("/alerts", response=AlertPageOut, summary="Alerts, newest first, with filters")
+def list_alerts(
+    request: HttpRequest,
+    agent: str | None = None,
+    status: str | None = Query(None, description="open, firing, acknowledged, resolved or all"),
+    severity: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    limit: str | None = None,
+    offset: str | None = None,
+):
+    size = parse_whole("limit", limit, ALERT_PAGE_DEFAULT, 1, PAGE_MAX)
+    start = parse_whole("offset", offset, 0, 0, 10**9)
+    try:
+        found = alerts.search(
+            agent=agent_filter(agent),
+            status=None if status == "all" else status,
+            severity=severity,
+            since=parse_time("since", since),
+            until=parse_time("until", until),
+        )
+    except alerts.AlertActionError as problem:
+        raise HttpError(400, problem.message) from None
+    return {
+        "count": found.count(),
+        "limit": size,
+        "offset": start,
+        "alerts": [alert_out(alert) for alert in found[start : start + size]],
+    }
+
+
+@router.get("/alerts/{alert_id}", response={200: AlertOut, 404: Problem}, summary="One alert")
+def get_alert(request: HttpRequest, alert_id: int):
+    return alert_out(_alert_or_404(alert_id))
+
+
+@router.post(
+    "/alerts/{alert_id}/acknowledge",
+    response=ACTION_ANSWERS,
+    summary="Say someone is on it: the alert stays open and stops firing (Operator)",
+)
+def acknowledge_alert(request: HttpRequest, alert_id: int, payload: NoteIn | None = None):
+    alert = _alert_or_404(alert_id)
+    try:
+        alert = alerts.acknowledge(
+            alert, Actor.from_request(request), (payload or NoteIn()).note.strip()
+        )
+    except PermissionDenied as denied:
+        return _forbidden(denied)
+    except alerts.AlertActionError as refused:
+        return _refused(refused)
+    return alert_out(alert)
+
+
+@router.post(
+    "/alerts/{alert_id}/resolve",
+    response=ACTION_ANSWERS,
+    summary="Close an alert by hand, with a note (Operator)",
+)
+def resolve_alert(request: HttpRequest, alert_id: int, payload: NoteIn | None = None):
+    alert = _alert_or_404(alert_id)
+    try:
+        alert = alerts.resolve(
+            alert, Actor.from_request(request), (payload or NoteIn()).note.strip()
+        )
+    except PermissionDenied as denied:
+        return _forbidden(denied)
+    except alerts.AlertActionError as refused:
+        return _refused(refused)
+    return alert_out(alert)
+
+
+@router.post(
+    "/alerts/{alert_id}/silence",
+    response=ACTION_ANSWERS,
+    summary='No notifications about an alert for {"minutes": N} (1 to 10080); it stays open',
+)
+def silence_alert(request: HttpRequest, alert_id: int, payload: SilenceIn | None = None):
+    minutes = (payload or SilenceIn()).minutes
+    if isinstance(minutes, str) and minutes.strip().isdigit():
+        minutes = int(minutes.strip())
+    if isinstance(minutes, bool) or not isinstance(minutes, int):
+        return Status(
+            400,
+            {
+                "detail": 'Send {"minutes": N}: a whole number of minutes from 1 to 10080 (7 days).',
+                "code": "invalid_duration",
+            },
+        )
+    alert = _alert_or_404(alert_id)
+    try:
+        alert = alerts.silence(alert, Actor.from_request(request), timedelta(minutes=minutes))
+    except PermissionDenied as denied:
+        return _forbidden(denied)
+    except alerts.AlertActionError as refused:
+        return _refused(refused)
+    return alert_out(alert)
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+class PointOut(Schema):
+    at: datetime
+    value: float | None
+
+
+class SeriesOut(Schema):
+    metric: str
+    agent: str | None  # null: the whole fleet
+    start: datetime
+    end: datetime
+    bucket_seconds: int
+    last: float | None
+    points: list[PointOut]
+
+
+class UptimeOut(Schema):
+    agent: str | None  # null: the whole fleet (the average agent)
+    uptime_24h: float | None  # percent; null when there are no samples (never meant to run)
+    uptime_7d: float | None
+
+
+def _time_range(window: str | None, since: str | None, until: str | None):
+    """Start, end and the default number of buckets, from ``range`` or ``since``/``until``."""
+    start, end = parse_time("since", since), parse_time("until", until)
+    if window and (start or end):
+        raise HttpError(400, "Give either range or since/until, not both.")
+    if start is None and end is not None:
+        raise HttpError(400, "until needs a since: give both, or a range such as 6h.")
+    if start is not None:
+        return start, end or timezone.now(), SERIES_POINTS_DEFAULT
+    window = window or "1h"
+    if window not in RANGES:
+        raise HttpError(400, f"range={window!r} is not a range; use one of {', '.join(RANGES)}.")
+    span, points = RANGES[window]
+    end = timezone.now()
+    return end - span, end, points
+
+
+@router.get(
+    "/metrics/series",
+    response=SeriesOut,
+    summary="One metric over time, for one agent or the fleet, in equal buckets",
+)
+def metric_series(
+    request: HttpRequest,
+    metric: str = Query("", description=", ".join(metrics.METRICS)),
+    agent: str | None = None,
+    window: str | None = Query(None, alias="range", description=", ".join(RANGES)),
+    since: str | None = None,
+    until: str | None = None,
+    points: str | None = None,
+):
+    chosen = agent_filter(agent)
+    start, end, default_points = _time_range(window, since, until)
+    count = parse_whole("points", points, default_points, 1, SERIES_POINTS_MAX)
+    try:
+        found = metrics.series(metric, agent=chosen, start=start, end=end, points=count)
+    except metrics.MetricQueryError as problem:
+        raise HttpError(400, str(problem)) from None
+    return {
+        "metric": found.metric,
+        "agent": chosen.slug if chosen else None,
+        "start": found.start,
+        "end": found.end,
+        "bucket_seconds": found.bucket_seconds,
+        "last": found.last,
+        "points": [{"at": moment, "value": value} for moment, value in found.points],
+    }
+
+
+@router.get(
+    "/metrics/uptime",
+    response=UptimeOut,
+    summary="Share of the last 24 h and 7 days an agent (or the fleet) was up, in percent",
+)
+def metric_uptime(request: HttpRequest, agent: str | None = None):
+    chosen = agent_filter(agent)
+    now = timezone.now()
+    return {
+        "agent": chosen.slug if chosen else None,
+        "uptime_24h": metrics.uptime(chosen, timedelta(hours=24), now=now),
+        "uptime_7d": metrics.uptime(chosen, timedelta(days=7), now=now),
+    }
