@@ -80,6 +80,18 @@ def resolve(request, actor: Actor) -> Resolved:
     return Resolved(agent)
 
 
+def peek(request) -> Agent | None:
+    """The agent ``?agent=`` names (else the remembered one) without remembering anything: for
+    polls and live refreshes, so a tab left open cannot undo a choice made in another tab."""
+    asked = request.GET.get(PARAM)
+    if asked is None:
+        return stored(request.user)
+    asked = asked.strip()
+    if asked in ("", ALL):
+        return None
+    return Agent.objects.filter(slug=asked).exclude(state="REVOKED").first()
+
+
 def with_agent(request, slug: str | None) -> str:
     """The request's URL with ``?agent=`` set to ``slug`` (None: all agents), other query
     parameters kept; a page cursor is dropped because it belongs to the old filter."""

@@ -602,8 +602,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
     match = _CURSOR.match(cursor.strip()) if isinstance(cursor, str) else None
     if match is None:
         raise LogQueryError(
-            f"before={cursor!r} is not a page cursor; pass the next_cursor of the page before "
-            "it, or leave it out for the newest lines."
+            f"before={cursor!r} is not a page cursor; pass the cursor the previous page gave "
+            "(`older` in the API), or leave it out for the newest lines."
         )
     try:
         moment = _EPOCH + int(match[1]) * _MICROSECOND
