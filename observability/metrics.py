@@ -246,14 +246,14 @@ def _redis() -> redis.Redis:
 ROLLUP_SQL = """
 INSERT INTO observability_metricsample (
     agent_id, ts, step, up, cpu_percent, memory_bytes, memory_limit_bytes, throughput, failures,
-    error_rate, latency_p50_ms, latency_p95_ms, latency_p99_ms, queue_depth, dead_letters
+    error_rate, latency_p50_ms, latency_p95_ms, latency_p99_ms, queue_depth, dead_letters, samples
 )
 SELECT agent_id, date_bin('300 seconds', ts, TIMESTAMPTZ '1970-01-01 00:00:00+00'), %(step)s, avg(up),
     avg(cpu_percent), avg(memory_bytes), max(memory_limit_bytes), avg(throughput), avg(failures),
     CASE WHEN sum(throughput) + sum(failures) > 0
          THEN 100.0 * sum(failures) / (sum(throughput) + sum(failures)) END,
     avg(latency_p50_ms), avg(latency_p95_ms), avg(latency_p99_ms), avg(queue_depth),
-    avg(dead_letters)
+    avg(dead_letters), count(*)
 FROM observability_metricsample
 WHERE step = 0 AND ts >= %(start)s AND ts < %(end)s
 GROUP BY 1, 2
@@ -263,7 +263,8 @@ ON CONFLICT (agent_id, step, ts) DO UPDATE SET
     throughput = EXCLUDED.throughput, failures = EXCLUDED.failures,
     error_rate = EXCLUDED.error_rate, latency_p50_ms = EXCLUDED.latency_p50_ms,
     latency_p95_ms = EXCLUDED.latency_p95_ms, latency_p99_ms = EXCLUDED.latency_p99_ms,
-    queue_depth = EXCLUDED.queue_depth, dead_letters = EXCLUDED.dead_letters
+    queue_depth = EXCLUDED.queue_depth, dead_letters = EXCLUDED.dead_letters,
+    samples = EXCLUDED.samples
 """
 
 
@@ -414,9 +415,8 @@ def uptimes(window: timedelta, now: datetime | None = None) -> dict[int, float]:
 def _up_shares(
     window: timedelta, now: datetime | None, agent_id: int | None = None
 ) -> dict[int, float]:
-    """Uptime per agent from the 5-minute averages where raw samples are no longer kept (or
-    not yet rolled up) and from raw samples after the last average, each weighted by the time
-    it stands for."""
+    """Uptime per agent from the 5-minute averages where raw samples are no longer kept and
+    from the raw samples after the last average, each weighted by the scrapes it stands for."""
     now = now or timezone.now()
     start = now - window
     raw_kept_since = now - timedelta(hours=settings.METRICS_RAW_RETENTION_HOURS)
@@ -433,7 +433,7 @@ def _up_shares(
             rolled_until = newest + timedelta(seconds=MetricSample.ROLLUP)
     sql = """
         SELECT agent_id, sum(up * weight) / sum(weight) FROM (
-            SELECT agent_id, up, %(rollup)s AS weight FROM observability_metricsample
+            SELECT agent_id, up, samples * %(interval)s AS weight FROM observability_metricsample
             WHERE step = %(rollup)s AND ts >= %(start)s AND ts < %(rolled_until)s
             UNION ALL
             SELECT agent_id, up, %(interval)s AS weight FROM observability_metricsample
@@ -480,3 +480,19 @@ def sparklines(
 def latest(agent: Agent) -> MetricSample | None:
     """The agent's newest raw sample."""
     return MetricSample.objects.filter(agent=agent, step=MetricSample.RAW).order_by("-ts").first()
+
+
+def latest_many(
+    agent_ids: Iterable[int] | None = None,
+    *,
+    within: timedelta = timedelta(minutes=2),
+    now: datetime | None = None,
+) -> dict[int, MetricSample]:
+    """Each agent's newest raw sample of the last ``within`` (of ``agent_ids``, or of every
+    agent), in one query."""
+    now = now or timezone.now()
+    rows = MetricSample.objects.filter(step=MetricSample.RAW, ts__gte=now - within)
+    if agent_ids is not None:
+        rows = rows.filter(agent_id__in=list(agent_ids))
+    rows = rows.order_by("agent_id", "-ts").distinct("agent_id")
+    return {sample.agent_id: sample for sample in rows}

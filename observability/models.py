@@ -154,6 +154,9 @@ class MetricSample(models.Model):
     latency_p99_ms = models.FloatField(null=True, blank=True)
     queue_depth = models.FloatField(null=True, blank=True)
     dead_letters = models.FloatField(null=True, blank=True)
+    samples = models.PositiveIntegerField(
+        default=1, help_text="How many scrapes a downsampled bucket averages (1 for a raw one)."
+    )
 
     class Meta:
         constraints = [

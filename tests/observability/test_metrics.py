@@ -139,6 +139,7 @@ def test_downsampling_averages_each_five_minutes_once(seeded):
     first = rollups[0]
     assert first.ts == start
     assert first.cpu_percent == pytest.approx(20.0)
+    assert first.samples == 40 and rollups[1].samples == 8
     assert first.error_rate == pytest.approx(100 * 1 / 5)
 
 
@@ -194,7 +195,9 @@ def test_week_uptime_joins_the_averages_and_the_newest_raw_samples(seeded, setti
 
     # Two hours ago, a 5-minute average with the agent down the whole time.
     bucket = metrics._bucket_start(now - timedelta(hours=2))
-    MetricSample.objects.create(agent=cache, ts=bucket, step=MetricSample.ROLLUP, up=0.0)
+    MetricSample.objects.create(
+        agent=cache, ts=bucket, step=MetricSample.ROLLUP, up=0.0, samples=20
+    )
     # 300 s down (the average) against 40 raw samples x 15 s up after it.
     assert metrics.uptime(cache, week, now) == pytest.approx(100 * 600 / 900)
     assert metrics.uptime(None, week, now) == pytest.approx(100 * 600 / 900)
