@@ -49,7 +49,13 @@ def on_agent_event(event: AgentEvent) -> None:
 
 def publish_agent(event: AgentEvent) -> None:
     from agents.error_views import error_panel
-    from agents.views import _agents_with_relations, _card_context, _detail_extras, fleet_counts
+    from agents.views import (
+        _agents_with_relations,
+        _card_context,
+        _detail_extras,
+        collect_card_extras,
+        fleet_counts,
+    )
 
     groups = {
         access: {
@@ -96,11 +102,14 @@ def publish_agent(event: AgentEvent) -> None:
     if event.kind == "error":
         _publish_error_overview(watched, [groups[access]["fleet"] for access in _ACCESS_ACTORS])
     counts = None
+    # The card's extras (its sparkline) are the same for every access level: collected once.
+    fleet_watched = any(groups[access]["fleet"] in watched for access in _ACCESS_ACTORS)
+    extras = collect_card_extras([agent])[0] if fleet_watched else {}
     for access, actor in _ACCESS_ACTORS.items():
         names = groups[access]
         if not watched.intersection(names.values()):
             continue
-        context = _card_context(agent, actor)
+        context = _card_context(agent, actor, extras=extras)
         if names["fleet"] in watched:
             if counts is None:
                 counts = render_to_string(

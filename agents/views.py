@@ -8,6 +8,9 @@ swaps. The markup lives once, in the partials of ``agents/agent_list.html`` and
 from __future__ import annotations
 
 import csv
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.contrib import messages
@@ -41,6 +44,59 @@ from portal.actors import Actor
 HISTORY_PAGE_SIZE = 50
 LOG_LINES_ON_DETAIL = 20
 
+logger = logging.getLogger(__name__)
+
+
+# --- what other apps add to agent pages -------------------------------------------------------
+# Observability draws a CPU sparkline on each card and the dependency graph on the detail page,
+# but agents must not import it: it registers providers here from its AppConfig.ready().
+
+
+@dataclass(frozen=True)
+class CardExtras:
+    """What one provider adds to the agent cards of a page: HTML per agent id for the card's
+    extras slot, and HTML once per page (what keeps those slots current)."""
+
+    cards: Mapping[int, str] = field(default_factory=dict)
+    page: str = ""
+
+
+# provider(every agent the page shows) -> CardExtras: called once per page, never once per card.
+CARD_EXTRAS: list[Callable[[Sequence[Agent]], CardExtras]] = []
+# provider(agent, actor) -> the HTML of a panel on the agent's detail page.
+DETAIL_PANELS: list[Callable[[Agent, Actor], str]] = []
+# hook(request, actor, agent): someone opened the agent's page (the whole page, not a refresh);
+# observability makes it their agent context.
+AGENT_VIEWED: list[Callable[[HttpRequest, Actor, Agent], None]] = []
+
+
+def collect_card_extras(agents: Sequence[Agent]) -> tuple[dict[int, list[str]], list[str]]:
+    """Every provider's additions for ``agents``: HTML pieces per agent id, and for the page.
+    A failing provider costs only its own additions: a card renders without a sparkline."""
+    cards: dict[int, list[str]] = {}
+    page: list[str] = []
+    for provider in CARD_EXTRAS:
+        try:
+            extras = provider(agents)
+        except Exception:
+            logger.exception("card extras provider %r failed", provider)
+            continue
+        for agent_id, html in extras.cards.items():
+            cards.setdefault(agent_id, []).append(html)
+        if extras.page:
+            page.append(extras.page)
+    return cards, page
+
+
+def detail_panels(agent: Agent, actor: Actor) -> list[str]:
+    panels = []
+    for provider in DETAIL_PANELS:
+        try:
+            panels.append(provider(agent, actor))
+        except Exception:
+            logger.exception("detail panel provider %r failed", provider)
+    return panels
+
 
 def _htmx_partial(request: HttpRequest) -> bool:
     """Whether to answer with a fragment (htmx swap) rather than a whole page."""
@@ -64,9 +120,20 @@ def _agents_with_relations():
 
 
 def _card_context(
-    agent: Agent, actor: Actor, graph: services.DependencyGraph | None = None
+    agent: Agent,
+    actor: Actor,
+    graph: services.DependencyGraph | None = None,
+    extras: Mapping[int, list[str]] | None = None,
 ) -> dict:
-    context = {"agent": agent, "actions": services.available_actions(agent, actor, graph)}
+    """What a card (or table row) needs. ``extras`` are the page's card extras, collected once
+    for all its cards; without them this one card's are collected (one card, one call)."""
+    if extras is None:
+        extras = collect_card_extras([agent])[0]
+    context = {
+        "agent": agent,
+        "actions": services.available_actions(agent, actor, graph),
+        "card_extras": extras.get(agent.pk, []),
+    }
     if actor.has(roles.OPERATE):
         # The selection checkbox, with the bulk actions that would change this agent now: the
         # page's bulk toolbar offers those legal for at least one ticked agent.
@@ -120,14 +187,17 @@ def fleet_counts() -> dict:
     }
 
 
-def fleet_overview(request: HttpRequest) -> dict:
-    """The dashboard's fleet part: counts and every agent's card."""
+def fleet_overview(request: HttpRequest, only: Agent | None = None) -> dict:
+    """The dashboard's fleet part: counts and every agent's card (or ``only`` that agent's)."""
     actor = Actor.from_request(request)
     agents = _agents_with_relations()
+    agents = list(agents.filter(pk=only.pk) if only is not None else agents)
     graph = services.DependencyGraph.load()
+    extras, page_extras = collect_card_extras(agents)
     return {
         "counts": fleet_counts(),
-        "cards": [_card_context(agent, actor, graph) for agent in agents],
+        "cards": [_card_context(agent, actor, graph, extras) for agent in agents],
+        "card_page_extras": page_extras,
     }
 
 
@@ -151,10 +221,14 @@ def agent_list(request: HttpRequest) -> HttpResponse:
         agents = agents.filter(tier=tier)
     if health in Health.values:
         agents = agents.filter(health=health)
+    agents = list(agents)
     graph = services.DependencyGraph.load()
-    cards = [_card_context(agent, actor, graph) for agent in agents]
+    # Also in the table: its page extras keep cards current once the view switches to cards.
+    extras, page_extras = collect_card_extras(agents)
+    cards = [_card_context(agent, actor, graph, extras) for agent in agents]
     context = {
         "cards": cards,
+        "card_page_extras": page_extras,
         "view": view,
         "bulk_toolbar_actions": [
             (action, bulk.BULK_ACTION_LABELS[action]) for action in bulk.BULK_ACTIONS
@@ -196,7 +270,7 @@ def agent_detail(request: HttpRequest, slug: str) -> HttpResponse:
     services.require_viewer(actor)
     agent = _get(slug)
     context = {
-        **_card_context(agent, actor),
+        **_card_context(agent, actor, extras={}),  # the detail page shows no card
         **_detail_extras(agent),
         "log_lines": _recent_log_lines(agent),
     }
@@ -212,7 +286,10 @@ def agent_detail(request: HttpRequest, slug: str) -> HttpResponse:
         from agents.error_views import error_panel
 
         context.update(error_panel(agent, actor))
+        context["detail_panels"] = detail_panels(agent, actor)
         template = "agents/agent_detail.html"
+        for hook in AGENT_VIEWED:
+            hook(request, actor, agent)
     return render(request, template, context)
 
 
@@ -400,7 +477,7 @@ def reconcile(request: HttpRequest, slug: str) -> HttpResponse:
     agent = _get(slug)
     if _htmx_partial(request):
         context = {
-            **_card_context(agent, actor),
+            **_card_context(agent, actor, extras={}),
             **_detail_extras(agent),
             "toast": message,
             "toast_level": "success",

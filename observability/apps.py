@@ -7,9 +7,12 @@ class ObservabilityConfig(AppConfig):
 
     def ready(self) -> None:
         from agents import events as agent_events
-        from observability import alerts, events, jobs  # noqa: F401 - jobs registers Celery tasks
+        from observability import alerts, events, jobs, notify  # noqa: F401 - jobs: Celery tasks
+        from observability.metrics_views import register_agent_hooks
         from portal.startup import STARTUP_STEPS
 
-        agent_events.record_with(events.record_agent_event)
+        agent_events.record_with(events.record_agent_event)  # the event log, in the same commit
+        register_agent_hooks()  # card sparklines, the graph on agent pages
+        notify.connect()  # alert toasts, live Alerts/Events, opening an agent sets the context
         if alerts.seed_step not in STARTUP_STEPS:
             STARTUP_STEPS.append(alerts.seed_step)

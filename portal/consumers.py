@@ -68,6 +68,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             logger.warning("live socket cannot join its groups: %s", exc)
             await self.close(code=1011)
             return
+        self._base_groups = set(self.groups_joined)
         _heartbeat.ensure_running(self.channel_layer)
         self._heartbeat_answered = time.monotonic()
         self._watchdog = asyncio.ensure_future(self._watch())
@@ -86,13 +87,22 @@ class LiveConsumer(AsyncWebsocketConsumer):
             message = json.loads(text_data or "")
         except json.JSONDecodeError:
             return
-        topics = message.get("subscribe") if isinstance(message, dict) else None
-        if not isinstance(topics, list):
+        if not isinstance(message, dict):
             return
-        for topic in topics[:MAX_SUBSCRIPTIONS]:
-            group = await self._group_for(topic)
-            if group is not None:
-                await self._join(group)
+        topics = message.get("subscribe")
+        if isinstance(topics, list):
+            for topic in topics[:MAX_SUBSCRIPTIONS]:
+                group = await self._group_for(topic)
+                if group is not None:
+                    await self._join(group)
+        # A paused log tail stops the pushes it would drop anyway. Only groups the page asked
+        # for can be left: the fleet, user and heartbeat groups stay.
+        topics = message.get("unsubscribe")
+        if isinstance(topics, list):
+            for topic in topics[:MAX_SUBSCRIPTIONS]:
+                group = await self._group_for(topic)
+                if group is not None and group not in self._base_groups:
+                    await self._leave(group)
 
     async def _group_for(self, topic: object) -> str | None:
         """The group behind a topic the user may see, or None (unknown or not theirs)."""
@@ -122,6 +132,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
             return live.log_group(key)
         return realtime.operation_group(key)
+
+    async def _leave(self, group: str) -> None:
+        if group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+            self.groups_joined.discard(group)
 
     async def _join(self, group: str) -> None:
         if group not in self.groups_joined and len(self.groups_joined) < MAX_SUBSCRIPTIONS + 2:

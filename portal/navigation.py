@@ -23,15 +23,27 @@ SECTIONS = [
         "section",
         "Deploy, start, stop and watch the 14 Platform CoE agents.",
     ),
-    Section("logs", "Logs", "list", "section", "Search and tail every agent's logs."),
+    Section("logs", "Logs", "list", "observability:logs", "Search and tail every agent's logs."),
     Section(
-        "alerts", "Alerts", "bell", "section", "Firing alerts, acknowledgements and alert rules."
+        "alerts",
+        "Alerts",
+        "bell",
+        "observability:alerts",
+        "Firing alerts, acknowledgements and alert rules.",
     ),
     Section(
-        "events", "Events", "activity", "section", "Lifecycle, health, drift and deploy events."
+        "events",
+        "Events",
+        "activity",
+        "observability:events",
+        "Lifecycle, health, drift and deploy events.",
     ),
     Section(
-        "metrics", "Metrics", "chart", "section", "CPU, memory, throughput, latency and uptime."
+        "metrics",
+        "Metrics",
+        "chart",
+        "metrics:index",
+        "CPU, memory, throughput, latency and uptime.",
     ),
     Section("queues", "Queues", "inbox", "section", "Task queues and dead letters."),
     Section("workflows", "Workflows", "flow", "section", "Multi-step workflows across agents."),

@@ -19,6 +19,8 @@ urlpatterns = [
     path("agents/", include("agents.urls")),
     path("api/platform/", api.urls),
     path("api/docs", login_not_required(openapi_view), {"api": api}, name="api_docs"),
+    path("", include("observability.urls")),  # /logs/, /events/, /alerts/, /context/
+    path("metrics/", include("observability.metrics_urls")),
     path("", include("social_django.urls", namespace="social")),
     path("<slug:slug>/", views.section, name="section"),
 ]

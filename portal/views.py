@@ -6,12 +6,13 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 
 from portal import health
+from portal.actors import Actor
 from portal.forms import LoginForm
 from portal.navigation import SECTIONS_BY_SLUG
 
@@ -33,13 +34,43 @@ def login_refused(request: HttpRequest) -> HttpResponse:
 @require_GET
 @vary_on_headers("HX-Request")
 def dashboard(request: HttpRequest) -> HttpResponse:
+    """The fleet at a glance or, with an agent chosen as the context, that agent at a glance.
+    htmx polls get the region that asked (its element id is the HX-Target)."""
     from agents.error_views import dashboard_errors
     from agents.views import fleet_overview
+    from observability import metrics_views
 
-    context = {**fleet_overview(request), **dashboard_errors()}
-    if request.htmx and not request.htmx.boosted:
-        # The fleet region polling while the live socket is down, or resyncing after it.
-        return render(request, "portal/dashboard.html#fleet", context)
+    actor = Actor.from_request(request)
+    partial = bool(request.htmx) and not request.htmx.boosted
+    focus = metrics_views.focus_for(request, actor, remember=not partial)
+    if focus.redirect_to:
+        return redirect(focus.redirect_to)
+    if partial and request.htmx.target == "fleet-health":
+        return render(
+            request, "portal/dashboard.html#fleet-health", metrics_views.fleet_metrics_now()
+        )
+    if focus.agent is not None:
+        if partial:
+            return render(
+                request,
+                "portal/dashboard.html#agent-focus",
+                {"focus_agent": focus.agent, **metrics_views.agent_dashboard(focus.agent)},
+            )
+        context = {
+            "focus_agent": focus.agent,
+            **fleet_overview(request, only=focus.agent),
+            **metrics_views.agent_dashboard(focus.agent),
+        }
+    else:
+        context = {
+            **fleet_overview(request),
+            **dashboard_errors(),
+            **metrics_views.fleet_dashboard(),
+        }
+        if partial:
+            # The fleet region polling while the live socket is down, or resyncing after it.
+            return render(request, "portal/dashboard.html#fleet", context)
+    context["focus_problem"] = focus.problem
     return render(request, "portal/dashboard.html", {"status": health.system_status(), **context})
 
 

@@ -510,3 +510,17 @@ async def test_a_burst_sends_the_newest_rows_and_says_how_many_were_left_out(vie
     assert "30 more lines arrived at once" in html
     assert f"burst {live.LIVE_MAX_ROWS + 29}" in html and ">burst 29<" not in html
     await communicator.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_page_can_stop_following_an_agent_but_not_leave_the_fleet(viewer, cache):
+    communicator = await follower_socket(viewer, "logs:wow-cache")
+    await communicator.send_json_to({"unsubscribe": ["logs:wow-cache", "fleet"]})
+    await asyncio.sleep(0.3)
+    realtime.publish(live.log_group("wow-cache"), {"x": '<p id="x">after unsubscribe</p>'})
+    fleet = realtime.fleet_group(realtime.ACCESS_VIEW)
+    realtime.publish(fleet, {"y": '<p id="y">fleet news</p>'})
+    await sync_to_async(realtime.publisher.flush)()
+    received = "".join(await received_within(communicator, 0.8))
+    assert "after unsubscribe" not in received and "fleet news" in received
+    await communicator.disconnect()

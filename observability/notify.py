@@ -1,0 +1,121 @@
+"""Observability's listeners: what the browsers hear when an alert changes or an event is
+written, and the hook that makes an agent's page the viewer's agent context.
+
+Every page's WebSocket is in the fleet group of its access level, so what goes there reaches
+every signed-in browser:
+
+- an alert that fires or resolves (and is not silenced): a toast, coloured by severity, linking
+  to the alert;
+- any alert change: the sidebar's open-alert badge, and a beat (``#alerts-beat``) on which an
+  open Alerts page fetches its list again with its own filters;
+- a new event: a beat (``#events-beat``) on which an open Events page fetches what is newer than
+  its top row.
+
+:func:`connect` wires these up; ``ObservabilityConfig.ready()`` calls it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import SimpleNamespace
+
+from django.template.loader import render_to_string
+
+from agents import events as agent_events
+from observability import alerts
+from observability import context as agent_context
+from observability.context_processors import AlertBadge
+from observability.models import Alert
+from portal import realtime
+
+logger = logging.getLogger(__name__)
+
+# An agent event that writes no event-log row ("pending") still sends a beat; the Events page's
+# fetch then finds nothing newer, which costs one indexed query.
+TOAST_CHANGES = ("fired", "resolved")
+TOAST_LEVELS = {"critical": "error", "warning": "warning", "info": "info"}
+
+
+def connect() -> None:
+    """Register the listeners (idempotent)."""
+    alerts.on_change(on_alert_change)
+    agent_events.subscribe(on_agent_event)
+    try:
+        from agents import views as agent_views
+    except ImportError:  # pragma: no cover - agents always has views
+        return
+    hooks = getattr(agent_views, "AGENT_VIEWED", None)
+    if hooks is not None and on_agent_viewed not in hooks:
+        hooks.append(on_agent_viewed)
+
+
+def _fleet_groups() -> list[str]:
+    return [realtime.fleet_group(access) for access in realtime.ACCESS_LEVELS]
+
+
+def _beat(element_id: str) -> str:
+    return f'<span id="{element_id}" hidden data-at="{time.time():.3f}"></span>'
+
+
+def on_alert_change(alert: Alert, change: str) -> None:
+    """``alerts.on_change`` notifier: toast, badge and beat. Never raises into the caller."""
+    try:
+        publish_alert_change(alert, change)
+    except Exception:
+        logger.exception("could not push the %s change of alert %s", change, alert.pk)
+
+
+def publish_alert_change(alert: Alert, change: str) -> None:
+    groups = realtime.watched(_fleet_groups())
+    if not groups:
+        return
+    fragments = {
+        "alerts-beat": _beat("alerts-beat"),
+        "events-beat": _beat("events-beat"),  # each alert change is written as an event too
+        "nav-alerts-count": render_to_string(
+            "observability/alerts.html#nav-badge", {"alert_badge": AlertBadge(), "oob": True}
+        ),
+    }
+    if change in TOAST_CHANGES and not alert.is_silenced():
+        fragments[f"toast-alert-{alert.pk}-{change}"] = render_to_string(
+            "observability/alerts.html#alert-toast", alert_toast(alert, change)
+        )
+    for group in groups:
+        realtime.publish(group, fragments)
+
+
+def alert_toast(alert: Alert, change: str) -> dict:
+    if change == "resolved":
+        text = f"Resolved: {alert.summary}"
+        level = "success"
+    else:
+        text = f"Alert {alert.get_severity_display().lower()}: {alert.summary}"
+        level = TOAST_LEVELS.get(alert.severity, "info")
+    return {"alert": alert, "toast": text, "toast_level": level}
+
+
+def on_agent_event(event: agent_events.AgentEvent) -> None:
+    """``agents.events`` listener: a beat for open Events pages, and the agent's state in every
+    header's switcher. Never raises."""
+    try:
+        groups = realtime.watched(_fleet_groups())
+        if not groups:
+            return
+        state = render_to_string(
+            "observability/switcher.html#state",
+            {"agent": SimpleNamespace(slug=event.slug, state=event.state), "oob": True},
+        )
+        fragments = {"events-beat": _beat("events-beat"), f"ctx-state-{event.slug}": state}
+        for group in groups:
+            realtime.publish(group, fragments)
+    except Exception:
+        logger.exception("could not push the events beat for %s", event.slug)
+
+
+def on_agent_viewed(request, actor, agent) -> None:
+    """Opening an agent's page makes it the viewer's agent context."""
+    try:
+        agent_context.choose(actor, agent)
+    except Exception:  # the page must open even if the choice cannot be kept
+        logger.exception("could not keep %s as the agent context", agent.slug)
