@@ -824,6 +824,8 @@ def describe_exit(details: dict) -> str:
             name = f"signal {signal_number}"
         # Shells report a death by signal N as exit status 128 + N; operators know it that way.
         return f"process killed by {name} (exit code {128 + int(signal_number)})"
+    if details.get("exit_code") is None:
+        return "process exited; its exit code is unknown (it ended while nobody watched)"
     return f"process exited with code {details.get('exit_code')}"
 
 
