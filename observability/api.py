@@ -366,16 +366,8 @@ def get_alert(request: HttpRequest, alert_id: int):
     summary="Say someone is on it: the alert stays open and stops firing (Operator)",
 )
 def acknowledge_alert(request: HttpRequest, alert_id: int, payload: NoteIn | None = None):
-    alert = _alert_or_404(alert_id)
-    try:
-        alert = alerts.acknowledge(
-            alert, Actor.from_request(request), (payload or NoteIn()).note.strip()
-        )
-    except PermissionDenied as denied:
-        return _forbidden(denied)
-    except alerts.AlertActionError as refused:
-        return _refused(refused)
-    return alert_out(alert)
+    note = (payload or NoteIn()).note.strip()
+    return _act_on(request, alert_id, lambda alert, actor: alerts.acknowledge(alert, actor, note))
 
 
 @router.post(
@@ -384,16 +376,8 @@ def acknowledge_alert(request: HttpRequest, alert_id: int, payload: NoteIn | Non
     summary="Close an alert by hand, with a note (Operator)",
 )
 def resolve_alert(request: HttpRequest, alert_id: int, payload: NoteIn | None = None):
-    alert = _alert_or_404(alert_id)
-    try:
-        alert = alerts.resolve(
-            alert, Actor.from_request(request), (payload or NoteIn()).note.strip()
-        )
-    except PermissionDenied as denied:
-        return _forbidden(denied)
-    except alerts.AlertActionError as refused:
-        return _refused(refused)
-    return alert_out(alert)
+    note = (payload or NoteIn()).note.strip()
+    return _act_on(request, alert_id, lambda alert, actor: alerts.resolve(alert, actor, note))
 
 
 @router.post(
@@ -413,9 +397,15 @@ def silence_alert(request: HttpRequest, alert_id: int, payload: SilenceIn | None
                 "code": "invalid_duration",
             },
         )
+    duration = timedelta(minutes=minutes)
+    return _act_on(request, alert_id, lambda alert, actor: alerts.silence(alert, actor, duration))
+
+
+def _act_on(request: HttpRequest, alert_id: int, act):
+    """Find the alert, act on it through the service as the caller, answer it or the refusal."""
     alert = _alert_or_404(alert_id)
     try:
-        alert = alerts.silence(alert, Actor.from_request(request), timedelta(minutes=minutes))
+        alert = act(alert, Actor.from_request(request))
     except PermissionDenied as denied:
         return _forbidden(denied)
     except alerts.AlertActionError as refused:
