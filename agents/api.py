@@ -243,8 +243,9 @@ def get_operation(request: HttpRequest, operation_id: UUID):
     return _operation_out(operation)
 
 
-@router.get("/metrics", response=FleetMetrics, summary="Counts of agents by state and health")
-def fleet_metrics(request: HttpRequest):
+def fleet_counts() -> dict:
+    """Counts of agents by state and health: the base of ``GET /metrics``, which the
+    observability API serves (with series and uptime when asked)."""
     by_state = {state: 0 for state in State.values}
     by_state.update(
         dict(Agent.objects.values_list("state").annotate(n=Count("id")).values_list("state", "n"))

@@ -7,9 +7,9 @@ zone) or an age ago (``15m``, ``2h``, ``7d``), as on the Logs page. A filter the
 acting on an alert answers 403 (role), 404 (no such alert), 409 (already acknowledged or
 resolved) or 400 (bad input) with ``detail`` and ``code``.
 
-``GET /metrics`` (the fleet's counts by state) belongs to the agents API, which may not depend
-on observability; the series and uptime live beside it, at ``/metrics/series`` and
-``/metrics/uptime``.
+``GET /metrics`` answers the fleet's counts by state and health and, with the same filters as
+the Metrics page (``metric``, ``agent``, ``range`` or ``since``/``until``), one series and the
+uptime; ``/metrics/series`` and ``/metrics/uptime`` answer those alone.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from ninja import Query, Router, Schema
 from ninja.errors import HttpError
 from ninja.responses import Status
 
-from agents.api import Problem
+from agents.api import FleetMetrics, Problem, fleet_counts
 from agents.models import Agent
 from observability import alerts, events, logs, metrics
 from observability.models import Alert, Event, Level, LogEntry
@@ -452,6 +452,33 @@ def _time_range(window: str | None, since: str | None, until: str | None):
     span, points = RANGES[window]
     end = timezone.now()
     return end - span, end, points
+
+
+class MetricsOut(FleetMetrics):
+    series: SeriesOut | None = None  # with ?metric=
+    uptime: UptimeOut | None = None  # with ?agent=, or with ?metric= for the fleet
+
+
+@router.get(
+    "/metrics",
+    response=MetricsOut,
+    summary="The fleet's counts by state and health; with metric/agent/range, a series and uptime",
+)
+def fleet_metrics(
+    request: HttpRequest,
+    metric: str | None = Query(None, description=", ".join(metrics.METRICS)),
+    agent: str | None = None,
+    window: str | None = Query(None, alias="range", description=", ".join(RANGES)),
+    since: str | None = None,
+    until: str | None = None,
+    points: str | None = None,
+):
+    answer: dict = {**fleet_counts(), "series": None, "uptime": None}
+    if metric:
+        answer["series"] = metric_series(request, metric, agent, window, since, until, points)
+    if metric or agent:
+        answer["uptime"] = metric_uptime(request, agent)
+    return answer
 
 
 @router.get(

@@ -556,6 +556,24 @@ def test_a_series_has_iso_times_and_the_stored_values(sampled, client, viewer_to
     assert day["bucket_seconds"] == 600 and len(day["points"]) in (144, 145)
 
 
+def test_the_metrics_endpoint_keeps_its_counts_and_takes_the_pages_filters(
+    sampled, client, viewer_token
+) -> None:
+    plain = api(client, "get", "/metrics", viewer_token).json()
+    assert plain["total"] == 14 and plain["series"] is None and plain["uptime"] is None
+
+    body = api(
+        client, "get", "/metrics", viewer_token, metric="throughput", agent="wow-event", range="1h"
+    ).json()
+    assert body["total"] == 14 and body["by_state"]
+    assert body["series"]["metric"] == "throughput" and body["series"]["agent"] == "wow-event"
+    assert body["series"]["last"] == 4.0
+    assert body["uptime"] == {"agent": "wow-event", "uptime_24h": 100.0, "uptime_7d": 100.0}
+
+    bad = api(client, "get", "/metrics", viewer_token, metric="heat")
+    assert bad.status_code == 400 and "Unknown metric 'heat'" in bad.json()["detail"]
+
+
 def test_a_series_over_custom_times(sampled, client, viewer_token) -> None:
     now = sampled["now"]
     body = api(
