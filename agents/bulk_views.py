@@ -22,7 +22,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from agents import bulk
 from agents.models import BulkItem, BulkOperation
 from agents.services import require_viewer
-from agents.views import _htmx_partial
+from agents.views import htmx_partial
 from portal import roles
 from portal.actors import Actor
 
@@ -100,7 +100,7 @@ def _preview_context(data: QueryDict, actor: Actor, **extra) -> dict:
 
 
 def _render_preview(request: HttpRequest, context: dict) -> HttpResponse:
-    if _htmx_partial(request):
+    if htmx_partial(request):
         # The dialog when it opens; only its form when a run sent from it was refused, so the
         # open dialog stays and shows why.
         part = "preview-form" if request.method == "POST" else "dialog"
@@ -122,7 +122,7 @@ def _forbidden_in_dialog(
 ) -> HttpResponse:
     """A run refused for the role (it changed since the dialog opened): a 403 that the open
     dialog shows (portal.js swaps 403 answers into forms marked data-keep-dialog)."""
-    if not _htmx_partial(request):
+    if not htmx_partial(request):
         raise refused
     context = {
         "form_action": form_action,
@@ -285,7 +285,7 @@ def bulk_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "follow_ups": list(operation.follow_ups.order_by("-requested_at")),
     }
     template = (
-        "agents/bulk_detail.html#region" if _htmx_partial(request) else "agents/bulk_detail.html"
+        "agents/bulk_detail.html#region" if htmx_partial(request) else "agents/bulk_detail.html"
     )
     return render(request, template, context)
 
@@ -307,7 +307,7 @@ def bulk_cancel(request: HttpRequest, pk: int) -> HttpResponse:
             f"Cancelling bulk operation #{operation.pk}: the agents in progress finish, "
             "the pending ones are skipped."
         )
-    if _htmx_partial(request):
+    if htmx_partial(request):
         context = {
             **bulk_context(operation, operate=True),
             "toast": message,
@@ -379,7 +379,7 @@ def _rollback_context(operation: BulkOperation, **extra) -> dict:
 
 
 def _refused(request: HttpRequest, operation: BulkOperation, message: str) -> HttpResponse:
-    if _htmx_partial(request):
+    if htmx_partial(request):
         response = render(
             request, "agents/agent_list.html#toast", {"toast": message, "toast_level": "error"}
         )
@@ -402,5 +402,5 @@ def bulk_list(request: HttpRequest) -> HttpResponse:
     actor = Actor.from_request(request)
     require_viewer(actor)
     context = {"operations": recent_bulk_operations(), "limit": RECENT_BULK_OPERATIONS}
-    template = "agents/bulk_list.html#rows" if _htmx_partial(request) else "agents/bulk_list.html"
+    template = "agents/bulk_list.html#rows" if htmx_partial(request) else "agents/bulk_list.html"
     return render(request, template, context)

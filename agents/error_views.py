@@ -25,7 +25,7 @@ from agents import errors
 from agents.error_rules import RECOVERIES
 from agents.models import Agent, AgentError, ErrorClass, RecoveryAttempt, RecoverySwitch
 from agents.services import require_viewer
-from agents.views import _get, _htmx_partial, _next
+from agents.views import _get, _next, htmx_partial
 from portal import roles
 from portal.actors import Actor
 
@@ -122,7 +122,7 @@ def agent_errors(request: HttpRequest, slug: str) -> HttpResponse:
     actor = Actor.from_request(request)
     require_viewer(actor)
     agent = _get(slug)
-    if not _htmx_partial(request):
+    if not htmx_partial(request):
         return redirect(reverse("agents:detail", args=[agent.slug]) + "#agent-errors")
     return render(request, "agents/agent_detail.html#errors", error_panel(agent, actor))
 
@@ -147,7 +147,7 @@ def _panel_answer(
 ) -> HttpResponse:
     """The panel as it is now, with a toast (htmx); the agent page with a message otherwise."""
     agent = _get(error.agent.slug)
-    if _htmx_partial(request):
+    if htmx_partial(request):
         context = {**error_panel(agent, actor), "toast": toast, "toast_level": level}
         return render(request, "agents/agent_detail.html#errors-result", context)
     getattr(messages, level)(request, toast)
@@ -159,7 +159,7 @@ def _panel_answer(
 def _forbidden(request: HttpRequest, denied: PermissionDenied) -> HttpResponse:
     """A 403 that still says why: the page for a form, a toast for htmx (portal.js shows the
     toast of a 403 answering a form marked data-refusal-toast)."""
-    if not _htmx_partial(request):
+    if not htmx_partial(request):
         raise denied
     response = render(
         request,
@@ -298,7 +298,7 @@ def error_list(request: HttpRequest) -> HttpResponse:
         "counts": _counts_table(errors.counts_by_agent_and_class()),
         "error_rate": errors.error_rate(),
     }
-    if _htmx_partial(request):
+    if htmx_partial(request):
         # The list (filtered), with the rate, patterns and counts out of band: the list is
         # fetched again when an error opens or closes anywhere.
         return render(request, "agents/error_list.html#live-parts", context)
@@ -320,7 +320,7 @@ def set_automatic(request: HttpRequest) -> HttpResponse:
         else "Automatic recovery is off: errors are recorded and classified, nothing is fixed "
         "by itself."
     )
-    if _htmx_partial(request):
+    if htmx_partial(request):
         context = {
             **automatic_switch(),
             "can_switch": True,

@@ -29,6 +29,7 @@ class AgentEvent:
     state: str
     health: str
     pending_action: str
+    name: str = ""
     at: float = field(default_factory=time.time)
     data: dict = field(default_factory=dict)
 
@@ -67,6 +68,7 @@ def emit(kind: str, agent: Agent, **data: object) -> None:
         state=agent.state,
         health=agent.health,
         pending_action=agent.pending_action,
+        name=agent.name,
         data=data,
     )
     for recorder in list(_recorders):

@@ -98,7 +98,7 @@ def detail_panels(agent: Agent, actor: Actor) -> list[str]:
     return panels
 
 
-def _htmx_partial(request: HttpRequest) -> bool:
+def htmx_partial(request: HttpRequest) -> bool:
     """Whether to answer with a fragment (htmx swap) rather than a whole page."""
     htmx = getattr(request, "htmx", None)
     return bool(htmx) and not htmx.boosted
@@ -241,7 +241,7 @@ def agent_list(request: HttpRequest) -> HttpResponse:
         "counts": fleet_counts(),
     }
     template = (
-        "agents/agent_list.html#results" if _htmx_partial(request) else "agents/agent_list.html"
+        "agents/agent_list.html#results" if htmx_partial(request) else "agents/agent_list.html"
     )
     return render(request, template, context)
 
@@ -276,7 +276,7 @@ def agent_detail(request: HttpRequest, slug: str) -> HttpResponse:
     }
     toast = _finished_toast(request)
     context.update(toast)
-    if _htmx_partial(request):
+    if htmx_partial(request):
         template = (
             "agents/agent_detail.html#action-result"
             if toast
@@ -418,7 +418,7 @@ def action_confirm(request: HttpRequest, slug: str, action: str) -> HttpResponse
     }
     template = (
         "agents/action_confirm.html#dialog"
-        if _htmx_partial(request)
+        if htmx_partial(request)
         else "agents/action_confirm.html"
     )
     return render(request, template, context)
@@ -447,7 +447,7 @@ def take_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
         return _refused(request, agent, refused.message)
     agent = _get(slug)
     message = f"{ACTION_LABELS[action][0]} {agent.name}: {agent.pending_label}…"
-    if _htmx_partial(request):
+    if htmx_partial(request):
         where = request.POST.get("from", "card")
         template = {
             "detail": "agents/agent_detail.html#action-result",
@@ -475,7 +475,7 @@ def reconcile(request: HttpRequest, slug: str) -> HttpResponse:
     done = ", ".join(str(action) for action in result.get("actions") or result.get("removed") or [])
     message = f"Reconciled {agent.name}: {done or 'nothing needed changing'}."
     agent = _get(slug)
-    if _htmx_partial(request):
+    if htmx_partial(request):
         context = {
             **_card_context(agent, actor, extras={}),
             **_detail_extras(agent),
@@ -488,7 +488,7 @@ def reconcile(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _refused(request: HttpRequest, agent: Agent, message: str) -> HttpResponse:
-    if _htmx_partial(request):
+    if htmx_partial(request):
         # Nothing to swap; the toast goes out of band (htmx swaps no content of a 4xx answer).
         response = render(
             request, "agents/agent_list.html#toast", {"toast": message, "toast_level": "error"}

@@ -39,13 +39,8 @@ ALERT_PAGE_DEFAULT = 50
 EVENT_PAGE_DEFAULT = 50
 SERIES_POINTS_DEFAULT = 120
 SERIES_POINTS_MAX = 1000
-# The Metrics page's ranges, with as many buckets by default (about two scrapes a bucket at 1 h).
-RANGES = {
-    "1h": (timedelta(hours=1), 120),
-    "6h": (timedelta(hours=6), 120),
-    "24h": (timedelta(hours=24), 144),
-    "7d": (timedelta(days=7), 168),
-}
+# The Metrics page's ranges, with as many buckets by default.
+RANGES = metrics.RANGES
 
 
 # --- reading query parameters -----------------------------------------------------------------
@@ -449,7 +444,7 @@ def _time_range(window: str | None, since: str | None, until: str | None):
     window = window or "1h"
     if window not in RANGES:
         raise HttpError(400, f"range={window!r} is not a range; use one of {', '.join(RANGES)}.")
-    span, points = RANGES[window]
+    span, points = RANGES[window].span, RANGES[window].points
     end = timezone.now()
     return end - span, end, points
 

@@ -41,8 +41,7 @@ def record_agent_event(event: agent_events.AgentEvent) -> None:
 
 
 def _describe(event: agent_events.AgentEvent):
-    name = Agent.objects.filter(pk=event.agent_id).values_list("name", flat=True).first()
-    name = name or event.slug
+    name = event.name or event.slug
     data = {"state": event.state, "health": event.health}
     if event.kind == "transition":
         action = event.data.get("action", "")

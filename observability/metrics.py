@@ -54,6 +54,27 @@ METRICS = {
 }
 
 
+@dataclass(frozen=True)
+class TimeRange:
+    """A range the Metrics page and the API offer, and how many buckets its charts have."""
+
+    key: str
+    label: str
+    span: timedelta
+    points: int  # buckets per chart: about two scrapes per bucket at 1 h, so no false gaps
+
+
+RANGES = {
+    r.key: r
+    for r in (
+        TimeRange("1h", "1 h", timedelta(hours=1), 120),
+        TimeRange("6h", "6 h", timedelta(hours=6), 120),
+        TimeRange("24h", "24 h", timedelta(hours=24), 144),
+        TimeRange("7d", "7 d", timedelta(days=7), 168),
+    )
+}
+
+
 class MetricQueryError(ValueError):
     """A metrics question that cannot be answered; the message says what to change."""
 

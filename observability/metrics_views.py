@@ -34,8 +34,10 @@ from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 
 from agents.models import Agent, AgentError, State
+from agents.views import htmx_partial
 from observability import charts, metrics
 from observability import context as agent_context
+from observability.metrics import TimeRange
 from observability.models import Alert, AlertRule, MetricSample
 from portal import roles
 from portal.actors import Actor
@@ -58,23 +60,7 @@ FOCUS_LINK_SECTIONS = ("logs", "events", "alerts", "metrics")
 # --- time ranges and charts ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TimeRange:
-    key: str
-    label: str
-    span: timedelta
-    points: int  # buckets per chart: about two scrapes per bucket at 1 h, so no false gaps
-
-
-RANGES = {
-    r.key: r
-    for r in (
-        TimeRange("1h", "1 h", timedelta(hours=1), 120),
-        TimeRange("6h", "6 h", timedelta(hours=6), 120),
-        TimeRange("24h", "24 h", timedelta(hours=24), 144),
-        TimeRange("7d", "7 d", timedelta(days=7), 168),
-    )
-}
+RANGES = metrics.RANGES
 DEFAULT_RANGE = "1h"
 
 
@@ -288,31 +274,20 @@ def current_values(sample: MetricSample | None) -> list[dict]:
 # --- the agent context ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Focus:
-    """The agent a page shows (None: the fleet), where to redirect first, and a problem."""
-
-    agent: Agent | None
-    redirect_to: str | None = None
-    problem: str = ""
-
-
-def focus_for(request: HttpRequest, actor: Actor, *, remember: bool = True) -> Focus:
+def focus_for(
+    request: HttpRequest, actor: Actor, *, remember: bool = True
+) -> agent_context.Resolved:
     """The agent context of a page request (remembered, redirected as ``context.resolve``
     decides), or, for a poll (``remember=False``), only what its URL says: a tab polling an old
     choice must not take back the choice just made in another tab."""
     if remember:
-        resolved = agent_context.resolve(request, actor)
-        return Focus(resolved.agent, resolved.redirect_to, resolved.problem)
+        return agent_context.resolve(request, actor)
     slug = (request.GET.get(agent_context.PARAM) or "").strip()
     if slug in ("", agent_context.ALL):
-        return Focus(None)
-    return Focus(Agent.objects.filter(slug=slug).exclude(state=State.REVOKED).first())
-
-
-def _htmx_partial(request: HttpRequest) -> bool:
-    htmx = getattr(request, "htmx", None)
-    return bool(htmx) and not htmx.boosted
+        return agent_context.Resolved(None)
+    return agent_context.Resolved(
+        Agent.objects.filter(slug=slug).exclude(state=State.REVOKED).first()
+    )
 
 
 def _query(**params: str | None) -> str:
@@ -328,7 +303,7 @@ def metrics_page(request: HttpRequest) -> HttpResponse:
     """One agent's metrics, or the fleet's, over 1 h to 7 d; htmx polls get the live part."""
     actor = Actor.from_request(request)
     actor.require(roles.VIEW, "see metrics")
-    partial = _htmx_partial(request)
+    partial = htmx_partial(request)
     focus = focus_for(request, actor, remember=not partial)
     if focus.redirect_to:
         return redirect(focus.redirect_to)

@@ -32,6 +32,7 @@ from django.views.decorators.vary import vary_on_headers
 
 from agents.models import Agent, State
 from agents.services import require_viewer
+from agents.views import htmx_partial
 from observability import alerts, events, live, logs
 from observability import context as agent_context
 from observability.models import Alert, Event, Level, Severity
@@ -81,11 +82,6 @@ class FilterError(ValueError):
     """A filter value the page cannot use; the message says what to write instead."""
 
 
-def _htmx_partial(request: HttpRequest) -> bool:
-    htmx = getattr(request, "htmx", None)
-    return bool(htmx) and not htmx.boosted
-
-
 def _viewer(request: HttpRequest) -> Actor:
     actor = Actor.from_request(request)
     require_viewer(actor)
@@ -98,7 +94,7 @@ def _context_of(
     """The agent the page shows; a slug that names no agent becomes a message. Only a page
     someone opens remembers the choice: its htmx refreshes (polls, live updates, filters) and
     downloads read it, so a tab left open cannot undo a choice made in another tab."""
-    if not remember or _htmx_partial(request):
+    if not remember or htmx_partial(request):
         return agent_context.Resolved(agent_context.peek(request))
     resolved = agent_context.resolve(request, actor)
     if resolved.problem:
@@ -277,7 +273,7 @@ def log_list(request: HttpRequest) -> HttpResponse:
         return redirect(resolved.redirect_to)
     agent = resolved.agent
     context = _log_page_context(request, agent)
-    partial = _htmx_partial(request)
+    partial = htmx_partial(request)
     try:
         filters, window = _log_filters(request)
         context["filters"] = {
@@ -386,7 +382,7 @@ def event_list(request: HttpRequest) -> HttpResponse:
     if resolved.redirect_to:
         return redirect(resolved.redirect_to)
     agent = resolved.agent
-    partial = _htmx_partial(request)
+    partial = htmx_partial(request)
     context = {
         **_shown(request, agent),
         "kinds": Event.Kind.choices,
@@ -491,7 +487,7 @@ def alert_list(request: HttpRequest) -> HttpResponse:
     if resolved.redirect_to:
         return redirect(resolved.redirect_to)
     agent = resolved.agent
-    partial = _htmx_partial(request)
+    partial = htmx_partial(request)
     context = {
         **_shown(request, agent),
         "tabs": [(key, label, "?" + _query(request, status=key)) for key, label in ALERT_TABS],
@@ -567,7 +563,7 @@ def alert_action(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
         return _refused(request, str(denied), 403)
     except alerts.AlertActionError as refused:
         return _refused(request, refused.message, 409, alert)
-    if _htmx_partial(request):
+    if htmx_partial(request):
         context = {
             "alert": _describe_alert(alert, timezone.now()),
             "can_act": actor.has(roles.OPERATE),
@@ -591,7 +587,7 @@ def _silence_minutes(value: str) -> int:
 def _refused(request: HttpRequest, message: str, status: int, alert: Alert | None = None):
     """A refusal that says why: a toast for htmx (portal.js lets a 4xx toast in for forms
     marked data-refusal-toast), the page with a message otherwise (403 for a role)."""
-    if _htmx_partial(request):
+    if htmx_partial(request):
         response = render(
             request,
             "agents/agent_list.html#toast",

@@ -37,11 +37,11 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     """The fleet at a glance or, with an agent chosen as the context, that agent at a glance.
     htmx polls get the region that asked (its element id is the HX-Target)."""
     from agents.error_views import dashboard_errors
-    from agents.views import fleet_overview
+    from agents.views import fleet_overview, htmx_partial
     from observability import metrics_views
 
     actor = Actor.from_request(request)
-    partial = bool(request.htmx) and not request.htmx.boosted
+    partial = htmx_partial(request)
     focus = metrics_views.focus_for(request, actor, remember=not partial)
     if focus.redirect_to:
         return redirect(focus.redirect_to)
