@@ -76,7 +76,8 @@ def test_scraping_a_busy_agent_gives_rates_percentiles_and_memory(seeded, bring_
 
     for number in range(40):
         queue.xadd("agents:wow-cache:tasks", {"job": f"bench-{number}"})
-    wait_until(lambda: queue.xlen("agents:wow-cache:tasks") == 0 or _acked_all(queue))
+    port = Agent.objects.get(pk=cache.pk).runtime_details["ports"][0]
+    wait_until(lambda: _worked(port), timeout=60)  # retries are slow on a loaded machine
     time.sleep(1.1)  # the next scrape lands in another second
     assert metrics.scrape_all() == 1
 
@@ -91,13 +92,10 @@ def test_scraping_a_busy_agent_gives_rates_percentiles_and_memory(seeded, bring_
     assert not MetricSample.objects.filter(agent=stopped).exists()
 
 
-def _acked_all(queue) -> bool:
-    try:
-        return queue.xpending("agents:wow-cache:tasks", "agentd")["pending"] == 0 and (
-            queue.xinfo_groups("agents:wow-cache:tasks")[0]["lag"] == 0
-        )
-    except (redis.RedisError, IndexError, KeyError):
-        return False
+def _worked(port: int) -> bool:
+    """agentd's own counters: most of the 40 tasks done, and some attempts failed."""
+    scrape = metrics._fetch(f"http://127.0.0.1:{port}/metrics")
+    return scrape is not None and scrape.processed >= 30 and scrape.failed >= 1
 
 
 @pytest.mark.django_db(transaction=True)
