@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
@@ -47,6 +47,8 @@ from portal.services import record_audit
 logger = logging.getLogger(__name__)
 
 EVIDENCE_LINES = 20
+# A log line's time is the agent's clock, an exit's time the supervisor's: allow this much skew.
+EVIDENCE_CLOCK_SLACK_SECONDS = 0.5
 CRASH_WINDOW = timedelta(minutes=10)
 # Classifications the monitor restarts by itself (with backoff); the others wait for a person.
 AUTOMATIC_RESTART_CLASSES = {ErrorClass.TRANSIENT, ErrorClass.DEPENDENCY}
@@ -118,6 +120,17 @@ def _config_complaint(details: dict) -> str:
     return ""
 
 
+def _crashed_run_window(details: dict) -> tuple[float, float] | None:
+    """When the run that ended began and ended (Unix times), from an exit's ``at`` and
+    ``uptime_seconds``; None when the exit did not say (found by reconciliation)."""
+    try:
+        ended = float(details["at"])
+        started = ended - float(details["uptime_seconds"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return started, ended + EVIDENCE_CLOCK_SLACK_SECONDS
+
+
 def _evidence(agent: Agent, details: dict) -> list[str]:
     lines = details.get("log_lines")
     if lines:
@@ -126,10 +139,24 @@ def _evidence(agent: Agent, details: dict) -> list[str]:
 
     try:
         runtime = services.runtime_for(agent)
-        return [
-            line.text if hasattr(line, "text") else str(line)
-            for line in runtime.logs(services.spec_for(agent), tail=EVIDENCE_LINES)
-        ]
+        spec = services.spec_for(agent)
+        window = _crashed_run_window(details)
+        if window is None:
+            found = list(runtime.logs(spec, tail=EVIDENCE_LINES))
+        else:
+            # The run that crashed, wherever its lines are now: a restart since then has moved
+            # them to the previous log, and the new run's lines are not evidence of this crash.
+            started, ended = window
+            last = datetime.fromtimestamp(ended, UTC).isoformat(timespec="milliseconds")
+            last = last.replace("+00:00", "Z")
+            found = [
+                line
+                for line in runtime.logs(
+                    spec, since=started, tail=None, replica=details.get("replica")
+                )
+                if not line.ts or line.ts <= last
+            ][-EVIDENCE_LINES:]
+        return [line.text if hasattr(line, "text") else str(line) for line in found]
     except Exception as exc:  # evidence is best effort: the failure is recorded regardless
         logger.info("no log lines for %s: %s", agent.slug, exc)
         return []

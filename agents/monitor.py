@@ -141,7 +141,9 @@ class Monitor:
             "replica": event.replica,
             "oom": event.kind == "oom" or bool(event.details.get("oom")),
             "at": event.at,
-            **{k: v for k, v in event.details.items() if k in ("pid", "log_tail")},
+            **{
+                k: v for k, v in event.details.items() if k in ("pid", "log_tail", "uptime_seconds")
+            },
         }
         if services.record_crash(agent, details):
             logger.warning(

@@ -54,7 +54,7 @@ CURRENT_WITHIN = timedelta(minutes=2)
 SPARK_METRIC = "cpu_percent"
 SPARK_MINUTES = 60
 # The sections an agent's dashboard links to, each filtered to the agent.
-FOCUS_LINK_SECTIONS = ("logs", "events", "alerts", "metrics")
+FOCUS_LINK_SECTIONS = ("errors", "logs", "events", "alerts", "metrics")
 
 
 # --- time ranges and charts ---------------------------------------------------------------
@@ -426,12 +426,15 @@ def _fleet_current(samples: Iterable[MetricSample]) -> list[dict]:
 
 
 def _spark(agent: Agent, points: Sequence, *, oob: bool = False) -> str:
+    # An agent that is not running uses no CPU: its last sample is history, not a figure for now.
+    running = agent.state == State.RUNNING
     line = charts.sparkline(
         points,
         unit="%",
-        label=f"{agent.name} CPU, last hour",
+        label=f"{agent.name} CPU, last hour" + ("" if running else " (not running now)"),
         y_min=0,
         css_class="agent-spark-line",
+        show_value=running,
     )
     return format_html(
         '<div class="agent-spark" id="agent-spark-{}" data-spark-agent="{}"{}>'
@@ -593,17 +596,12 @@ def agent_dashboard(agent: Agent) -> dict:
         section = SECTIONS_BY_SLUG.get(slug)
         if section is None:
             continue
-        href = (
-            reverse(section.url_name, args=[section.slug])
-            if section.url_name == "section"
-            else reverse(section.url_name)
-        )
         links.append(
             {
                 "slug": slug,
                 "title": section.title,
                 "icon": section.icon,
-                "href": href + _query(agent=agent.slug),
+                "href": section.href + _query(agent=agent.slug),
             }
         )
     return {

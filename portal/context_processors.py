@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.http import HttpRequest
-from django.urls import reverse
 
 from portal import roles
 from portal.navigation import SECTIONS
@@ -16,6 +15,8 @@ def _active_section(request: HttpRequest) -> str | None:
         return match.kwargs.get("slug")
     if match.url_name == "dashboard":
         return "dashboard"
+    if match.namespace == "agents" and match.url_name in ("errors", "error"):
+        return "errors"
     return match.namespace or None
 
 
@@ -26,9 +27,7 @@ def portal(request: HttpRequest) -> dict:
     nav = [
         {
             "section": section,
-            "href": reverse(section.url_name, args=[section.slug])
-            if section.url_name == "section"
-            else reverse(section.url_name),
+            "href": section.href,
             "active": section.slug == active,
         }
         for section in SECTIONS

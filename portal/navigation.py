@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.urls import reverse
+
 
 @dataclass(frozen=True)
 class Section:
@@ -12,6 +14,13 @@ class Section:
     icon: str  # the name of an icon in templates/portal/icons.html
     url_name: str
     summary: str
+
+    @property
+    def href(self) -> str:
+        """Where the sidebar links: the section's own page, or a placeholder until it is built."""
+        if self.url_name == "section":
+            return reverse("section", args=[self.slug])
+        return reverse(self.url_name)
 
 
 SECTIONS = [
@@ -22,6 +31,13 @@ SECTIONS = [
         "cpu",
         "section",
         "Deploy, start, stop and watch the 14 Platform CoE agents.",
+    ),
+    Section(
+        "errors",
+        "Errors",
+        "alert",
+        "agents:errors",
+        "Every failure with its cause and fixes, and the patterns they make.",
     ),
     Section("logs", "Logs", "list", "observability:logs", "Search and tail every agent's logs."),
     Section(

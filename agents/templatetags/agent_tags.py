@@ -32,3 +32,28 @@ def bulk_label(action: str) -> str:
     from agents.bulk import BULK_ACTION_LABELS
 
     return BULK_ACTION_LABELS.get(action, action)
+
+
+@register.filter
+def evidence_line(text) -> dict:
+    """One evidence line for people: agentd's JSON as its time (of day, UTC), level and message;
+    a line that is not JSON (a traceback) as it is. The raw line stays behind a toggle."""
+    import json
+
+    text = str(text)
+    try:
+        record = json.loads(text) if text.startswith("{") else None
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        return {"time": "", "level": "", "message": text, "event": ""}
+    stamp = str(record.get("ts") or "")
+    time_of_day = stamp.partition("T")[2].rstrip("Z")[:12] if "T" in stamp else stamp
+    message = record.get("message")
+    return {
+        "time": time_of_day,
+        "timestamp": stamp,
+        "level": str(record.get("level") or "").lower(),
+        "message": message if isinstance(message, str) else text,
+        "event": str(record.get("event") or ""),
+    }

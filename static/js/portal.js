@@ -73,6 +73,22 @@
     if (event.target.matches && event.target.matches("#modal dialog")) event.target.remove();
   }, true);
 
+  // A filter form marked data-skip-unchanged sends nothing when its query is the one already
+  // shown (typed and taken back within the delay): redrawing the same results would only close
+  // a menu the person just opened. Submitting (Enter) always sends.
+  function formQuery(form) { return new URLSearchParams(new FormData(form)).toString(); }
+  document.addEventListener("htmx:confirm", function (event) {
+    var form = event.detail.elt;
+    if (!form.matches || !form.matches("form[data-skip-unchanged]")) return;
+    var query = formQuery(form);
+    var trigger = event.detail.triggeringEvent;
+    if (query === form.dataset.shownQuery && !(trigger && trigger.type === "submit")) event.preventDefault();
+    else form.dataset.shownQuery = query;
+  });
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("form[data-skip-unchanged]").forEach(function (form) { form.dataset.shownQuery = formQuery(form); });
+  });
+
   // "next try in 4 s": count down without asking the server.
   setInterval(function () {
     document.querySelectorAll("[data-countdown]").forEach(function (el) {

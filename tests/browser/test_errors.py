@@ -88,7 +88,7 @@ def test_operator_rolls_back_a_bad_config_by_one_click_and_sees_it_fixed(
     expect(item.locator(".error-class")).to_have_text("Configuration")
     expect(item.locator(".root-cause")).to_contain_text("WowCache refused its configuration")
     expect(item.locator(".root-cause")).to_contain_text("Its config was changed")
-    evidence = item.locator(".evidence .log-lines")
+    evidence = item.locator(".evidence .evidence-lines")
     expect(evidence).to_be_visible()
     expect(evidence).to_contain_text("task_max_failures must be an integer from 1 to 1000, got -1")
     expect(item.locator(".suggestion.manual")).to_contain_text("Correct the config")

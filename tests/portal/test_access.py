@@ -7,7 +7,7 @@ from django.test import Client
 
 from portal.navigation import SECTIONS
 
-SECTION_PAGES = [f"/{section.slug}/" for section in SECTIONS if section.slug != "dashboard"]
+SECTION_PAGES = [section.href for section in SECTIONS if section.slug != "dashboard"]
 PORTAL_PAGES = ["/", *SECTION_PAGES]
 
 
