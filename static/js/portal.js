@@ -73,17 +73,23 @@
     if (event.target.matches && event.target.matches("#modal dialog")) event.target.remove();
   }, true);
 
-  // A filter form marked data-skip-unchanged sends nothing when its query is the one already
-  // shown (typed and taken back within the delay): redrawing the same results would only close
-  // a menu the person just opened. Submitting (Enter) always sends.
+  // A filter form marked data-skip-unchanged sends nothing when its query is the one last sent
+  // (typed and taken back within the delay): redrawing the same results would only close a menu
+  // the person just opened. Submitting (Enter) always sends. The query counts as sent when the
+  // request leaves (beforeRequest), not when it is asked for: a request queued behind another
+  // is confirmed a second time when its turn comes.
   function formQuery(form) { return new URLSearchParams(new FormData(form)).toString(); }
+  function skipsUnchanged(elt) { return elt && elt.matches && elt.matches("form[data-skip-unchanged]"); }
   document.addEventListener("htmx:confirm", function (event) {
     var form = event.detail.elt;
-    if (!form.matches || !form.matches("form[data-skip-unchanged]")) return;
-    var query = formQuery(form);
+    if (!skipsUnchanged(form)) return;
     var trigger = event.detail.triggeringEvent;
-    if (query === form.dataset.shownQuery && !(trigger && trigger.type === "submit")) event.preventDefault();
-    else form.dataset.shownQuery = query;
+    if (trigger && trigger.type === "submit") return;
+    if (formQuery(form) === form.dataset.shownQuery) event.preventDefault();
+  });
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var form = event.detail.elt;
+    if (skipsUnchanged(form)) form.dataset.shownQuery = formQuery(form);
   });
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("form[data-skip-unchanged]").forEach(function (form) { form.dataset.shownQuery = formQuery(form); });
