@@ -7,7 +7,9 @@ their routers to ``api``.
 
 from __future__ import annotations
 
-from django.http import HttpRequest
+import functools
+
+from django.http import HttpRequest, JsonResponse
 from ninja import NinjaAPI, Schema
 from ninja.security import SessionAuth
 
@@ -30,6 +32,23 @@ class PortalAuth(SessionAuth):
         return super().__call__(request)
 
 
+def _require_sign_in(view):
+    """The OpenAPI document is for signed-in users with a role (or an API token), like the API."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        user = request.user
+        if not user.is_authenticated:
+            return JsonResponse(
+                {"detail": "Sign in or send 'Authorization: Bearer <token>'."}, status=401
+            )
+        if roles.role_of(user) is None:
+            return JsonResponse({"detail": "Your account has no role yet."}, status=403)
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
 api = NinjaAPI(
     title="WAOOAW Platform Portal API",
     version="1",
@@ -37,6 +56,7 @@ api = NinjaAPI(
     auth=PortalAuth(),
     urls_namespace="api",
     docs_url=None,
+    docs_decorator=_require_sign_in,
 )
 
 

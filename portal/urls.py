@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 from ninja.openapi.views import openapi_view
 
@@ -18,7 +17,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("agents/", include("agents.urls")),
     path("api/platform/", api.urls),
-    path("api/docs", login_not_required(openapi_view), {"api": api}, name="api_docs"),
+    # Sign-in (and a role) required like every page: the middleware redirects anonymous users.
+    path("api/docs", openapi_view, {"api": api}, name="api_docs"),
     path("", include("observability.urls")),  # /logs/, /events/, /alerts/, /context/
     path("metrics/", include("observability.metrics_urls")),
     path("", include("social_django.urls", namespace="social")),
