@@ -337,7 +337,15 @@ def agent_history(request: HttpRequest, slug: str) -> HttpResponse:
         rows = rows.filter(action=filters["action"])
     if filters["actor_kind"] in AgentTransition.ActorKind.values:
         rows = rows.filter(actor_kind=filters["actor_kind"])
-    since, until = parse_date(filters["since"] or ""), parse_date(filters["until"] or "")
+    try:
+        since, until = parse_date(filters["since"] or ""), parse_date(filters["until"] or "")
+    except ValueError:
+        # Well formed but impossible (2024-13-45): say which field, rather than a 500.
+        return HttpResponse(
+            "since/until: give a real date as YYYY-MM-DD.\n",
+            status=400,
+            content_type="text/plain; charset=utf-8",
+        )
     if since:
         rows = rows.filter(at__date__gte=since)
     if until:

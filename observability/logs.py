@@ -570,7 +570,10 @@ def parse_time(value: datetime | str | None, name: str = "time") -> datetime | N
     duration = _DURATION.match(text)
     if duration:
         amount, unit = int(duration[1]), duration[2].lower()
-        return timezone.now() - timedelta(seconds=amount * _DURATION_UNITS[unit])
+        try:
+            return timezone.now() - timedelta(seconds=amount * _DURATION_UNITS[unit])
+        except (OverflowError, ValueError):
+            raise LogQueryError(f"{name}={value!r} is too far back; {_TIME_HINT}") from None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

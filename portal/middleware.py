@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from social_core.exceptions import AuthCanceled, AuthPolicyError, AuthResponseError
 from social_django.middleware import SocialAuthExceptionMiddleware
 
-from portal import roles, services
+from portal import inputs, roles, services
 from portal.logging import request_id_var, request_user_var
 
 access_log = logging.getLogger("portal.access")
@@ -124,6 +124,26 @@ class PortalLoginRequiredMiddleware(LoginRequiredMiddleware):
             htmx_response["HX-Redirect"] = response["Location"]
             return htmx_response
         return response
+
+
+class BadInputMiddleware:
+    """A NUL character anywhere in a request is answered 400 with the field that carries it.
+
+    PostgreSQL text cannot hold NUL, so such a value would otherwise fail in the database as a
+    500, at whichever of the many places it is first used; checking once here covers them all.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        field = inputs.find_nul(request)
+        if field is None:
+            return self.get_response(request)
+        problem = inputs.BadInput(field, inputs.NUL_REASON)
+        if request.path_info.startswith("/api/"):
+            return JsonResponse({"detail": str(problem), "field": field}, status=400)
+        return HttpResponse(f"{problem}\n", status=400, content_type="text/plain; charset=utf-8")
 
 
 class GoogleSignInErrorMiddleware(SocialAuthExceptionMiddleware):
