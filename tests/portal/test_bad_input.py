@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.test import Client
 
 from agents import services
@@ -102,3 +103,17 @@ def test_an_impossible_date_in_history_is_400(seeded, as_operator) -> None:
 def test_anonymous_with_nul_is_still_refused_without_a_500(db, client: Client) -> None:
     response = client.get("/api/platform/agents?q=wow%00")
     assert response.status_code in (400, 401)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["logs", "search", "wow-cache", "--since", "1000000000d"],
+        ["logs", "search", "wow-cache", "--text", "abc\x00"],
+        ["logs", "search", "wow\x00cache"],
+    ],
+)
+def test_the_logs_command_exits_2_on_bad_input(seeded, argv) -> None:
+    with pytest.raises(CommandError) as refused:
+        call_command(*argv)
+    assert refused.value.returncode == 2

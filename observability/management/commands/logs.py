@@ -21,6 +21,7 @@ from agents.runtimes import RuntimeFailure
 from observability import logs
 from observability.collector import CATCH_UP_STATES, FOLLOWED_STATES, CollectorBusy, collect_once
 from observability.models import LogEntry
+from portal import inputs
 
 BAD_INPUT = 2
 POLL_SECONDS = 0.5
@@ -67,6 +68,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, command: str, **options) -> None:
+        for name, value in options.items():
+            for text in value if isinstance(value, list) else [value]:
+                if isinstance(text, str) and "\x00" in text:
+                    problem = inputs.BadInput(name, inputs.NUL_REASON)
+                    raise CommandError(str(problem), returncode=BAD_INPUT)
         try:
             if command == "tail":
                 self.tail(options["slug"], options["level"], options["lines"], options["no_follow"])
