@@ -21,7 +21,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
-from ninja import Query, Router, Schema
+from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 from ninja.responses import Status
 
@@ -265,7 +265,9 @@ class NoteIn(Schema):
 
 class SilenceIn(Schema):
     # Checked here and by the service, so a bad value gets a sentence rather than a schema error.
-    minutes: Any = None
+    minutes: Any = Field(
+        None, json_schema_extra={"type": "integer", "minimum": 1, "maximum": 10080}
+    )
 
 
 def alert_url(alert_id: int) -> str:

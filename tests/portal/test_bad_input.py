@@ -117,3 +117,10 @@ def test_the_logs_command_exits_2_on_bad_input(seeded, argv) -> None:
     with pytest.raises(CommandError) as refused:
         call_command(*argv)
     assert refused.value.returncode == 2
+
+
+def test_the_openapi_document_says_what_the_server_accepts(as_viewer) -> None:
+    schemas = as_viewer.get("/api/platform/openapi.json").json()["components"]["schemas"]
+    assert "restart" in schemas["BulkIn"]["properties"]["action"]["enum"]
+    minutes = schemas["SilenceIn"]["properties"]["minutes"]
+    assert (minutes["minimum"], minutes["maximum"]) == (1, 10080)
