@@ -124,7 +124,9 @@ def database_from_url(url: str, name: str = "DATABASE_URL") -> dict:
             f"{name} must be a PostgreSQL URL like postgresql://user:password@host:5432/dbname; "
             f"got a {url.split(':', 1)[0]!r} URL."
         )
-    config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    # No persistent connections: under ASGI each request runs in a thread of its own, so a kept
+    # connection is never reused and bursts pile them up until PostgreSQL refuses clients.
+    config = dj_database_url.parse(url, conn_max_age=0, conn_health_checks=True)
     options = config.setdefault("OPTIONS", {})
     # Fail fast when the server does not answer, so /healthz reports it instead of hanging.
     options.setdefault("connect_timeout", 5)

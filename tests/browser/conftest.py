@@ -15,9 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
-
-from portal import embedded
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-results" / "screenshots"
@@ -50,52 +47,6 @@ def chromium_path() -> str:
             )
         pytest.skip("Chromium is not installed (apt-get install chromium); CI runs these tests.")
     return path
-
-
-@pytest.fixture(scope="session")
-def portal_server(test_database_url: str, redis_url: str, tmp_path_factory) -> str:
-    """Daphne with the real settings, on the test database; yields its base URL."""
-    static_root = tmp_path_factory.mktemp("static")
-    port = embedded.free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": test_database_url,
-        "REDIS_URL": redis_url,
-        "STATIC_ROOT": str(static_root),
-        "PORT": str(port),
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    }
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        timeout=120,
-    )
-    log = open(tmp_path_factory.mktemp("daphne") / "daphne.log", "w+")  # noqa: SIM115 (open while Daphne runs)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--websocket_timeout", "-1",
-         "--access-log", os.devnull, "portal.asgi:application"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline or server.poll() is not None:
-            log.seek(0)
-            server.kill()
-            pytest.fail(f"Daphne did not come up:\n{log.read()[-3000:]}")
-        time.sleep(0.2)
-    yield base
-    server.terminate()
-    server.wait(timeout=15)
-    log.close()
 
 
 @pytest.fixture(scope="session")
