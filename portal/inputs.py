@@ -25,13 +25,6 @@ class BadInput(ValueError):
 NUL_REASON = "contains a NUL character (\\u0000), which no field accepts."
 
 
-def check_text(field: str, text: str) -> str:
-    """The text itself, or ``BadInput`` when it carries a NUL character."""
-    if "\x00" in text:
-        raise BadInput(field, NUL_REASON)
-    return text
-
-
 def _nul_in_json(value: object, path: str) -> str | None:
     if isinstance(value, str):
         return path or "body" if "\x00" in value else None

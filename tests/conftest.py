@@ -14,6 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -113,20 +115,12 @@ def test_database_url(django_db_setup, django_db_blocker) -> str:
     return f"{prefix.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
 
 
-@pytest.fixture(scope="session")
-def portal_server(test_database_url: str, redis_url: str, tmp_path_factory) -> str:
-    """Daphne with the real settings, on the test database; yields its base URL."""
-    static_root = tmp_path_factory.mktemp("static")
-    port = embedded.free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": test_database_url,
-        "REDIS_URL": redis_url,
-        "STATIC_ROOT": str(static_root),
-        "PORT": str(port),
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    }
+@contextmanager
+def _serving_portal(env: dict[str, str], workdir: Path) -> Iterator[str]:
+    """Daphne on the real ASGI app with ``env`` (static files collected into ``workdir``);
+    yields its base URL once /healthz answers, and stops it afterwards."""
+    static_root = workdir / "static"
+    env = {**env, "STATIC_ROOT": str(static_root), "PYTHONUNBUFFERED": "1"}
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
         cwd=PROJECT_ROOT,
@@ -134,11 +128,12 @@ def portal_server(test_database_url: str, redis_url: str, tmp_path_factory) -> s
         check=True,
         timeout=120,
     )
-    log = open(tmp_path_factory.mktemp("daphne") / "daphne.log", "w+")  # noqa: SIM115 (open while Daphne runs)
+    port = embedded.free_port()
+    log = open(workdir / "daphne.log", "w+")  # noqa: SIM115 (open while Daphne runs)
     server = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--websocket_timeout", "-1",
          "--access-log", os.devnull, "portal.asgi:application"],
-        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=PROJECT_ROOT, env={**env, "PORT": str(port)}, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -153,10 +148,31 @@ def portal_server(test_database_url: str, redis_url: str, tmp_path_factory) -> s
             server.kill()
             pytest.fail(f"Daphne did not come up:\n{log.read()[-3000:]}")
         time.sleep(0.2)
-    yield base
-    server.terminate()
-    server.wait(timeout=15)
-    log.close()
+    try:
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def serve_portal():
+    """Starts a Daphne of a test's own: ``with serve_portal(env, workdir) as base_url: ...``."""
+    return _serving_portal
+
+
+@pytest.fixture(scope="session")
+def portal_server(test_database_url: str, redis_url: str, tmp_path_factory) -> Iterator[str]:
+    """Daphne with the real settings, on the test database; yields its base URL."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": test_database_url,
+        "REDIS_URL": redis_url,
+        "LOG_LEVEL": "WARNING",
+    }
+    with _serving_portal(env, tmp_path_factory.mktemp("daphne")) as base:
+        yield base
 
 
 # --- users of every role, and clients signed in as them ---------------------------------

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from django import template
 from django.utils import timezone
 
@@ -38,15 +40,13 @@ def bulk_label(action: str) -> str:
 def evidence_line(text) -> dict:
     """One evidence line for people: agentd's JSON as its time (of day, UTC), level and message;
     a line that is not JSON (a traceback) as it is. The raw line stays behind a toggle."""
-    import json
-
     text = str(text)
     try:
         record = json.loads(text) if text.startswith("{") else None
     except ValueError:
         record = None
     if not isinstance(record, dict):
-        return {"time": "", "level": "", "message": text, "event": ""}
+        return {"time": "", "level": "", "message": text}
     stamp = str(record.get("ts") or "")
     time_of_day = stamp.partition("T")[2].rstrip("Z")[:12] if "T" in stamp else stamp
     message = record.get("message")
@@ -55,5 +55,4 @@ def evidence_line(text) -> dict:
         "timestamp": stamp,
         "level": str(record.get("level") or "").lower(),
         "message": message if isinstance(message, str) else text,
-        "event": str(record.get("event") or ""),
     }

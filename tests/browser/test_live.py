@@ -6,14 +6,11 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-import requests
 from playwright.sync_api import expect
 
 from agents import services
@@ -111,43 +108,22 @@ def test_a_change_by_one_person_and_a_crash_show_up_for_another_without_reload(
 
 
 @pytest.fixture
-def isolated_portal(test_database_url, tmp_path_factory):
+def isolated_portal(test_database_url, tmp_path_factory, serve_portal):
     """Daphne with a Redis of its own, which the test may stop and start again."""
     redis_root = tmp_path_factory.mktemp("live-redis")
     redis_url = embedded.start_redis(redis_root, persistent=False)
-    port = embedded.free_port()
-    static_root = tmp_path_factory.mktemp("live-static")
     env = {
         **os.environ,
         "DATABASE_URL": test_database_url,
         "REDIS_URL": redis_url,
-        "STATIC_ROOT": str(static_root),
         "LIVE_HEARTBEAT_SECONDS": "1",
         "LOG_LEVEL": "WARNING",
     }
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-    )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--websocket_timeout", "-1",
-         "--access-log", os.devnull, "portal.asgi:application"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    yield base, redis_root
-    server.terminate()
-    server.wait(timeout=15)
-    embedded.stop_redis(redis_root)
+    try:
+        with serve_portal(env, tmp_path_factory.mktemp("live-daphne")) as base:
+            yield base, redis_root
+    finally:
+        embedded.stop_redis(redis_root)
 
 
 def test_without_redis_the_page_says_reconnecting_polls_and_comes_back(
