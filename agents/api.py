@@ -197,7 +197,7 @@ def agent_history(request: HttpRequest, slug: str, action: str | None = None, li
 
 @router.post(
     "/agents/{slug}/{action}",
-    response={202: Accepted, 403: Problem, 404: Problem, 409: Problem},
+    response={202: Accepted, 403: Problem, 404: Problem, 409: Problem, 503: Problem},
     summary="Take a lifecycle action (provision, deploy, start, stop, suspend, resume, restart, revoke)",
 )
 def take_action(request: HttpRequest, slug: str, action: str, payload: ActionIn | None = None):
@@ -217,7 +217,7 @@ def take_action(request: HttpRequest, slug: str, action: str, payload: ActionIn 
     except PermissionDenied as denied:
         return Status(403, {"detail": str(denied), "code": "forbidden"})
     except services.ActionRefused as refused:
-        return Status(409, {"detail": refused.message, "code": refused.code})
+        return Status(refused.status, {"detail": refused.message, "code": refused.code})
     return Status(
         202,
         {
@@ -409,7 +409,7 @@ def _bulk_accepted(operation: BulkOperation) -> Status:
 
 
 def _bulk_refused(refused: services.ActionRefused) -> Status:
-    status = 400 if refused.code in BULK_BAD_INPUT else 409
+    status = 400 if refused.code in BULK_BAD_INPUT else refused.status
     return Status(status, {"detail": refused.message, "code": refused.code, **refused.details})
 
 
@@ -452,7 +452,7 @@ def _bulk_row(operation: BulkOperation) -> dict:
     }
 
 
-BULK_ERRORS = {400: BulkProblem, 403: Problem, 404: Problem, 409: BulkProblem}
+BULK_ERRORS = {400: BulkProblem, 403: Problem, 404: Problem, 409: BulkProblem, 503: BulkProblem}
 
 
 @router.post(
@@ -733,7 +733,9 @@ def _since(days: int) -> datetime:
 
 
 def _recovery_refused(refused: errors.RecoveryRefused, error: AgentError) -> Status:
-    status = 400 if refused.code in RECOVERY_BAD_INPUT else 409
+    status = {"unavailable": 503}.get(
+        refused.code, 400 if refused.code in RECOVERY_BAD_INPUT else 409
+    )
     body: dict[str, Any] = {"detail": refused.message, "code": refused.code}
     if refused.code in ("unknown", "not_offered"):
         body["offered"] = [suggestion["action"] for suggestion in error.one_click]
@@ -852,7 +854,7 @@ def get_error(request: HttpRequest, error_id: int):
 @router.post(
     "/errors/{error_id}/recover",
     response={202: RecoveryAccepted, 400: RecoveryProblem, 403: Problem, 404: Problem,
-              409: RecoveryProblem},
+              409: RecoveryProblem, 503: RecoveryProblem},
     summary="Run one of the error's one-click recoveries; GET the error for the outcome",
 )  # fmt: skip
 def recover_error(request: HttpRequest, error_id: int, payload: RecoverIn | None = None):

@@ -8,7 +8,8 @@ class AgentsConfig(AppConfig):
     verbose_name = "Agents"
 
     def ready(self) -> None:
-        from agents import events, live, services
+        from agents import bulk, errors, events, live, services
+        from portal import work
         from portal.management.commands import up
         from portal.startup import STARTUP_STEPS
 
@@ -18,3 +19,7 @@ class AgentsConfig(AppConfig):
         events.subscribe_bulk(live.on_bulk_event)
         if up.monitor_child not in up.EXTRA_CHILDREN:
             up.EXTRA_CHILDREN.append(up.monitor_child)
+        # Accepted work whose runner died is handed out again (beat, and a worker starting).
+        work.register_sweeper("operations", services.resume_stalled_operations)
+        work.register_sweeper("recoveries", errors.resume_stalled_recoveries)
+        work.register_sweeper("bulk operations", bulk.resume_stalled_bulk_operations)

@@ -34,7 +34,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from agents import events
@@ -48,6 +48,7 @@ from agents.models import (
     Tier,
 )
 from agents.services import (
+    UNAVAILABLE,
     ActionRefused,
     DependencyGraph,
     _actor_kind,
@@ -57,7 +58,7 @@ from agents.services import (
     request_action,
     run_operation,
 )
-from portal import roles
+from portal import roles, work
 from portal.actors import Actor
 from portal.models import AuditEntry
 from portal.services import record_audit
@@ -605,7 +606,7 @@ def create_bulk_operation(
     try:
         actor.require(roles.OPERATE, "run bulk operations")
         agents = resolve_targets(targets, filter)
-        with transaction.atomic():
+        with _sent_or_refused(), transaction.atomic():
             _lock(agents)
             plan = plan_bulk(action, _fresh(agents), parallelism=parallelism)
             return _create(
@@ -641,7 +642,7 @@ def retry_failed(
             raise BulkRefused(
                 f"Bulk operation #{bulk.pk} has no failed agent to retry.", code="empty"
             )
-        with transaction.atomic():
+        with _sent_or_refused(), transaction.atomic():
             _lock(failed)
             plan = plan_bulk(
                 bulk.action, _fresh(failed),
@@ -664,7 +665,7 @@ def roll_back(
     try:
         actor.require(roles.OPERATE, "run bulk operations")
         agents = [item.agent for item in bulk.items.select_related("agent")]
-        with transaction.atomic():
+        with _sent_or_refused(), transaction.atomic():
             _lock(agents)
             plan = plan_rollback(bulk, parallelism=parallelism)
             return _create(
@@ -759,10 +760,43 @@ def _create(
     )  # fmt: skip
     events.emit_bulk("created", bulk.pk)
     if enqueue:
-        from agents.tasks import run_bulk_operation_task
-
-        run_bulk_operation_task.delay_on_commit(bulk.pk)
+        _send(bulk)
     return bulk
+
+
+def _send(bulk: BulkOperation) -> None:
+    """Hand the job to a worker when the request commits; if the task queue cannot take it,
+    the job ends cancelled with every item skipped, so no agent stays reserved by it."""
+    from agents.tasks import run_bulk_operation_task
+
+    def undo(message: str) -> None:
+        now = timezone.now()
+        with transaction.atomic():
+            if not BulkOperation.objects.filter(
+                pk=bulk.pk, status=BulkOperation.Status.PENDING
+            ).update(
+                status=BulkOperation.Status.CANCELLED, finished_at=now,
+                cancelled_by="the portal (task queue unreachable)", cancel_requested_at=now,
+            ):  # fmt: skip
+                return
+            items = BulkItem.objects.filter(bulk=bulk, status__in=BulkItem.ACTIVE)
+            skipped = items.update(
+                status=BulkItem.Status.SKIPPED, code=UNAVAILABLE, message=message, finished_at=now
+            )
+            BulkOperation.objects.filter(pk=bulk.pk).update(skipped=F("skipped") + skipped)
+            events.emit_bulk("finished", bulk.pk)
+
+    work.send_after_commit(run_bulk_operation_task, bulk.pk, undo=undo)
+
+
+@contextmanager
+def _sent_or_refused() -> Iterator[None]:
+    """Turn "the task queue did not take the job" (raised as the transaction commits) into the
+    refusal every door answers 503 to; ``_send`` has already cancelled the job."""
+    try:
+        yield
+    except work.BrokerUnreachable as unreachable:
+        raise BulkRefused(unreachable.message, code=UNAVAILABLE) from None
 
 
 def cancel_bulk_operation(bulk: BulkOperation, actor: Actor) -> BulkOperation:
@@ -1130,7 +1164,7 @@ def _finish(bulk_id: int) -> None:
         events.emit_bulk("finished", bulk.pk)
 
 
-def resume_stalled_bulk_operations(*, older_than: timedelta = STALLED_AFTER) -> list[int]:
+def resume_stalled_bulk_operations(older_than: timedelta = STALLED_AFTER) -> list[int]:
     """Hand every unfinished bulk operation whose runner is gone back to a worker.
 
     A runner holds the operation's advisory lock for as long as it lives; one we can take

@@ -39,7 +39,7 @@ from agents.models import (
     State,
 )
 from agents.services import _actor_kind, recorded_actor
-from portal import roles
+from portal import roles, work
 from portal.actors import Actor
 from portal.models import AuditEntry
 from portal.services import record_audit
@@ -391,10 +391,15 @@ def request_recovery(
             )  # fmt: skip
             events.emit("error", error.agent, error=error.pk)
             if enqueue:
-                from agents.tasks import run_recovery_task
-
-                run_recovery_task.delay_on_commit(attempt.pk)
+                _send(attempt)
         return attempt
+    except work.BrokerUnreachable as unreachable:
+        refused = RecoveryRefused(unreachable.message, "unavailable")
+        record_audit(
+            actor, "agent.recover", target=error.agent.slug, outcome=AuditEntry.Outcome.REFUSED,
+            error=error.pk, recovery=action, reason=refused.message,
+        )  # fmt: skip
+        raise refused from None
     except (RecoveryRefused, PermissionDenied) as refused:
         record_audit(
             actor, "agent.recover", target=error.agent.slug, outcome=AuditEntry.Outcome.REFUSED,
@@ -403,8 +408,67 @@ def request_recovery(
         raise
 
 
+def _send(attempt: RecoveryAttempt) -> None:
+    """Hand the recovery to a worker when the request commits; if the task queue cannot take
+    it, the attempt fails at once and the error is open again (the request answers 503)."""
+    from agents.tasks import run_recovery_task
+
+    def undo(message: str) -> None:
+        with transaction.atomic():
+            current = RecoveryAttempt.objects.select_for_update().get(pk=attempt.pk)
+            if current.outcome != RecoveryAttempt.Outcome.RUNNING:
+                return
+            error = (
+                AgentError.objects.select_for_update()
+                .select_related("agent")
+                .get(pk=current.error_id)
+            )
+            current.outcome, current.detail = RecoveryAttempt.Outcome.FAILED, message
+            current.finished_at = timezone.now()
+            current.save(update_fields=["outcome", "detail", "finished_at"])
+            if error.status == AgentError.Status.RECOVERING:
+                error.status = AgentError.Status.OPEN
+                error.save(update_fields=["status"])
+            events.emit("error", error.agent, error=error.pk, recovery=current.outcome)
+
+    RecoveryAttempt.objects.filter(pk=attempt.pk).update(sent_at=timezone.now())
+    work.send_after_commit(run_recovery_task, attempt.pk, undo=undo)
+
+
+# The advisory-lock kind of a recovery's runner (see portal.work.lease).
+RECOVERY_LEASE = 7_304
+
+
+def resume_stalled_recoveries(older_than: timedelta) -> list[int]:
+    """The sweep for one-click recoveries: hand each running one with no runner to a worker
+    again, once it has waited ``older_than`` since it was last sent. Returns the ids."""
+    from agents.tasks import run_recovery_task
+
+    cutoff = timezone.now() - older_than
+    handed_out = []
+    running = RecoveryAttempt.objects.filter(outcome=RecoveryAttempt.Outcome.RUNNING)
+    for attempt in running.order_by("started_at"):
+        if (attempt.sent_at or attempt.started_at) > cutoff:
+            continue
+        if work.has_runner(RECOVERY_LEASE, attempt.pk):
+            continue
+        logger.warning(
+            "recovery attempt %s has no runner; handing it to a worker again", attempt.pk
+        )
+        RecoveryAttempt.objects.filter(pk=attempt.pk).update(sent_at=timezone.now())
+        run_recovery_task.delay(attempt.pk)
+        handed_out.append(attempt.pk)
+    return handed_out
+
+
 def run_recovery(attempt_id: int) -> RecoveryAttempt:
-    """Carry out a recovery and verify it. Running it again once finished does nothing."""
+    """Carry out a recovery and verify it. Running it again once finished does nothing; a
+    second runner waits for the first and then finds it finished."""
+    with work.lease(RECOVERY_LEASE, attempt_id):
+        return _run_recovery(attempt_id)
+
+
+def _run_recovery(attempt_id: int) -> RecoveryAttempt:
     attempt = RecoveryAttempt.objects.select_related("error__agent").get(pk=attempt_id)
     if attempt.outcome != RecoveryAttempt.Outcome.RUNNING:
         return attempt

@@ -291,6 +291,8 @@ class Operation(models.Model):
     result = models.JSONField(default=dict, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     requested_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # When it was last handed to a worker (by the request or by the sweep).
+    sent_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -533,6 +535,8 @@ class RecoveryAttempt(models.Model):
     outcome = models.CharField(max_length=15, choices=Outcome.choices, default=Outcome.RUNNING)
     detail = models.TextField(blank=True)
     started_at = models.DateTimeField(default=timezone.now)
+    # When it was last handed to a worker (by the request or by the sweep).
+    sent_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -31,6 +31,7 @@ from agents.models import (
     ACTIONS,
     Agent,
     AgentTransition,
+    BulkOperation,
     Health,
     Operation,
     RestartPolicy,
@@ -38,7 +39,7 @@ from agents.models import (
     Tier,
 )
 from agents.runtimes import AgentSpec, Runtime, RuntimeFailure, get_runtime
-from portal import roles
+from portal import roles, work
 from portal.actors import Actor
 from portal.models import AuditEntry
 from portal.services import record_audit
@@ -62,16 +63,26 @@ NEEDS_DEPENDENCIES = {"start", "resume", "restart"}
 DISRUPTS_DEPENDENTS = {"stop", "suspend", "revoke"}
 
 
-class ActionRefused(Exception):
-    """An action that cannot go ahead, with a sentence saying why and what to do."""
+# The code of a refusal because the task queue could not take the work (nothing was changed).
+UNAVAILABLE = "unavailable"
 
-    status = 409
+
+class ActionRefused(Exception):
+    """An action that cannot go ahead, with a sentence saying why and what to do.
+
+    ``status`` is the HTTP answer every door gives it: 409, or 503 when no worker could be
+    reached (code ``unavailable``: try again in a moment).
+    """
 
     def __init__(self, message: str, *, code: str = "refused", details: dict | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.details = details or {}
+
+    @property
+    def status(self) -> int:
+        return 503 if self.code == UNAVAILABLE else 409
 
 
 class Conflict(ActionRefused):
@@ -421,6 +432,25 @@ def _request_action(
             f"{action!r} is not an action; use one of {', '.join(ACTIONS)}.", code="unknown"
         )
     actor.require(roles.OPERATE, f"{action} agents")
+    try:
+        operation = _record_request(
+            agent, action, actor, reason, with_dependencies, confirm, enqueue
+        )
+    except work.BrokerUnreachable as unreachable:
+        raise ActionRefused(unreachable.message, code=UNAVAILABLE) from None
+    agent.pending_action = action
+    return operation
+
+
+def _record_request(
+    agent: Agent,
+    action: str,
+    actor: Actor,
+    reason: str,
+    with_dependencies: bool,
+    confirm: bool,
+    enqueue: bool,
+) -> Operation:
     with transaction.atomic():
         try:
             locked = Agent.objects.select_for_update(nowait=False).get(pk=agent.pk)
@@ -462,11 +492,35 @@ def _request_action(
         )
         events.emit("pending", locked, operation=str(operation.pk), action=action)
         if enqueue:
-            from agents.tasks import run_operation_task
-
-            run_operation_task.delay_on_commit(str(operation.pk))
-    agent.pending_action = locked.pending_action
+            _send(operation)
     return operation
+
+
+def _send(operation: Operation) -> None:
+    """Hand the operation to a worker when the request commits; if the task queue cannot take
+    it, the operation fails at once and the agent is free again (the request answers 503)."""
+    from agents.tasks import run_operation_task
+
+    def undo(message: str) -> None:
+        with transaction.atomic():
+            current = Operation.objects.select_for_update().get(pk=operation.pk)
+            if current.status != Operation.Status.PENDING:
+                return
+            agent = Agent.objects.select_for_update().get(pk=current.agent_id)
+            if agent.pending_action == current.action:
+                agent.pending_action, agent.pending_since = "", None
+                agent.save(update_fields=["pending_action", "pending_since", "updated_at"])
+            current.status, current.error, current.error_reason = (
+                Operation.Status.FAILED, message, UNAVAILABLE
+            )  # fmt: skip
+            current.finished_at = timezone.now()
+            current.save(update_fields=["status", "error", "error_reason", "finished_at"])
+            events.emit(
+                "operation", agent, operation=str(current.pk), action=current.action, error=message
+            )
+
+    Operation.objects.filter(pk=operation.pk).update(sent_at=timezone.now())
+    work.send_after_commit(run_operation_task, str(operation.pk), undo=undo)
 
 
 # --- carrying them out ------------------------------------------------------------------------
@@ -562,18 +616,41 @@ STEPS_TO_RUNNING = {
 }
 
 
+# The advisory-lock kind of an operation's runner (see portal.work.lease).
+OPERATION_LEASE = 7_303
+# A worker that died this many times carrying an operation out is not given it again.
+MAX_ATTEMPTS = 3
+
+
 def run_operation(operation_id: str) -> Operation:
-    """Carry out a requested action. Idempotent: a finished operation is returned untouched."""
+    """Carry out a requested action. Idempotent: a finished operation is returned untouched;
+    a second runner waits for the first and then finds it finished."""
+    with work.lease(OPERATION_LEASE, operation_id):
+        return _run_operation(operation_id)
+
+
+def _run_operation(operation_id: str) -> Operation:
     with transaction.atomic():
         operation = (
             Operation.objects.select_for_update().select_related("agent").get(pk=operation_id)
         )
         if operation.is_finished:
             return operation
-        operation.status = Operation.Status.RUNNING
-        operation.attempts += 1
-        operation.started_at = operation.started_at or timezone.now()
-        operation.save(update_fields=["status", "attempts", "started_at"])
+        gave_up = operation.attempts >= MAX_ATTEMPTS
+        if not gave_up:
+            operation.status = Operation.Status.RUNNING
+            operation.attempts += 1
+            operation.started_at = operation.started_at or timezone.now()
+            operation.save(update_fields=["status", "attempts", "started_at"])
+    if gave_up:
+        return _finish_failed(
+            operation,
+            f"The worker carrying this out stopped {operation.attempts} times before it finished "
+            f"(killed, or its database connection lost); it was not tried again. Check "
+            f"{operation.agent.name}'s state and the worker's log, then ask again.",
+            "worker_lost",
+            {"attempts": operation.attempts},
+        )
 
     try:
         result = {}
@@ -589,6 +666,39 @@ def run_operation(operation_id: str) -> Operation:
         logger.exception("operation %s failed unexpectedly", operation.pk)
         return _finish_failed(operation, f"Unexpected error: {exc}", "unknown", {})
     return _finish_succeeded(operation, result)
+
+
+def resume_stalled_operations(older_than: timedelta) -> list[str]:
+    """The sweep for single operations: hand each unfinished one with no runner to a worker.
+
+    Pending ones wait ``older_than`` since they were last sent (their task may simply be queued
+    behind others); a running one with no runner lost it (the worker was killed, or the task
+    died on a database error), so it goes at once. An operation of an unfinished bulk job is
+    that job's to resume. Returns the ids handed out.
+    """
+    from agents.tasks import run_operation_task
+
+    cutoff = timezone.now() - older_than
+    unfinished = Operation.objects.filter(
+        status__in=[Operation.Status.PENDING, Operation.Status.RUNNING]
+    ).exclude(
+        bulk_items__bulk__status__in=[BulkOperation.Status.PENDING, BulkOperation.Status.RUNNING]
+    )
+    handed_out = []
+    for operation in unfinished.order_by("requested_at"):
+        last_sent = operation.sent_at or operation.requested_at
+        if operation.status == Operation.Status.PENDING and last_sent > cutoff:
+            continue
+        if work.has_runner(OPERATION_LEASE, str(operation.pk)):
+            continue
+        logger.warning(
+            "%s of %s (operation %s) has no runner; handing it to a worker again",
+            operation.action, operation.agent_id, operation.pk,
+        )  # fmt: skip
+        Operation.objects.filter(pk=operation.pk).update(sent_at=timezone.now())
+        run_operation_task.delay(str(operation.pk))
+        handed_out.append(str(operation.pk))
+    return handed_out
 
 
 def _bring_up_dependencies(operation: Operation) -> list[str]:

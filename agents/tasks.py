@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from celery import shared_task
-from celery.signals import worker_ready
 
 from agents import services
 
@@ -31,22 +28,6 @@ def run_bulk_operation_task(bulk_id: int) -> str | None:
 
     operation = bulk.run_bulk_operation(bulk_id)
     return operation.status if operation is not None else None
-
-
-@shared_task(name="agents.resume_stalled_bulk_operations", ignore_result=True)
-def resume_stalled_bulk_operations_task(older_than_seconds: float | None = None) -> list[int]:
-    """Beat (and a worker starting): hand bulk operations whose worker died back to a worker."""
-    from agents import bulk
-
-    if older_than_seconds is None:
-        return bulk.resume_stalled_bulk_operations()
-    return bulk.resume_stalled_bulk_operations(older_than=timedelta(seconds=older_than_seconds))
-
-
-@worker_ready.connect
-def _resume_bulk_operations_on_start(sender=None, **kwargs) -> None:
-    """A worker starting (perhaps after one was killed) picks up bulk jobs left without a runner."""
-    resume_stalled_bulk_operations_task.apply_async(kwargs={"older_than_seconds": 0})
 
 
 @shared_task(name="agents.run_recovery", ignore_result=True, acks_late=True)

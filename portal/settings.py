@@ -148,10 +148,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT 
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", 4, minimum=1, maximum=64)
+# Accepted work (an action, a recovery, a bulk job) whose runner died is handed to a worker
+# again by a sweep this often, once it has waited this long without one (portal/work.py).
+WORK_SWEEP_SECONDS = env.int("WORK_SWEEP_SECONDS", 10, minimum=1, maximum=3600)
+WORK_STALLED_AFTER_SECONDS = env.int("WORK_STALLED_AFTER_SECONDS", 10, minimum=1, maximum=3600)
 CELERY_BEAT_SCHEDULE = {
     "portal-heartbeat": {"task": "portal.heartbeat", "schedule": 15.0},
-    # A bulk job whose worker died (no heartbeat) is picked up again where it stopped.
-    "agents-resume-bulk": {"task": "agents.resume_stalled_bulk_operations", "schedule": 20.0},
+    "portal-sweep": {"task": "portal.sweep", "schedule": float(WORK_SWEEP_SECONDS)},
 }
 # Observability's periodic jobs (scrape, evaluate, downsample, purge) are added below, once
 # their intervals are read.

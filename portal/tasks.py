@@ -1,11 +1,28 @@
 from __future__ import annotations
 
-from celery import shared_task
+from datetime import timedelta
 
-from portal import health
+from celery import shared_task
+from celery.signals import worker_ready
+
+from portal import health, work
 
 
 @shared_task(name="portal.heartbeat", ignore_result=True)
 def heartbeat() -> None:
     """Runs every few seconds from beat; the dashboard shows how long ago it last ran."""
     health.record_heartbeat()
+
+
+@shared_task(name="portal.sweep", ignore_result=True)
+def sweep(older_than_seconds: float | None = None) -> dict[str, list]:
+    """Beat, every few seconds: hand accepted work whose runner died back to a worker."""
+    if older_than_seconds is None:
+        return work.sweep()
+    return work.sweep(timedelta(seconds=older_than_seconds))
+
+
+@worker_ready.connect
+def _sweep_on_start(sender=None, **kwargs) -> None:
+    """A worker starting (perhaps in place of one that was killed) picks up what it left."""
+    sweep.apply_async(kwargs={"older_than_seconds": 0})
