@@ -5,7 +5,8 @@ Every page's WebSocket is in the fleet group of its access level, so what goes t
 every signed-in browser:
 
 - an alert that fires or resolves (and is not silenced): a toast, coloured by severity, linking
-  to the alert;
+  to the alert; the browser groups toasts of one rule and change ("3 agents ERRORED"), caps how
+  many show, and lets all but critical ones fade (static/js/portal.js);
 - any alert change: the sidebar's open-alert badge, and a beat (``#alerts-beat``) on which an
   open Alerts page fetches its list again with its own filters;
 - a new event: a beat (``#events-beat``) on which an open Events page fetches what is newer than
@@ -86,13 +87,55 @@ def publish_alert_change(alert: Alert, change: str) -> None:
 
 
 def alert_toast(alert: Alert, change: str) -> dict:
-    if change == "resolved":
-        text = f"Resolved: {alert.summary}"
+    """What an alert's toast says, and how the browser groups it with others like it.
+
+    Toasts of the same rule and change collapse in the browser into one ("3 agents ERRORED");
+    ``group_text`` is that line with ``{n}`` for the count.
+    """
+    rule = alert.rule
+    if change == "resolved" and alert.resolved_by:
+        # Closed by a person: the condition may well still hold.
         level = "success"
+        text = f"Alert resolved by {alert.resolved_by}: {rule.name} on {alert.agent.name}" + (
+            f" ({alert.resolution})." if alert.resolution else "."
+        )
+        group_text = f"{{n}} “{rule.name}” alerts resolved by hand"
+    elif change == "resolved":
+        level = "success"
+        if rule.kind == rule.Kind.STATE:
+            text = f"Recovered: {alert.agent.name} is no longer {rule.state}"
+            group_text = f"{{n}} agents are no longer {rule.state}"
+        else:
+            text = f"Recovered: {alert.agent.name} is back within “{rule.name}”"
+            group_text = f"{{n}} agents are back within “{rule.name}”"
+        if alert.resolved_at:
+            text += (
+                f" (alert open {_duration((alert.resolved_at - alert.fired_at).total_seconds())})"
+            )
+        text += "."
     else:
-        text = f"Alert {alert.get_severity_display().lower()}: {alert.summary}"
         level = TOAST_LEVELS.get(alert.severity, "info")
-    return {"alert": alert, "toast": text, "toast_level": level}
+        text = f"Alert {alert.get_severity_display().lower()}: {alert.summary}"
+        group_text = (
+            f"{{n}} agents {rule.state}"
+            if rule.kind == rule.Kind.STATE
+            else f"{{n}} agents alerting: {rule.name}"
+        )
+    return {
+        "alert": alert,
+        "toast": text,
+        "toast_level": level,
+        "group_key": f"{change}-{rule.pk}",
+        "group_text": group_text,
+    }
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def on_agent_event(event: agent_events.AgentEvent) -> None:

@@ -11,9 +11,117 @@
     });
   }
 
-  function dismissLater(toast) {
-    if (toast.classList.contains("toast-error")) return; // errors stay until dismissed
-    setTimeout(function () { toast.remove(); }, 6000);
+  // --- toasts ---------------------------------------------------------------------------
+  // Errors (and critical alerts) stay until dismissed; the rest fade. Alert toasts of one rule
+  // and change collapse into one line ("3 agents ERRORED: …"). At most MAX_TOASTS show at once:
+  // the oldest give way (faded ones first) and a last line counts what was cleared.
+  var MAX_TOASTS = 4;
+  var FADE_MS = { "toast-info": 6000, "toast-success": 6000, "toast-warning": 10000 };
+
+  function levelOf(toast) {
+    return ["toast-error", "toast-warning", "toast-success", "toast-info"].filter(function (c) {
+      return toast.classList.contains(c);
+    })[0] || "toast-info";
+  }
+
+  function removeToast(toast) {
+    if (toast.classList.contains("toast-leaving")) return;
+    toast.classList.add("toast-leaving");
+    setTimeout(function () { toast.remove(); }, 200);
+  }
+
+  function fadeLater(toast) {
+    var wait = FADE_MS[levelOf(toast)];
+    if (!wait || toast.dataset.fading) return;
+    toast.dataset.fading = "1";
+    setTimeout(function () { removeToast(toast); }, wait);
+  }
+
+  function toastElement(level, attrs, build) {
+    var toast = document.createElement("div");
+    toast.className = "toast " + level;
+    toast.setAttribute("role", "status");
+    Object.keys(attrs).forEach(function (name) { toast.setAttribute(name, attrs[name]); });
+    var text = document.createElement("span");
+    build(text);
+    var close = document.createElement("button");
+    close.type = "button";
+    close.className = "toast-close";
+    close.setAttribute("aria-label", "Dismiss");
+    close.setAttribute("data-dismiss-toast", "");
+    close.innerHTML = '<svg class="icon"><use href="#i-x"/></svg>';
+    toast.append(text, close);
+    return toast;
+  }
+
+  function link(href, words) {
+    var a = document.createElement("a");
+    a.href = href;
+    a.textContent = words;
+    return a;
+  }
+
+  // A new alert toast joins the others of its rule and change; returns the toast that stays.
+  function grouped(toast) {
+    var key = toast.dataset.groupKey;
+    if (!key) return toast;
+    var box = toast.parentNode;
+    var same = Array.prototype.filter.call(box.querySelectorAll(".toast[data-group-key]"), function (t) {
+      return t.dataset.groupKey === key && !t.classList.contains("toast-leaving");
+    });
+    if (same.length < 2) return toast;
+    var agents = [];
+    var level = "toast-info";
+    same.forEach(function (t) {
+      (t.dataset.agents ? JSON.parse(t.dataset.agents) : [t.dataset.agent]).forEach(function (name) {
+        if (agents.indexOf(name) < 0) agents.push(name);
+      });
+      if (levelOf(t) === "toast-error" || level === "toast-error") level = "toast-error";
+      else if (levelOf(t) === "toast-warning" || level === "toast-warning") level = "toast-warning";
+      else level = levelOf(t);
+    });
+    var shown = agents.slice(0, 3).join(", ") + (agents.length > 3 ? " and " + (agents.length - 3) + " more" : "");
+    var group = toastElement(level, {
+      "data-group-key": key,
+      "data-group-text": toast.dataset.groupText,
+      "data-group-href": toast.dataset.groupHref,
+      "data-agents": JSON.stringify(agents),
+      "data-alert-group": String(agents.length),
+    }, function (text) {
+      text.append(toast.dataset.groupText.replace("{n}", agents.length) + ": " + shown + " ");
+      text.append(link(toast.dataset.groupHref, "View alerts"));
+    });
+    same.forEach(function (t) { t.remove(); });
+    box.appendChild(group);
+    return group;
+  }
+
+  function capToasts(box) {
+    var shown = Array.prototype.filter.call(box.querySelectorAll(".toast"), function (t) {
+      return !t.classList.contains("toast-leaving") && !t.hasAttribute("data-toast-overflow");
+    });
+    var extra = shown.length - MAX_TOASTS;
+    if (extra <= 0) return;
+    // The oldest that would fade anyway go first, then the oldest of the rest.
+    var order = shown.filter(function (t) { return FADE_MS[levelOf(t)]; })
+      .concat(shown.filter(function (t) { return !FADE_MS[levelOf(t)]; }));
+    var cleared = order.slice(0, extra);
+    cleared.forEach(function (t) { t.remove(); });
+    var note = box.querySelector("[data-toast-overflow]");
+    var count = (note ? Number(note.dataset.toastOverflow) : 0) + cleared.length;
+    if (note) note.remove();
+    note = toastElement("toast-info", { "data-toast-overflow": String(count) }, function (text) {
+      text.append(count + " older notification" + (count === 1 ? "" : "s") + " cleared (open alerts stay on the Alerts page).");
+    });
+    box.insertBefore(note, box.firstChild);
+    setTimeout(function () { removeToast(note); }, 10000);
+  }
+
+  function toastArrived(toast) {
+    if (!toast.parentNode) return;
+    toast = grouped(toast);
+    fadeLater(toast);
+    capToasts(toast.parentNode);
   }
 
   document.addEventListener("click", function (event) {
@@ -281,10 +389,14 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     setTheme(root.dataset.theme === "light" ? "light" : "dark");
-    document.querySelectorAll("#toasts .toast").forEach(dismissLater);
-    // Toasts added later (htmx swaps, WebSocket pushes) dismiss themselves too.
+    document.querySelectorAll("#toasts .toast").forEach(toastArrived);
+    // Toasts added later (htmx swaps, WebSocket pushes) are grouped, capped and fade too.
     new MutationObserver(function (mutations) {
-      mutations.forEach(function (m) { m.addedNodes.forEach(function (n) { if (n.classList && n.classList.contains("toast")) dismissLater(n); }); });
+      mutations.forEach(function (m) {
+        m.addedNodes.forEach(function (n) {
+          if (n.classList && n.classList.contains("toast") && !n.hasAttribute("data-toast-overflow")) toastArrived(n);
+        });
+      });
     }).observe(document.getElementById("toasts"), { childList: true });
   });
 })();

@@ -256,7 +256,9 @@ def test_an_alert_fires_when_wowcache_is_killed_and_is_acknowledged_and_resolved
 
     item.get_by_label(f"Resolution note for alert {alert.pk}").fill("Killed on purpose in a test.")
     item.get_by_role("button", name="Resolve").click()
-    expect(page.locator("#toasts")).to_contain_text("Resolved: WowCache is ERRORED")
+    expect(page.locator("#toasts")).to_contain_text(
+        "Alert resolved by user:otto: Agent errored on WowCache (Killed on purpose in a test.)."
+    )
     expect(page.locator("#nav-alerts-count")).to_be_hidden()
     # The Open tab no longer lists it; the Resolved tab says who resolved it and why.
     expect(page.locator(f"#alert-{alert.pk}")).to_have_count(0)
