@@ -133,6 +133,21 @@ class OperationAdmin(ReadOnlyModelAdmin):
     list_filter = ("status", "action")
     search_fields = ("agent__name", "agent__slug", "actor", "error")
     date_hierarchy = "requested_at"
+    actions = ["undo_operations"]
+
+    @admin.action(description="Undo selected actions (stop, start, suspend, resume; recent only)")
+    def undo_operations(self, request, queryset) -> None:
+        actor = Actor.from_request(request)
+        for operation in queryset.select_related("agent").order_by("requested_at"):
+            try:
+                undone = services.undo_operation(operation, actor)
+            except PermissionDenied as denied:
+                self.message_user(request, str(denied), messages.ERROR)
+                return
+            except services.ActionRefused as refused:
+                self.message_user(request, refused.message, messages.WARNING)
+            else:
+                self.message_user(request, undone.message)
 
 
 class BulkItemInline(admin.TabularInline):

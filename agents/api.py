@@ -110,6 +110,14 @@ class Problem(Schema):
     code: str = ""
 
 
+class UndoOut(Schema):
+    detail: str
+    undone: UUID
+    # The inverse action asked for (poll it like any operation); null when the action was
+    # withdrawn before a worker began it.
+    operation: Accepted | None = None
+
+
 class FleetMetrics(Schema):
     total: int
     by_state: dict[str, int]
@@ -241,6 +249,36 @@ def get_operation(request: HttpRequest, operation_id: UUID):
     except Operation.DoesNotExist:
         raise HttpError(404, f"There is no operation {operation_id}.") from None
     return _operation_out(operation)
+
+
+@router.post(
+    "/operations/{operation_id}/undo",
+    response={200: UndoOut, 202: UndoOut, 403: Problem, 404: Problem, 409: Problem, 503: Problem},
+    summary="Undo a recent stop, start, suspend or resume (within ACTION_UNDO_SECONDS)",
+)
+def undo_operation(request: HttpRequest, operation_id: UUID):
+    try:
+        operation = Operation.objects.select_related("agent").get(pk=operation_id)
+    except Operation.DoesNotExist:
+        raise HttpError(404, f"There is no operation {operation_id}.") from None
+    try:
+        undone = services.undo_operation(operation, Actor.from_request(request))
+    except PermissionDenied as denied:
+        return Status(403, {"detail": str(denied), "code": "forbidden"})
+    except services.ActionRefused as refused:
+        return Status(refused.status, {"detail": refused.message, "code": refused.code})
+    inverse = undone.operation
+    body = {"detail": undone.message, "undone": operation.pk, "operation": None}
+    if inverse is None:
+        return Status(200, body)
+    body["operation"] = {
+        "id": inverse.pk,
+        "agent": operation.agent.slug,
+        "action": inverse.action,
+        "status": inverse.status,
+        "url": f"/api/platform/operations/{inverse.pk}",
+    }
+    return Status(202, body)
 
 
 def fleet_counts() -> dict:

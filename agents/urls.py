@@ -28,4 +28,5 @@ urlpatterns = [
     path("<slug:slug>/reconcile/", views.reconcile, name="reconcile"),
     path("<slug:slug>/actions/<str:action>/", views.action_confirm, name="confirm"),
     path("<slug:slug>/actions/<str:action>/run/", views.take_action, name="act"),
+    path("<slug:slug>/undo/<uuid:operation_id>/", views.undo_action, name="undo"),
 ]

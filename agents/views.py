@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
@@ -443,7 +444,7 @@ def take_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
     if action == "revoke" and actor.has(roles.OPERATE) and typed_name != agent.name:
         return _refused(request, agent, f"To revoke, type the agent's name exactly: {agent.name}.")
     try:
-        services.request_action(
+        operation = services.request_action(
             agent,
             action,
             actor,
@@ -456,18 +457,47 @@ def take_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
     agent = _get(slug)
     message = f"{ACTION_LABELS[action][0]} {agent.name}: {agent.pending_label}…"
     if htmx_partial(request):
+        undo = (
+            {"undo_url": reverse("agents:undo", args=[agent.slug, operation.pk]),
+             "undo_seconds": settings.ACTION_UNDO_SECONDS}
+            if services.can_undo(operation) else {}
+        )  # fmt: skip
         where = request.POST.get("from", "card")
         template = {
             "detail": "agents/agent_detail.html#action-result",
             "row": "agents/agent_list.html#row-result",
         }.get(where, "agents/agent_list.html#card-result")
-        context = {**_card_context(agent, actor), "toast": message, "toast_level": "info"}
+        context = {**_card_context(agent, actor), "toast": message, "toast_level": "info", **undo}
         if where == "detail":
             context.update(_detail_extras(agent))
         else:
             context["counts"] = fleet_counts()  # swapped out of band on the list and the dashboard
         return render(request, template, context)
     messages.info(request, message)
+    return redirect(_next(request) or reverse("agents:detail", args=[agent.slug]))
+
+
+@require_POST
+def undo_action(request: HttpRequest, slug: str, operation_id) -> HttpResponse:
+    """The Undo of an action's result toast: its inverse, through the services."""
+    actor = Actor.from_request(request)
+    agent = _get(slug)
+    operation = (
+        Operation.objects.filter(pk=operation_id, agent=agent).select_related("agent").first()
+    )
+    if operation is None:
+        raise Http404(f"{agent.name} has no operation {operation_id}.")
+    try:
+        undone = services.undo_operation(operation, actor)
+    except services.ActionRefused as refused:
+        return _refused(request, agent, refused.message)
+    if htmx_partial(request):
+        return render(
+            request,
+            "agents/agent_list.html#toast",
+            {"toast": undone.message, "toast_level": "info"},
+        )
+    messages.info(request, undone.message)
     return redirect(_next(request) or reverse("agents:detail", args=[agent.slug]))
 
 

@@ -316,6 +316,9 @@ AGENT_RESTART_BACKOFF_MAX_SECONDS = env.int(
     "AGENT_RESTART_BACKOFF_MAX_SECONDS", 60, minimum=1, maximum=3600
 )
 AGENT_RESTART_RESET_SECONDS = env.int("AGENT_RESTART_RESET_SECONDS", 60, minimum=1, maximum=86_400)
+# How long the result of an action with an inverse (stop/start, suspend/resume) offers Undo;
+# 0 turns Undo off.
+ACTION_UNDO_SECONDS = env.int("ACTION_UNDO_SECONDS", 10, minimum=0, maximum=300)
 
 # Bulk operations: agents worked on at once by one bulk job (default, and the most one may
 # ask for), and the ceiling on runtime actions in flight across all bulk jobs together.

@@ -32,6 +32,13 @@
 
   function fadeLater(toast) {
     var wait = FADE_MS[levelOf(toast)];
+    // An action's result offers Undo for a while: the button goes then, the toast just after.
+    var undo = toast.querySelector(".toast-undo");
+    if (undo && toast.dataset.undoSeconds) {
+      var undoMs = Number(toast.dataset.undoSeconds) * 1000;
+      setTimeout(function () { undo.remove(); }, undoMs);
+      wait = Math.max(wait || 0, undoMs + 1500);
+    }
     if (!wait || toast.dataset.fading) return;
     toast.dataset.fading = "1";
     setTimeout(function () { removeToast(toast); }, wait);
@@ -107,6 +114,9 @@
       .concat(shown.filter(function (t) { return !FADE_MS[levelOf(t)]; }));
     var cleared = order.slice(0, extra);
     cleared.forEach(function (t) { t.remove(); });
+    // Only what would have stayed (errors, critical alerts) is worth a word when it goes.
+    cleared = cleared.filter(function (t) { return !FADE_MS[levelOf(t)]; });
+    if (!cleared.length) return;
     var note = box.querySelector("[data-toast-overflow]");
     var count = (note ? Number(note.dataset.toastOverflow) : 0) + cleared.length;
     if (note) note.remove();
@@ -116,6 +126,12 @@
     box.insertBefore(note, box.firstChild);
     setTimeout(function () { removeToast(note); }, 10000);
   }
+
+  // An Undo that was sent has done its work: its toast goes (the answer brings a new one).
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var form = event.detail.elt.closest && event.detail.elt.closest(".toast-undo");
+    if (form && event.detail.successful) removeToast(form.closest(".toast"));
+  });
 
   function toastArrived(toast) {
     if (!toast.parentNode) return;

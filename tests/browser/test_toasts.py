@@ -54,21 +54,24 @@ def test_five_errored_agents_make_one_toast_that_stays_and_their_recovery_one_th
     expect(group).to_be_visible()
 
     # However many arrive, at most four show; the oldest that would fade go first.
-    page.evaluate(
-        """() => {
+    add_toasts = """([level, count]) => {
           const box = document.getElementById("toasts");
-          for (let i = 1; i <= 6; i++) {
+          for (let i = 1; i <= count; i++) {
             box.insertAdjacentHTML("beforeend",
-              `<div class="toast toast-info" role="status"><span>note ${i}</span></div>`);
+              `<div class="toast toast-${level}" role="status"><span>${level} ${i}</span></div>`);
           }
         }"""
-    )
+    page.evaluate(add_toasts, ["info", 6])
     shown = page.locator("#toasts .toast:not([data-toast-overflow])")
     expect(shown).to_have_count(4)
-    expect(page.locator("#toasts")).to_contain_text("note 6")
-    expect(page.locator("#toasts")).not_to_contain_text("note 2")
+    expect(page.locator("#toasts")).to_contain_text("info 6")
+    expect(page.locator("#toasts")).not_to_contain_text("info 2")
     expect(group).to_be_visible()  # the critical one outlived newer notes
-    expect(page.locator("[data-toast-overflow]")).to_contain_text("3 older notifications cleared")
+    # Notes that would have faded anyway go without a word; errors that go are counted.
+    expect(page.locator("[data-toast-overflow]")).to_have_count(0)
+    page.evaluate(add_toasts, ["error", 5])
+    expect(shown).to_have_count(4)
+    expect(page.locator("[data-toast-overflow]")).to_contain_text("2 older notifications cleared")
     screenshot(page, "toasts-capped")
 
 

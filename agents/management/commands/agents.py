@@ -23,6 +23,7 @@ import json
 import sys
 import time
 from functools import partial
+from uuid import UUID
 
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError
@@ -72,7 +73,7 @@ class Command(ErrorCommands, BaseCommand):
         sub = parser.add_subparsers(
             dest="command",
             required=True,
-            metavar="{list,show,history,seed,bulk,build-image,errors,error,recover,auto-recovery,"
+            metavar="{list,show,history,seed,undo,bulk,build-image,errors,error,recover,auto-recovery,"
             + ",".join(ACTIONS)
             + "}",
         )
@@ -86,6 +87,12 @@ class Command(ErrorCommands, BaseCommand):
         history.add_argument("slug")
         history.add_argument("--limit", type=int, default=20)
         sub.add_parser("seed", help="Register the 14 Platform CoE agents (idempotent).")
+        undo = sub.add_parser(
+            "undo",
+            help="Undo a recent stop, start, suspend or resume by its operation id "
+            "(within ACTION_UNDO_SECONDS).",
+        )
+        undo.add_argument("operation_id", metavar="operation-id")
         build = sub.add_parser(
             "build-image",
             help="Build the agent image waooaw/agentd:<version> on the Docker engine.",
@@ -299,6 +306,23 @@ class Command(ErrorCommands, BaseCommand):
         self.stdout.write(f"{created} agent(s) registered, {links} dependency link(s) added.")
 
     # --- acting ------------------------------------------------------------------------------
+
+    def _undo(self, operation_id: str, **options) -> None:
+        try:
+            operation = Operation.objects.select_related("agent").get(pk=UUID(operation_id))
+        except (ValueError, Operation.DoesNotExist):
+            raise CommandError(
+                f"There is no operation {operation_id!r}; `agents history <slug>` lists them."
+            ) from None
+        try:
+            undone = services.undo_operation(operation, Actor.command("agents undo"))
+        except PermissionDenied as denied:
+            raise CommandError(str(denied)) from None
+        except services.ActionRefused as refused:
+            raise CommandError(refused.message) from None
+        self.console.print(undone.message)
+        if undone.operation is not None:
+            self.console.print(f"→ operation {undone.operation.pk}")
 
     def _act(
         self,
