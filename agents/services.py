@@ -586,11 +586,16 @@ def undo_operation(operation: Operation, actor: Actor) -> Undone:
         raise
     finished = _wait_until_finished(operation)
     if finished.status != Operation.Status.SUCCEEDED:
-        message = (
-            f"The {action} of {agent.name} "
-            + ("failed, so there is nothing to undo." if finished.is_finished else "is still running; try Undo again in a moment, or "
-               f"{INVERSE[action]} {agent.name} once it has finished.")
-        )  # fmt: skip
+        if finished.error_reason == "undone":
+            outcome = "was already withdrawn by an earlier Undo; nothing more to do."
+        elif finished.is_finished:
+            outcome = "failed, so there is nothing to undo."
+        else:
+            outcome = (
+                f"is still running; try Undo again in a moment, or {INVERSE[action]} "
+                f"{agent.name} once it has finished."
+            )
+        message = f"The {action} of {agent.name} {outcome}"
         record_audit(
             actor, f"agent.{action}", target=agent.slug, outcome=AuditEntry.Outcome.REFUSED,
             operation=str(operation.pk), phase="undo", error=message,

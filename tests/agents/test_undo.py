@@ -13,6 +13,7 @@ from django.core.management import CommandError, call_command
 
 from agents import services
 from agents.models import Agent, Operation, State
+from portal.actors import Actor
 from portal.models import AuditEntry
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,6 +44,9 @@ def test_an_action_no_worker_has_begun_is_withdrawn(running, operator_actor) -> 
     agent = Agent.objects.get(pk=running.pk)
     assert (agent.state, agent.pending_action) == (State.RUNNING, "")
     assert AuditEntry.objects.filter(action="agent.stop", detail__phase="undone").count() == 1
+    # A second Undo (another tab, a double click) says it was done already.
+    with pytest.raises(services.ActionRefused, match="already withdrawn by an earlier Undo"):
+        services.undo_operation(operation, operator_actor)
     # The task, when a worker gets to it, finds it finished and does nothing.
     assert services.run_operation(str(operation.pk)).status == "failed"
     assert Agent.objects.get(pk=running.pk).state == State.RUNNING
@@ -160,3 +164,27 @@ def test_an_action_offers_undo_in_its_toast_only_when_it_has_an_inverse(
         "/agents/wow-event/actions/start/run/", {"from": "card"}, HTTP_HX_REQUEST="true"
     )
     assert "/undo/" not in response.content.decode()
+
+
+def test_a_burst_of_undos_at_the_real_server_asks_for_the_inverse_once(
+    running, operator, operator_actor, act, portal_server
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from portal import services as portal_services
+
+    stop = act(running, "stop", operator_actor)
+    _, token = portal_services.create_api_token(operator, Actor.command("test"), name="burst")
+    url = f"{portal_server}/api/platform/operations/{stop.pk}/undo"
+
+    def undo(_: int) -> int:
+        return requests.post(
+            url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        ).status_code
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = sorted(pool.map(undo, range(20)))
+    assert statuses == [202] + [409] * 19, statuses
+    assert Operation.objects.filter(agent=running, reason__startswith="undo of").count() == 1
