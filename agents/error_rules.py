@@ -13,6 +13,7 @@ import signal as signals_module
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agents.agentd import contract
 from agents.models import ErrorClass
 
 # The one-click recoveries, with the button's words.
@@ -289,7 +290,7 @@ RULES: list[Rule] = [
     Rule(
         "bad_config",
         ErrorClass.CONFIGURATION,
-        lambda s: s.reason == "bad_config" or s.exit_code == 2,
+        lambda s: s.reason == "bad_config" or s.exit_code == contract.EXIT_BAD_CONFIG,
         lambda s: (
             (
                 f"{s.agent} refused its configuration: {s.config_complaint}."

@@ -26,6 +26,7 @@ from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 
 from agents import events
+from agents.agentd import contract
 from agents.error_rules import RECOVERIES, Signals, diagnose
 from agents.models import (
     Agent,
@@ -233,7 +234,7 @@ def check_task_failures(agent: Agent, client) -> AgentError | None:
     """Compare the agent's dead-letter queue with the last look; tasks given up on since then
     are an error (source "tasks"). ``client`` is a Redis client on the agents' Redis (strings
     decoded). The first look only takes the count."""
-    queue = f"agents:{agent.slug}:dlq"
+    queue = contract.dead_letters(agent.slug)
     total = client.xlen(queue)
     seen = agent.runtime_details.get("dead_letters_seen")
     if seen != total:

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from agents.agentd import contract
 from agents.models import Agent, Health, State
 from observability.models import MetricSample
 
@@ -109,19 +110,19 @@ def parse_exposition(text: str) -> Scrape:
         except ValueError:
             continue
         name, _, labels = name_part.partition("{")
-        if name == "agentd_tasks_processed_total":
+        if name == contract.METRIC_TASKS_PROCESSED:
             scrape.processed = value
-        elif name == "agentd_tasks_failed_total":
+        elif name == contract.METRIC_TASKS_FAILED:
             scrape.failed = value
-        elif name == "agentd_process_cpu_seconds_total":
+        elif name == contract.METRIC_CPU_SECONDS:
             scrape.cpu_seconds = value
-        elif name == "agentd_process_resident_memory_bytes":
+        elif name == contract.METRIC_RESIDENT_MEMORY:
             scrape.memory_bytes = value
-        elif name == "agentd_queue_depth":
+        elif name == contract.METRIC_QUEUE_DEPTH:
             scrape.queue_depth = value
-        elif name == "agentd_dead_letter_depth":
+        elif name == contract.METRIC_DEAD_LETTER_DEPTH:
             scrape.dead_letters = value
-        elif name == "agentd_task_latency_seconds_bucket":
+        elif name == f"{contract.METRIC_TASK_LATENCY}_bucket":
             le = _label(labels, "le")
             if le is not None:
                 scrape.buckets[le] = value

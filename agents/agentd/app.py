@@ -22,15 +22,13 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from .config import AgentConfig, ConfigError, Settings, load_settings, merge_config, split_address
+from .contract import BAD_CONFIG_MARKER, EXIT_BAD_CONFIG, EXIT_BIND_FAILED, EXIT_OK
 from .faults import ProcessFaults
 from .log import JsonLogger
 from .metrics import Metrics, render_metrics
 from .server import AgentHTTPServer
 from .worker import QueueKeys, TaskWorker, connect, queue_stats
 
-EXIT_OK = 0
-EXIT_BAD_CONFIG = 2
-EXIT_BIND_FAILED = 3
 PROBE_TIMEOUT = 1.0
 # Kept back from the grace period for closing the HTTP server and writing the last log line.
 SHUTDOWN_MARGIN = 0.5
@@ -226,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(argv, os.environ)
     except ConfigError as exc:
         message = " ".join(str(exc).split())
-        print(f"agentd: bad configuration: {message}", file=sys.stderr)
+        print(f"agentd: {BAD_CONFIG_MARKER} {message}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     logger = JsonLogger(settings.slug, settings.replica, settings.log_level)
     return Agent(settings, logger).run()

@@ -8,6 +8,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from . import contract
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -111,21 +113,23 @@ def render_metrics(
         lines.extend(_header(name, kind, help_text))
         lines.append(_sample(name, labels, value))
 
-    family("agentd_up", "gauge", "1 while the agent process runs and serves its endpoints.", 1)
     family(
-        "agentd_tasks_processed_total",
+        contract.METRIC_UP, "gauge", "1 while the agent process runs and serves its endpoints.", 1
+    )
+    family(
+        contract.METRIC_TASKS_PROCESSED,
         "counter",
         "Tasks processed successfully and acknowledged.",
         snapshot.processed,
     )
     family(
-        "agentd_tasks_failed_total",
+        contract.METRIC_TASKS_FAILED,
         "counter",
         "Task attempts that failed (each retry counts).",
         snapshot.failed,
     )
     family(
-        "agentd_tasks_dead_lettered_total",
+        contract.METRIC_TASKS_DEAD_LETTERED,
         "counter",
         "Tasks moved to the dead-letter stream after failing too often.",
         snapshot.dead_lettered,
@@ -133,31 +137,31 @@ def render_metrics(
     lines.extend(_histogram(snapshot, labels))
     if queue is not None:
         family(
-            "agentd_queue_depth",
+            contract.METRIC_QUEUE_DEPTH,
             "gauge",
             "Tasks in the agent's stream not yet done (waiting or being retried).",
             queue.depth,
         )
         family(
-            "agentd_queue_pending",
+            contract.METRIC_QUEUE_PENDING,
             "gauge",
             "Tasks delivered to a consumer and not yet acknowledged.",
             queue.pending,
         )
         family(
-            "agentd_dead_letter_depth",
+            contract.METRIC_DEAD_LETTER_DEPTH,
             "gauge",
             "Messages in the agent's dead-letter stream.",
             queue.dead_letters,
         )
     family(
-        "agentd_process_cpu_seconds_total",
+        contract.METRIC_CPU_SECONDS,
         "counter",
         "User and system CPU time used by the agent process, in seconds.",
         process_cpu_seconds(),
     )
     family(
-        "agentd_process_resident_memory_bytes",
+        contract.METRIC_RESIDENT_MEMORY,
         "gauge",
         "Resident memory of the agent process, in bytes.",
         process_resident_memory_bytes(),
@@ -166,7 +170,7 @@ def render_metrics(
 
 
 def _histogram(snapshot: MetricsSnapshot, labels: Mapping[str, str]) -> Iterable[str]:
-    name = "agentd_task_latency_seconds"
+    name = contract.METRIC_TASK_LATENCY
     yield from _header(name, "histogram", "Time spent processing one task attempt, in seconds.")
     cumulative = 0
     bounds = [*(_format_value(bound) for bound in LATENCY_BUCKETS), "+Inf"]

@@ -21,12 +21,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from . import contract
 from .config import AgentConfig
 from .faults import task_failure
 from .log import JsonLogger
 from .metrics import Metrics, QueueStats
 
-CONSUMER_GROUP = "agentd"
 CLAIM_BATCH = 10
 # Longer than the longest XREADGROUP block (task_block_ms is at most 5 s).
 WORKER_SOCKET_TIMEOUT = 10.0
@@ -47,11 +47,11 @@ class QueueKeys:
     @classmethod
     def for_agent(cls, slug: str, replica: int) -> QueueKeys:
         return cls(
-            stream=f"agents:{slug}:tasks",
-            dead_letters=f"agents:{slug}:dlq",
-            failures=f"agents:{slug}:failures",
-            group=CONSUMER_GROUP,
-            consumer=f"{slug}-{replica}",
+            stream=contract.task_stream(slug),
+            dead_letters=contract.dead_letters(slug),
+            failures=contract.failure_counts(slug),
+            group=contract.CONSUMER_GROUP,
+            consumer=contract.consumer_name(slug, replica),
         )
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...agentd.contract import BAD_CONFIG_MARKER, EXIT_BAD_CONFIG, EXIT_BIND_FAILED
 from ..base import AgentSpec, RuntimeFailure
 from ..local.failures import port_holder
 from .containers import exit_signal
 
 # How many of the agent's last log lines a failure carries in its details.
 FAILURE_LOG_LINES = 20
-EXIT_BAD_CONFIG = 2
-EXIT_BIND_FAILED = 3
 
 
 def who(spec: AgentSpec, replica: int) -> str:
@@ -67,8 +66,8 @@ def start_failure(
     if exit_code == EXIT_BIND_FAILED:
         return port_in_use(spec, replica, port, details)
     if exit_code == EXIT_BAD_CONFIG:
-        said = [line for line in log_lines if "bad configuration" in line]
-        why = said[-1].split("bad configuration:", 1)[-1].strip() if said else "see the log lines"
+        said = [line for line in log_lines if BAD_CONFIG_MARKER in line]
+        why = said[-1].split(BAD_CONFIG_MARKER, 1)[-1].strip() if said else "see the log lines"
         return RuntimeFailure(
             f"{name} refused its configuration ({why}); correct the config and start it again.",
             reason="bad_config",

@@ -15,6 +15,7 @@ import docker
 import docker.errors
 import requests
 
+from ...agentd import contract
 from ..base import (
     AgentSpec,
     LogLine,
@@ -160,7 +161,7 @@ class DockerRuntime(Runtime):
             "volume": volume_name(spec.slug),
             "ports": ports,
             "new_ports": added,
-            "queue": f"agents:{spec.slug}:tasks",
+            "queue": contract.task_stream(spec.slug),
             "docker_host": self.base_url,
         }
 

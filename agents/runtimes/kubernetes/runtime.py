@@ -11,6 +11,7 @@ from typing import Any
 
 from kubernetes import client
 
+from ...agentd import contract
 from ..base import (
     AgentSpec,
     LogLine,
@@ -110,7 +111,7 @@ class KubernetesRuntime(Runtime):
             "namespace": self.namespace,
             "namespace_created": created,
             "ports": [],
-            "queue": f"agents:{spec.slug}:tasks",
+            "queue": contract.task_stream(spec.slug),
         }
 
     def deploy(self, spec: AgentSpec) -> dict[str, Any]:

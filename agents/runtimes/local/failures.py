@@ -8,6 +8,7 @@ from typing import Any
 
 import psutil
 
+from ...agentd.contract import BAD_CONFIG_MARKER, EXIT_BAD_CONFIG, EXIT_BIND_FAILED
 from ..base import AgentSpec, RuntimeFailure
 from .logfiles import last_lines
 from .processes import HOST
@@ -30,10 +31,10 @@ def start_failure(
         "uptime_seconds": ended.get("uptime_seconds"),
         "log_lines": log_lines,
     }
-    if exit_code == 3:
+    if exit_code == EXIT_BIND_FAILED:
         return port_in_use(spec, replica, port, log_lines, details)
-    if exit_code == 2:
-        said = [line for line in log_lines if "bad configuration" in line]
+    if exit_code == EXIT_BAD_CONFIG:
+        said = [line for line in log_lines if BAD_CONFIG_MARKER in line]
         reason = said[-1].removeprefix("agentd: ") if said else "see the log lines"
         return RuntimeFailure(
             f"{who} refused its configuration ({reason}); correct the config and start it again.",

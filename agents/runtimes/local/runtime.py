@@ -23,6 +23,7 @@ from typing import Any, cast
 import psutil
 import redis
 
+from ...agentd import contract
 from ..base import (
     AgentSpec,
     LogLine,
@@ -127,7 +128,7 @@ class LocalRuntime(Runtime):
             "ports": ports,
             "new_ports": added,
             "data_dirs": data_dirs,
-            "queue": f"agents:{spec.slug}:tasks",
+            "queue": contract.task_stream(spec.slug),
         }
 
     def reassign_ports(self, spec: AgentSpec) -> list[int]:
