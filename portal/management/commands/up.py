@@ -9,6 +9,7 @@ import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
 from portal import embedded
 from portal.management.commands.setup import run_setup
@@ -17,9 +18,10 @@ from portal.supervisor import ChildSpec, Supervisor
 
 class Command(BaseCommand):
     help = (
-        "Start the portal: migrate, create the roles and the first Admin, then serve the web "
+        "Start the portal: the embedded PostgreSQL and Redis (unless DATABASE_URL / REDIS_URL "
+        "point elsewhere), migrate, create the roles and the first Admin, then serve the web "
         "app (Daphne) with a Celery worker, Celery beat, the monitor and the log collector, "
-        "supervised until Ctrl-C or SIGTERM."
+        "all supervised (restarted if they die) until Ctrl-C or SIGTERM."
     )
 
     def add_arguments(self, parser) -> None:
@@ -53,15 +55,26 @@ class Command(BaseCommand):
             raise CommandError(
                 f"Port {port} on {bind} is already in use (another portal?). Stop it, or use PORT=<other port>."
             )
+        stores = []
         if embedded.current is not None:
-            # Whoever serves the portal owns the embedded servers: Ctrl-C stops them too.
-            embedded.current.take_ownership()
-
-        password = None if no_migrate else run_setup(self.stdout, collectstatic=True)
+            # Whoever serves the portal owns the embedded servers: supervised like the app
+            # processes, so a killed redis-server or postgres comes back on its own.
+            try:
+                stores = embedded.current.hand_over()
+            except embedded.AlreadyServed as exc:
+                raise CommandError(str(exc)) from None
 
         supervisor = Supervisor(
-            self._children(bind, port, no_worker, no_beat), out=self.stdout._out
+            self._children(bind, port, no_worker, no_beat), stores=stores, out=self.stdout._out
         )
+        password = None
+
+        def prepare() -> None:
+            nonlocal password
+            if not no_migrate:
+                password = run_setup(self.stdout, collectstatic=True)
+            # This process only watches from here on: no idle session for the stores to keep.
+            connections.close_all()
 
         def announce() -> None:
             url = f"http://{'127.0.0.1' if bind in ('0.0.0.0', '::') else bind}:{port}"
@@ -85,7 +98,7 @@ class Command(BaseCommand):
                     "up", f"Sign in as {settings.PORTAL_ADMIN_EMAIL} with PORTAL_ADMIN_PASSWORD."
                 )
 
-        code = supervisor.run(on_started=announce)
+        code = supervisor.run(on_started=announce, prepare=prepare)
         if code:
             sys.exit(code)
 
