@@ -15,6 +15,7 @@ class AgentsConfig(AppConfig):
 
         if services.seed_step not in STARTUP_STEPS:
             STARTUP_STEPS.append(services.seed_step)
+        live.register_topics()
         events.subscribe(live.on_agent_event)
         events.subscribe_bulk(live.on_bulk_event)
         if up.monitor_child not in up.EXTRA_CHILDREN:

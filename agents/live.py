@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 
 from django.db.models import Q
 from django.template.loader import render_to_string
@@ -39,6 +40,52 @@ _ACCESS_ACTORS = {
 }
 
 
+# --- the topics pages subscribe to (registered in AgentsConfig.ready) ------------------------------
+
+
+def register_topics() -> None:
+    """``agent:<slug>`` (its detail page), ``card:<slug>`` and ``row:<slug>`` (wherever its card
+    or table row shows), ``bulk:<id>``, ``operation:<id>``, and the named ``fleet-counts``,
+    ``errors-overview`` (the dashboard's open errors), ``errors-list`` (the Errors page's beat)
+    and ``bulk-list``."""
+    for kind in ("agent", "card", "row"):
+        realtime.register_topic_kind(kind, existing=_existing_slugs, per_access=True)
+    realtime.register_topic_kind("bulk", existing=_existing_bulk_ids, per_access=True)
+    realtime.register_topic_kind("bulk-row", existing=_existing_bulk_ids)
+    realtime.register_topic_kind("operation", existing=_existing_operation_ids)
+    for name in (FLEET_COUNTS, ERRORS_OVERVIEW, ERRORS_LIST):
+        realtime.register_topic(name)
+    realtime.register_topic("bulk-list", group=realtime.bulk_list_group())
+
+
+FLEET_COUNTS = "fleet-counts"
+ERRORS_OVERVIEW = "errors-overview"
+ERRORS_LIST = "errors-list"
+
+
+def _existing_slugs(keys: list[str]) -> set[str]:
+    return set(Agent.objects.filter(slug__in=keys).values_list("slug", flat=True))
+
+
+def _existing_bulk_ids(keys: list[str]) -> set[str]:
+    # Ids are small integers; anything else (or too big for the column) names nothing.
+    ids = [int(key) for key in keys if key.isdigit() and len(key) < 10]
+    return {str(pk) for pk in BulkOperation.objects.filter(pk__in=ids).values_list("pk", flat=True)}
+
+
+def _existing_operation_ids(keys: list[str]) -> set[str]:
+    ids = []
+    for key in keys:
+        try:
+            ids.append(uuid.UUID(key))
+        except ValueError:
+            continue
+    return {str(pk) for pk in Operation.objects.filter(pk__in=ids).values_list("pk", flat=True)}
+
+
+# --- agent events -----------------------------------------------------------------------------------
+
+
 def on_agent_event(event: AgentEvent) -> None:
     """Listener for ``agents.events``: render and publish. Never raises into the caller."""
     try:
@@ -59,12 +106,13 @@ def publish_agent(event: AgentEvent) -> None:
 
     groups = {
         access: {
-            "fleet": realtime.fleet_group(access),
-            "table": realtime.fleet_table_group(access),
+            "card": realtime.card_group(event.slug, access),
+            "row": realtime.row_group(event.slug, access),
             "agent": realtime.agent_group(event.slug, access),
         }
         for access in _ACCESS_ACTORS
     }
+    counts_group = realtime.topic_group(FLEET_COUNTS)
     # Detail pages of its dependencies and dependents list this agent's state too.
     links = Agent.dependencies.through.objects.filter(
         Q(from_agent_id=event.agent_id) | Q(to_agent_id=event.agent_id)
@@ -76,9 +124,15 @@ def publish_agent(event: AgentEvent) -> None:
         for pk, slug in neighbours.items()
     }
     # Nobody watching (a bulk job with no page open): nothing to load or render.
+    error_groups = (
+        [realtime.topic_group(ERRORS_OVERVIEW), realtime.topic_group(ERRORS_LIST)]
+        if event.kind == "error"
+        else []
+    )
     watched = realtime.watched(
         [name for by_kind in groups.values() for name in by_kind.values()]
         + [name for names in neighbour_groups.values() for name in names]
+        + [counts_group, *error_groups]
     )
     if event.kind == "error" and event.data.get("recovery") and event.data.get("error"):
         _publish_recovery_outcome(event.data["error"])
@@ -100,26 +154,24 @@ def publish_agent(event: AgentEvent) -> None:
                 if name in watched:
                     realtime.publish(name, {"agent-deps": html})
     if event.kind == "error":
-        _publish_error_overview(watched, [groups[access]["fleet"] for access in _ACCESS_ACTORS])
-    counts = None
+        _publish_error_overview(watched)
+    if counts_group in watched:
+        counts = render_to_string("agents/agent_list.html#counts", {"counts": fleet_counts()})
+        realtime.publish(counts_group, {"fleet-counts": counts})
     # The card's extras (its sparkline) are the same for every access level: collected once.
-    fleet_watched = any(groups[access]["fleet"] in watched for access in _ACCESS_ACTORS)
-    extras = collect_card_extras([agent])[0] if fleet_watched else {}
+    cards_watched = any(groups[access]["card"] in watched for access in _ACCESS_ACTORS)
+    extras = collect_card_extras([agent])[0] if cards_watched else {}
     for access, actor in _ACCESS_ACTORS.items():
         names = groups[access]
         if not watched.intersection(names.values()):
             continue
         context = _card_context(agent, actor, extras=extras)
-        if names["fleet"] in watched:
-            if counts is None:
-                counts = render_to_string(
-                    "agents/agent_list.html#counts", {"counts": fleet_counts()}
-                )
+        if names["card"] in watched:
             card = render_to_string("agents/agent_list.html#card", context)
-            realtime.publish(names["fleet"], {f"agent-{agent.slug}": card, "fleet-counts": counts})
-        if names["table"] in watched:
+            realtime.publish(names["card"], {f"agent-{agent.slug}": card})
+        if names["row"] in watched:
             row = render_to_string("agents/agent_list.html#row", context)
-            realtime.publish(names["table"], {f"agent-row-{agent.slug}": row})
+            realtime.publish(names["row"], {f"agent-row-{agent.slug}": row})
         if names["agent"] in watched:
             detail = {**context, **_detail_extras(agent), "from": "detail"}
             fragments = {
@@ -138,18 +190,22 @@ def publish_agent(event: AgentEvent) -> None:
         _publish_outcome(operation_id)
 
 
-def _publish_error_overview(watched: set[str], fleet_groups: list[str]) -> None:
+def _publish_error_overview(watched: set[str]) -> None:
     """An error opened, changed or closed: the dashboard's open errors (the same for every
     role: no buttons) and a beat that tells an open Errors page to fetch its list again."""
     from agents.error_views import dashboard_errors
 
-    targets = [group for group in fleet_groups if group in watched]
-    if not targets:
-        return
-    html = render_to_string("portal/dashboard.html#errors", dashboard_errors())
-    beat = f'<span id="errors-beat" hidden data-at="{time.time():.3f}"></span>'
-    for group in targets:
-        realtime.publish(group, {"dashboard-errors": html, "errors-beat": beat})
+    overview = realtime.topic_group(ERRORS_OVERVIEW)
+    if overview in watched:
+        html = render_to_string("portal/dashboard.html#errors", dashboard_errors())
+        realtime.publish(overview, {"dashboard-errors": html})
+    listing = realtime.topic_group(ERRORS_LIST)
+    if listing in watched:
+        beat = (
+            f'<span id="errors-beat" hidden data-live-subscribe="{ERRORS_LIST}" '
+            f'data-at="{time.time():.3f}"></span>'
+        )
+        realtime.publish(listing, {"errors-beat": beat})
 
 
 def _publish_recovery_outcome(error_id: int) -> None:
@@ -228,8 +284,9 @@ def publish_bulk(event: BulkEvent) -> None:
 
     groups = {access: realtime.bulk_group(event.bulk_id, access) for access in _ACCESS_ACTORS}
     list_group = realtime.bulk_list_group()
+    row_group = realtime.kind_group("bulk-row", event.bulk_id)
     finished = event.kind == "finished"
-    watched = realtime.watched([*groups.values(), list_group])
+    watched = realtime.watched([*groups.values(), list_group, row_group])
     if not watched and not finished:
         return
     try:
@@ -251,15 +308,14 @@ def publish_bulk(event: BulkEvent) -> None:
         if item_html is not None:
             fragments[f"bulk-item-{event.item_id}"] = item_html
         realtime.publish(group, fragments)
-    if list_group in watched:
+    if event.kind == "created" and list_group in watched:
+        # A new operation goes on top of the list (whose "none yet" row then hides itself).
         row = render_to_string("agents/bulk_list.html#row", {"operation": operation})
-        if event.kind == "created":
-            # A new operation goes on top of the list.
-            row = f'<tbody id="bulk-rows" hx-swap-oob="afterbegin">{row}</tbody>'
-            gone = '<tr id="bulk-none" hx-swap-oob="delete"></tr>'
-            realtime.publish(list_group, {f"bulk-op-new-{operation.pk}": row, "bulk-none": gone})
-        else:
-            realtime.publish(list_group, {f"bulk-op-{operation.pk}": row})
+        row = f'<tbody id="bulk-rows" hx-swap-oob="afterbegin">{row}</tbody>'
+        realtime.publish(list_group, {f"bulk-op-new-{operation.pk}": row})
+    elif row_group in watched:
+        row = render_to_string("agents/bulk_list.html#row", {"operation": operation})
+        realtime.publish(row_group, {f"bulk-op-{operation.pk}": row})
     if finished and operation.user_id:
         toast, level = finished_toast(operation)
         html = render_to_string(

@@ -7,9 +7,13 @@ class ObservabilityConfig(AppConfig):
 
     def ready(self) -> None:
         from agents import events as agent_events
-        from observability import alerts, events, jobs, notify  # noqa: F401 - jobs: Celery tasks
-        from observability.metrics_views import register_agent_hooks
+        from observability import alerts, events, jobs, live, notify  # noqa: F401 - jobs: tasks
+        from observability.metrics_views import GRAPH_TOPIC, register_agent_hooks
+        from portal import realtime
         from portal.startup import STARTUP_STEPS
+
+        live.register_topics()  # the log tails
+        realtime.register_topic(GRAPH_TOPIC)  # the dependency graph's nodes
 
         agent_events.record_with(events.record_agent_event)  # the event log, in the same commit
         register_agent_hooks()  # card sparklines, the graph on agent pages

@@ -39,6 +39,17 @@ ROWS_TEMPLATE = "observability/log_rows.html"
 ALL_AGENTS_TOPIC = "*"
 
 
+def register_topics() -> None:
+    """``logs:<slug>`` and ``logs:*`` (every signed-in role may read logs)."""
+    from agents.models import Agent
+
+    def existing(slugs: list[str]) -> set[str]:
+        return set(Agent.objects.filter(slug__in=slugs).values_list("slug", flat=True))
+
+    realtime.register_topic_kind("logs", existing=existing)
+    realtime.register_topic(f"logs:{ALL_AGENTS_TOPIC}", group=all_logs_group())
+
+
 def log_group(slug: str) -> str:
     """The group of pages following one agent's log (topic ``logs:<slug>``)."""
     return realtime.group_name("logs", slug)

@@ -527,6 +527,10 @@ def graph_detail_panel(agent: Agent, actor: Actor) -> str:
     return render_to_string("observability/graph_panel.html", dependency_graph(agent))
 
 
+# The topic of pages showing the dependency graph (the dashboard, an agent's page).
+GRAPH_TOPIC = "graph"
+
+
 def on_agent_event(event: AgentEvent) -> None:
     """Listener for ``agents.events``: a node of every open graph takes the agent's new state.
     Never raises into the caller."""
@@ -541,9 +545,8 @@ def publish_graph_node(event: AgentEvent) -> None:
 
     if event.kind not in ("transition", "health", "registry"):
         return  # what a node shows: name, state, health
-    groups = [realtime.fleet_group(access) for access in realtime.ACCESS_LEVELS]
-    watched = realtime.watched(groups)
-    if not watched:
+    group = realtime.topic_group(GRAPH_TOPIC)
+    if not realtime.watched([group]):
         return
     agent = (
         Agent.objects.only("id", "slug", "name", "state", "tier", "health")
@@ -555,8 +558,7 @@ def publish_graph_node(event: AgentEvent) -> None:
     names = list(agent.dependencies.order_by("name").values_list("name", flat=True))
     node = charts.Node(agent.slug, agent.name, agent.state, agent.tier, agent.health)
     html = charts.dependency_graph_node(node, names, link=graph_link)
-    for group in watched:
-        realtime.publish(group, {f"graph-node-{agent.slug}": html})
+    realtime.publish(group, {f"graph-node-{agent.slug}": html})
 
 
 # --- the dashboard ------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """The one WebSocket a page opens: ``/ws/live/``.
 
-On connect the socket joins the fleet group for the user's access level and the user's own
-group (toasts for actions they took). The page then sends ``{"subscribe": ["agent:wow-cache",
-"operation:<id>", "bulk:<id>", "bulk-list", "logs:wow-cache", "logs:*"]}`` for what else it shows;
-each topic is checked before it is joined (``logs:`` is a live log tail, see observability.live).
+On connect the socket joins the fleet group for the user's access level (what every page's frame
+shows: alert toasts, the sidebar's badge, the agent switcher) and the user's own group (toasts for
+actions they took). The page then sends ``{"subscribe": ["card:wow-cache", "fleet-counts",
+"agent:wow-cache", "logs:*", ...]}`` for what else it shows, and ``unsubscribe`` for what it no
+longer shows (see portal.realtime); each topic is checked before it is joined.
 Server → browser messages are HTML fragments for the htmx ws extension. A heartbeat every
 ``LIVE_HEARTBEAT_SECONDS`` (one per web process) goes through the channel layer itself, so a dead
 Redis closes the sockets (code 1011) and the pages switch to polling until they can reconnect.
@@ -16,7 +17,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import socket
 import time
 
@@ -30,12 +30,8 @@ logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
-MAX_SUBSCRIPTIONS = 50
-_TOPIC = re.compile(r"^(agent|operation|bulk|logs):([A-Za-z0-9_-]{1,64})$")
-# Every agent's log tail; every signed-in role may read logs.
-_ALL_LOGS = "logs:*"
-_FLEET_TABLE = "fleet-table"
-_BULK_LIST = "bulk-list"
+# A page of 100 agent cards and its frame's topics fit.
+MAX_SUBSCRIPTIONS = 200
 _PUSH_TYPES = frozenset({"live.fragments", "live.heartbeat"})
 
 
@@ -91,47 +87,22 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         topics = message.get("subscribe")
         if isinstance(topics, list):
-            for topic in topics[:MAX_SUBSCRIPTIONS]:
-                group = await self._group_for(topic)
-                if group is not None:
-                    await self._join(group)
-        # A paused log tail stops the pushes it would drop anyway. Only groups the page asked
-        # for can be left: the fleet, user and heartbeat groups stay.
+            for group in await self._groups_for(topics):
+                await self._join(group)
+        # What a page no longer shows (a swapped region, a paused log tail). Only groups the
+        # page asked for can be left: the fleet, user and heartbeat groups stay.
         topics = message.get("unsubscribe")
         if isinstance(topics, list):
-            for topic in topics[:MAX_SUBSCRIPTIONS]:
-                group = await self._group_for(topic)
-                if group is not None and group not in self._base_groups:
+            for group in await self._groups_for(topics):
+                if group not in self._base_groups:
                     await self._leave(group)
 
-    async def _group_for(self, topic: object) -> str | None:
-        """The group behind a topic the user may see, or None (unknown or not theirs)."""
-        if not isinstance(topic, str):
-            return None
-        if topic == _FLEET_TABLE:
-            return realtime.fleet_table_group(self.access)
-        if topic == _BULK_LIST:
-            return realtime.bulk_list_group()
-        if topic == _ALL_LOGS:
-            from observability import live
-
-            return live.all_logs_group()
-        match = _TOPIC.match(topic)
-        if match is None:
-            return None
-        kind, key = match.groups()
-        exists = await database_sync_to_async(_topic_exists)(kind, key)
-        if not exists:
-            return None
-        if kind == "agent":
-            return realtime.agent_group(key, self.access)
-        if kind == "bulk":
-            return realtime.bulk_group(key, self.access)
-        if kind == "logs":
-            from observability import live
-
-            return live.log_group(key)
-        return realtime.operation_group(key)
+    async def _groups_for(self, topics: list) -> list[str]:
+        """The groups behind the topics the user may see (unknown ones left out)."""
+        found = await database_sync_to_async(realtime.topic_groups)(
+            topics[:MAX_SUBSCRIPTIONS], self.access
+        )
+        return list(found.values())
 
     async def _leave(self, group: str) -> None:
         if group in self.groups_joined:
@@ -203,21 +174,3 @@ class _ProcessHeartbeat:
 
 
 _heartbeat = _ProcessHeartbeat()
-
-
-def _topic_exists(kind: str, key: str) -> bool:
-    if kind in ("agent", "logs"):
-        from agents.models import Agent
-
-        return Agent.objects.filter(slug=key).exists()
-    if kind == "bulk":
-        from agents.models import BulkOperation
-
-        # Ids are small integers; anything else (or too big for the column) names nothing.
-        return key.isdigit() and len(key) < 10 and BulkOperation.objects.filter(pk=key).exists()
-    from agents.models import Operation
-
-    try:
-        return Operation.objects.filter(pk=key).exists()
-    except Exception:  # not a UUID
-        return False

@@ -20,6 +20,8 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from channels.layers import get_channel_layer
 
@@ -41,24 +43,108 @@ def group_name(*parts: object) -> str:
 
 
 def fleet_group(access: str) -> str:
+    """Every page's frame at this access level: alert toasts, the sidebar, the agent switcher."""
     return group_name("fleet", access)
-
-
-def fleet_table_group(access: str) -> str:
-    """Pages showing the fleet as a table (rows instead of cards)."""
-    return group_name("fleet-table", access)
-
-
-def agent_group(slug: str, access: str) -> str:
-    return group_name("agent", slug, access)
-
-
-def operation_group(operation_id: object) -> str:
-    return group_name("operation", operation_id)
 
 
 def user_group(user_id: int) -> str:
     return group_name("user", user_id)
+
+
+# --- topics: what a page subscribes to -----------------------------------------------------------
+#
+# A page subscribes to what it shows, so it is sent nothing it has no element for. Every element
+# a push swaps carries ``data-live-subscribe="<topic>"``; the page sends the topics of the ones it
+# holds (static/js/portal.js), again whenever a swap adds or removes some. Apps register their
+# topics from ``AppConfig.ready``: named ones (``fleet-counts``) and kinds with a key
+# (``card:<slug>``) with how to tell which keys name something; portal itself knows none.
+
+
+@dataclass(frozen=True)
+class _Named:
+    per_access: bool
+    group: str
+
+
+@dataclass(frozen=True)
+class _Kind:
+    per_access: bool
+    existing: Callable[[list[str]], set[str]]
+
+
+_NAMED_TOPICS: dict[str, _Named] = {}
+_TOPIC_KINDS: dict[str, _Kind] = {}
+_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def register_topic(name: str, *, per_access: bool = False, group: str = "") -> None:
+    """Let pages subscribe to ``name``; ``per_access`` when a Viewer and an Operator are sent
+    different HTML (an Operator's has buttons); ``group`` names its group (default: the name)."""
+    _NAMED_TOPICS[name] = _Named(per_access, group or group_name(name))
+
+
+def register_topic_kind(
+    kind: str, *, existing: Callable[[list[str]], set[str]], per_access: bool = False
+) -> None:
+    """Let pages subscribe to ``<kind>:<key>``; ``existing(keys)`` says which keys name
+    something (it runs in a thread and may query the database; keys match ``[A-Za-z0-9_-]``)."""
+    _TOPIC_KINDS[kind] = _Kind(per_access, existing)
+
+
+def topic_group(name: str, access: str = ACCESS_VIEW) -> str:
+    """The group behind a named topic, for the given access level when that matters."""
+    topic = _NAMED_TOPICS[name]
+    return group_name(topic.group, access) if topic.per_access else topic.group
+
+
+def kind_group(kind: str, key: object, access: str = ACCESS_VIEW) -> str:
+    """The group behind ``<kind>:<key>``, for the given access level when that matters."""
+    if _TOPIC_KINDS[kind].per_access:
+        return group_name(kind, key, access)
+    return group_name(kind, key)
+
+
+def topic_groups(topics: list[object], access: str) -> dict[str, str]:
+    """Topic → group for those of ``topics`` that exist (the rest are left out). One
+    ``existing`` call per kind, so a page of many cards costs one query."""
+    found: dict[str, str] = {}
+    keys_by_kind: dict[str, dict[str, str]] = {}
+    for topic in topics:
+        if not isinstance(topic, str):
+            continue
+        if topic in _NAMED_TOPICS:
+            found[topic] = topic_group(topic, access)
+            continue
+        kind, _, key = topic.partition(":")
+        if kind in _TOPIC_KINDS and _KEY.fullmatch(key):
+            keys_by_kind.setdefault(kind, {})[key] = topic
+    for kind, keys in keys_by_kind.items():
+        for key in _TOPIC_KINDS[kind].existing(list(keys)):
+            if key in keys:
+                found[keys[key]] = kind_group(kind, key, access)
+    return found
+
+
+# The groups of the agents app's topics, by name, for the code that publishes to them.
+
+
+def agent_group(slug: str, access: str) -> str:
+    """Pages showing one agent (its detail page: topic ``agent:<slug>``)."""
+    return group_name("agent", slug, access)
+
+
+def card_group(slug: str, access: str) -> str:
+    """Pages showing this agent's card (topic ``card:<slug>``: the agents list, the dashboard)."""
+    return group_name("card", slug, access)
+
+
+def row_group(slug: str, access: str) -> str:
+    """Pages showing this agent's row in the fleet table (topic ``row:<slug>``)."""
+    return group_name("row", slug, access)
+
+
+def operation_group(operation_id: object) -> str:
+    return group_name("operation", operation_id)
 
 
 def bulk_group(bulk_id: object, access: str) -> str:

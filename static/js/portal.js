@@ -355,14 +355,41 @@
     showLive(offline ? "offline" : "reconnecting", (offline ? "Offline" : "Reconnecting") + " · updated " + age + " s ago");
   }
 
+  // What the page shows decides what it is sent: the frame's topics (data-live-topics) and one
+  // per element a push would swap (data-live-subscribe). Synced at connect and after swaps that
+  // add or remove such elements (a filter, a view switch, a new row pushed in).
+  var subscribed = {};
+  function wantedTopics() {
+    var wanted = {};
+    var shell = document.querySelector("[data-live-topics]");
+    (shell ? shell.dataset.liveTopics : "").split(/\s+/).filter(Boolean).forEach(function (t) { wanted[t] = true; });
+    document.querySelectorAll("[data-live-subscribe]").forEach(function (el) { wanted[el.dataset.liveSubscribe] = true; });
+    return wanted;
+  }
+  function syncTopics() {
+    if (!live.up || !live.socket) return;
+    var wanted = wantedTopics();
+    var add = Object.keys(wanted).filter(function (t) { return !subscribed[t]; });
+    var drop = Object.keys(subscribed).filter(function (t) { return !wanted[t]; });
+    if (add.length) live.socket.send(JSON.stringify({ subscribe: add }));
+    if (drop.length) live.socket.send(JSON.stringify({ unsubscribe: drop }));
+    subscribed = wanted;
+  }
+  var syncPending = false;
+  function syncTopicsSoon() {
+    if (syncPending) return;
+    syncPending = true;
+    setTimeout(function () { syncPending = false; syncTopics(); }, 0);
+  }
+  document.addEventListener("htmx:oobAfterSwap", syncTopicsSoon);
+
   document.addEventListener("htmx:wsOpen", function (event) {
-    var shell = event.target;
-    var topics = (shell.dataset.liveTopics || "").split(/\s+/).filter(Boolean);
     live.socket = event.detail.socketWrapper;
-    if (topics.length) live.socket.send(JSON.stringify({ subscribe: topics }));
+    subscribed = {};  // a new socket has joined nothing yet
     var reconnected = live.everConnected;
     live.up = true; live.everConnected = true; live.retries = 0;
     live.lastUpdate = live.lastBeat = Date.now();
+    syncTopics();
     refreshIndicator();
     // Whatever happened while the socket was down: fetch the current state once.
     if (reconnected) htmx.trigger(document.body, "live:resync");
@@ -382,13 +409,15 @@
   });
 
   document.addEventListener("htmx:wsAfterMessage", function () {
+    // Heartbeats come every few seconds; a longer silence on a socket that stayed open (Redis
+    // restarting under it) may have swallowed pushes: fetch the current state once.
+    var shell = document.querySelector("[data-live-heartbeat]");
+    var beatMs = shell ? Number(shell.dataset.liveHeartbeat) * 1000 : 5000;
+    if (live.up && Date.now() - live.lastBeat > 2 * beatMs) htmx.trigger(document.body, "live:resync");
     live.lastUpdate = live.lastBeat = Date.now();
   });
   document.addEventListener("htmx:afterSwap", function (event) {
-    // A region that needs more pushes than the page asked for at connect (the table view).
-    var wants = event.detail.elt && event.detail.elt.querySelector && event.detail.elt.querySelector("[data-live-subscribe]");
-    if (!wants && event.detail.elt && event.detail.elt.matches && event.detail.elt.matches("[data-live-subscribe]")) wants = event.detail.elt;
-    if (wants && live.up && live.socket) live.socket.send(JSON.stringify({ subscribe: [wants.dataset.liveSubscribe] }));
+    syncTopicsSoon();
     if (event.detail.elt && event.detail.elt.closest && event.detail.elt.closest("[data-live-region]")) live.lastUpdate = Date.now();
   });
 

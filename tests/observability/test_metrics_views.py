@@ -8,6 +8,7 @@ rates already computed); the browser test scrapes real agents.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import timedelta
 
@@ -372,6 +373,8 @@ async def test_a_state_change_swaps_the_agents_node_in_open_graphs(viewer, opera
     await seed()
     socket, connected, _ = await connect(viewer)
     assert connected
+    await socket.send_json_to({"subscribe": ["graph"]})  # what a page showing the graph sends
+    await asyncio.sleep(0.2)
     await provision_as(operator)
     html = await next_html(socket, 'hx-swap-oob="innerHTML:#graph-node-wow-cache"')
     node = html[html.index('hx-swap-oob="innerHTML:#graph-node-wow-cache"') :].split("</svg>")[0]

@@ -90,11 +90,14 @@ async def test_fleet_pages_get_the_card_row_and_counts_per_role(viewer, operator
     as_viewer, ok_viewer, _ = await connect(viewer)
     as_operator, ok_operator, _ = await connect(operator)
     assert ok_viewer and ok_operator
+    for communicator in (as_viewer, as_operator):
+        await communicator.send_json_to({"subscribe": ["card:wow-cache", "fleet-counts"]})
+    await asyncio.sleep(0.2)
 
     await provision_as(operator)
 
+    await next_html(as_viewer, 'id="fleet-counts"')
     viewer_html = await next_html(as_viewer, 'id="agent-wow-cache"', "PROVISIONED")
-    assert 'id="fleet-counts"' in viewer_html
     assert "Actions" not in viewer_html, "a Viewer's card has no actions menu"
     operator_html = await next_html(as_operator, 'id="agent-wow-cache"', "PROVISIONED")
     assert "Actions" in operator_html and "Deploy" in operator_html
@@ -105,7 +108,7 @@ async def test_fleet_pages_get_the_card_row_and_counts_per_role(viewer, operator
 async def test_table_pages_subscribe_to_rows(viewer, operator) -> None:
     await seed()
     communicator, connected, _ = await connect(viewer)
-    await communicator.send_json_to({"subscribe": ["fleet-table"]})
+    await communicator.send_json_to({"subscribe": ["row:wow-cache"]})
     await asyncio.sleep(0.2)
     await provision_as(operator)
     html = await next_html(communicator, 'id="agent-row-wow-cache"', "PROVISIONED")
@@ -131,6 +134,8 @@ async def test_only_the_person_who_acted_gets_the_toast(viewer, operator) -> Non
     await seed()
     as_operator, _, _ = await connect(operator)
     as_viewer, _, _ = await connect(viewer)
+    await as_viewer.send_json_to({"subscribe": ["card:wow-cache"]})
+    await asyncio.sleep(0.2)
     await provision_as(operator)
     toast = await next_html(as_operator, "toast-success")
     assert "Provision WowCache: done" in toast
@@ -147,6 +152,8 @@ async def test_a_rolled_back_change_publishes_nothing(viewer) -> None:
     await seed()
     communicator, connected, _ = await connect(viewer)
     assert connected
+    await communicator.send_json_to({"subscribe": ["card:wow-cache"]})
+    await asyncio.sleep(0.2)
 
     @sync_to_async
     def emit_then_roll_back() -> None:
@@ -192,3 +199,59 @@ async def test_a_dependency_page_hears_about_its_dependents(viewer, operator) ->
     html = await next_html(communicator, 'id="agent-deps"', "state-provisioned")
     assert "WowMemory" in html
     await communicator.disconnect()
+
+
+async def test_a_page_is_sent_only_what_it_shows(viewer, operator) -> None:
+    """Issue 13, item 10: the frame alone (every page) gets no cards, counts, graph nodes or
+    error panels; a card subscription gets that card only, until it is given up."""
+    await seed()
+    frame_only, _, _ = await connect(viewer)
+    one_card, _, _ = await connect(viewer)
+    await one_card.send_json_to({"subscribe": ["card:wow-cache", "card:no-such-agent", 7]})
+    await asyncio.sleep(0.2)
+
+    await provision_as(operator, "wow-event")
+    await provision_as(operator, "wow-cache")
+    await next_html(one_card, 'id="agent-wow-cache"', "PROVISIONED")
+    await asyncio.sleep(0.5)
+    for communicator in (frame_only, one_card):
+        while not await communicator.receive_nothing(timeout=0.3):
+            message = await communicator.receive_from()
+            for element in (
+                'id="agent-wow-event"',
+                'id="fleet-counts"',
+                "graph-node-",
+                "errors-beat",
+            ):
+                assert element not in message, (element, message[:200])
+            if communicator is frame_only:
+                assert 'id="agent-wow-cache"' not in message
+
+    await one_card.send_json_to({"unsubscribe": ["card:wow-cache"]})
+    await asyncio.sleep(0.2)
+
+    @sync_to_async
+    def deploy_cache() -> None:
+        agent = Agent.objects.get(slug="wow-cache")
+        operation = services.request_action(
+            agent, "deploy", Actor(kind="user", user=operator), enqueue=False
+        )
+        services.run_operation(str(operation.pk))
+
+    await deploy_cache()
+    await asyncio.sleep(0.6)
+    while not await one_card.receive_nothing(timeout=0.3):
+        assert 'id="agent-wow-cache"' not in await one_card.receive_from()
+    await frame_only.disconnect()
+    await one_card.disconnect()
+
+
+async def test_named_topics_reach_their_elements(viewer, operator) -> None:
+    await seed()
+    page, _, _ = await connect(viewer)
+    await page.send_json_to({"subscribe": ["fleet-counts", "graph"]})
+    await asyncio.sleep(0.2)
+    await provision_as(operator)
+    await next_html(page, 'id="fleet-counts"')
+    await next_html(page, "#graph-node-wow-cache", "state-provisioned")
+    await page.disconnect()
