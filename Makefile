@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format check-deploy benchmarks clean-var
+.PHONY: help install run test test-fast lint format check-deploy benchmarks bench-smoke clean-var
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -38,6 +38,13 @@ format: install  ## Apply ruff's fixes and formatting
 
 benchmarks: install  ## Run every benchmark in benchmarks/ and print the figures
 	@for bench in benchmarks/bench_*.py; do echo "== $$bench"; $(PY) $$bench || exit 1; done
+
+bench-smoke: install  ## Every benchmark once at its smallest size (CI): fails if one crashes or measures nothing
+	@for bench in benchmarks/bench_*.py; do \
+		echo "== $$bench --smoke"; start=$$(date +%s); \
+		$(PY) $$bench --smoke || { echo "$$bench --smoke failed" >&2; exit 1; }; \
+		echo "($$bench --smoke took $$(( $$(date +%s) - start )) s)"; \
+	done
 
 clean-var:  ## Delete local data (embedded PostgreSQL and Redis, secret key) after stopping them
 	$(PY) -c "from portal import embedded; embedded.remove_data(embedded.var_dir())"

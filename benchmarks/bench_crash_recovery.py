@@ -4,7 +4,7 @@ Each run SIGKILLs WowCache's agentd and measures until the agent is RUNNING agai
 process that answers /healthz. Between runs the agent is left healthy until the monitor has
 reset its restart counter, so every run is a "first crash" (no accumulated backoff).
 
-    .venv/bin/python benchmarks/bench_crash_recovery.py [--runs 5]
+    .venv/bin/python benchmarks/bench_crash_recovery.py [--runs 5] [--smoke]   # --smoke: 1 run
 
 Goal (issue 3): median under 2 s.
 """
@@ -27,7 +27,10 @@ GOAL_SECONDS = 2.0
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="one run (CI: that it still works)")
     args = parser.parse_args()
+    if args.smoke:
+        args.runs = 1
 
     with django_environment(AGENT_RESTART_RESET_SECONDS="1", AGENT_PROBE_INTERVAL_SECONDS="1"):
         from agents import services

@@ -10,6 +10,7 @@
     index PostgreSQL chose (EXPLAIN ANALYZE).
 
     .venv/bin/python benchmarks/bench_logs.py [--lines 1000000] [--runs 7]
+    .venv/bin/python benchmarks/bench_logs.py --smoke    # 20,000 lines, one run of each
 
 Goals (issue 8): ingestion ≥ 10,000 lines/s; every search < 100 ms.
 """
@@ -226,7 +227,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--smoke", action="store_true", help="small data, one run (CI)")
     args = parser.parse_args()
+    global INGEST_RUNS, INGEST_LINES_PER_RUN, OTHER_AGENT_LINES
+    if args.smoke:
+        args.lines, args.runs = 20_000, 1
+        INGEST_RUNS, INGEST_LINES_PER_RUN, OTHER_AGENT_LINES = 1, 10_000, 1_000
 
     with django_environment():
         from agents.models import Agent
