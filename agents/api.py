@@ -226,16 +226,7 @@ def take_action(request: HttpRequest, slug: str, action: str, payload: ActionIn 
         return Status(403, {"detail": str(denied), "code": "forbidden"})
     except services.ActionRefused as refused:
         return Status(refused.status, {"detail": refused.message, "code": refused.code})
-    return Status(
-        202,
-        {
-            "id": operation.pk,
-            "agent": agent.slug,
-            "action": action,
-            "status": operation.status,
-            "url": f"/api/platform/operations/{operation.pk}",
-        },
-    )
+    return Status(202, _accepted(operation))
 
 
 @router.get(
@@ -244,11 +235,24 @@ def take_action(request: HttpRequest, slug: str, action: str, payload: ActionIn 
     summary="An operation's progress and outcome",
 )
 def get_operation(request: HttpRequest, operation_id: UUID):
+    return _operation_out(_operation_or_404(operation_id))
+
+
+def _operation_or_404(operation_id: UUID) -> Operation:
     try:
-        operation = Operation.objects.select_related("agent").get(pk=operation_id)
+        return Operation.objects.select_related("agent").get(pk=operation_id)
     except Operation.DoesNotExist:
         raise HttpError(404, f"There is no operation {operation_id}.") from None
-    return _operation_out(operation)
+
+
+def _accepted(operation: Operation) -> dict:
+    return {
+        "id": operation.pk,
+        "agent": operation.agent.slug,
+        "action": operation.action,
+        "status": operation.status,
+        "url": f"/api/platform/operations/{operation.pk}",
+    }
 
 
 @router.post(
@@ -257,10 +261,7 @@ def get_operation(request: HttpRequest, operation_id: UUID):
     summary="Undo a recent stop, start, suspend or resume (within ACTION_UNDO_SECONDS)",
 )
 def undo_operation(request: HttpRequest, operation_id: UUID):
-    try:
-        operation = Operation.objects.select_related("agent").get(pk=operation_id)
-    except Operation.DoesNotExist:
-        raise HttpError(404, f"There is no operation {operation_id}.") from None
+    operation = _operation_or_404(operation_id)
     try:
         undone = services.undo_operation(operation, Actor.from_request(request))
     except PermissionDenied as denied:
@@ -268,17 +269,12 @@ def undo_operation(request: HttpRequest, operation_id: UUID):
     except services.ActionRefused as refused:
         return Status(refused.status, {"detail": refused.message, "code": refused.code})
     inverse = undone.operation
-    body = {"detail": undone.message, "undone": operation.pk, "operation": None}
-    if inverse is None:
-        return Status(200, body)
-    body["operation"] = {
-        "id": inverse.pk,
-        "agent": operation.agent.slug,
-        "action": inverse.action,
-        "status": inverse.status,
-        "url": f"/api/platform/operations/{inverse.pk}",
+    body = {
+        "detail": undone.message,
+        "undone": operation.pk,
+        "operation": _accepted(inverse) if inverse is not None else None,
     }
-    return Status(202, body)
+    return Status(200 if inverse is None else 202, body)
 
 
 def fleet_counts() -> dict:

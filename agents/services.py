@@ -438,20 +438,16 @@ def _request_action(
             agent, action, actor, reason, with_dependencies, confirm, enqueue
         )
     except work.BrokerUnreachable as unreachable:
+        # Raised as the transaction commits, once the operation's undo has run (see _send).
         raise ActionRefused(unreachable.message, code=UNAVAILABLE) from None
     agent.pending_action = action
     return operation
 
 
 def _record_request(
-    agent: Agent,
-    action: str,
-    actor: Actor,
-    reason: str,
-    with_dependencies: bool,
-    confirm: bool,
+    agent: Agent, action: str, actor: Actor, reason: str, with_dependencies: bool, confirm: bool,
     enqueue: bool,
-) -> Operation:
+) -> Operation:  # fmt: skip
     with transaction.atomic():
         try:
             locked = Agent.objects.select_for_update(nowait=False).get(pk=agent.pk)

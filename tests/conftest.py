@@ -162,6 +162,54 @@ def serve_portal():
     return _serving_portal
 
 
+@pytest.fixture
+def portal_on_own_redis(test_database_url, tmp_path_factory):
+    """Starts a Daphne with a Redis of its own, which the test may stop and start again:
+    ``with portal_on_own_redis(**env) as (base_url, redis_root): ...``."""
+
+    @contextmanager
+    def serve(**extra_env: str) -> Iterator[tuple[str, Path]]:
+        redis_root = tmp_path_factory.mktemp("own-redis")
+        env = {
+            **os.environ,
+            "DATABASE_URL": test_database_url,
+            "REDIS_URL": embedded.start_redis(redis_root, persistent=False),
+            "LOG_LEVEL": "WARNING",
+            **extra_env,
+        }
+        try:
+            with _serving_portal(env, tmp_path_factory.mktemp("own-redis-daphne")) as base:
+                yield base, redis_root
+        finally:
+            embedded.stop_redis(redis_root)
+
+    return serve
+
+
+@pytest.fixture(scope="session")
+def start_celery_worker():
+    """Starts a real Celery worker (solo pool) with ``env``, its output appended to ``log``;
+    returns the process once it answers a ping: ``start_celery_worker(env, name, log)``."""
+
+    def start(env: dict[str, str], name: str, log: Path) -> subprocess.Popen:
+        from portal.celery import app
+
+        handle = open(log, "a")  # noqa: SIM115 (closed when the worker ends)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "solo",
+             "--without-mingle", "--without-gossip", "--hostname", f"{name}@%h"],
+            cwd=PROJECT_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not app.control.ping(destination=[f"{name}@{os.uname().nodename}"], timeout=0.5):
+            if time.monotonic() > deadline or worker.poll() is not None:
+                worker.kill()
+                pytest.fail(f"worker {name} did not come up:\n{log.read_text()[-3000:]}")
+        return worker
+
+    return start
+
+
 @pytest.fixture(scope="session")
 def portal_server(test_database_url: str, redis_url: str, tmp_path_factory) -> Iterator[str]:
     """Daphne with the real settings, on the test database; yields its base URL."""

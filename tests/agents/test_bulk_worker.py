@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
@@ -17,7 +14,6 @@ from agents import bulk
 from agents.models import Agent, AgentTransition, BulkItem, BulkOperation, Operation, State
 from portal.actors import Actor
 
-ROOT = Path(__file__).resolve().parents[2]
 SLUGS = [
     "wow-event",
     "wow-cache",
@@ -31,23 +27,6 @@ SLUGS = [
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _start_worker(env: dict, name: str, log: Path) -> subprocess.Popen:
-    from portal.celery import app
-
-    handle = open(log, "a")  # noqa: SIM115 (closed when the worker ends)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "solo",
-         "--without-mingle", "--without-gossip", "--hostname", f"{name}@%h"],
-        cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not app.control.ping(destination=[f"{name}@{os.uname().nodename}"], timeout=0.5):
-        if time.monotonic() > deadline or worker.poll() is not None:
-            worker.kill()
-            pytest.fail(f"worker {name} did not come up:\n{log.read_text()[-3000:]}")
-    return worker
-
-
 def _wait(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -57,7 +36,7 @@ def _wait(condition, timeout: float, what: str) -> None:
 
 
 def test_a_killed_worker_leaves_the_job_to_the_next_one_which_finishes_it_once(
-    seeded, agent_root, test_database_url, redis_url, tmp_path
+    seeded, agent_root, test_database_url, redis_url, tmp_path, start_celery_worker
 ) -> None:
     from portal.celery import app
 
@@ -71,7 +50,7 @@ def test_a_killed_worker_leaves_the_job_to_the_next_one_which_finishes_it_once(
         "LOG_LEVEL": "WARNING",
     }
     log = tmp_path / "workers.log"
-    first = _start_worker(env, f"bulk-first-{os.getpid()}", log)
+    first = start_celery_worker(env, f"bulk-first-{os.getpid()}", log)
     second = None
     try:
         operation = bulk.create_bulk_operation(
@@ -91,7 +70,7 @@ def test_a_killed_worker_leaves_the_job_to_the_next_one_which_finishes_it_once(
         unfinished = items.filter(status__in=BulkItem.ACTIVE).count()
         assert unfinished >= 1, "the worker finished everything before it was killed"
 
-        second = _start_worker(env, f"bulk-second-{os.getpid()}", log)
+        second = start_celery_worker(env, f"bulk-second-{os.getpid()}", log)
         _wait(
             lambda: BulkOperation.objects.get(pk=operation.pk).is_finished,
             90,

@@ -16,7 +16,6 @@ import io
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from datetime import timedelta
@@ -59,28 +58,14 @@ def _wait(condition, timeout: float, what: str) -> None:
 # --- the task queue cannot take the task ---------------------------------------------------------
 
 
-@pytest.fixture
-def portal_on_own_redis(test_database_url, tmp_path_factory, serve_portal):
-    """Daphne with a Redis of its own, which the test stops; yields (base URL, Redis root)."""
-    redis_root = tmp_path_factory.mktemp("stranded-redis")
-    redis_url = embedded.start_redis(redis_root, persistent=False)
-    env = {
-        **os.environ,
-        "DATABASE_URL": test_database_url,
-        "REDIS_URL": redis_url,
-        "LOG_LEVEL": "WARNING",
-    }
-    try:
-        with serve_portal(env, tmp_path_factory.mktemp("stranded-daphne")) as base:
-            yield base, redis_root
-    finally:
-        embedded.stop_redis(redis_root)
-
-
 def test_an_action_the_queue_cannot_take_answers_503_and_leaves_nothing_pending(
     portal_on_own_redis, operator
 ) -> None:
-    base, redis_root = portal_on_own_redis
+    with portal_on_own_redis() as (base, redis_root):
+        _refused_while_redis_is_down_then_accepted(base, redis_root, operator)
+
+
+def _refused_while_redis_is_down_then_accepted(base: str, redis_root, operator) -> None:
     services.seed_platform_agents(Actor.command("test"))
     _, token = portal_services.create_api_token(operator, Actor.command("test"), name="t")
     headers = {"Authorization": f"Bearer {token}"}
@@ -164,25 +149,8 @@ def _worker_env(test_database_url, redis_url, agent_root) -> dict[str, str]:
     }
 
 
-def _start_worker(env: dict, name: str, log: Path) -> subprocess.Popen:
-    from portal.celery import app
-
-    handle = open(log, "a")  # noqa: SIM115 (closed when the worker ends)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "solo",
-         "--without-mingle", "--without-gossip", "--hostname", f"{name}@%h"],
-        cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not app.control.ping(destination=[f"{name}@{os.uname().nodename}"], timeout=0.5):
-        if time.monotonic() > deadline or worker.poll() is not None:
-            worker.kill()
-            pytest.fail(f"worker {name} did not come up:\n{log.read_text()[-3000:]}")
-    return worker
-
-
 @pytest.fixture
-def workers(test_database_url, redis_url, agent_root, tmp_path):
+def workers(test_database_url, redis_url, agent_root, tmp_path, start_celery_worker):
     """Starts real Celery workers on the test database; stops them and empties the queue after."""
     from portal.celery import app
 
@@ -192,7 +160,7 @@ def workers(test_database_url, redis_url, agent_root, tmp_path):
     env = _worker_env(test_database_url, redis_url, agent_root)
 
     def start(name: str) -> subprocess.Popen:
-        worker = _start_worker(env, f"{name}-{os.getpid()}", log)
+        worker = start_celery_worker(env, f"{name}-{os.getpid()}", log)
         started.append(worker)
         return worker
 

@@ -108,22 +108,10 @@ def test_a_change_by_one_person_and_a_crash_show_up_for_another_without_reload(
 
 
 @pytest.fixture
-def isolated_portal(test_database_url, tmp_path_factory, serve_portal):
+def isolated_portal(portal_on_own_redis):
     """Daphne with a Redis of its own, which the test may stop and start again."""
-    redis_root = tmp_path_factory.mktemp("live-redis")
-    redis_url = embedded.start_redis(redis_root, persistent=False)
-    env = {
-        **os.environ,
-        "DATABASE_URL": test_database_url,
-        "REDIS_URL": redis_url,
-        "LIVE_HEARTBEAT_SECONDS": "1",
-        "LOG_LEVEL": "WARNING",
-    }
-    try:
-        with serve_portal(env, tmp_path_factory.mktemp("live-daphne")) as base:
-            yield base, redis_root
-    finally:
-        embedded.stop_redis(redis_root)
+    with portal_on_own_redis(LIVE_HEARTBEAT_SECONDS="1") as (base, redis_root):
+        yield base, redis_root
 
 
 def test_without_redis_the_page_says_reconnecting_polls_and_comes_back(
