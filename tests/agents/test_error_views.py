@@ -708,8 +708,10 @@ async def _pushed(communicator, seconds: float = 1.5) -> str:
 async def test_an_error_and_its_recovery_are_pushed_to_the_agent_page_and_the_dashboard(
     seeded, viewer, operator
 ) -> None:
-    as_viewer = await _connect(viewer, "agent:wow-cache")
-    as_operator = await _connect(operator, "agent:wow-cache")
+    # What the agent's page, the dashboard's open errors and the Errors page subscribe to.
+    topics = ("agent:wow-cache", "errors-overview", "errors-list")
+    as_viewer = await _connect(viewer, *topics)
+    as_operator = await _connect(operator, *topics)
 
     error = await sync_to_async(_port_error)()
     viewer_html, operator_html = await _pushed(as_viewer), await _pushed(as_operator)

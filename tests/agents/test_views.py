@@ -39,7 +39,7 @@ def toasts(response) -> list[tuple[str, str]]:
 def oob_counts(response) -> dict[str, str] | None:
     """The fleet counts swapped out of band with the response, by label; None if not sent."""
     match = re.search(
-        r'<section class="cards counts" id="fleet-counts" aria-label="Fleet" hx-swap-oob="true">(.*?)</section>',
+        r'<section class="cards counts" id="fleet-counts"[^>]* hx-swap-oob="true">(.*?)</section>',
         response.content.decode(),
         re.S,
     )
