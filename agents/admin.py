@@ -24,7 +24,7 @@ def _lifecycle_action(action: str):
     def admin_action(modeladmin, request, queryset):
         actor = Actor.from_request(request)
         accepted, refused = 0, []
-        for agent in services.dependency_order(queryset.prefetch_related("dependencies")):
+        for agent in services.in_action_order(action, queryset.prefetch_related("dependencies")):
             try:
                 services.request_action(agent, action, actor, reason="admin action", confirm=True)
                 accepted += 1

@@ -37,7 +37,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from agents import events
+from agents import events, lifecycle
 from agents.models import (
     ACTION_LABELS,
     Agent,
@@ -75,34 +75,21 @@ BULK_ACTIONS = [
     "resume",
     "revoke",
 ]
+# The lifecycle table's words and rules for them (agents/lifecycle.py), "rollback" besides.
 BULK_ACTION_LABELS = {
-    "deploy_and_start": "Deploy and start",
-    "deploy": "Deploy",
-    "start": "Start",
-    "stop": "Stop",
-    "restart": "Restart",
-    "suspend": "Suspend",
-    "resume": "Resume",
-    "revoke": "Revoke",
+    **{name: lifecycle.action(name).label for name in BULK_ACTIONS},
     "rollback": "Roll back",
 }
 # Where a run leaves an agent that changes.
-BULK_TARGETS = {
-    "deploy_and_start": State.RUNNING,
-    "deploy": State.DEPLOYED,
-    "start": State.RUNNING,
-    "stop": State.STOPPED,
-    "restart": State.RUNNING,
-    "suspend": State.SUSPENDED,
-    "resume": State.RUNNING,
-    "revoke": State.REVOKED,
-}
+BULK_TARGETS = {name: lifecycle.action(name).target for name in BULK_ACTIONS}
 # Actions that bring agents up go dependencies first; the others, dependents first.
-UPWARD = {"deploy_and_start", "deploy", "start", "restart", "resume"}
+UPWARD = {name for name in BULK_ACTIONS if lifecycle.is_upward(name)}
 # Actions whose agents need their dependencies running.
-NEEDS_RUNNING_DEPENDENCIES = {"deploy_and_start", "start", "restart", "resume"}
+NEEDS_RUNNING_DEPENDENCIES = {
+    name for name in BULK_ACTIONS if lifecycle.action(name).needs_running_dependencies
+}
 # Actions that take agents away from whoever depends on them.
-TAKES_DOWN = {"stop", "suspend", "revoke"}
+TAKES_DOWN = {name for name in BULK_ACTIONS if lifecycle.action(name).disrupts_dependents}
 
 # The one-click buttons of the agents page: (action, filter).
 SHORTCUTS = {
@@ -118,17 +105,8 @@ SHORTCUT_LABELS = {
     "restart-errored": "Restart errored",
 }
 
-_DEPLOY_AND_START_STEPS = {
-    State.DRAFT: ["provision", "deploy", "start"],
-    State.PROVISIONED: ["deploy", "start"],
-    State.DEPLOYED: ["start"],
-    State.STOPPED: ["start"],
-}
-_DEPLOY_STEPS = {
-    State.DRAFT: ["provision", "deploy"],
-    State.PROVISIONED: ["deploy"],
-    State.STOPPED: ["deploy"],
-}
+_DEPLOY_AND_START_STEPS = lifecycle.DEPLOY_AND_START_STEPS
+_DEPLOY_STEPS = lifecycle.DEPLOY_STEPS
 # How an agent that a bulk operation changed gets back to where it was: (now, before) → steps.
 # The state reached is the one before, except that a started agent cannot become DEPLOYED
 # again: stopping it is the closest (deployed, not running).

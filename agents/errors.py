@@ -25,7 +25,7 @@ from django.db import transaction
 from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 
-from agents import events
+from agents import events, lifecycle
 from agents.agentd import contract
 from agents.error_rules import RECOVERIES, Signals, diagnose
 from agents.models import (
@@ -584,10 +584,10 @@ def _run_again(agent: Agent, actor: Actor, reason: str) -> None:
 
 
 def _bring_up_dependencies(agent: Agent, actor: Actor, reason: str) -> None:
-    from agents.services import STEPS_TO_RUNNING, transitive_dependencies
+    from agents.services import transitive_dependencies
 
     for dependency in transitive_dependencies(agent):
-        for step in STEPS_TO_RUNNING.get(_fresh(dependency).state, []):
+        for step in lifecycle.STEPS_TO_RUNNING.get(_fresh(dependency).state, []):
             _act(dependency, step, actor, reason)
 
 

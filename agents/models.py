@@ -15,16 +15,15 @@ from django.db.models import Q
 from django.utils import timezone
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 
-
-class State(models.TextChoices):
-    DRAFT = "DRAFT", "Draft"
-    PROVISIONED = "PROVISIONED", "Provisioned"
-    DEPLOYED = "DEPLOYED", "Deployed"
-    RUNNING = "RUNNING", "Running"
-    SUSPENDED = "SUSPENDED", "Suspended"
-    STOPPED = "STOPPED", "Stopped"
-    ERRORED = "ERRORED", "Errored"
-    REVOKED = "REVOKED", "Revoked"
+# The lifecycle's words live in one table; they are re-exported here for the code that reads
+# them with the models.
+from agents.lifecycle import (  # noqa: F401
+    ACTION_LABELS,
+    ACTIONS,
+    LIVE_STATES,
+    NOT_REVOKED,
+    State,
+)
 
 
 class Health(models.TextChoices):
@@ -48,23 +47,6 @@ class RuntimeKind(models.TextChoices):
 class RestartPolicy(models.TextChoices):
     ON_FAILURE = "on-failure", "Restart on failure"
     NEVER = "never", "Never restart"
-
-
-# The eight actions people take, in menu order; "fail" is the system's own.
-ACTIONS = ["provision", "deploy", "start", "stop", "suspend", "resume", "restart", "revoke"]
-ACTION_LABELS = {
-    "provision": ("Provision", "provisioning"),
-    "deploy": ("Deploy", "deploying"),
-    "start": ("Start", "starting"),
-    "stop": ("Stop", "stopping"),
-    "suspend": ("Suspend", "suspending"),
-    "resume": ("Resume", "resuming"),
-    "restart": ("Restart", "restarting"),
-    "revoke": ("Revoke", "revoking"),
-    "fail": ("Fail", "failing"),
-}
-LIVE_STATES = [State.DEPLOYED, State.RUNNING, State.SUSPENDED]
-NOT_REVOKED = [state for state in State.values if state != State.REVOKED]
 
 
 class AgentQuerySet(models.QuerySet):

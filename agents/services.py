@@ -25,7 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_fsm import ConcurrentTransition, TransitionNotAllowed
 
-from agents import events
+from agents import events, lifecycle
 from agents.catalog import PLATFORM_AGENTS
 from agents.models import (
     ACTION_LABELS,
@@ -46,23 +46,6 @@ from portal.models import AuditEntry
 from portal.services import record_audit
 
 logger = logging.getLogger(__name__)
-
-# States an action leads to, for messages and previews.
-ACTION_TARGETS = {
-    "provision": State.PROVISIONED,
-    "deploy": State.DEPLOYED,
-    "start": State.RUNNING,
-    "stop": State.STOPPED,
-    "suspend": State.SUSPENDED,
-    "resume": State.RUNNING,
-    "restart": State.RUNNING,
-    "revoke": State.REVOKED,
-}
-# Actions that end with the agent running need its dependencies running.
-NEEDS_DEPENDENCIES = {"start", "resume", "restart"}
-# Actions that take the agent away from its dependents.
-DISRUPTS_DEPENDENTS = {"stop", "suspend", "revoke"}
-
 
 # The code of a refusal because the task queue could not take the work (nothing was changed).
 UNAVAILABLE = "unavailable"
@@ -130,6 +113,12 @@ def dependency_order(agents: Iterable[Agent]) -> list[Agent]:
         cyclic = sorted(by_id[pk].name for pk, deps in edges.items() if deps)
         raise ValueError(f"The dependencies of {', '.join(cyclic)} form a cycle.")
     return ordered
+
+
+def in_action_order(action: str, agents: Iterable[Agent]) -> list[Agent]:
+    """The order in which every door acts on many agents: dependencies first for an action that
+    brings agents up, dependents first for one that takes them down (agents.lifecycle)."""
+    return lifecycle.in_order(action, dependency_order(agents))
 
 
 class DependencyGraph:
@@ -294,7 +283,7 @@ def check_action(
         check.allowed, check.code = False, "busy"
         check.message = f"{agent.name} is already {agent.pending_label}; wait until that finishes."
         return check
-    if action in NEEDS_DEPENDENCIES:
+    if lifecycle.action(action).needs_running_dependencies:
         check.missing_dependencies = [
             dep for dep in transitive_dependencies(agent, graph) if dep.state != State.RUNNING
         ]
@@ -312,7 +301,7 @@ def check_action(
             check.allowed, check.code = False, "dependencies"
             check.message = f"{agent.name} depends on {_names(revoked)}, which cannot run again."
             return check
-    if action in DISRUPTS_DEPENDENTS:
+    if lifecycle.action(action).disrupts_dependents:
         check.affected_dependents = [
             dependent
             for dependent in agent.dependents.all()
@@ -329,7 +318,7 @@ def available_actions(
     if not actor.has(roles.OPERATE):
         return []
     actions = agent.legal_actions()
-    if graph is None and NEEDS_DEPENDENCIES.intersection(actions):
+    if graph is None and any(lifecycle.action(a).needs_running_dependencies for a in actions):
         graph = DependencyGraph.load()
     return [check_action(agent, action, actor, graph=graph) for action in actions]
 
@@ -522,8 +511,6 @@ def _send(operation: Operation) -> None:
 
 # --- undo ---------------------------------------------------------------------------------------
 
-# The action that undoes each action that has one.
-INVERSE = {"stop": "start", "start": "stop", "suspend": "resume", "resume": "suspend"}
 # Undo is still taken this long after the window the toast shows (a click in its last second).
 UNDO_SLACK_SECONDS = 5
 # How long an undo waits for the action it undoes to finish before doing the inverse.
@@ -532,7 +519,7 @@ UNDO_WAIT_SECONDS = 30
 
 def can_undo(operation: Operation) -> bool:
     """Whether the result of ``operation`` should offer Undo (it has an inverse; Undo is on)."""
-    return operation.action in INVERSE and settings.ACTION_UNDO_SECONDS > 0
+    return bool(lifecycle.action(operation.action).inverse) and settings.ACTION_UNDO_SECONDS > 0
 
 
 @dataclass
@@ -566,7 +553,7 @@ def undo_operation(operation: Operation, actor: Actor) -> Undone:
         if timezone.now() - operation.requested_at > timedelta(seconds=window + UNDO_SLACK_SECONDS):
             raise ActionRefused(
                 f"Undo is offered for {window} s after an action and this {action} of "
-                f"{agent.name} is older; {INVERSE[action]} {agent.name} instead.",
+                f"{agent.name} is older; {lifecycle.action(action).inverse} {agent.name} instead.",
                 code="too_late",
             )
         if _withdraw(operation, actor):
@@ -588,7 +575,7 @@ def undo_operation(operation: Operation, actor: Actor) -> Undone:
             outcome = "failed, so there is nothing to undo."
         else:
             outcome = (
-                f"is still running; try Undo again in a moment, or {INVERSE[action]} "
+                f"is still running; try Undo again in a moment, or {lifecycle.action(action).inverse} "
                 f"{agent.name} once it has finished."
             )
         message = f"The {action} of {agent.name} {outcome}"
@@ -598,7 +585,7 @@ def undo_operation(operation: Operation, actor: Actor) -> Undone:
         )  # fmt: skip
         raise ActionRefused(message, code="nothing_to_undo" if finished.is_finished else "busy")
     inverse = request_action(
-        Agent.objects.get(pk=agent.pk), INVERSE[action], actor,
+        Agent.objects.get(pk=agent.pk), lifecycle.action(action).inverse, actor,
         reason=f"undo of the {action} requested by {operation.actor}",
     )  # fmt: skip
     return Undone(
@@ -719,17 +706,6 @@ def _operation_actor(operation: Operation) -> Actor:
     return recorded_actor(operation)
 
 
-# The steps that take an agent from each state to RUNNING (bringing a dependency up).
-STEPS_TO_RUNNING = {
-    State.DRAFT: ["provision", "deploy", "start"],
-    State.PROVISIONED: ["deploy", "start"],
-    State.DEPLOYED: ["start"],
-    State.STOPPED: ["start"],
-    State.SUSPENDED: ["resume"],
-    State.ERRORED: ["restart"],
-}
-
-
 # The advisory-lock kind of an operation's runner (see portal.work.lease).
 OPERATION_LEASE = 7_303
 # A worker that died this many times carrying an operation out is not given it again.
@@ -822,7 +798,7 @@ def _bring_up_dependencies(operation: Operation) -> list[str]:
     for dependency in transitive_dependencies(operation.agent):
         # Re-fetched, not refresh_from_db (which django-fsm makes unsafe across threads).
         dependency = Agent.objects.get(pk=dependency.pk)
-        steps = STEPS_TO_RUNNING.get(dependency.state, [])
+        steps = lifecycle.STEPS_TO_RUNNING.get(dependency.state, [])
         for step in steps:
             step_operation = request_action(
                 dependency,
@@ -902,7 +878,7 @@ def _finish_succeeded(operation: Operation, result: dict) -> Operation:
         current = Agent.objects.get(pk=operation.agent_id)
         return _finish_failed(
             operation,
-            f"{current.name} changed to {current.state} while it was being {ACTION_LABELS[operation.action][1].replace('ing', 'ed')}; nothing more was done.",
+            f"{current.name} changed to {current.state} while it was being {lifecycle.action(operation.action).done}; nothing more was done.",
             "conflict",
             result,
         )
@@ -1194,7 +1170,6 @@ def _jsonable(value):
 # --- drift --------------------------------------------------------------------------------------
 
 # The portal states in which an agent has resources in its runtime.
-DEPLOYED_STATES = [State.DEPLOYED, State.RUNNING, State.SUSPENDED, State.STOPPED, State.ERRORED]
 
 
 def record_drift(agent: Agent, items: list[dict]) -> bool:
@@ -1233,7 +1208,7 @@ def check_drift(runtime_name: str) -> dict[str, list[dict]]:
     """Ask one runtime how it differs from the portal; record it per agent. Returns the
     findings by slug (orphans under their own slug, even with no agent of that name)."""
     runtime = build_runtime(runtime_name)
-    agents = list(Agent.objects.filter(runtime=runtime_name, state__in=DEPLOYED_STATES))
+    agents = list(Agent.objects.filter(runtime=runtime_name, state__in=lifecycle.DEPLOYED_STATES))
     findings = runtime.drift([(spec_for(agent), agent.state) for agent in agents])
     by_slug: dict[str, list[dict]] = {}
     for item in findings:
@@ -1251,7 +1226,7 @@ def reconcile_agent(agent: Agent, actor: Actor) -> dict:
     (remove orphans, stop or pause what should not run), then check again."""
     actor.require(roles.OPERATE, "reconcile agents")
     runtime = runtime_for(agent)
-    if agent.state in DEPLOYED_STATES:
+    if agent.state in lifecycle.DEPLOYED_STATES:
         result = runtime.reconcile(spec_for(agent), agent.state)
     else:
         result = runtime.remove_orphan(agent.slug)

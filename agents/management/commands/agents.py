@@ -336,10 +336,7 @@ class Command(ErrorCommands, BaseCommand):
     ) -> None:
         actor = Actor.command(f"agents {action}")
         agents = [self._agent(slug) for slug in dict.fromkeys(slugs)]
-        if action in ("start", "deploy", "provision", "resume", "restart"):
-            agents = services.dependency_order(agents)
-        else:
-            agents = list(reversed(services.dependency_order(agents)))
+        agents = services.in_action_order(action, agents)
         failures = 0
         for agent in agents:
             try:
