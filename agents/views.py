@@ -256,8 +256,9 @@ def agent_card(request: HttpRequest, slug: str) -> HttpResponse:
     toast = _finished_toast(request)
     table = request.GET.get("view") == "table"
     template = f"agents/agent_list.html#{'row' if table else 'card'}{'-result' if toast else ''}"
-    # The poll that sees the action finish updates the fleet counts too (out of band).
-    counts = {"counts": fleet_counts()} if toast else {}
+    # The poll that sees the action finish updates the fleet counts too (out of band), on a
+    # page that shows them.
+    counts = {"counts": fleet_counts()} if toast and _shows_counts(request) else {}
     return render(request, template, {**_card_context(agent, actor), **toast, **counts})
 
 
@@ -471,7 +472,8 @@ def take_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
         if where == "detail":
             context.update(_detail_extras(agent))
         else:
-            context["counts"] = fleet_counts()  # swapped out of band on the list and the dashboard
+            if _shows_counts(request):  # swapped out of band on the list and the dashboard
+                context["counts"] = fleet_counts()
         return render(request, template, context)
     messages.info(request, message)
     return redirect(_next(request) or reverse("agents:detail", args=[agent.slug]))
@@ -535,6 +537,12 @@ def _refused(request: HttpRequest, agent: Agent, message: str) -> HttpResponse:
         return response
     messages.error(request, message)
     return redirect(_next(request) or reverse("agents:detail", args=[agent.slug]))
+
+
+def _shows_counts(request: HttpRequest) -> bool:
+    """Whether the page that asked shows the fleet counts (static/js/portal.js says so in a
+    header), so that an answer never carries an out-of-band element its page lacks."""
+    return request.headers.get("X-Shows-Fleet-Counts") == "1"
 
 
 def _next(request: HttpRequest) -> str:

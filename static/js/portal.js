@@ -382,6 +382,10 @@
     setTimeout(function () { syncPending = false; syncTopics(); }, 0);
   }
   document.addEventListener("htmx:oobAfterSwap", syncTopicsSoon);
+  // An action's answer carries the fleet counts out of band only to a page that shows them.
+  document.addEventListener("htmx:configRequest", function (event) {
+    if (document.getElementById("fleet-counts")) event.detail.headers["X-Shows-Fleet-Counts"] = "1";
+  });
 
   document.addEventListener("htmx:wsOpen", function (event) {
     live.socket = event.detail.socketWrapper;

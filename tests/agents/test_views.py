@@ -17,6 +17,8 @@ from portal.actors import Actor
 from portal.models import AuditEntry
 
 HTMX = {"HX-Request": "true"}
+# What static/js/portal.js adds on a page that shows the fleet counts (the list, the dashboard).
+SHOWS_COUNTS = {**HTMX, "X-Shows-Fleet-Counts": "1"}
 
 
 def shown_slugs(response) -> list[str]:
@@ -408,7 +410,7 @@ def test_operator_provisions_from_a_card_with_htmx(seeded, as_operator) -> None:
     response = as_operator.post(
         "/agents/wow-cache/actions/provision/run/",
         {"from": "card", "reason": "from the card"},
-        headers=HTMX,
+        headers=SHOWS_COUNTS,
     )
     assert response.status_code == 200
     content = response.content.decode()
@@ -451,7 +453,9 @@ def test_pending_card_polls_until_its_operation_finishes_then_says_how_it_went(
     )  # still pending: no toast, still polling
 
     services.run_operation(str(operation.pk))
-    finished = as_operator.get("/agents/wow-cache/card/", {"op": operation.pk}, headers=HTMX)
+    finished = as_operator.get(
+        "/agents/wow-cache/card/", {"op": operation.pk}, headers=SHOWS_COUNTS
+    )
     content = finished.content.decode()
     assert ">PROVISIONED</span>" in content
     assert "hx-trigger" not in card_of(finished, "wow-cache")
@@ -704,3 +708,18 @@ def test_start_refused_for_dependencies_stays_reachable_to_offer_starting_them(
         "/agents/wow-memory/actions/start/", HTTP_HX_REQUEST="true"
     ).content.decode()
     assert 'name="with_dependencies"' in dialog
+
+
+def test_an_answer_carries_the_fleet_counts_only_to_a_page_that_shows_them(
+    seeded, as_operator
+) -> None:
+    """The focused dashboard has a card but no counts: its action's answer must not carry an
+    out-of-band element the page lacks (htmx:oobErrorNoTarget)."""
+    response = as_operator.post(
+        "/agents/wow-cache/actions/provision/run/", {"from": "card"}, headers=HTMX
+    )
+    assert card_of(response, "wow-cache") and oob_counts(response) is None
+    operation = Operation.objects.get()
+    services.run_operation(str(operation.pk))
+    finished = as_operator.get("/agents/wow-cache/card/", {"op": operation.pk}, headers=HTMX)
+    assert toasts(finished) and oob_counts(finished) is None

@@ -110,3 +110,22 @@ def test_every_page_stays_free_of_console_errors_while_pushes_arrive(
     services.run_operation(str(operation.pk))
     expect(page.locator("#agent-wow-communication .badge.state")).to_have_text("PROVISIONED")
     assert not problems, problems
+
+
+def test_an_action_from_the_focused_dashboards_card_logs_no_error(
+    page, sign_in_as, operator, transactional_db
+) -> None:
+    """The focused dashboard shows WowCache's card but no fleet counts: the action's answer
+    must not carry them (it did, and htmx logged oobErrorNoTarget #fleet-counts)."""
+    from tests.browser.test_agents import take_action_from_the_card
+
+    services.seed_platform_agents(COMMAND)
+    problems = _listen(page)
+    sign_in_as(operator)
+    page.goto("/?agent=wow-cache")
+    expect(page.locator("#live-indicator")).to_have_attribute("data-state", "live")
+    expect(page.locator("#fleet-counts")).to_have_count(0)
+    take_action_from_the_card(page, "wow-cache", "Provision")
+    expect(page.locator("#toasts")).to_contain_text("Provision WowCache: provisioning…")
+    page.wait_for_timeout(500)
+    assert not problems, problems
