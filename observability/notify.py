@@ -145,11 +145,14 @@ def on_agent_event(event: agent_events.AgentEvent) -> None:
         groups = realtime.watched(_fleet_groups())
         if not groups:
             return
-        state = render_to_string(
-            "observability/switcher.html#state",
-            {"agent": SimpleNamespace(slug=event.slug, state=event.state), "oob": True},
-        )
-        fragments = {"events-beat": _beat("events-beat"), f"ctx-state-{event.slug}": state}
+        fragments = {"events-beat": _beat("events-beat")}
+        # The switcher lists every agent but the revoked ones: a revoked agent's state has no
+        # element to go to (pages loaded before the revoke keep its last state until reloaded).
+        if event.state != "REVOKED":
+            fragments[f"ctx-state-{event.slug}"] = render_to_string(
+                "observability/switcher.html#state",
+                {"agent": SimpleNamespace(slug=event.slug, state=event.state), "oob": True},
+            )
         for group in groups:
             realtime.publish(group, fragments)
     except Exception:
