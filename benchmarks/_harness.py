@@ -63,6 +63,21 @@ def _kill_under(root: Path) -> None:
                 os.kill(process.pid, signal.SIGKILL)
 
 
+def docker_skipped_in_smoke(smoke: bool) -> str:
+    """Why a smoke run leaves Docker out ("" when it does not): outside CI the engine may be
+    absent or busy with someone's tests, and `.ci/run` starts one only with CI=true."""
+    if smoke and os.environ.get("CI") != "true":
+        return "smoke mode runs Docker only with CI=true (.ci/run starts the engine then)"
+    return ""
+
+
+def require_sample(values: list, what: str) -> None:
+    """Stop with status 1 when a measurement came back empty: a benchmark that measured nothing
+    must fail, not print figures (or crash on a median of nothing)."""
+    if not values:
+        raise SystemExit(f"{what}: nothing was measured")
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))

@@ -15,9 +15,13 @@
 Needs a Docker engine at DOCKER_HOST and the base image (scripts/build-agent-base-image.sh);
 the agent image is built from the current sources if needed.
 
-    .venv/bin/python benchmarks/bench_docker.py [--runs 3] [--crashes 5]
-    .venv/bin/python benchmarks/bench_docker.py --smoke     # one run, one crash; no engine: skipped
-                                                             # (a failure with CI=true)
+    .venv/bin/python benchmarks/bench_docker.py [--runs 3] [--crashes 5] [--agents 14]
+    .venv/bin/python benchmarks/bench_docker.py --smoke   # (a) with 3 agents, one run, one crash
+
+``--agents K`` takes the first K in dependency order (so each one's dependencies are among
+them). The smoke run needs CI=true (``.ci/run`` starts the engine then) and is skipped without
+it; with CI=true a missing engine is a failure. Only the 14 seeded agents' containers and
+volumes are touched: the tests' agents (suffixed slugs) on the same engine are left alone.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import time
 import urllib.error
 import urllib.request
 
-from _harness import django_environment, summary
+from _harness import django_environment, docker_skipped_in_smoke, require_sample, summary
 
 DOCKER_HOST = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 BASE_IMAGE = os.environ.get("AGENT_BASE_IMAGE", "waooaw/agentd-base:bookworm")
@@ -49,10 +53,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--crashes", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true", help="one run and one crash (CI)")
+    parser.add_argument(
+        "--agents", type=int, default=14, help="(a) with the first K agents in dependency order"
+    )
+    parser.add_argument("--smoke", action="store_true", help="3 agents, one run, one crash (CI)")
     args = parser.parse_args()
     if args.smoke:
-        args.runs, args.crashes = 1, 1
+        args.runs, args.crashes, args.agents = 1, 1, 3
+    if not 1 <= args.agents <= 14 or args.runs < 1 or args.crashes < 1:
+        parser.error("--agents must be 1 to 14, --runs and --crashes at least 1")
+    why_skipped = docker_skipped_in_smoke(args.smoke)
+    if why_skipped:
+        print(f"skipped: {why_skipped}")
+        return
 
     import docker
     import docker.errors
@@ -63,12 +76,15 @@ def main() -> None:
         engine = docker.DockerClient(base_url=DOCKER_HOST, version="auto", timeout=120)
         engine.ping()
     except docker.errors.DockerException as exc:
-        if args.smoke and os.environ.get("CI") != "true":
-            print(f"skipped: no Docker engine at {DOCKER_HOST} ({exc})")
-            return
         raise SystemExit(f"no Docker engine at {DOCKER_HOST}: {exc}") from None
     if not image_exists(engine, BASE_IMAGE):
         raise SystemExit(f"{BASE_IMAGE} is missing: run scripts/build-agent-base-image.sh")
+    leftovers = sorted(c.name for c in engine.containers.list(all=True) if _ours(c.labels))
+    if leftovers:
+        raise SystemExit(
+            f"containers of the seeded agents exist already ({', '.join(leftovers)}): another "
+            "benchmark may be running; remove them (docker rm -f) if they are leftovers"
+        )
     build_agent_image(engine, VERSION, BASE_IMAGE, repository=REPOSITORY)
 
     with django_environment(
@@ -79,31 +95,33 @@ def main() -> None:
         AGENT_PROBE_INTERVAL_SECONDS="1",
     ):
         portal_times, plain_times = [], []
-        for run in range(1, args.runs + 1):
-            plain_times.append(plain_fleet_start(engine))
+        try:  # whatever happens, the engine is left without the seeded agents' containers
+            for run in range(1, args.runs + 1):
+                plain_times.append(plain_fleet_start(engine, args.agents))
+                remove_everything(engine)
+                portal_times.append(portal_fleet_start(args.agents))
+                print(
+                    f"run {run}: portal {portal_times[-1]:.2f} s, plain docker SDK "
+                    f"{plain_times[-1]:.2f} s"
+                )
+                reset_fleet()
+                remove_everything(engine)
+            recoveries = crash_recoveries(engine, args.crashes)
+        finally:
             remove_everything(engine)
-            portal_times.append(portal_fleet_start())
-            print(
-                f"run {run}: portal {portal_times[-1]:.2f} s, plain docker SDK "
-                f"{plain_times[-1]:.2f} s"
-            )
-            reset_fleet()
-            remove_everything(engine)
-        recoveries = crash_recoveries(engine, args.crashes)
-        reset_fleet()
-        remove_everything(engine)
+    require_sample(recoveries, "crash recovery")
 
     portal, plain = statistics.median(portal_times), statistics.median(plain_times)
     ratio = portal / plain
     recovery = statistics.median(recoveries)
     print()
-    print("(a) 14 agents, provision + deploy + start until ready, one after another")
+    print(f"(a) {args.agents} agents, provision + deploy + start until ready, one after another")
     print(f"    portal services:   {summary(portal_times)}")
     print(f"    plain docker SDK:  {summary(plain_times)}")
-    print(
-        f"    ratio (medians):   {ratio:.2f}  goal <= {RATIO_GOAL} -> "
-        f"{'met' if ratio <= RATIO_GOAL else 'NOT met'}"
-    )
+    ratio_line = f"    ratio (medians):   {ratio:.2f}"
+    if args.agents == 14:  # the goal is about all 14
+        ratio_line += f"  goal <= {RATIO_GOAL} -> {'met' if ratio <= RATIO_GOAL else 'NOT met'}"
+    print(ratio_line)
     print("(b) docker kill -> RUNNING again (automatic restart by the monitor)")
     print(f"    {summary(recoveries)}")
     print(
@@ -119,14 +137,22 @@ def main() -> None:
 # --- (a) the portal's services ------------------------------------------------------------
 
 
-def portal_fleet_start() -> float:
+def fleet(count: int) -> list:
+    """The first ``count`` agents in dependency order: each one's dependencies come before it."""
     from agents import services
     from agents.models import Agent
+
+    return services.dependency_order(Agent.objects.prefetch_related("dependencies"))[:count]
+
+
+def portal_fleet_start(count: int) -> float:
+    from agents import services
     from portal.actors import Actor
 
     actor = Actor.command("benchmark")
+    agents = fleet(count)
     began = time.perf_counter()
-    for agent in services.dependency_order(Agent.objects.prefetch_related("dependencies")):
+    for agent in agents:
         for action in ("provision", "deploy", "start"):
             operation = services.request_action(agent, action, actor, enqueue=False)
             finished = services.run_operation(str(operation.pk))
@@ -156,13 +182,11 @@ def reset_fleet() -> None:
 # --- (a) the same work with the docker SDK directly ---------------------------------------
 
 
-def plain_fleet_start(engine) -> float:
+def plain_fleet_start(engine, count: int) -> float:
     """What the portal's deploy + start amount to on the engine, with nothing of the portal."""
-    from agents import services
-    from agents.models import Agent
-
-    agents = services.dependency_order(Agent.objects.prefetch_related("dependencies"))
-    specs = [(a.slug, a.name, a.cpu_millicores, a.memory_mb, json.dumps(a.config)) for a in agents]
+    specs = [
+        (a.slug, a.name, a.cpu_millicores, a.memory_mb, json.dumps(a.config)) for a in fleet(count)
+    ]
     from django.conf import settings
 
     redis_url = settings.AGENT_REDIS_URL
@@ -255,17 +279,26 @@ def status(port: int, path: str) -> int | None:
 
 
 def remove_everything(engine) -> None:
-    """Delete the agents' containers and volumes (the portal's and the plain script's)."""
+    """Delete the seeded agents' containers and volumes (the portal's and the plain script's)."""
     import docker.errors
 
     for container in engine.containers.list(all=True, filters={"label": "waooaw.managed=true"}):
-        if container.labels.get("waooaw.agent", "").startswith("wow-"):
+        if _ours(container.labels):
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
     for volume in engine.volumes.list(filters={"label": "waooaw.managed=true"}):
-        if (volume.attrs.get("Labels") or {}).get("waooaw.agent", "").startswith("wow-"):
+        if _ours(volume.attrs.get("Labels")):
             with contextlib.suppress(docker.errors.NotFound):
                 volume.remove(force=True)
+
+
+def _ours(labels: dict | None) -> bool:
+    """Labelled as one of the 14 seeded agents, not a test's suffixed copy (``wow-cache-ed1f24``)
+    that may be running on the same engine right now."""
+    from agents.catalog import PLATFORM_SLUGS
+
+    labels = labels or {}
+    return labels.get("waooaw.managed") == "true" and labels.get("waooaw.agent") in PLATFORM_SLUGS
 
 
 # --- (b) crash recovery ------------------------------------------------------------------
@@ -281,7 +314,9 @@ def crash_recoveries(engine, runs: int) -> list[float]:
     agent = Agent.objects.get(slug="wow-cache")
     for action in ("provision", "deploy", "start"):
         operation = services.request_action(agent, action, actor, enqueue=False)
-        assert services.run_operation(str(operation.pk)).status == "succeeded"
+        finished = services.run_operation(str(operation.pk))
+        if finished.status != "succeeded":
+            raise SystemExit(f"{action} wow-cache failed: {finished.error}")
     monitor = Monitor(probe_interval=1, runtimes=["docker"])
     thread = threading.Thread(target=monitor.run, daemon=True)
     thread.start()

@@ -2,23 +2,28 @@
 
 A real Daphne serves the portal on a private PostgreSQL and Redis. Client processes hold N
 signed-in sockets to /ws/live/, each subscribed to WowCache's card (what the Agents page does).
-This process commits health changes of WowCache, RUNNING (one every 400 ms, so the 250 ms
-per-group batching never merges two), and notes the time right after each commit; the clients
-note when the card carrying that change arrives. Latency = arrival - commit, per client per
-change.
+WowCache is put in RUNNING first: the portal ignores probes of an agent that is not running, so
+a DRAFT agent's health changes push nothing. This process then records probes of WowCache
+through ``services.record_health``, healthy each time with a new detail (the card's health
+tooltip), one every 400 ms so the 250 ms per-group batching never merges two, and notes the
+time right after each commit; the clients note when the card carrying that change arrives.
+Latency = arrival - commit, per client per change. (A healthy detail change is one event and
+one card; a probe that turns an agent degraded also opens an error, a second event with work
+of its own before the card goes out.)
 
 Baselines, same machine, same run:
 - raw Redis pub/sub round trip (publish → one subscriber);
 - a bare relay: Redis pub/sub → a minimal WebSocket server (the ``websockets`` package, one
-  process) → the same N clients, each message published right after a commit of the same kind;
+  process) → the same N clients, each message published right after the same commit;
   what this architecture (Redis fan-out to sockets) can do with no Django, Channels or
   templates in the way. The ratio portal p95 / relay p95 says how far the portal is from it.
 
     .venv/bin/python benchmarks/bench_realtime.py [--clients 1 200 1000] [--changes 20] [--repeat 3]
     .venv/bin/python benchmarks/bench_realtime.py --smoke     # seconds: 1 and 20 clients, 1 run
 
-Exits 1 when a run measured nothing (no fragment arrived): a benchmark that cannot see the
-pushes must not print figures. Goal (issue 5): p95 under 50 ms at 200 clients.
+Exits 1 when a change pushes nothing or a run measured nothing (no fragment arrived): a
+benchmark that cannot see the pushes must not print figures. Goal (issue 5): p95 under 50 ms at
+200 clients.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from _harness import ROOT, django_environment, percentile
+from _harness import ROOT, django_environment, percentile, require_sample
 
 GOAL_P95_MS = 50.0
 CLIENT_PROCESSES = int(os.environ.get("BENCH_CLIENT_PROCESSES", "2"))
@@ -114,13 +119,14 @@ def raw_redis_round_trip(redis_url: str, samples: int) -> list[float]:
     for n in range(samples):
         sent = time.perf_counter()
         client.publish("bench:raw", str(n))
-        while True:
+        while time.perf_counter() - sent < 2:  # a lost message counts as none
             message = subscriber.get_message(timeout=1)
             if message and message["type"] == "message":
                 latencies.append((time.perf_counter() - sent) * 1000)
                 break
     subscriber.close()
     client.close()
+    require_sample(latencies, "raw Redis pub/sub")
     return latencies
 
 
@@ -130,7 +136,6 @@ RELAY_CHANNEL = "bench:relay"
 async def _relay(port: int, redis_url: str) -> None:
     """The bare relay: every message on a Redis channel goes to every connected socket."""
     import redis.asyncio as aioredis
-    import websockets
     from websockets.asyncio.server import broadcast, serve
 
     sockets: set = set()
@@ -150,7 +155,6 @@ async def _relay(port: int, redis_url: str) -> None:
         async for message in pubsub.listen():
             if message["type"] == "message":
                 broadcast(sockets, message["data"].decode())
-    del websockets
 
 
 def start_relay(port: int, redis_url: str) -> subprocess.Popen:
@@ -163,13 +167,16 @@ def start_relay(port: int, redis_url: str) -> subprocess.Popen:
     return process
 
 
-def start_daphne(port: int) -> subprocess.Popen:
+def start_daphne(port: int, log: Path) -> subprocess.Popen:
+    """The portal under Daphne; its log goes to a file (a pipe nobody reads would fill up and
+    stall it), shown when a run fails."""
     env = {**os.environ, "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--websocket_timeout", "-1",
-         "--access-log", os.devnull, "portal.asgi:application"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "--websocket_timeout", "-1",
+             "--access-log", os.devnull, "portal.asgi:application"],
+            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     import socket
 
     deadline = time.monotonic() + 30
@@ -182,37 +189,20 @@ def start_daphne(port: int) -> subprocess.Popen:
     raise SystemExit("Daphne did not start")
 
 
-def measure(port: int, cookie: str, clients: int, changes: int, relay: bool = False) -> list[float]:
-    """One run: ``clients`` sockets, ``changes`` commits; latencies in ms. With ``relay`` the
-    sockets go to the bare relay and each change is published to it right after its commit."""
-    import redis
-    from django.conf import settings
-    from django.db import transaction
+def tail(log: Path, lines: int = 30) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
-    from agents import services
-    from agents.models import Agent
-    from portal.realtime import publisher
 
-    path = "/" if relay else "/ws/live/"
-    cookie = "-" if relay else cookie
-    relay_client = redis.Redis.from_url(settings.REDIS_URL) if relay else None
-
-    # The sockets are spread over a few client processes, so that reading 200 of them is not
-    # itself the bottleneck being measured.
+def start_clients(url: str, cookie: str, clients: int) -> list[subprocess.Popen]:
+    """The sockets, spread over a few client processes, so that reading 200 of them is not
+    itself the bottleneck being measured. Each process says "ready" once all of its are open."""
     shares = [
         clients // CLIENT_PROCESSES + (1 if i < clients % CLIENT_PROCESSES else 0)
         for i in range(CLIENT_PROCESSES)
     ]
-    client_processes = [
+    return [
         subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--client",
-                f"ws://127.0.0.1:{port}{path}",
-                cookie,
-                str(share),
-            ],
+            [sys.executable, __file__, "--client", url, cookie, str(share)],
             cwd=Path(__file__).parent,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -221,12 +211,23 @@ def measure(port: int, cookie: str, clients: int, changes: int, relay: bool = Fa
         for share in shares
         if share
     ]
-    for process in client_processes:
-        if process.stdout.readline().strip() != "ready":
-            raise SystemExit("clients did not connect")
-    time.sleep(0.5 + clients / 500)  # the portal's sockets send their subscriptions
+
+
+def commit_changes(clients: int, changes: int, relay: bool) -> dict[str, float]:
+    """Record ``changes`` probes of WowCache, each with its marker as the health detail; with
+    ``relay`` also publish the marker to the bare relay after each commit. Answers each marker's
+    commit time."""
+    import redis
+    from django.conf import settings
+    from django.db import transaction
+
+    from agents import services
+    from agents.models import Agent
+    from portal.realtime import publisher
+
+    relay_client = redis.Redis.from_url(settings.REDIS_URL) if relay else None
     agent = Agent.objects.get(slug="wow-cache")
-    services.record_health(agent, "unknown", "bench-warm-up")  # templates, connections, caches
+    services.record_health(agent, "healthy", "bench-warm-up")  # templates, connections, caches
     time.sleep(0.5)
     committed: dict[str, float] = {}
     for n in range(changes):
@@ -234,21 +235,42 @@ def measure(port: int, cookie: str, clients: int, changes: int, relay: bool = Fa
         with transaction.atomic():
             # Registered first, so it runs at commit, before the push it is measured against.
             transaction.on_commit(lambda m=marker: committed.__setitem__(m, time.time()))
-            changed = services.record_health(
-                agent, "degraded" if n % 2 else "healthy", "" if relay else marker
-            )
-        if not relay and not changed:
+            changed = services.record_health(agent, "healthy", marker)
+        if not changed:
             raise SystemExit(f"the change {marker} pushed nothing: is WowCache RUNNING?")
-        if relay:
+        if relay_client is not None:
             relay_client.publish(RELAY_CHANNEL, f'<div id="agent-wow-cache">{marker}</div>')
         time.sleep(0.4)
     publisher.flush()
     time.sleep(0.5)
-    arrivals: dict[str, list[float]] = {}
-    for process in client_processes:
-        out, _ = process.communicate("done\n", timeout=60)
-        for marker, times in json.loads(out.strip().splitlines()[-1]).items():
-            arrivals.setdefault(marker, []).extend(times)
+    if relay_client is not None:
+        relay_client.close()
+    return committed
+
+
+def measure(port: int, cookie: str, clients: int, changes: int, relay: bool = False) -> list[float]:
+    """One run: ``clients`` sockets, ``changes`` commits; latencies in ms. With ``relay`` the
+    sockets go to the bare relay and each change is published to it right after its commit."""
+    path = "/" if relay else "/ws/live/"
+    client_processes = start_clients(
+        f"ws://127.0.0.1:{port}{path}", "-" if relay else cookie, clients
+    )
+    try:
+        for process in client_processes:
+            if process.stdout.readline().strip() != "ready":
+                raise SystemExit("clients did not connect")
+        time.sleep(0.5 + clients / 500)  # the portal's sockets send their subscriptions
+        committed = commit_changes(clients, changes, relay)
+        arrivals: dict[str, list[float]] = {}
+        for process in client_processes:
+            out, _ = process.communicate("done\n", timeout=60)
+            for marker, times in json.loads(out.strip().splitlines()[-1]).items():
+                arrivals.setdefault(marker, []).extend(times)
+    finally:  # a run that stops early leaves no client behind
+        for process in client_processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     latencies = []
     missing = 0
     for marker, sent in committed.items():
@@ -261,11 +283,11 @@ def measure(port: int, cookie: str, clients: int, changes: int, relay: bool = Fa
             )
     if missing:
         print(f"  warning: {missing} of {clients * changes} fragments never arrived")
-    if not latencies:
-        raise SystemExit(
-            f"{'relay' if relay else 'portal'} at {clients} clients: none of "
-            f"{clients * changes} fragments arrived; the benchmark measured nothing"
-        )
+    require_sample(
+        latencies,
+        f"{'relay' if relay else 'portal'} at {clients} clients: none of {clients * changes} "
+        "fragments arrived",
+    )
     return latencies
 
 
@@ -281,7 +303,7 @@ def main() -> None:
     if args.smoke:
         args.clients, args.changes, args.repeat = [1, 20], 3, 1
 
-    with django_environment():
+    with django_environment() as root:
         from django.conf import settings
         from django.contrib.auth import get_user_model
         from django.test import Client
@@ -297,7 +319,8 @@ def main() -> None:
         # Health changes push only for a RUNNING agent (a probe of anything else is ignored).
         Agent.objects.filter(slug="wow-cache").update(state=State.RUNNING)
         port, relay_port = embedded.free_port(), embedded.free_port()
-        daphne = start_daphne(port)
+        daphne_log = root / "daphne.log"
+        daphne = start_daphne(port, daphne_log)
         relay = start_relay(relay_port, settings.REDIS_URL)
         try:
             raw = raw_redis_round_trip(settings.REDIS_URL, samples=30 if args.smoke else 300)
@@ -308,6 +331,9 @@ def main() -> None:
                     portal_runs.append(measure(port, cookie, count, args.changes))
                     relay_runs.append(measure(relay_port, cookie, count, args.changes, relay=True))
                 rows.append((count, portal_runs, relay_runs))
+        except SystemExit:
+            print(f"the portal's log (Daphne), last lines:\n{tail(daphne_log)}", file=sys.stderr)
+            raise
         finally:
             for process in (daphne, relay):
                 process.terminate()
