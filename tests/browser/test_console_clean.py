@@ -4,25 +4,16 @@ logged about 790 ``htmx:oobErrorNoTarget``: now a page subscribes to what it sho
 
 from __future__ import annotations
 
-from django.db import transaction
-from django.utils import timezone
 from playwright.sync_api import expect
 
-from agents import bulk, errors, events, services
-from agents.models import Agent, BulkOperation
+from agents import bulk, services
+from agents.models import Agent
 from observability import alerts
-from observability import live as log_live
-from observability.models import LogEntry
-from portal import realtime
 from portal.actors import Actor
 from portal.navigation import SECTIONS
+from tests.portal.test_subscriptions import push_everything  # every kind of change that pushes
 
 COMMAND = Actor.command("test")
-# What pushes: state changes (cards, rows, counters, graph nodes, detail blocks, the switcher),
-# an alert firing and resolving (toasts, the badge, the Alerts beat), errors (the dashboard's
-# panel, the agent's error panel, the Errors beat), a bulk job's progress, new log lines.
-STEPS = ["provision", "deploy"]
-ROTATION = ["wow-cache", "wow-event", "wow-memory", "wow-security", "wow-domain"]
 
 
 def _listen(page) -> list[str]:
@@ -44,28 +35,6 @@ def _listen(page) -> list[str]:
            });"""
     )
     return problems
-
-
-def _push_everything(number: int, bulk_id: int) -> None:
-    """Changes of every kind that pushes, as the worker, the monitor and beat would make them."""
-    slug = ROTATION[number % len(ROTATION)]
-    agent = Agent.objects.get(slug=slug)
-    step = STEPS[0] if agent.state == "DRAFT" else STEPS[1] if agent.state == "PROVISIONED" else ""
-    if step:
-        operation = services.request_action(agent, step, COMMAND, enqueue=False)
-        services.run_operation(str(operation.pk))
-    events.emit("health", Agent.objects.get(slug=slug))
-    with transaction.atomic():
-        errors.record_error(Agent.objects.get(slug=slug), "test", f"failure {number}")
-    Agent.objects.filter(slug="wow-analytics").update(state="ERRORED" if number % 2 else "DRAFT")
-    alerts.evaluate()
-    events.emit_bulk("progress", bulk_id)
-    events.emit_bulk("item", bulk_id, BulkOperation.objects.get(pk=bulk_id).items.first().pk)
-    cache = Agent.objects.get(slug="wow-cache")
-    line = LogEntry.objects.create(agent=cache, ts=timezone.now(), message=f"line {number}")
-    line.agent = cache
-    log_live.publish_entries([line])
-    realtime.publisher.flush()
 
 
 def test_every_page_stays_free_of_console_errors_while_pushes_arrive(
@@ -98,7 +67,7 @@ def test_every_page_stays_free_of_console_errors_while_pushes_arrive(
         expect(page.locator("#live-indicator")).to_have_attribute("data-state", "live")
         page.wait_for_timeout(300)  # the page's subscriptions are sent
         for push in range(2):
-            _push_everything(number * 2 + push, bulk_id)
+            push_everything(number * 2 + push, bulk_id)
         page.wait_for_timeout(700)  # the pushes arrive and are swapped
         assert not problems, f"{path}: {problems}"
     # The pushes do reach the pages that show them.

@@ -142,8 +142,7 @@ def _render(user, path: str) -> _Page:
     return _Page(response.content.decode())
 
 
-@sync_to_async
-def _push_everything(number: int, bulk_id: int) -> None:
+def push_everything(number: int, bulk_id: int) -> None:
     """A change of every kind that pushes, as the worker, the monitor and beat make them: a
     transition (cards, rows, counts, graph nodes, detail blocks, dependency lists, the switcher,
     toasts), a health change, an error opened, an alert firing or resolving (toasts, the badge,
@@ -189,7 +188,7 @@ async def test_no_push_targets_an_element_its_page_lacks(operator, monkeypatch) 
             await socket.send_json_to({"subscribe": sorted(page.topics)})
         await asyncio.sleep(0.2)  # the subscriptions are joined
         for push in range(2):
-            await _push_everything(number * 2 + push, ids["bulk"])
+            await sync_to_async(push_everything)(number * 2 + push, ids["bulk"])
         swapped = 0
         for message in await _messages(socket):
             push = _Push(message)
