@@ -8,8 +8,9 @@ class AgentsConfig(AppConfig):
     verbose_name = "Agents"
 
     def ready(self) -> None:
-        from agents import bulk, errors, events, live, services
-        from portal import work
+        from agents import api, bulk, error_views, errors, events, live, services, views
+        from portal import api as portal_api
+        from portal import extensions, work
         from portal.management.commands import up
         from portal.startup import STARTUP_STEPS
 
@@ -24,3 +25,15 @@ class AgentsConfig(AppConfig):
         work.register_sweeper("operations", services.resume_stalled_operations)
         work.register_sweeper("recoveries", errors.resume_stalled_recoveries)
         work.register_sweeper("bulk operations", bulk.resume_stalled_bulk_operations)
+        portal_api.add_router(api.router)
+        extensions.add_dashboard_panel(
+            extensions.DashboardPanel(
+                "fleet", lambda request, agent: views.fleet_overview(request, only=agent)
+            )
+        )
+        extensions.add_dashboard_panel(
+            extensions.DashboardPanel(
+                "errors",
+                lambda request, agent: error_views.dashboard_errors() if agent is None else {},
+            )
+        )

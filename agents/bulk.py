@@ -129,6 +129,8 @@ STALLED_AFTER = timedelta(seconds=15)
 class BulkRefused(ActionRefused):
     """A bulk operation that cannot be created or changed, with the reason and what to do."""
 
+    status_by_code = {**ActionRefused.status_by_code, "invalid": 400, "unknown": 400}
+
 
 # --- choosing agents ---------------------------------------------------------------------------
 

@@ -381,7 +381,7 @@ def _rollback_context(operation: BulkOperation, **extra) -> dict:
 def _refused(request: HttpRequest, operation: BulkOperation, message: str) -> HttpResponse:
     if htmx_partial(request):
         response = render(
-            request, "agents/agent_list.html#toast", {"toast": message, "toast_level": "error"}
+            request, "portal/toast.html", {"toast": message, "toast_level": "error"}
         )
         response["HX-Reswap"] = "none"
         return response

@@ -163,7 +163,7 @@ def _forbidden(request: HttpRequest, denied: PermissionDenied) -> HttpResponse:
         raise denied
     response = render(
         request,
-        "agents/agent_list.html#toast",
+        "portal/toast.html",
         {"toast": str(denied), "toast_level": "error"},
         status=403,
     )

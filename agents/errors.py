@@ -42,6 +42,7 @@ from agents.models import (
 from agents.services import _actor_kind, recorded_actor
 from portal import roles, work
 from portal.actors import Actor
+from portal.refusals import Refused
 from portal.models import AuditEntry
 from portal.services import record_audit
 
@@ -55,13 +56,10 @@ CRASH_WINDOW = timedelta(minutes=10)
 AUTOMATIC_RESTART_CLASSES = {ErrorClass.TRANSIENT, ErrorClass.DEPENDENCY}
 
 
-class RecoveryRefused(Exception):
+class RecoveryRefused(Refused):
     """A recovery that cannot go ahead, with the reason and what to do."""
 
-    def __init__(self, message: str, code: str = "refused") -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
+    status_by_code = {**Refused.status_by_code, "unknown": 400}
 
 
 # --- recording ---------------------------------------------------------------------------------------

@@ -230,7 +230,7 @@ def _publish_recovery_outcome(error_id: int) -> None:
         toast, level = f"{label} ({agent.name}) failed: {attempt.detail}", "error"
     else:
         toast, level = f"{label} ({agent.name}) did not help: {attempt.detail}", "error"
-    html = render_to_string("agents/agent_list.html#toast", {"toast": toast, "toast_level": level})
+    html = render_to_string("portal/toast.html", {"toast": toast, "toast_level": level})
     realtime.publish(group, {f"toast-recovery-{attempt.pk}": html})
 
 
@@ -254,7 +254,7 @@ def _publish_outcome(operation_id: str) -> None:
         toast, level = f"{label} {operation.agent.name}: done{took}.", "success"
     else:
         toast, level = f"{label} {operation.agent.name} failed: {operation.error}", "error"
-    html = render_to_string("agents/agent_list.html#toast", {"toast": toast, "toast_level": level})
+    html = render_to_string("portal/toast.html", {"toast": toast, "toast_level": level})
     # A step of a bulk operation: its starter gets one toast for the whole operation instead.
     if user_group in watched and not _is_bulk_step(operation):
         realtime.publish(user_group, {f"toast-{operation.pk}": html})

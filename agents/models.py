@@ -11,7 +11,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 
@@ -24,6 +24,8 @@ from agents.lifecycle import (  # noqa: F401
     NOT_REVOKED,
     State,
 )
+from portal import roles
+from portal.refusals import BadFilter
 
 
 class Health(models.TextChoices):
@@ -50,10 +52,10 @@ class RestartPolicy(models.TextChoices):
 
 
 class AgentQuerySet(models.QuerySet):
+    """The agent reads every door shares: the list page, the API, the commands and bulk."""
+
     def for_user(self, user) -> AgentQuerySet:
         """Agents the user may see: every agent, for anyone holding a role."""
-        from portal import roles
-
         return self if roles.role_of(user) is not None else self.none()
 
     def in_state(self, *states: str) -> AgentQuerySet:
@@ -69,6 +71,54 @@ class AgentQuerySet(models.QuerySet):
         return self.filter(
             Q(name__icontains=text) | Q(slug__icontains=text) | Q(description__icontains=text)
         )
+
+    def filtered(
+        self,
+        *,
+        state: str | None = None,
+        tier: str | None = None,
+        health: str | None = None,
+        q: str = "",
+    ) -> AgentQuerySet:
+        """Agents matching every filter given (case-insensitive); a value that names no state,
+        tier or health raises ``BadFilter`` with the one sentence every door shows."""
+        agents = self.search(q or "")
+        if state:
+            agents = agents.filter(state=checked_choice("state", state, State, upper=True))
+        if tier:
+            agents = agents.filter(tier=checked_choice("tier", tier, Tier))
+        if health:
+            agents = agents.filter(health=checked_choice("health", health, Health))
+        return agents
+
+    def fleet_counts(self) -> dict:
+        """Counts of agents by state and health, and what the fleet summary shows: the API's
+        ``GET /metrics`` base and the dashboard's and list's counters."""
+        by_state = dict.fromkeys(State.values, 0)
+        by_state.update(self.values_list("state").annotate(n=Count("id")).values_list("state", "n"))
+        by_health = dict.fromkeys(Health.values, 0)
+        by_health.update(
+            self.values_list("health").annotate(n=Count("id")).values_list("health", "n")
+        )
+        return {
+            "total": sum(by_state.values()),
+            "by_state": by_state,
+            "by_health": by_health,
+            "pending": self.exclude(pending_action="").count(),
+            "running": by_state[State.RUNNING],
+            "errored": by_state[State.ERRORED],
+            "idle": by_state[State.SUSPENDED] + by_state[State.STOPPED],
+            "operations": Operation.objects.filter(status__in=Operation.IN_FLIGHT).count(),
+        }
+
+
+def checked_choice(field: str, value: object, choices, *, upper: bool = False) -> str:
+    """``value`` as one of ``choices`` (a TextChoices), or ``BadFilter`` naming them."""
+    text = str(value).strip()
+    text = text.upper() if upper else text.lower()
+    if text not in choices.values:
+        raise BadFilter(field, value, field, list(choices.values))
+    return text
 
 
 class Agent(ConcurrentTransitionMixin, models.Model):
@@ -254,6 +304,8 @@ class Operation(models.Model):
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
 
+    IN_FLIGHT = (Status.PENDING, Status.RUNNING)
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="operations")
     action = models.CharField(max_length=20)
@@ -438,6 +490,12 @@ class ErrorClass(models.TextChoices):
     RESOURCE = "resource", "Resource"
 
 
+class AgentErrorQuerySet(models.QuerySet):
+    def open(self) -> AgentErrorQuerySet:
+        """Errors still needing attention: open, or with a recovery under way."""
+        return self.filter(status__in=AgentError.OPEN_STATUSES)
+
+
 class AgentError(models.Model):
     """One failure the portal saw, with what it makes of it: classification, root cause,
     evidence and the ranked ways out. The same failure seen again while this one is open is
@@ -455,6 +513,8 @@ class AgentError(models.Model):
         RECOVERING = "recovering", "Recovering"
         RESOLVED = "resolved", "Resolved"
         IGNORED = "ignored", "Ignored"
+
+    OPEN_STATUSES = (Status.OPEN, Status.RECOVERING)
 
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="errors")
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -481,6 +541,8 @@ class AgentError(models.Model):
     resolved_by = models.CharField(max_length=200, blank=True)
     resolution = models.CharField(max_length=300, blank=True)
 
+    objects = AgentErrorQuerySet.as_manager()
+
     class Meta:
         ordering = ["-occurred_at", "-id"]
         indexes = [models.Index(fields=["agent", "status", "-occurred_at"])]
@@ -490,7 +552,7 @@ class AgentError(models.Model):
 
     @property
     def is_open(self) -> bool:
-        return self.status in (self.Status.OPEN, self.Status.RECOVERING)
+        return self.status in self.OPEN_STATUSES
 
     @property
     def one_click(self) -> list[dict]:

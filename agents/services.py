@@ -42,6 +42,7 @@ from agents.models import (
 from agents.runtimes import AgentSpec, Runtime, RuntimeFailure, get_runtime
 from portal import roles, work
 from portal.actors import Actor
+from portal.refusals import Refused
 from portal.models import AuditEntry
 from portal.services import record_audit
 
@@ -51,22 +52,9 @@ logger = logging.getLogger(__name__)
 UNAVAILABLE = "unavailable"
 
 
-class ActionRefused(Exception):
-    """An action that cannot go ahead, with a sentence saying why and what to do.
-
-    ``status`` is the HTTP answer every door gives it: 409, or 503 when no worker could be
-    reached (code ``unavailable``: try again in a moment).
-    """
-
-    def __init__(self, message: str, *, code: str = "refused", details: dict | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.details = details or {}
-
-    @property
-    def status(self) -> int:
-        return 503 if self.code == UNAVAILABLE else 409
+class ActionRefused(Refused):
+    """An action that cannot go ahead, with a sentence saying why and what to do: 409, or 503
+    when no worker could be reached (code ``unavailable``: try again in a moment)."""
 
 
 class Conflict(ActionRefused):

@@ -496,7 +496,7 @@ def undo_action(request: HttpRequest, slug: str, operation_id) -> HttpResponse:
     if htmx_partial(request):
         return render(
             request,
-            "agents/agent_list.html#toast",
+            "portal/toast.html",
             {"toast": undone.message, "toast_level": "info"},
         )
     messages.info(request, undone.message)
@@ -531,7 +531,7 @@ def _refused(request: HttpRequest, agent: Agent, message: str) -> HttpResponse:
     if htmx_partial(request):
         # Nothing to swap; the toast goes out of band (htmx swaps no content of a 4xx answer).
         response = render(
-            request, "agents/agent_list.html#toast", {"toast": message, "toast_level": "error"}
+            request, "portal/toast.html", {"toast": message, "toast_level": "error"}
         )
         response["HX-Reswap"] = "none"
         return response

@@ -9,7 +9,9 @@ class ObservabilityConfig(AppConfig):
         from agents import events as agent_events
         from observability import alerts, events, jobs, live, notify  # noqa: F401 - jobs: tasks
         from observability.metrics_views import GRAPH_TOPIC, register_agent_hooks
-        from portal import realtime
+        from observability import api, metrics_views
+        from portal import api as portal_api
+        from portal import extensions, realtime
         from portal.startup import STARTUP_STEPS
 
         live.register_topics()  # the log tails
@@ -20,3 +22,22 @@ class ObservabilityConfig(AppConfig):
         notify.connect()  # alert toasts, live Alerts/Events, opening an agent sets the context
         if alerts.seed_step not in STARTUP_STEPS:
             STARTUP_STEPS.append(alerts.seed_step)
+        portal_api.add_router(api.router)
+        extensions.set_dashboard_focus(metrics_views.focus_for)
+        extensions.add_dashboard_panel(
+            extensions.DashboardPanel(
+                "metrics",
+                lambda request, agent: (
+                    metrics_views.agent_dashboard(agent)
+                    if agent is not None
+                    else metrics_views.fleet_dashboard()
+                ),
+                in_focus_refresh=True,
+                regions={
+                    "fleet-health": (
+                        "portal/dashboard.html#fleet-health",
+                        metrics_views.fleet_metrics_now,
+                    )
+                },
+            )
+        )

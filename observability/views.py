@@ -590,7 +590,7 @@ def _refused(request: HttpRequest, message: str, status: int, alert: Alert | Non
     if htmx_partial(request):
         response = render(
             request,
-            "agents/agent_list.html#toast",
+            "portal/toast.html",
             {"toast": message, "toast_level": "error"},
             status=status,
         )

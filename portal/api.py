@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, JsonResponse
 from ninja import NinjaAPI, Schema
 from ninja.security import SessionAuth
 
 from portal import roles
+from portal.refusals import Refused
 
 
 class PortalAuth(SessionAuth):
@@ -78,12 +80,24 @@ def me(request: HttpRequest) -> dict:
     }
 
 
-def _add_app_routers() -> None:
-    from agents.api import router as agents_router
-    from observability.api import router as observability_router
+@api.exception_handler(Refused)
+def _refused(request: HttpRequest, refused: Refused):
+    """Every service refusal, at every endpoint: its status, ``{"detail", "code"}`` and the
+    refusal's details (a bulk refusal's conflicts, say)."""
+    body = {"detail": refused.message, "code": refused.code, **refused.details}
+    return api.create_response(request, body, status=refused.status)
 
-    api.add_router("", agents_router)
-    api.add_router("", observability_router)
+
+@api.exception_handler(PermissionDenied)
+def _forbidden(request: HttpRequest, denied: PermissionDenied):
+    return api.create_response(request, {"detail": str(denied), "code": "forbidden"}, status=403)
 
 
-_add_app_routers()
+def add_router(router) -> None:
+    """Mount an app's router at the API root; each app calls this from its ``AppConfig.ready``."""
+    if router not in _ROUTERS:
+        _ROUTERS.append(router)
+        api.add_router("", router)
+
+
+_ROUTERS: list = []

@@ -11,9 +11,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 
-from portal import health
+from portal import extensions, health
 from portal.actors import Actor
 from portal.forms import LoginForm
+from portal.htmx import htmx_partial
 from portal.navigation import SECTIONS_BY_SLUG
 
 
@@ -36,37 +37,31 @@ def login_refused(request: HttpRequest) -> HttpResponse:
 def dashboard(request: HttpRequest) -> HttpResponse:
     """The fleet at a glance or, with an agent chosen as the context, that agent at a glance.
     htmx polls get the region that asked (its element id is the HX-Target)."""
-    from agents.error_views import dashboard_errors
-    from agents.views import fleet_overview, htmx_partial
-    from observability import metrics_views
-
     actor = Actor.from_request(request)
     partial = htmx_partial(request)
-    focus = metrics_views.focus_for(request, actor, remember=not partial)
+    focus = extensions.dashboard_focus(request, actor, remember=not partial)
     if focus.redirect_to:
         return redirect(focus.redirect_to)
-    if partial and request.htmx.target == "fleet-health":
-        return render(
-            request, "portal/dashboard.html#fleet-health", metrics_views.fleet_metrics_now()
-        )
+    region = extensions.dashboard_region(request.htmx.target) if partial else None
+    if region is not None:
+        template, context_of = region
+        return render(request, template, context_of())
     if focus.agent is not None:
         if partial:
             return render(
                 request,
                 "portal/dashboard.html#agent-focus",
-                {"focus_agent": focus.agent, **metrics_views.agent_dashboard(focus.agent)},
+                {
+                    "focus_agent": focus.agent,
+                    **extensions.dashboard_context(request, focus.agent, focus_refresh=True),
+                },
             )
         context = {
             "focus_agent": focus.agent,
-            **fleet_overview(request, only=focus.agent),
-            **metrics_views.agent_dashboard(focus.agent),
+            **extensions.dashboard_context(request, focus.agent),
         }
     else:
-        context = {
-            **fleet_overview(request),
-            **dashboard_errors(),
-            **metrics_views.fleet_dashboard(),
-        }
+        context = extensions.dashboard_context(request)
         if partial:
             # The fleet region polling while the live socket is down, or resyncing after it.
             return render(request, "portal/dashboard.html#fleet", context)
