@@ -41,6 +41,7 @@ from agents.models import (
 from agents.runtimes import RuntimeFailure
 from portal import roles
 from portal.actors import Actor
+from portal.refusals import BadFilter
 
 HISTORY_PAGE_SIZE = 50
 LOG_LINES_ON_DETAIL = 20
@@ -211,17 +212,17 @@ def agent_list(request: HttpRequest) -> HttpResponse:
     actor = Actor.from_request(request)
     services.require_viewer(actor)
     view = "table" if request.GET.get("view") == "table" else "grid"
-    state = request.GET.get("state", "").upper()
-    tier = request.GET.get("tier", "")
-    health = request.GET.get("health", "")
-    query = request.GET.get("q", "").strip()
-    agents = _agents_with_relations().search(query)
-    if state in State.values:
-        agents = agents.filter(state=state)
-    if tier in Tier.values:
-        agents = agents.filter(tier=tier)
-    if health in Health.values:
-        agents = agents.filter(health=health)
+    filters = {name: request.GET.get(name, "").strip() for name in ("state", "tier", "health", "q")}
+    agents = _agents_with_relations()
+    problems = []
+    # A bad value is named with what to use instead, and filters nothing (the page still shows).
+    for name in ("state", "tier", "health"):
+        try:
+            agents.filtered(**{name: filters[name]})
+        except BadFilter as bad:
+            problems.append(bad.spelled(f"{name}="))
+            filters[name] = ""
+    agents = agents.filtered(**filters)
     agents = list(agents)
     graph = services.DependencyGraph.load()
     # Also in the table: its page extras keep cards current once the view switches to cards.
@@ -235,7 +236,8 @@ def agent_list(request: HttpRequest) -> HttpResponse:
             (action, bulk.BULK_ACTION_LABELS[action]) for action in bulk.BULK_ACTIONS
         ],
         "bulk_shortcuts": list(bulk.SHORTCUT_LABELS.items()),
-        "filters": {"state": state, "tier": tier, "health": health, "q": query},
+        "filters": {**filters, "state": filters["state"].upper()},
+        "filter_problems": problems,
         "states": State.choices,
         "tiers": Tier.choices,
         "healths": Health.choices,

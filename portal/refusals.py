@@ -42,7 +42,7 @@ class BadFilter(BadRequest):
     """A filter value that names nothing: ``'ASLEEP' is not a state; use one of ...``.
 
     Every door says the same sentence, prefixed with the parameter as that door spells it
-    (``state=`` on a page or the API, ``--state`` in a command): ``spelled(...)``.
+    (``state=`` on a page or the API, ``--state `` in a command): ``spelled(...)``.
     """
 
     def __init__(self, field: str, value: object, noun: str, choices: list[str]) -> None:
@@ -50,4 +50,4 @@ class BadFilter(BadRequest):
         self.field = field
 
     def spelled(self, parameter: str) -> str:
-        return f"{parameter} {self.message}"
+        return f"{parameter}{self.message}"
