@@ -20,7 +20,7 @@ from ninja.errors import HttpError
 from ninja.responses import Status
 
 from agents import bulk, errors, services
-from agents.error_rules import RECOVERIES
+from agents.errors.rules import RECOVERIES
 from agents.models import (
     ACTIONS,
     Agent,

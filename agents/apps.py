@@ -9,7 +9,6 @@ class AgentsConfig(AppConfig):
 
     def ready(self) -> None:
         from agents import api, bulk, error_views, errors, events, live, services, views
-        from portal import api as portal_api
         from portal import extensions, work
         from portal.management.commands import up
         from portal.startup import STARTUP_STEPS
@@ -25,7 +24,7 @@ class AgentsConfig(AppConfig):
         work.register_sweeper("operations", services.resume_stalled_operations)
         work.register_sweeper("recoveries", errors.resume_stalled_recoveries)
         work.register_sweeper("bulk operations", bulk.resume_stalled_bulk_operations)
-        portal_api.add_router(api.router)
+        extensions.add_api_router(api.router)
         extensions.add_dashboard_panel(
             extensions.DashboardPanel(
                 "fleet", lambda request, agent: views.fleet_overview(request, only=agent)

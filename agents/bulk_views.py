@@ -91,7 +91,7 @@ def _preview_context(data: QueryDict, actor: Actor, **extra) -> dict:
         context["error"] = refused.message
     else:
         context["plan"] = plan
-        context["upward"] = plan.action in bulk.UPWARD
+        context["upward"] = bulk.is_upward(plan.action)
         context["title"] = _title(plan.action, len(plan.items))
         if choice["filter"]:
             context["chosen_by"] = bulk.describe_filter(choice["filter"])
@@ -368,7 +368,7 @@ def _rollback_context(operation: BulkOperation, **extra) -> dict:
         "title": f"Roll back bulk operation #{operation.pk}",
         "no_reason": True,
         # Undoing what brought agents up goes dependents first, and the other way round.
-        "upward": operation.action not in bulk.UPWARD,
+        "upward": not bulk.is_upward(operation.action),
     }
     try:
         context["plan"] = bulk.plan_rollback(operation)

@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from agents import errors
-from agents.error_rules import RECOVERIES
+from agents.errors.rules import RECOVERIES
 from agents.models import Agent, AgentError, ErrorClass, RecoveryAttempt, RecoverySwitch
 from agents.services import require_viewer
 from agents.views import _get, _next, htmx_partial

@@ -18,7 +18,7 @@ import uuid
 from django.db.models import Q
 from django.template.loader import render_to_string
 
-from agents.error_rules import RECOVERIES
+from agents.errors.rules import RECOVERIES
 from agents.events import AgentEvent, BulkEvent
 from agents.models import (
     ACTION_LABELS,

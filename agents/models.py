@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 
-from django.conf import settings
 from django.db import models
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -25,6 +24,7 @@ from agents.lifecycle import (  # noqa: F401
     State,
 )
 from portal import roles
+from portal.models import ActorKind, ActorStamped
 from portal.refusals import BadFilter
 
 
@@ -250,25 +250,16 @@ class Agent(ConcurrentTransitionMixin, models.Model):
         return [action for action in ACTIONS if action in available]
 
 
-class AgentTransition(models.Model):
+class AgentTransition(ActorStamped):
     """One row per lifecycle transition: the append-only audit trail of an agent's state."""
 
-    class ActorKind(models.TextChoices):
-        USER = "user"
-        TOKEN = "token"
-        COMMAND = "command"
-        SYSTEM = "system"
+    ActorKind = ActorKind
 
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="transitions")
     at = models.DateTimeField(default=timezone.now, db_index=True)
     action = models.CharField(max_length=20, db_index=True)
     from_state = models.CharField(max_length=20, choices=State.choices)
     to_state = models.CharField(max_length=20, choices=State.choices)
-    actor_kind = models.CharField(max_length=10, choices=ActorKind.choices)
-    actor = models.CharField(max_length=200)
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
     reason = models.CharField(max_length=500, blank=True)
     details = models.JSONField(default=dict, blank=True)
     operation = models.ForeignKey(
@@ -291,7 +282,7 @@ class AgentTransition(models.Model):
         raise ValueError("Agent history is append-only; a transition row cannot be deleted.")
 
 
-class Operation(models.Model):
+class Operation(ActorStamped):
     """A lifecycle action someone asked for, tracked from request to outcome (like NetBox's Job).
 
     The request records it and returns; a Celery task (or the monitor, for automatic restarts)
@@ -311,11 +302,6 @@ class Operation(models.Model):
     action = models.CharField(max_length=20)
     status = models.CharField(
         max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True
-    )
-    actor_kind = models.CharField(max_length=10, choices=AgentTransition.ActorKind.choices)
-    actor = models.CharField(max_length=200)
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     reason = models.CharField(max_length=500, blank=True)
     options = models.JSONField(default=dict, blank=True)
@@ -347,7 +333,7 @@ class Operation(models.Model):
         return None
 
 
-class BulkOperation(models.Model):
+class BulkOperation(ActorStamped):
     """One action taken on many agents at once: a plan of items run by a Celery job with
     bounded parallelism, in dependency order. Retries and roll-backs are bulk operations too,
     pointing at the one they follow up."""
@@ -374,11 +360,6 @@ class BulkOperation(models.Model):
     )
     status = models.CharField(
         max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True
-    )
-    actor_kind = models.CharField(max_length=10, choices=AgentTransition.ActorKind.choices)
-    actor = models.CharField(max_length=200)
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     targets = models.JSONField(default=list, help_text="Slugs asked for, in the order given.")
     filter = models.JSONField(default=dict, blank=True, help_text="The filter that chose them.")
@@ -559,7 +540,7 @@ class AgentError(models.Model):
         return [s for s in self.suggestions if s.get("action")]
 
 
-class RecoveryAttempt(models.Model):
+class RecoveryAttempt(ActorStamped):
     """One try at fixing an error, by a person (one click) or by the automatic policy."""
 
     class Outcome(models.TextChoices):
@@ -571,11 +552,6 @@ class RecoveryAttempt(models.Model):
     error = models.ForeignKey(AgentError, on_delete=models.CASCADE, related_name="attempts")
     action = models.CharField(max_length=30)
     automatic = models.BooleanField(default=False)
-    actor_kind = models.CharField(max_length=10, choices=AgentTransition.ActorKind.choices)
-    actor = models.CharField(max_length=200)
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
     outcome = models.CharField(max_length=15, choices=Outcome.choices, default=Outcome.RUNNING)
     detail = models.TextField(blank=True)
     started_at = models.DateTimeField(default=timezone.now)

@@ -18,8 +18,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import redis
@@ -29,12 +27,12 @@ from django.utils import timezone
 
 from agents import errors, services
 from agents.models import Agent, Health, State
+from agents.placement import probe
 from agents.runtimes import Runtime, RuntimeEvent, RuntimeFailure
 
 logger = logging.getLogger(__name__)
 
 POSITION_KEY = "monitor:{runtime}:last_event_id"
-PROBE_TIMEOUT_SECONDS = 1.5
 
 
 class Monitor:
@@ -298,36 +296,3 @@ def _is_current_process(agent: Agent, event: RuntimeEvent) -> bool:
         if value is not None and current:
             return str(value) in {str(item) for item in current}
     return True
-
-
-def probe(agent: Agent) -> tuple[str, str]:
-    """Health from every replica's /healthz (alive) and /readyz (ready for work)."""
-    ports = agent.runtime_details.get("ports") or []
-    if not ports:
-        return Health.UNKNOWN, "no port known for this agent"
-    problems = []
-    alive = ready = 0
-    for replica, port in enumerate(ports[: agent.replicas]):
-        base = f"http://127.0.0.1:{port}"
-        if _ok(f"{base}/healthz"):
-            alive += 1
-            if _ok(f"{base}/readyz"):
-                ready += 1
-            else:
-                problems.append(f"replica {replica} not ready")
-        else:
-            problems.append(f"replica {replica} not answering /healthz")
-    total = min(len(ports), agent.replicas)
-    if ready == total:
-        return Health.HEALTHY, ""
-    if alive == total:
-        return Health.DEGRADED, "; ".join(problems)
-    return Health.UNHEALTHY, "; ".join(problems)
-
-
-def _ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_SECONDS) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False

@@ -1,22 +1,27 @@
-"""Celery tasks of the agents app: thin wrappers that load ids and call services."""
+"""Celery tasks of the agents app: thin wrappers that load ids and call services.
+
+The senders name these tasks (``actions.RUN_TASK``...) rather than import this module, so the
+service layer never imports its own tasks.
+"""
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from agents import services
+from agents import bulk, errors
+from agents.services import actions
 
 
-@shared_task(name="agents.run_operation", ignore_result=True, acks_late=True)
+@shared_task(name=actions.RUN_TASK, ignore_result=True, acks_late=True)
 def run_operation_task(operation_id: str) -> str:
     """Carry out a requested lifecycle action. A redelivered task finds it finished and stops."""
-    return services.run_operation(operation_id).status
+    return actions.run_operation(operation_id).status
 
 
 # A bulk job can outlast the default job time limit; should Redis redeliver it meanwhile, the
 # copy finds the job's lock taken and returns.
 @shared_task(
-    name="agents.run_bulk_operation",
+    name=bulk.RUN_TASK,
     ignore_result=True,
     acks_late=True,
     soft_time_limit=3600,
@@ -24,15 +29,11 @@ def run_operation_task(operation_id: str) -> str:
 )
 def run_bulk_operation_task(bulk_id: int) -> str | None:
     """Work through a bulk operation; a redelivered or duplicate task resumes it or stops."""
-    from agents import bulk
-
     operation = bulk.run_bulk_operation(bulk_id)
     return operation.status if operation is not None else None
 
 
-@shared_task(name="agents.run_recovery", ignore_result=True, acks_late=True)
+@shared_task(name=errors.recovery.RUN_TASK, ignore_result=True, acks_late=True)
 def run_recovery_task(attempt_id: int) -> str:
     """Carry out a chosen recovery and verify it; a redelivered task finds it finished."""
-    from agents import errors
-
     return errors.run_recovery(attempt_id).outcome

@@ -10,7 +10,6 @@ class ObservabilityConfig(AppConfig):
         from observability import alerts, events, jobs, live, notify  # noqa: F401 - jobs: tasks
         from observability.metrics_views import GRAPH_TOPIC, register_agent_hooks
         from observability import api, metrics_views
-        from portal import api as portal_api
         from portal import extensions, realtime
         from portal.startup import STARTUP_STEPS
 
@@ -22,7 +21,7 @@ class ObservabilityConfig(AppConfig):
         notify.connect()  # alert toasts, live Alerts/Events, opening an agent sets the context
         if alerts.seed_step not in STARTUP_STEPS:
             STARTUP_STEPS.append(alerts.seed_step)
-        portal_api.add_router(api.router)
+        extensions.add_api_router(api.router)
         extensions.set_dashboard_focus(metrics_views.focus_for)
         extensions.add_dashboard_panel(
             extensions.DashboardPanel(

@@ -10,7 +10,7 @@ the other. Each app registers from its ``AppConfig.ready``; ``portal`` imports n
   for one agent in focus, and the regions an htmx poll may ask for alone.
 - ``set_dashboard_focus``: who decides which agent the dashboard is about (the agent context).
 - live topics: ``portal.realtime.register_topic`` / ``register_topic_kind``.
-- API routers: ``portal.api.add_router``.
+- API routers: ``add_api_router`` (mounted at the API root, ``/api/platform/``).
 
 Objects of other apps (an agent, an actor) pass through here untyped: portal cannot name them.
 A failing provider costs only its own part of the page, never the page.
@@ -22,6 +22,8 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from portal.api import add_router as add_api_router  # noqa: F401 (an extension point)
 
 logger = logging.getLogger(__name__)
 

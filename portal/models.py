@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from portal.actors import Actor
+
 
 class Access(models.Model):
     """Holds the portal-wide permissions that the roles are made of; it stores no rows."""
@@ -105,3 +107,42 @@ class AuditEntry(models.Model):
         return (
             f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target} {self.outcome}"
         )
+
+
+# --- who asked ------------------------------------------------------------------------------
+
+
+class ActorKind(models.TextChoices):
+    USER = "user"
+    TOKEN = "token"
+    COMMAND = "command"
+    SYSTEM = "system"
+
+
+class ActorStamped(models.Model):
+    """Who asked for a record (a transition, an operation, a bulk job, a recovery...): stamped
+    once from the ``Actor`` of the request, and turned back into one for the worker that carries
+    the work out later on their behalf."""
+
+    actor_kind = models.CharField(max_length=10, choices=ActorKind.choices)
+    actor = models.CharField(max_length=200)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        abstract = True
+
+    @staticmethod
+    def stamp(actor: Actor) -> dict:
+        """The three fields for ``objects.create(**ActorStamped.stamp(actor), ...)``."""
+        kind = actor.kind if actor.kind in ("user", "token", "command") else ActorKind.SYSTEM
+        user = actor.user if actor.user is not None and actor.user.pk else None
+        return {"actor_kind": kind, "actor": actor.label, "user": user}
+
+    @property
+    def requested_by(self) -> Actor:
+        """The actor this record was asked for by, acting again from a worker."""
+        if self.actor_kind == ActorKind.SYSTEM:
+            return Actor.system(self.actor.removeprefix("system:"))
+        return Actor(kind=self.actor_kind, user=self.user, source="worker", recorded_label=self.actor)

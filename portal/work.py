@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
 from kombu.exceptions import OperationalError
@@ -51,23 +52,29 @@ UNREACHABLE_MESSAGE = (
 )
 
 
-def send_after_commit(task, *args, undo: Callable[[str], None]) -> None:
-    """Send ``task(*args)`` once the current transaction commits (at once outside one).
+def send(task_name: str, *args) -> None:
+    """Send the task registered as ``task_name`` (by name: the sender imports no tasks module)."""
+    current_app.send_task(task_name, args=args)
+
+
+def send_after_commit(task_name: str, *args, undo: Callable[[str], None]) -> None:
+    """Send the task ``task_name(*args)`` once the current transaction commits (at once outside
+    one).
 
     If the broker refuses, ``undo(message)`` runs (in its own transaction: the record is already
     committed) and ``BrokerUnreachable`` is raised to whoever committed, so a request can answer
     503. Without a transaction around the caller that is the caller itself.
     """
 
-    def send() -> None:
+    def hand_over() -> None:
         try:
-            task.apply_async(args=args)
+            send(task_name, *args)
         except (OperationalError, OSError) as exc:
-            logger.warning("could not send %s%r to the task queue: %s", task.name, args, exc)
+            logger.warning("could not send %s%r to the task queue: %s", task_name, args, exc)
             undo(UNREACHABLE_MESSAGE)
             raise BrokerUnreachable(UNREACHABLE_MESSAGE) from exc
 
-    transaction.on_commit(send)
+    transaction.on_commit(hand_over)
 
 
 # --- leases -------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agents import errors, services
-from agents.error_rules import RECOVERIES
+from agents.errors.rules import RECOVERIES
 from agents.management.inline import InlineJob
 from agents.models import (
     Agent,

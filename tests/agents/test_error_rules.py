@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from agents.error_rules import RECOVERIES, RULES, Signals, diagnose, raised_memory
+from agents.errors.rules import RECOVERIES, RULES, Signals, diagnose, raised_memory
 
 SIGKILL, SIGTERM, SIGSEGV = int(signal.SIGKILL), int(signal.SIGTERM), int(signal.SIGSEGV)
 

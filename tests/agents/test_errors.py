@@ -21,7 +21,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
 from agents import errors, services
-from agents.error_rules import RECOVERIES
+from agents.errors.rules import RECOVERIES
 from agents.models import (
     Agent,
     AgentError,

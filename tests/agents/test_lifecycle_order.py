@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 
 from agents import bulk, lifecycle, services
-from agents.models import Agent, AgentTransition, Operation
+from agents.models import Agent, AgentTransition, BulkOperation, Operation
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -83,7 +83,7 @@ def test_the_page_stops_dependents_first(running, as_operator) -> None:
         "/agents/bulk/run/", {"action": "stop", "agent": PAIR, "parallelism": "2"}
     )
     assert response.status_code == 302, response.content[:500]
-    operation = bulk.BulkOperation.objects.get()
+    operation = BulkOperation.objects.get()
     bulk.run_bulk_operation(operation.pk)
     assert _stops_in_order() == ["wow-memory", "wow-cache"]
     assert services.in_action_order("stop", Agent.objects.filter(slug__in=PAIR)) == [

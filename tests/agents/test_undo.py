@@ -12,6 +12,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.management import CommandError, call_command
 
 from agents import services
+from agents.services import actions
 from agents.models import Agent, Operation, State
 from portal.actors import Actor
 from portal.models import AuditEntry
@@ -103,7 +104,7 @@ def test_a_failed_action_has_nothing_to_undo_and_a_viewer_may_not_undo(
     assert Operation.objects.get(pk=stop.pk).status == "pending"
 
     # The way a worker records a runtime failure.
-    services._finish_failed(stop, "the runtime did not answer", "engine_unreachable", {})
+    actions._finish_failed(stop, "the runtime did not answer", "engine_unreachable", {})
     with pytest.raises(services.ActionRefused, match="failed, so there is nothing to undo"):
         services.undo_operation(Operation.objects.get(pk=stop.pk), operator_actor)
     assert Agent.objects.get(pk=running.pk).state == State.RUNNING

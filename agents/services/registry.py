@@ -1,0 +1,151 @@
+"""The registry of agents: the 14 Platform CoE agents seeded, settings changed, the fixes a recovery applies to an agent's settings."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.utils import timezone
+
+from agents import events
+from agents.catalog import PLATFORM_AGENTS
+from agents.models import (
+    Agent,
+    Tier,
+)
+from agents.placement import runtime_for, spec_for
+from agents.services.graph import dependency_order
+from agents.services.refusals import ActionRefused
+from agents.services.supervision import jsonable
+from portal import roles
+from portal.actors import Actor
+from portal.services import record_audit
+
+logger = logging.getLogger(__name__)
+
+
+# --- the registry ------------------------------------------------------------------------
+
+
+def seed_platform_agents(actor: Actor) -> tuple[int, int]:
+    """Register the 14 Platform CoE agents in DRAFT. Idempotent: existing agents keep their
+    state and settings; only missing agents and missing dependency links are added.
+
+    Returns (created, links added).
+    """
+    actor.require(roles.MANAGE, "seed the agent registry")
+    created = links = 0
+    with transaction.atomic():
+        by_slug = {}
+        for definition in PLATFORM_AGENTS:
+            agent, was_created = Agent.objects.get_or_create(
+                slug=definition.slug,
+                defaults={
+                    "name": definition.name,
+                    "description": definition.description,
+                    "tier": Tier.PLATFORM,
+                    "capabilities": definition.capabilities,
+                    "owner_team": definition.owner_team,
+                    "cpu_millicores": definition.cpu_millicores,
+                    "memory_mb": definition.memory_mb,
+                    "runtime": settings.AGENT_RUNTIME,
+                },
+            )
+            created += was_created
+            by_slug[definition.slug] = agent
+        for definition in PLATFORM_AGENTS:
+            agent = by_slug[definition.slug]
+            existing = set(agent.dependencies.values_list("slug", flat=True))
+            missing = [by_slug[slug] for slug in definition.depends_on if slug not in existing]
+            if missing:
+                agent.dependencies.add(*missing)
+                links += len(missing)
+        dependency_order(Agent.objects.prefetch_related("dependencies"))  # refuses a cycle
+        if created or links:
+            record_audit(actor, "agents.seed", target="platform", created=created, links=links)
+    return created, links
+
+
+def seed_step(actor: Actor, out) -> None:
+    """``manage.py setup`` step: make sure the registry holds the 14 Platform CoE agents."""
+    created, _ = seed_platform_agents(actor)
+    if created:
+        out.write(f"Registered {created} Platform CoE agent(s).")
+
+
+def require_viewer(actor: Actor) -> None:
+    if not actor.has(roles.VIEW):
+        raise PermissionDenied("You need a role to see agents. Ask an Admin.")
+
+
+def update_agent_settings(agent: Agent, changed: list[str], actor: Actor) -> Agent:
+    """Save edits to an agent's registry fields (not its state), made in the admin."""
+    actor.require(roles.MANAGE, "edit agents")
+    with transaction.atomic():
+        if "config" in changed:
+            before = Agent.objects.filter(pk=agent.pk).values_list("config", flat=True).first()
+            if before is not None and before != agent.config:
+                agent.previous_config, agent.config_changed_at = before, timezone.now()
+        agent.save()
+        record_audit(
+            actor, "agent.edit", target=agent.slug,
+            changes={name: jsonable(getattr(agent, name, None)) for name in changed},
+        )  # fmt: skip
+        events.emit("registry", agent, changed=changed, actor=actor.label)
+    return agent
+
+
+# --- recoveries that change settings (offered by agents.errors) -----------------------------------
+
+
+def rollback_config(agent: Agent, actor: Actor) -> Agent:
+    """Put back the config the agent had before its last change (an Operator's recovery)."""
+    actor.require(roles.OPERATE, "roll back an agent's config")
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        if agent.previous_config is None:
+            raise ActionRefused(f"{agent.name} has no earlier config to go back to.", code="none")
+        # The config replaced is kept in the audit entry, not offered back as "previous".
+        bad, agent.config = agent.config, agent.previous_config
+        agent.previous_config, agent.config_changed_at = None, timezone.now()
+        agent.save(update_fields=["config", "previous_config", "config_changed_at", "updated_at"])
+        record_audit(
+            actor, "agent.config.rollback", target=agent.slug, config=agent.config, replaced=bad
+        )
+        events.emit("registry", agent, changed=["config"], actor=actor.label)
+    return agent
+
+
+def pick_new_ports(agent: Agent, actor: Actor) -> list[int]:
+    """Move the agent to free ports (its own are held by someone else); audited."""
+    actor.require(roles.OPERATE, "give an agent new ports")
+    runtime = runtime_for(agent)
+    ports = runtime.reassign_ports(spec_for(agent))
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        old = agent.runtime_details.get("ports")
+        agent.runtime_details = {**agent.runtime_details, "ports": ports}
+        agent.save(update_fields=["runtime_details", "updated_at"])
+        record_audit(actor, "agent.ports", target=agent.slug, ports=ports, replaced=old)
+    return ports
+
+
+def set_memory_limit(agent: Agent, memory_mb: int, actor: Actor) -> Agent:
+    """Raise an agent's memory limit up to AGENT_MEMORY_CEILING_MB (an Operator's recovery)."""
+    actor.require(roles.OPERATE, "raise an agent's memory limit")
+    ceiling = settings.AGENT_MEMORY_CEILING_MB
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        if memory_mb <= agent.memory_mb or memory_mb > ceiling:
+            raise ActionRefused(
+                f"{agent.name} has {agent.memory_mb} MiB; a raise must be above that and at most "
+                f"{ceiling} MiB (AGENT_MEMORY_CEILING_MB).",
+                code="ceiling",
+            )
+        before, agent.memory_mb = agent.memory_mb, memory_mb
+        agent.save(update_fields=["memory_mb", "updated_at"])
+        record_audit(actor, "agent.memory", target=agent.slug, memory_mb=memory_mb, was=before)
+        events.emit("registry", agent, changed=["memory_mb"], actor=actor.label)
+    return agent
