@@ -8,7 +8,9 @@ class AgentsConfig(AppConfig):
     verbose_name = "Agents"
 
     def ready(self) -> None:
-        from agents import api, bulk, error_views, errors, events, live, services, views
+        from agents import api, bulk, errors, events, live, services
+        from agents.views import errors as error_views
+        from agents.views import shared as views
         from portal import extensions, work
         from portal.management.commands import up
         from portal.startup import STARTUP_STEPS

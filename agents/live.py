@@ -28,7 +28,10 @@ from agents.models import (
     Operation,
     RecoveryAttempt,
 )
-from portal import realtime, roles
+from agents.views.bulk import bulk_context, describe_item, finished_toast
+from agents.views.errors import dashboard_errors, error_panel
+from agents.views.shared import agents_with_relations, card_context, detail_extras
+from portal import extensions, realtime, roles
 from portal.actors import Actor
 
 logger = logging.getLogger(__name__)
@@ -43,6 +46,38 @@ _ACCESS_ACTORS = {
 # --- the topics pages subscribe to (registered in AgentsConfig.ready) ------------------------------
 
 
+# --- the groups of this app's topics, by name, for the code that publishes to them ---------
+
+
+def agent_group(slug: str, access: str) -> str:
+    """Pages showing one agent (its detail page: topic ``agent:<slug>``)."""
+    return realtime.group_name("agent", slug, access)
+
+
+def card_group(slug: str, access: str) -> str:
+    """Pages showing this agent's card (topic ``card:<slug>``: the agents list, the dashboard)."""
+    return realtime.group_name("card", slug, access)
+
+
+def row_group(slug: str, access: str) -> str:
+    """Pages showing this agent's row in the fleet table (topic ``row:<slug>``)."""
+    return realtime.group_name("row", slug, access)
+
+
+def operation_group(operation_id: object) -> str:
+    return realtime.group_name("operation", operation_id)
+
+
+def bulk_group(bulk_id: object, access: str) -> str:
+    """Pages showing one bulk operation's progress (an Operator's has its buttons)."""
+    return realtime.group_name("bulk", bulk_id, access)
+
+
+def bulk_list_group() -> str:
+    """The list of recent bulk operations (the same for every role)."""
+    return realtime.group_name("bulk-list")
+
+
 def register_topics() -> None:
     """``agent:<slug>`` (its detail page), ``card:<slug>`` and ``row:<slug>`` (wherever its card
     or table row shows), ``bulk:<id>``, ``operation:<id>``, and the named ``fleet-counts``,
@@ -55,7 +90,7 @@ def register_topics() -> None:
     realtime.register_topic_kind("operation", existing=_existing_operation_ids)
     for name in (FLEET_COUNTS, ERRORS_OVERVIEW, ERRORS_LIST):
         realtime.register_topic(name)
-    realtime.register_topic("bulk-list", group=realtime.bulk_list_group())
+    realtime.register_topic("bulk-list", group=bulk_list_group())
 
 
 FLEET_COUNTS = "fleet-counts"
@@ -95,20 +130,12 @@ def on_agent_event(event: AgentEvent) -> None:
 
 
 def publish_agent(event: AgentEvent) -> None:
-    from agents.error_views import error_panel
-    from agents.views import (
-        _agents_with_relations,
-        _card_context,
-        _detail_extras,
-        collect_card_extras,
-        fleet_counts,
-    )
 
     groups = {
         access: {
-            "card": realtime.card_group(event.slug, access),
-            "row": realtime.row_group(event.slug, access),
-            "agent": realtime.agent_group(event.slug, access),
+            "card": card_group(event.slug, access),
+            "row": row_group(event.slug, access),
+            "agent": agent_group(event.slug, access),
         }
         for access in _ACCESS_ACTORS
     }
@@ -120,7 +147,7 @@ def publish_agent(event: AgentEvent) -> None:
     neighbour_ids = {pk for pair in links for pk in pair} - {event.agent_id}
     neighbours = dict(Agent.objects.filter(pk__in=neighbour_ids).values_list("pk", "slug"))
     neighbour_groups = {
-        pk: [realtime.agent_group(slug, access) for access in _ACCESS_ACTORS]
+        pk: [agent_group(slug, access) for access in _ACCESS_ACTORS]
         for pk, slug in neighbours.items()
     }
     # Nobody watching (a bulk job with no page open): nothing to load or render.
@@ -141,14 +168,14 @@ def publish_agent(event: AgentEvent) -> None:
             _publish_outcome(event.data["operation"])
         return
     try:
-        agent = _agents_with_relations().get(pk=event.agent_id)
+        agent = agents_with_relations().get(pk=event.agent_id)
     except Agent.DoesNotExist:
         return
     watched_neighbours = [
         pk for pk, names in neighbour_groups.items() if watched.intersection(names)
     ]
     if watched_neighbours:
-        for neighbour in _agents_with_relations().filter(pk__in=watched_neighbours):
+        for neighbour in agents_with_relations().filter(pk__in=watched_neighbours):
             html = render_to_string("agents/agent_detail.html#deps", {"agent": neighbour})
             for name in neighbour_groups[neighbour.pk]:
                 if name in watched:
@@ -156,16 +183,18 @@ def publish_agent(event: AgentEvent) -> None:
     if event.kind == "error":
         _publish_error_overview(watched)
     if counts_group in watched:
-        counts = render_to_string("agents/agent_list.html#counts", {"counts": fleet_counts()})
+        counts = render_to_string(
+            "agents/agent_list.html#counts", {"counts": Agent.objects.fleet_counts()}
+        )
         realtime.publish(counts_group, {"fleet-counts": counts})
     # The card's extras (its sparkline) are the same for every access level: collected once.
     cards_watched = any(groups[access]["card"] in watched for access in _ACCESS_ACTORS)
-    extras = collect_card_extras([agent])[0] if cards_watched else {}
+    extras = extensions.card_extras([agent])[0] if cards_watched else {}
     for access, actor in _ACCESS_ACTORS.items():
         names = groups[access]
         if not watched.intersection(names.values()):
             continue
-        context = _card_context(agent, actor, extras=extras)
+        context = card_context(agent, actor, extras=extras)
         if names["card"] in watched:
             card = render_to_string("agents/agent_list.html#card", context)
             realtime.publish(names["card"], {f"agent-{agent.slug}": card})
@@ -173,7 +202,7 @@ def publish_agent(event: AgentEvent) -> None:
             row = render_to_string("agents/agent_list.html#row", context)
             realtime.publish(names["row"], {f"agent-row-{agent.slug}": row})
         if names["agent"] in watched:
-            detail = {**context, **_detail_extras(agent), "from": "detail"}
+            detail = {**context, **detail_extras(agent), "from": "detail"}
             fragments = {
                 "agent-status": render_to_string("agents/agent_detail.html#status", detail),
                 "agent-transitions": render_to_string(
@@ -193,7 +222,6 @@ def publish_agent(event: AgentEvent) -> None:
 def _publish_error_overview(watched: set[str]) -> None:
     """An error opened, changed or closed: the dashboard's open errors (the same for every
     role: no buttons) and a beat that tells an open Errors page to fetch its list again."""
-    from agents.error_views import dashboard_errors
 
     overview = realtime.topic_group(ERRORS_OVERVIEW)
     if overview in watched:
@@ -240,8 +268,8 @@ def _publish_outcome(operation_id: str) -> None:
     if operation is None or not operation.is_finished:
         return
     user_group = realtime.user_group(operation.user_id) if operation.user_id else ""
-    operation_group = realtime.operation_group(operation.pk)
-    watched = realtime.watched([group for group in (user_group, operation_group) if group])
+    outcome_group = operation_group(operation.pk)
+    watched = realtime.watched([group for group in (user_group, outcome_group) if group])
     if not watched:
         return
     label = ACTION_LABELS[operation.action][0]
@@ -258,8 +286,8 @@ def _publish_outcome(operation_id: str) -> None:
     # A step of a bulk operation: its starter gets one toast for the whole operation instead.
     if user_group in watched and not _is_bulk_step(operation):
         realtime.publish(user_group, {f"toast-{operation.pk}": html})
-    if operation_group in watched:
-        realtime.publish(operation_group, {f"toast-{operation.pk}": html})
+    if outcome_group in watched:
+        realtime.publish(outcome_group, {f"toast-{operation.pk}": html})
 
 
 def _is_bulk_step(operation: Operation) -> bool:
@@ -280,10 +308,9 @@ def on_bulk_event(event: BulkEvent) -> None:
 
 
 def publish_bulk(event: BulkEvent) -> None:
-    from agents.bulk_views import bulk_context, describe_item, finished_toast
 
-    groups = {access: realtime.bulk_group(event.bulk_id, access) for access in _ACCESS_ACTORS}
-    list_group = realtime.bulk_list_group()
+    groups = {access: bulk_group(event.bulk_id, access) for access in _ACCESS_ACTORS}
+    list_group = bulk_list_group()
     row_group = realtime.kind_group("bulk-row", event.bulk_id)
     finished = event.kind == "finished"
     watched = realtime.watched([*groups.values(), list_group, row_group])

@@ -250,6 +250,31 @@ class Agent(ConcurrentTransitionMixin, models.Model):
         return [action for action in ACTIONS if action in available]
 
 
+class TransitionQuerySet(models.QuerySet):
+    def filtered(
+        self,
+        *,
+        action: str | None = None,
+        actor_kind: str | None = None,
+        since=None,
+        until=None,
+    ) -> TransitionQuerySet:
+        """Transitions matching every filter given (``since``/``until`` are dates, inclusive);
+        an action or actor kind that names nothing raises ``BadFilter``."""
+        rows = self
+        if action:
+            if action not in (*ACTIONS, "fail"):
+                raise BadFilter("action", action, "lifecycle action", [*ACTIONS, "fail"])
+            rows = rows.filter(action=action)
+        if actor_kind:
+            rows = rows.filter(actor_kind=checked_choice("actor_kind", actor_kind, ActorKind))
+        if since:
+            rows = rows.filter(at__date__gte=since)
+        if until:
+            rows = rows.filter(at__date__lte=until)
+        return rows
+
+
 class AgentTransition(ActorStamped):
     """One row per lifecycle transition: the append-only audit trail of an agent's state."""
 
@@ -265,6 +290,8 @@ class AgentTransition(ActorStamped):
     operation = models.ForeignKey(
         "Operation", on_delete=models.SET_NULL, null=True, blank=True, related_name="transitions"
     )
+
+    objects = TransitionQuerySet.as_manager()
 
     class Meta:
         ordering = ["-at", "-id"]
@@ -472,9 +499,44 @@ class ErrorClass(models.TextChoices):
 
 
 class AgentErrorQuerySet(models.QuerySet):
+    """The error reads the Errors page, the API and the ``agents errors`` command share."""
+
     def open(self) -> AgentErrorQuerySet:
         """Errors still needing attention: open, or with a recovery under way."""
         return self.filter(status__in=AgentError.OPEN_STATUSES)
+
+    def closed(self) -> AgentErrorQuerySet:
+        return self.exclude(status__in=AgentError.OPEN_STATUSES)
+
+    def filtered(
+        self,
+        *,
+        status: str | None = None,
+        classification: str | None = None,
+        agent: str | None = None,
+        signature: str | None = None,
+    ) -> AgentErrorQuerySet:
+        """Errors matching every filter given; ``status="active"`` means open or recovering.
+        A value that names nothing raises ``BadFilter`` with the one sentence every door shows."""
+        rows = self
+        if status == "active":
+            rows = rows.open()
+        elif status:
+            rows = rows.filter(status=checked_choice("status", status, AgentError.Status))
+        if classification:
+            rows = rows.filter(
+                classification=checked_choice("classification", classification, ErrorClass)
+            )
+        if agent:
+            if not Agent.objects.filter(slug=agent).exists():
+                raise BadFilter(
+                    "agent", agent, "agent", [],
+                    message=f"{agent!r} is not an agent; `manage.py agents list` lists them.",
+                )  # fmt: skip
+            rows = rows.filter(agent__slug=agent)
+        if signature:
+            rows = rows.filter(signature=signature)
+        return rows
 
 
 class AgentError(models.Model):

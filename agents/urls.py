@@ -2,12 +2,14 @@ from __future__ import annotations
 
 from django.urls import path
 
-from agents import bulk_views, error_views, views
+from agents.views import bulk as bulk_views
+from agents.views import detail, fleet
+from agents.views import errors as error_views
 
 app_name = "agents"
 
 urlpatterns = [
-    path("", views.agent_list, name="list"),
+    path("", fleet.agent_list, name="list"),
     # Before "<slug>/": "bulk" and "errors" are not agents.
     path("bulk/", bulk_views.bulk_list, name="bulk-list"),
     path("bulk/preview/", bulk_views.bulk_preview, name="bulk-preview"),
@@ -21,12 +23,12 @@ urlpatterns = [
     path("errors/<int:pk>/", error_views.error_detail, name="error"),
     path("errors/<int:pk>/recover/", error_views.recover, name="error-recover"),
     path("errors/<int:pk>/ignore/", error_views.ignore, name="error-ignore"),
-    path("<slug:slug>/", views.agent_detail, name="detail"),
-    path("<slug:slug>/card/", views.agent_card, name="card"),
-    path("<slug:slug>/history/", views.agent_history, name="history"),
+    path("<slug:slug>/", detail.agent_detail, name="detail"),
+    path("<slug:slug>/card/", fleet.agent_card, name="card"),
+    path("<slug:slug>/history/", detail.agent_history, name="history"),
     path("<slug:slug>/errors/", error_views.agent_errors, name="agent-errors"),
-    path("<slug:slug>/reconcile/", views.reconcile, name="reconcile"),
-    path("<slug:slug>/actions/<str:action>/", views.action_confirm, name="confirm"),
-    path("<slug:slug>/actions/<str:action>/run/", views.take_action, name="act"),
-    path("<slug:slug>/undo/<uuid:operation_id>/", views.undo_action, name="undo"),
+    path("<slug:slug>/reconcile/", detail.reconcile, name="reconcile"),
+    path("<slug:slug>/actions/<str:action>/", detail.action_confirm, name="confirm"),
+    path("<slug:slug>/actions/<str:action>/run/", detail.take_action, name="act"),
+    path("<slug:slug>/undo/<uuid:operation_id>/", detail.undo_action, name="undo"),
 ]

@@ -34,17 +34,17 @@ from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 
 from agents.models import Agent, AgentError, State
-from agents.views import htmx_partial
 from observability import charts, metrics
 from observability import context as agent_context
 from observability.metrics import TimeRange
 from observability.models import Alert, AlertRule, MetricSample
-from portal import roles
+from portal import extensions, roles
 from portal.actors import Actor
+from portal.extensions import CardExtras
+from portal.htmx import htmx_partial
 
 if TYPE_CHECKING:
     from agents.events import AgentEvent
-    from agents.views import CardExtras
 
 logger = logging.getLogger(__name__)
 
@@ -449,8 +449,6 @@ def _spark(agent: Agent, points: Sequence, *, oob: bool = False) -> str:
 def card_sparklines(agents: Sequence[Agent]) -> CardExtras:
     """The agents hook: every card's CPU sparkline for the last hour in one query, and once
     per page the stylesheets and the poll that keeps them current."""
-    from agents.views import CardExtras
-
     lines = metrics.sparklines(SPARK_METRIC, [agent.pk for agent in agents], SPARK_MINUTES)
     cards = {
         agent.pk: _spark(agent, lines.get(agent.pk, []))
@@ -589,6 +587,7 @@ def agent_dashboard(agent: Agent) -> dict:
     """A dashboard focused on one agent: its open errors and alerts, uptime, the last hour's
     CPU, throughput and error rate, and links to its logs, events, alerts and metrics."""
     from agents.error_views import OPEN_STATUSES
+
     from portal.navigation import SECTIONS_BY_SLUG
 
     now = timezone.now()
@@ -628,10 +627,7 @@ def register_agent_hooks() -> None:
     """Put the card sparklines, the detail page's graph and the graph's live updates into the
     agents app's hooks (it cannot import us)."""
     from agents import events
-    from agents import views as agent_views
 
-    if card_sparklines not in agent_views.CARD_EXTRAS:
-        agent_views.CARD_EXTRAS.append(card_sparklines)
-    if graph_detail_panel not in agent_views.DETAIL_PANELS:
-        agent_views.DETAIL_PANELS.append(graph_detail_panel)
+    extensions.add_card_extras(card_sparklines)
+    extensions.add_detail_panel(graph_detail_panel)
     events.subscribe(on_agent_event)

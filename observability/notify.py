@@ -28,7 +28,7 @@ from observability import alerts
 from observability import context as agent_context
 from observability.context_processors import AlertBadge
 from observability.models import Alert
-from portal import realtime
+from portal import extensions, realtime
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +42,7 @@ def connect() -> None:
     """Register the listeners (idempotent)."""
     alerts.on_change(on_alert_change)
     agent_events.subscribe(on_agent_event)
-    try:
-        from agents import views as agent_views
-    except ImportError:  # pragma: no cover - agents always has views
-        return
-    hooks = getattr(agent_views, "AGENT_VIEWED", None)
-    if hooks is not None and on_agent_viewed not in hooks:
-        hooks.append(on_agent_viewed)
+    extensions.on_agent_viewed(on_agent_viewed)
 
 
 def _fleet_groups() -> list[str]:

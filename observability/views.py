@@ -32,12 +32,12 @@ from django.views.decorators.vary import vary_on_headers
 
 from agents.models import Agent, State
 from agents.services import require_viewer
-from agents.views import htmx_partial
 from observability import alerts, events, live, logs
 from observability import context as agent_context
 from observability.models import Alert, Event, Level, Severity
 from portal import roles
 from portal.actors import Actor
+from portal.htmx import htmx_partial
 
 LOG_PAGE_SIZE = 100
 # Lines fetched when a paused tail resumes: pages of logs.TAIL_LIMIT until none is left.

@@ -125,38 +125,6 @@ def topic_groups(topics: list[object], access: str) -> dict[str, str]:
     return found
 
 
-# The groups of the agents app's topics, by name, for the code that publishes to them.
-
-
-def agent_group(slug: str, access: str) -> str:
-    """Pages showing one agent (its detail page: topic ``agent:<slug>``)."""
-    return group_name("agent", slug, access)
-
-
-def card_group(slug: str, access: str) -> str:
-    """Pages showing this agent's card (topic ``card:<slug>``: the agents list, the dashboard)."""
-    return group_name("card", slug, access)
-
-
-def row_group(slug: str, access: str) -> str:
-    """Pages showing this agent's row in the fleet table (topic ``row:<slug>``)."""
-    return group_name("row", slug, access)
-
-
-def operation_group(operation_id: object) -> str:
-    return group_name("operation", operation_id)
-
-
-def bulk_group(bulk_id: object, access: str) -> str:
-    """Pages showing one bulk operation's progress (an Operator's has its buttons)."""
-    return group_name("bulk", bulk_id, access)
-
-
-def bulk_list_group() -> str:
-    """The list of recent bulk operations (the same for every role)."""
-    return group_name("bulk-list")
-
-
 class Publisher:
     """Sends fragments to groups from synchronous code, throttled per group."""
 

@@ -45,8 +45,14 @@ class BadFilter(BadRequest):
     (``state=`` on a page or the API, ``--state `` in a command): ``spelled(...)``.
     """
 
-    def __init__(self, field: str, value: object, noun: str, choices: list[str]) -> None:
-        super().__init__(f"{value!r} is not a {noun}; use one of {', '.join(choices)}.", "invalid")
+    def __init__(
+        self, field: str, value: object, noun: str, choices: list[str], *, message: str = ""
+    ) -> None:
+        article = "an" if noun[:1] in "aeiou" else "a"
+        super().__init__(
+            message or f"{value!r} is not {article} {noun}; use one of {', '.join(choices)}.",
+            "invalid",
+        )
         self.field = field
 
     def spelled(self, parameter: str) -> str:

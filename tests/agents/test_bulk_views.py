@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from agents import bulk
+from agents import bulk, live
 from agents.models import Agent, BulkItem, BulkOperation, State
 from portal import realtime
 from portal.actors import Actor
@@ -150,7 +150,8 @@ def test_live_cards_and_rows_carry_the_checkbox_for_operators_only(seeded) -> No
     from django.template.loader import render_to_string
 
     from agents.live import _ACCESS_ACTORS
-    from agents.views import _agents_with_relations, _card_context
+    from agents.views.shared import agents_with_relations as _agents_with_relations
+    from agents.views.shared import card_context as _card_context
 
     agent = _agents_with_relations().get(slug="wow-cache")
     for access, actor in _ACCESS_ACTORS.items():
@@ -742,16 +743,16 @@ async def test_the_socket_joins_a_bulk_topic_only_for_an_operation_that_exists(
     await asyncio.sleep(0.3)
     watched = await sync_to_async(realtime.watched)(
         [
-            realtime.bulk_group(operation.pk, realtime.ACCESS_VIEW),
-            realtime.bulk_group(operation.pk, realtime.ACCESS_OPERATE),
-            realtime.bulk_group(999, realtime.ACCESS_VIEW),
-            realtime.bulk_list_group(),
+            live.bulk_group(operation.pk, realtime.ACCESS_VIEW),
+            live.bulk_group(operation.pk, realtime.ACCESS_OPERATE),
+            live.bulk_group(999, realtime.ACCESS_VIEW),
+            live.bulk_list_group(),
         ]
     )
     assert watched == {
-        realtime.bulk_group(operation.pk, realtime.ACCESS_VIEW),
-        realtime.bulk_group(operation.pk, realtime.ACCESS_OPERATE),
-        realtime.bulk_list_group(),
+        live.bulk_group(operation.pk, realtime.ACCESS_VIEW),
+        live.bulk_group(operation.pk, realtime.ACCESS_OPERATE),
+        live.bulk_list_group(),
     }
 
     # A change to the operation reaches both, each with what their role may do.

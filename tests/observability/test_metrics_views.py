@@ -308,7 +308,8 @@ def test_card_pages_cost_no_more_queries_with_sparkline_data(
 
 def test_a_card_re_rendered_live_keeps_its_sparkline(seeded) -> None:
     from agents.live import _ACCESS_ACTORS
-    from agents.views import _agents_with_relations, _card_context
+    from agents.views.shared import agents_with_relations as _agents_with_relations
+    from agents.views.shared import card_context as _card_context
 
     scrapes(running(seeded["wow-cache"]), minutes=10, cpu_percent=3.0)
     agent = _agents_with_relations().get(slug="wow-cache")

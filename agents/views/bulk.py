@@ -22,9 +22,9 @@ from django_htmx.http import HttpResponseClientRedirect
 from agents import bulk
 from agents.models import BulkItem, BulkOperation
 from agents.services import require_viewer
-from agents.views import htmx_partial
 from portal import roles
 from portal.actors import Actor
+from portal.htmx import htmx_partial, refusal
 
 RECENT_BULK_OPERATIONS = 50
 
@@ -379,14 +379,10 @@ def _rollback_context(operation: BulkOperation, **extra) -> dict:
 
 
 def _refused(request: HttpRequest, operation: BulkOperation, message: str) -> HttpResponse:
-    if htmx_partial(request):
-        response = render(
-            request, "portal/toast.html", {"toast": message, "toast_level": "error"}
-        )
-        response["HX-Reswap"] = "none"
-        return response
-    messages.error(request, message)
-    return redirect(reverse("agents:bulk-detail", args=[operation.pk]))
+    # htmx swaps the toast out of band from a 200 (nothing else is swapped).
+    return refusal(
+        request, message, status=200, fallback=reverse("agents:bulk-detail", args=[operation.pk])
+    )
 
 
 # --- recent bulk operations --------------------------------------------------------------------

@@ -25,9 +25,10 @@ from agents import errors
 from agents.errors.rules import RECOVERIES
 from agents.models import Agent, AgentError, ErrorClass, RecoveryAttempt, RecoverySwitch
 from agents.services import require_viewer
-from agents.views import _get, _next, htmx_partial
+from agents.views.shared import get_agent_or_404
 from portal import roles
 from portal.actors import Actor
+from portal.htmx import htmx_partial, safe_next, toast
 
 ERRORS_PAGE_SIZE = 50
 # Closed errors the agent panel lists (the Errors page has them all).
@@ -35,7 +36,6 @@ CLOSED_ON_PANEL = 20
 # A recovery's result stays in view this long after it closed the error.
 RECENTLY_CLOSED = timedelta(minutes=15)
 OPEN_ON_DASHBOARD = 8
-OPEN_STATUSES = (AgentError.Status.OPEN, AgentError.Status.RECOVERING)
 # The raw signals worth a glance on the panel, by the words shown for them.
 _FACTS = {"exit_code": "exit code", "signal": "signal", "oom": "out of memory", "port": "port"}
 
@@ -75,13 +75,15 @@ def error_panel(agent: Agent, actor: Actor) -> dict:
     base = AgentError.objects.filter(agent=agent).prefetch_related("attempts")
     open_errors = [
         describe_error(error)
-        for error in base.filter(status__in=OPEN_STATUSES).order_by("-last_seen_at", "-id")
+        for error in base.filter(status__in=AgentError.OPEN_STATUSES).order_by(
+            "-last_seen_at", "-id"
+        )
     ]
     closed = [
         describe_error(error)
-        for error in base.exclude(status__in=OPEN_STATUSES).order_by("-resolved_at", "-id")[
-            :CLOSED_ON_PANEL
-        ]
+        for error in base.exclude(status__in=AgentError.OPEN_STATUSES).order_by(
+            "-resolved_at", "-id"
+        )[:CLOSED_ON_PANEL]
     ]
     since = timezone.now() - RECENTLY_CLOSED
     recent = [error for error in closed if error.resolved_at and error.resolved_at >= since]
@@ -97,7 +99,7 @@ def error_panel(agent: Agent, actor: Actor) -> dict:
 def dashboard_errors() -> dict:
     """The dashboard's part: the open errors, newest first, and the error rate."""
     open_errors = list(
-        AgentError.objects.filter(status__in=OPEN_STATUSES)
+        AgentError.objects.filter(status__in=AgentError.OPEN_STATUSES)
         .select_related("agent")
         .order_by("-last_seen_at", "-id")[:OPEN_ON_DASHBOARD]
     )
@@ -121,7 +123,7 @@ def agent_errors(request: HttpRequest, slug: str) -> HttpResponse:
     """The panel alone, for polling while the live socket is down; the page otherwise."""
     actor = Actor.from_request(request)
     require_viewer(actor)
-    agent = _get(slug)
+    agent = get_agent_or_404(slug)
     if not htmx_partial(request):
         return redirect(reverse("agents:detail", args=[agent.slug]) + "#agent-errors")
     return render(request, "agents/agent_detail.html#errors", error_panel(agent, actor))
@@ -146,13 +148,13 @@ def _panel_answer(
     request: HttpRequest, error: AgentError, actor: Actor, toast: str, level: str
 ) -> HttpResponse:
     """The panel as it is now, with a toast (htmx); the agent page with a message otherwise."""
-    agent = _get(error.agent.slug)
+    agent = get_agent_or_404(error.agent.slug)
     if htmx_partial(request):
         context = {**error_panel(agent, actor), "toast": toast, "toast_level": level}
         return render(request, "agents/agent_detail.html#errors-result", context)
     getattr(messages, level)(request, toast)
     return redirect(
-        _next(request) or reverse("agents:detail", args=[agent.slug]) + f"#error-{error.pk}"
+        safe_next(request) or reverse("agents:detail", args=[agent.slug]) + f"#error-{error.pk}"
     )
 
 
@@ -161,14 +163,7 @@ def _forbidden(request: HttpRequest, denied: PermissionDenied) -> HttpResponse:
     toast of a 403 answering a form marked data-refusal-toast)."""
     if not htmx_partial(request):
         raise denied
-    response = render(
-        request,
-        "portal/toast.html",
-        {"toast": str(denied), "toast_level": "error"},
-        status=403,
-    )
-    response["HX-Reswap"] = "none"
-    return response
+    return toast(request, str(denied), "error", status=403)
 
 
 @require_POST
@@ -227,24 +222,18 @@ def _filtered_errors(filters: dict):
             attempt_count=Count("attempts"),
             # Open ones first, then by when they were last seen.
             closed=Case(
-                When(status__in=OPEN_STATUSES, then=Value(0)),
+                When(status__in=AgentError.OPEN_STATUSES, then=Value(0)),
                 default=Value(1),
                 output_field=IntegerField(),
             ),
         )
         .order_by("closed", "-last_seen_at", "-id")
     )
-    if filters["status"] == "active":
-        rows = rows.filter(status__in=OPEN_STATUSES)
-    elif filters["status"]:
-        rows = rows.filter(status=filters["status"])
-    if filters["class"]:
-        rows = rows.filter(classification=filters["class"])
-    if filters["agent"]:
-        rows = rows.filter(agent__slug=filters["agent"])
-    if filters["signature"]:
-        rows = rows.filter(signature=filters["signature"])
-    return rows
+    rows = rows.filtered(
+        status=filters["status"], classification=filters["class"], signature=filters["signature"]
+    )
+    # An agent that does not exist has no errors: the page says so rather than refusing.
+    return rows.filter(agent__slug=filters["agent"]) if filters["agent"] else rows
 
 
 def _counts_table(rows: list[dict]) -> dict:
