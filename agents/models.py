@@ -10,9 +10,11 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.utils import timezone
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+
+from agents.choices import ErrorClass, Health, RestartPolicy, RuntimeKind, Tier  # noqa: F401
 
 # The lifecycle's words live in one table; they are re-exported here for the code that reads
 # them with the models.
@@ -23,102 +25,8 @@ from agents.lifecycle import (  # noqa: F401
     NOT_REVOKED,
     State,
 )
-from portal import roles
+from agents.queries import AgentErrorQuerySet, AgentQuerySet, TransitionQuerySet
 from portal.models import ActorKind, ActorStamped
-from portal.refusals import BadFilter
-
-
-class Health(models.TextChoices):
-    UNKNOWN = "unknown", "Unknown"
-    HEALTHY = "healthy", "Healthy"
-    DEGRADED = "degraded", "Degraded"
-    UNHEALTHY = "unhealthy", "Unhealthy"
-
-
-class Tier(models.TextChoices):
-    PLATFORM = "platform", "Platform CoE"
-    CUSTOMER = "customer", "Customer"
-
-
-class RuntimeKind(models.TextChoices):
-    LOCAL = "local", "Local process"
-    DOCKER = "docker", "Docker"
-    KUBERNETES = "kubernetes", "Kubernetes"
-
-
-class RestartPolicy(models.TextChoices):
-    ON_FAILURE = "on-failure", "Restart on failure"
-    NEVER = "never", "Never restart"
-
-
-class AgentQuerySet(models.QuerySet):
-    """The agent reads every door shares: the list page, the API, the commands and bulk."""
-
-    def for_user(self, user) -> AgentQuerySet:
-        """Agents the user may see: every agent, for anyone holding a role."""
-        return self if roles.role_of(user) is not None else self.none()
-
-    def in_state(self, *states: str) -> AgentQuerySet:
-        return self.filter(state__in=states)
-
-    def running(self) -> AgentQuerySet:
-        return self.filter(state=State.RUNNING)
-
-    def search(self, text: str) -> AgentQuerySet:
-        text = text.strip()
-        if not text:
-            return self
-        return self.filter(
-            Q(name__icontains=text) | Q(slug__icontains=text) | Q(description__icontains=text)
-        )
-
-    def filtered(
-        self,
-        *,
-        state: str | None = None,
-        tier: str | None = None,
-        health: str | None = None,
-        q: str = "",
-    ) -> AgentQuerySet:
-        """Agents matching every filter given (case-insensitive); a value that names no state,
-        tier or health raises ``BadFilter`` with the one sentence every door shows."""
-        agents = self.search(q or "")
-        if state:
-            agents = agents.filter(state=checked_choice("state", state, State, upper=True))
-        if tier:
-            agents = agents.filter(tier=checked_choice("tier", tier, Tier))
-        if health:
-            agents = agents.filter(health=checked_choice("health", health, Health))
-        return agents
-
-    def fleet_counts(self) -> dict:
-        """Counts of agents by state and health, and what the fleet summary shows: the API's
-        ``GET /metrics`` base and the dashboard's and list's counters."""
-        by_state = dict.fromkeys(State.values, 0)
-        by_state.update(self.values_list("state").annotate(n=Count("id")).values_list("state", "n"))
-        by_health = dict.fromkeys(Health.values, 0)
-        by_health.update(
-            self.values_list("health").annotate(n=Count("id")).values_list("health", "n")
-        )
-        return {
-            "total": sum(by_state.values()),
-            "by_state": by_state,
-            "by_health": by_health,
-            "pending": self.exclude(pending_action="").count(),
-            "running": by_state[State.RUNNING],
-            "errored": by_state[State.ERRORED],
-            "idle": by_state[State.SUSPENDED] + by_state[State.STOPPED],
-            "operations": Operation.objects.filter(status__in=Operation.IN_FLIGHT).count(),
-        }
-
-
-def checked_choice(field: str, value: object, choices, *, upper: bool = False) -> str:
-    """``value`` as one of ``choices`` (a TextChoices), or ``BadFilter`` naming them."""
-    text = str(value).strip()
-    text = text.upper() if upper else text.lower()
-    if text not in choices.values:
-        raise BadFilter(field, value, field, list(choices.values))
-    return text
 
 
 class Agent(ConcurrentTransitionMixin, models.Model):
@@ -248,31 +156,6 @@ class Agent(ConcurrentTransitionMixin, models.Model):
         """The actions the state machine allows now (permissions and dependencies aside)."""
         available = {t.name for t in self.get_available_state_transitions()}
         return [action for action in ACTIONS if action in available]
-
-
-class TransitionQuerySet(models.QuerySet):
-    def filtered(
-        self,
-        *,
-        action: str | None = None,
-        actor_kind: str | None = None,
-        since=None,
-        until=None,
-    ) -> TransitionQuerySet:
-        """Transitions matching every filter given (``since``/``until`` are dates, inclusive);
-        an action or actor kind that names nothing raises ``BadFilter``."""
-        rows = self
-        if action:
-            if action not in (*ACTIONS, "fail"):
-                raise BadFilter("action", action, "lifecycle action", [*ACTIONS, "fail"])
-            rows = rows.filter(action=action)
-        if actor_kind:
-            rows = rows.filter(actor_kind=checked_choice("actor_kind", actor_kind, ActorKind))
-        if since:
-            rows = rows.filter(at__date__gte=since)
-        if until:
-            rows = rows.filter(at__date__lte=until)
-        return rows
 
 
 class AgentTransition(ActorStamped):
@@ -488,55 +371,6 @@ class BulkItem(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
-
-
-class ErrorClass(models.TextChoices):
-    TRANSIENT = "transient", "Transient"
-    PERMANENT = "permanent", "Permanent"
-    CONFIGURATION = "configuration", "Configuration"
-    DEPENDENCY = "dependency", "Dependency"
-    RESOURCE = "resource", "Resource"
-
-
-class AgentErrorQuerySet(models.QuerySet):
-    """The error reads the Errors page, the API and the ``agents errors`` command share."""
-
-    def open(self) -> AgentErrorQuerySet:
-        """Errors still needing attention: open, or with a recovery under way."""
-        return self.filter(status__in=AgentError.OPEN_STATUSES)
-
-    def closed(self) -> AgentErrorQuerySet:
-        return self.exclude(status__in=AgentError.OPEN_STATUSES)
-
-    def filtered(
-        self,
-        *,
-        status: str | None = None,
-        classification: str | None = None,
-        agent: str | None = None,
-        signature: str | None = None,
-    ) -> AgentErrorQuerySet:
-        """Errors matching every filter given; ``status="active"`` means open or recovering.
-        A value that names nothing raises ``BadFilter`` with the one sentence every door shows."""
-        rows = self
-        if status == "active":
-            rows = rows.open()
-        elif status:
-            rows = rows.filter(status=checked_choice("status", status, AgentError.Status))
-        if classification:
-            rows = rows.filter(
-                classification=checked_choice("classification", classification, ErrorClass)
-            )
-        if agent:
-            if not Agent.objects.filter(slug=agent).exists():
-                raise BadFilter(
-                    "agent", agent, "agent", [],
-                    message=f"{agent!r} is not an agent; `manage.py agents list` lists them.",
-                )  # fmt: skip
-            rows = rows.filter(agent__slug=agent)
-        if signature:
-            rows = rows.filter(signature=signature)
-        return rows
 
 
 class AgentError(models.Model):
