@@ -52,18 +52,23 @@ def refusal(request: HttpRequest, message: str, *, status: int = 409, fallback: 
 
 def answers_refusals(fallback: Callable[..., str] | str = "/"):
     """A view decorator: a ``Refused`` or ``PermissionDenied`` raised by the service layer
-    becomes ``refusal(...)`` with its message and status. ``fallback`` is where a plain form
-    post returns without a ``next`` (a path, or a callable given the view's arguments)."""
+    becomes the answer that says why. For htmx, a toast with the refusal's status (403 for a
+    role); otherwise a refusal for the role stays a 403 page, and any other refusal is a message
+    and a redirect to the safe ``next`` or ``fallback`` (a path, or a callable given the view's
+    arguments)."""
 
     def decorate(view):
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             try:
                 return view(request, *args, **kwargs)
-            except (Refused, PermissionDenied) as refused:
-                status = refused.status if isinstance(refused, Refused) else 403
+            except PermissionDenied as denied:
+                if not htmx_partial(request):
+                    raise
+                return toast(request, str(denied), "error", status=403)
+            except Refused as refused:
                 back = fallback(*args, **kwargs) if callable(fallback) else fallback
-                return refusal(request, str(refused), status=status, fallback=back)
+                return refusal(request, refused.message, status=refused.status, fallback=back)
 
         return wrapper
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Case, Count, IntegerField, Value, When
 from django.http import Http404, HttpRequest, HttpResponse
@@ -28,7 +27,7 @@ from agents.services import require_viewer
 from agents.views.shared import get_agent_or_404
 from portal import roles
 from portal.actors import Actor
-from portal.htmx import htmx_partial, safe_next, toast
+from portal.htmx import answers_refusals, htmx_partial, safe_next
 
 ERRORS_PAGE_SIZE = 50
 # Closed errors the agent panel lists (the Errors page has them all).
@@ -158,15 +157,8 @@ def _panel_answer(
     )
 
 
-def _forbidden(request: HttpRequest, denied: PermissionDenied) -> HttpResponse:
-    """A 403 that still says why: the page for a form, a toast for htmx (portal.js shows the
-    toast of a 403 answering a form marked data-refusal-toast)."""
-    if not htmx_partial(request):
-        raise denied
-    return toast(request, str(denied), "error", status=403)
-
-
 @require_POST
+@answers_refusals()
 def recover(request: HttpRequest, pk: int) -> HttpResponse:
     """One click on a suggested fix: record the attempt and hand it to a worker."""
     actor = Actor.from_request(request)
@@ -174,8 +166,6 @@ def recover(request: HttpRequest, pk: int) -> HttpResponse:
     action = request.POST.get("action", "")
     try:
         attempt = errors.request_recovery(error, action, actor)
-    except PermissionDenied as denied:
-        return _forbidden(request, denied)
     except errors.RecoveryRefused as refused:
         return _panel_answer(request, error, actor, refused.message, "error")
     label = RECOVERIES[attempt.action]
@@ -185,6 +175,7 @@ def recover(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
+@answers_refusals()
 def ignore(request: HttpRequest, pk: int) -> HttpResponse:
     """Close an error without fixing it (a known, harmless failure), with the reason given."""
     actor = Actor.from_request(request)
@@ -192,8 +183,6 @@ def ignore(request: HttpRequest, pk: int) -> HttpResponse:
     why = request.POST.get("why", "").strip()[:300]
     try:
         errors.ignore_error(error, actor, why)
-    except PermissionDenied as denied:
-        return _forbidden(request, denied)
     except errors.RecoveryRefused as refused:
         return _panel_answer(request, error, actor, refused.message, "error")
     return _panel_answer(
@@ -295,14 +284,12 @@ def error_list(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
+@answers_refusals()
 def set_automatic(request: HttpRequest) -> HttpResponse:
     """The kill switch: Admins turn automatic recovery on or off for the whole fleet."""
     actor = Actor.from_request(request)
     on = request.POST.get("automatic") in ("on", "1", "true")
-    try:
-        errors.set_automatic_recovery(on, actor)
-    except PermissionDenied as denied:
-        return _forbidden(request, denied)
+    errors.set_automatic_recovery(on, actor)
     message = (
         "Automatic recovery is on: transient failures are restarted with backoff."
         if on

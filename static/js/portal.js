@@ -184,11 +184,13 @@
       event.detail.isError = false;
     }
   });
-  // A form marked data-refusal-toast that is refused for the role answers 403 with a toast
-  // (and HX-Reswap: none): let it in, so the person reads why instead of seeing nothing.
+  // A form marked data-refusal-toast that is refused (403 for the role, 409, 400, 503...)
+  // answers with only a toast and HX-Reswap: none (portal/htmx.py): let it in, so the person
+  // reads why instead of seeing nothing.
   document.addEventListener("htmx:beforeSwap", function (event) {
-    var elt = event.detail.elt;
-    if (event.detail.xhr.status === 403 && elt.closest && elt.closest("[data-refusal-toast]")) {
+    var elt = event.detail.elt, xhr = event.detail.xhr;
+    var refusal = xhr.status >= 400 && xhr.getResponseHeader("HX-Reswap") === "none";
+    if (refusal && elt.closest && elt.closest("[data-refusal-toast]")) {
       event.detail.shouldSwap = true;
       event.detail.isError = false;
     }
