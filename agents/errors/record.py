@@ -165,14 +165,11 @@ def record_error(
     diagnosis = diagnose(_signals(agent, source, details, message, action))
     evidence = _evidence(agent, details)
     now = timezone.now()
+    # Failing again while a recovery runs is the same error, seen once more.
     existing = (
         AgentError.objects.select_for_update()
-        .filter(
-            agent=agent,
-            signature=diagnosis.signature,
-            # Failing again while a recovery runs is the same error, seen once more.
-            status__in=[AgentError.Status.OPEN, AgentError.Status.RECOVERING],
-        )
+        .open()
+        .filter(agent=agent, signature=diagnosis.signature)
         .first()
     )
     if existing is not None:

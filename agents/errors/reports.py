@@ -32,7 +32,7 @@ def patterns(since=None, agent: Agent | None = None) -> list[dict]:
             agents=Count("agent", distinct=True),
             first=Min("occurred_at"),
             last=Max("last_seen_at"),
-            open=Count("id", filter=Q(status__in=["open", "recovering"])),
+            open=Count("id", filter=Q(status__in=AgentError.OPEN_STATUSES)),
         )
         .order_by("-times", "-last")
     )
@@ -51,9 +51,7 @@ def error_rate(window: timedelta = timedelta(hours=1)) -> dict:
     return {
         "last_hour": last_window or 0,
         "per_hour_24h": round((day or 0) / 24, 2),
-        "open": AgentError.objects.filter(
-            status__in=[AgentError.Status.OPEN, AgentError.Status.RECOVERING]
-        ).count(),
+        "open": AgentError.objects.open().count(),
     }
 
 
