@@ -117,12 +117,16 @@ class FleetMetrics(Schema):
 
 def agent_out(agent: Agent) -> AgentOut:
     """An agent; load it with ``prefetch_related("dependencies")``."""
-    fields = {name: getattr(agent, name) for name in AgentOut.model_fields if name != "dependencies"}
+    fields = {
+        name: getattr(agent, name) for name in AgentOut.model_fields if name != "dependencies"
+    }
     return AgentOut(**fields, dependencies=sorted(dep.slug for dep in agent.dependencies.all()))
 
 
 def transition_out(row: AgentTransition) -> TransitionOut:
-    fields = {name: getattr(row, name) for name in TransitionOut.model_fields if name != "operation"}
+    fields = {
+        name: getattr(row, name) for name in TransitionOut.model_fields if name != "operation"
+    }
     return TransitionOut(**fields, operation=row.operation_id)
 
 
@@ -132,13 +136,12 @@ def operation_url(operation: Operation) -> str:
 
 def operation_out(operation: Operation) -> OperationOut:
     """An operation; load it with ``select_related("agent")``."""
-    special = ("id", "agent")
-    fields = {name: getattr(operation, name) for name in OperationOut.model_fields}
-    return OperationOut(
-        **{name: value for name, value in fields.items() if name not in special},
-        id=operation.pk,
-        agent=operation.agent.slug,
-    )
+    fields = {
+        name: getattr(operation, name)
+        for name in OperationOut.model_fields
+        if name not in ("id", "agent")
+    }
+    return OperationOut(**fields, id=operation.pk, agent=operation.agent.slug)
 
 
 def accepted_out(operation: Operation) -> Accepted:
