@@ -154,7 +154,9 @@ class Agent(ConcurrentTransitionMixin, models.Model):
 
     def legal_actions(self) -> list[str]:
         """The actions the state machine allows now (permissions and dependencies aside)."""
-        available = {t.name for t in self.get_available_state_transitions()}
+        # get_available_state_transitions is added by django-fsm's FSMField at class creation.
+        transitions = self.get_available_state_transitions()  # type: ignore[attr-defined]
+        available = {t.name for t in transitions}
         return [action for action in ACTIONS if action in available]
 
 
@@ -184,7 +186,7 @@ class AgentTransition(ActorStamped):
         return f"{self.agent.slug}: {self.from_state} → {self.to_state} ({self.action}) by {self.actor}"
 
     def save(self, *args, **kwargs) -> None:
-        if self.pk is not None:
+        if not self._state.adding:
             raise ValueError("Agent history is append-only; a transition row cannot be changed.")
         super().save(*args, **kwargs)
 

@@ -9,6 +9,8 @@ it).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django.apps import apps
 from django.db import models
 from django.db.models import Count, Q
@@ -19,12 +21,15 @@ from portal import roles
 from portal.models import ActorKind
 from portal.refusals import BadFilter
 
+if TYPE_CHECKING:
+    from agents.models import Agent, AgentError, AgentTransition  # noqa: F401 (for the types)
 
-def _model(name: str) -> type[models.Model]:
+
+def _model(name: str) -> Any:
     return apps.get_model("agents", name)
 
 
-class AgentQuerySet(models.QuerySet):
+class AgentQuerySet(models.QuerySet["Agent"]):
     """The agent reads every door shares: the list page, the API, the commands and bulk."""
 
     def for_user(self, user) -> AgentQuerySet:
@@ -96,7 +101,7 @@ def checked_choice(field: str, value: object, choices, *, upper: bool = False) -
     return text
 
 
-class TransitionQuerySet(models.QuerySet):
+class TransitionQuerySet(models.QuerySet["AgentTransition"]):
     def filtered(
         self,
         *,
@@ -121,7 +126,7 @@ class TransitionQuerySet(models.QuerySet):
         return rows
 
 
-class AgentErrorQuerySet(models.QuerySet):
+class AgentErrorQuerySet(models.QuerySet["AgentError"]):
     """The error reads the Errors page, the API and the ``agents errors`` command share."""
 
     def open(self) -> AgentErrorQuerySet:
@@ -141,7 +146,7 @@ class AgentErrorQuerySet(models.QuerySet):
     ) -> AgentErrorQuerySet:
         """Errors matching every filter given; ``status="active"`` means open or recovering.
         A value that names nothing raises ``BadFilter`` with the one sentence every door shows."""
-        rows = self
+        rows: AgentErrorQuerySet = self
         if status == "active":
             rows = rows.open()
         elif status:

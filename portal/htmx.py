@@ -19,7 +19,7 @@ TOAST_TEMPLATE = "portal/toast.html"
 def htmx_partial(request: HttpRequest) -> bool:
     """Whether to answer with a fragment (an htmx swap) rather than a whole page."""
     htmx = getattr(request, "htmx", None)
-    return bool(htmx) and not htmx.boosted
+    return htmx is not None and bool(htmx) and not htmx.boosted
 
 
 def safe_next(request: HttpRequest, default: str = "") -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from django.conf import settings
 
@@ -75,7 +76,7 @@ SHORTCUT_LABELS = {
 # How an agent that a bulk operation changed gets back to where it was: (now, before) → steps.
 # The state reached is the one before, except that a started agent cannot become DEPLOYED
 # again: stopping it is the closest (deployed, not running).
-_ROLLBACK_STEPS = {
+_ROLLBACK_STEPS: dict[tuple[str, str], tuple[list[str], str]] = {
     (State.RUNNING, State.STOPPED): (["stop"], State.STOPPED),
     (State.RUNNING, State.DEPLOYED): (["stop"], State.STOPPED),
     (State.RUNNING, State.SUSPENDED): (["suspend"], State.SUSPENDED),
@@ -111,8 +112,8 @@ def resolve_targets(
             code="invalid",
         )
     if targets:
-        found = {agent.slug: agent for agent in Agent.objects.filter(slug__in=targets)}
-        unknown = [slug for slug in targets if slug not in found]
+        by_slug = {agent.slug: agent for agent in Agent.objects.filter(slug__in=targets)}
+        unknown = [slug for slug in targets if slug not in by_slug]
         if unknown:
             raise BulkRefused(
                 f"There is no agent {', '.join(repr(s) for s in unknown)}; "
@@ -121,7 +122,7 @@ def resolve_targets(
             )
         seen: dict[str, Agent] = {}
         for slug in targets:
-            seen.setdefault(slug, found[slug])
+            seen.setdefault(slug, by_slug[slug])
         return list(seen.values())
     unknown_keys = sorted(set(filter) - {"all", "state", "tier"})
     if unknown_keys:
@@ -233,7 +234,7 @@ def check_parallelism(parallelism: object) -> int:
     if parallelism in (None, ""):
         return settings.BULK_DEFAULT_PARALLELISM
     try:
-        value = int(parallelism)  # type: ignore[arg-type]
+        value = int(cast(Any, parallelism))  # a number or its text; anything else is refused
     except (TypeError, ValueError):
         value = 0
     if str(parallelism).strip() != str(value) or not 1 <= value <= ceiling:

@@ -36,7 +36,7 @@ def patterns(since=None, agent: Agent | None = None) -> list[dict]:
         )
         .order_by("-times", "-last")
     )
-    return list(rows)
+    return [dict(row) for row in rows]
 
 
 def error_rate(window: timedelta = timedelta(hours=1)) -> dict:
@@ -57,9 +57,10 @@ def error_rate(window: timedelta = timedelta(hours=1)) -> dict:
 
 def counts_by_agent_and_class(since=None) -> list[dict]:
     since = since or timezone.now() - timedelta(days=7)
-    return list(
+    rows = (
         AgentError.objects.filter(last_seen_at__gte=since)
         .values("agent__slug", "agent__name", "classification")
         .annotate(times=Sum("occurrences"))
         .order_by("agent__name", "classification")
     )
+    return [dict(row) for row in rows]

@@ -1,9 +1,12 @@
-"""The dependency graph of the fleet: the order many agents are acted on, what an agent needs and who needs it."""
+"""The dependency graph of the fleet: the order many agents are acted on, what an agent needs
+and who needs it."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+
+from django.core.exceptions import ValidationError
 
 from agents import lifecycle
 from agents.models import (
@@ -118,10 +121,8 @@ def transitive_dependencies(agent: Agent, graph: DependencyGraph | None = None) 
 
 def check_dependencies_acyclic(agent: Agent, dependencies: Iterable[Agent]) -> None:
     """Refuse dependencies that would make a cycle (start order, menus and seeding need none)."""
-    from django.core.exceptions import ValidationError
-
     dependencies = list(dependencies)
-    if agent.pk is None:
+    if agent._state.adding:  # not saved yet: nothing can depend on it
         return
     if any(dependency.pk == agent.pk for dependency in dependencies):
         raise ValidationError(f"{agent.name} cannot depend on itself.")
