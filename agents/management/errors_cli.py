@@ -15,14 +15,10 @@ was tried), so scripts can tell the three apart.
 
 from __future__ import annotations
 
-import json
-import time
 from datetime import timedelta
 from functools import partial
 
-from django.core.exceptions import PermissionDenied
 from django.core.management.base import CommandError
-from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 from rich.markup import escape
 from rich.table import Table
@@ -30,7 +26,6 @@ from rich.text import Text
 
 from agents import errors, services
 from agents.errors.rules import RECOVERIES
-from agents.management.inline import InlineJob
 from agents.models import (
     Agent,
     AgentError,
@@ -39,7 +34,9 @@ from agents.models import (
     RecoveryAttempt,
     RecoverySwitch,
 )
+from agents.schemas import error_out, errors_with_attempts, pattern_out
 from portal.actors import Actor
+from portal.cli import InlineJob, JobProgress, dumps, refusals_as_command_errors, watch_job
 
 ERROR_VERBS = ["show", "patterns", "stats", "ignore"]
 STATUS_STYLES = {
@@ -54,9 +51,7 @@ OUTCOME_STYLES = {
     RecoveryAttempt.Outcome.DID_NOT_HELP: "red",
     RecoveryAttempt.Outcome.FAILED: "red",
 }
-STILL_OPEN = [AgentError.Status.OPEN, AgentError.Status.RECOVERING]
 RECOVERY_POLL_SECONDS = 0.3
-PICKUP_HINT_SECONDS = 10
 # Exit statuses of ``agents recover`` beyond 0 (fixed).
 NOT_FIXED = 1
 REFUSED = 2
@@ -145,8 +140,6 @@ class ErrorCommands:
         json: bool,
         **options,
     ) -> None:
-        from agents.api import errors_with_attempts
-
         rows = errors_with_attempts()
         if status:
             if status.lower() not in AgentError.Status.values:
@@ -156,7 +149,7 @@ class ErrorCommands:
                 )
             rows = rows.filter(status=status.lower())
         if open_only:
-            rows = rows.filter(status__in=STILL_OPEN)
+            rows = rows.open()
         if agent:
             rows = rows.filter(agent=_agent(agent))
         if classification:
@@ -168,7 +161,7 @@ class ErrorCommands:
             rows = rows.filter(classification=classification.lower())
         found = list(rows[: max(1, limit)])
         if json:
-            self.stdout.write(_dumps([_error_json(error) for error in found]))
+            self.stdout.write(dumps([error_out(error) for error in found]))
             return
         if not found:
             self.console.print("No open errors." if open_only else "No errors.")
@@ -194,7 +187,7 @@ class ErrorCommands:
     def _errors_show(self, error_id: int, json: bool, **options) -> None:
         error = _error(error_id)
         if json:
-            self.stdout.write(_dumps(_error_json(error)))
+            self.stdout.write(dumps(error_out(error)))
             return
         say = self.console.print
         say(
@@ -250,7 +243,7 @@ class ErrorCommands:
     def _errors_patterns(self, days: int, agent: str | None, json: bool, **options) -> None:
         rows = errors.patterns(since=_since(days), agent=_agent(agent) if agent else None)
         if json:
-            self.stdout.write(_dumps(rows))
+            self.stdout.write(dumps([pattern_out(row) for row in rows]))
             return
         if not rows:
             self.console.print(f"No errors in the last {days} days.")
@@ -269,7 +262,9 @@ class ErrorCommands:
         rate = errors.error_rate()
         counts = errors.counts_by_agent_and_class(since=_since(days))
         if json:
-            self.stdout.write(_dumps({**rate, "by_agent_and_class": counts}))
+            # Not ``error_stats_out``: its rows name the agent ``agent``, these ``agent__slug``
+            # (scripts read them so).
+            self.stdout.write(dumps({**rate, "by_agent_and_class": counts}))
             return
         self.console.print(
             f"{rate['open']} open; {rate['last_hour']} seen in the last hour, "
@@ -285,12 +280,8 @@ class ErrorCommands:
 
     def _errors_ignore(self, error_id: int, reason: str, **options) -> None:
         error = _error(error_id)
-        try:
+        with refusals_as_command_errors():
             error = errors.ignore_error(error, Actor.command("agents errors ignore"), reason)
-        except PermissionDenied as denied:
-            raise CommandError(str(denied)) from None
-        except errors.RecoveryRefused as refused:
-            raise CommandError(refused.message) from None
         self.console.print(
             f"Error #{error.pk} ({error.agent.slug}) ignored: {escape(error.resolution)}"
         )
@@ -305,14 +296,10 @@ class ErrorCommands:
                 returncode=REFUSED,
             )
         error = _error(error_id, returncode=REFUSED)
-        try:
+        with refusals_as_command_errors(returncode=REFUSED):
             attempt = errors.request_recovery(
                 error, action, Actor.command("agents recover"), enqueue=not inline
             )
-        except PermissionDenied as denied:
-            raise CommandError(str(denied), returncode=REFUSED) from None
-        except errors.RecoveryRefused as refused:
-            raise CommandError(refused.message, returncode=REFUSED) from None
         if no_wait:
             self.stdout.write(str(attempt.pk))
             self.err.print(
@@ -340,62 +327,56 @@ class ErrorCommands:
         self, attempt: RecoveryAttempt, agent: Agent, runner: InlineJob | None
     ) -> RecoveryAttempt:
         """A spinner (on stderr) with the agent's state until the attempt has its verdict."""
-        label = f"{RECOVERIES[attempt.action]} ({agent.slug}, error #{attempt.error_id})"
-        started = time.monotonic()
-        hinted = False
-        with self.err.status(f"{label}: requested…") as status:
-            while True:
-                try:
-                    attempt.refresh_from_db()
-                    if attempt.outcome != RecoveryAttempt.Outcome.RUNNING:
-                        break
-                    if runner is not None and not runner.is_alive():
-                        break
-                    # A fresh row, not agent.refresh_from_db(): django-fsm's refresh lifts the
-                    # state field's protection for the whole process, racing a worker thread.
-                    now = Agent.objects.only("state", "pending_action").get(pk=agent.pk)
-                    elapsed = time.monotonic() - started
-                    doing = f", {now.pending_label}" if now.pending_action else ""
-                    status.update(f"{label}: {now.state}{doing}… {elapsed:.0f} s")
-                    if runner is None and not hinted and elapsed > PICKUP_HINT_SECONDS:
-                        hinted = self._hint_if_no_worker(attempt)
-                    time.sleep(RECOVERY_POLL_SECONDS)
-                except KeyboardInterrupt:
-                    if runner is not None:
-                        self.err.print(
-                            "[yellow]The recovery runs in this process; it finishes before the "
-                            "command exits.[/]"
-                        )
-                        runner.join()
-                    raise CommandError(
-                        f"Stopped watching attempt {attempt.pk}; "
-                        f"`manage.py agents errors show {attempt.error_id}` shows its outcome.",
-                        returncode=NOT_FIXED,
-                    ) from None
+        begun = runner is not None
+
+        def poll() -> JobProgress:
+            nonlocal begun
+            attempt.refresh_from_db()
+            if attempt.outcome != RecoveryAttempt.Outcome.RUNNING or (
+                runner is not None and not runner.is_alive()
+            ):
+                return JobProgress(
+                    status=attempt.outcome,
+                    finished=True,
+                    succeeded=attempt.outcome == RecoveryAttempt.Outcome.FIXED,
+                )
+            # A fresh row, not agent.refresh_from_db(): django-fsm's refresh lifts the state
+            # field's protection for the whole process, racing a worker thread.
+            now = Agent.objects.only("state", "pending_action").get(pk=agent.pk)
+            doing = f", {now.pending_label}" if now.pending_action else ""
+            begun = begun or _worker_began(attempt)
+            return JobProgress(status=f"{now.state}{doing}", finished=False, picked_up=begun)
+
+        try:
+            watch_job(
+                poll,
+                console=self.err,
+                label=f"{RECOVERIES[attempt.action]} ({agent.slug}, error #{attempt.error_id})",
+                no_worker_hint="Ctrl-C stops watching (it stays queued); --inline carries a "
+                "recovery out here.",
+                poll_seconds=RECOVERY_POLL_SECONDS,
+            )
+        except KeyboardInterrupt:
+            if runner is not None:
+                self.err.print(
+                    "[yellow]The recovery runs in this process; it finishes before the "
+                    "command exits.[/]"
+                )
+                runner.join()
+            raise CommandError(
+                f"Stopped watching attempt {attempt.pk}; "
+                f"`manage.py agents errors show {attempt.error_id}` shows its outcome.",
+                returncode=NOT_FIXED,
+            ) from None
         if runner is not None:
-            runner.join()
-            if runner.error is not None:
+            if (error := runner.finish()) is not None:
                 raise CommandError(
-                    f"The recovery stopped on an unexpected error: {runner.error!r}; error "
+                    f"The recovery stopped on an unexpected error: {error!r}; error "
                     f"#{attempt.error_id} may stay 'recovering'.",
                     returncode=NOT_FIXED,
                 )
             attempt.refresh_from_db()
         return attempt
-
-    def _hint_if_no_worker(self, attempt: RecoveryAttempt) -> bool:
-        """Every recovery takes a lifecycle action on behalf of the requester: none yet means no
-        worker has picked the attempt up."""
-        begun = Operation.objects.filter(
-            actor=attempt.actor, requested_at__gte=attempt.started_at
-        ).exists()
-        if begun:
-            return False
-        self.err.print(
-            "[yellow]No worker has picked this up yet. Is the portal running (`manage.py up`)? "
-            "Ctrl-C stops watching (it stays queued); --inline carries a recovery out here.[/]"
-        )
-        return True
 
     def _report_attempt(self, attempt: RecoveryAttempt, agent: Agent) -> None:
         took = (
@@ -412,10 +393,8 @@ class ErrorCommands:
 
     def _auto_recovery(self, switch: str, **options) -> None:
         if switch != "status":
-            try:
+            with refusals_as_command_errors():
                 errors.set_automatic_recovery(switch == "on", Actor.command("agents auto-recovery"))
-            except PermissionDenied as denied:
-                raise CommandError(str(denied)) from None
         on = errors.automatic_recovery_on()
         row = RecoverySwitch.objects.filter(pk=1).first()
         how = (
@@ -427,8 +406,6 @@ class ErrorCommands:
 
 
 def _error(error_id: int, returncode: int = 1) -> AgentError:
-    from agents.api import errors_with_attempts
-
     try:
         return errors_with_attempts().get(pk=error_id)
     except AgentError.DoesNotExist:
@@ -451,17 +428,13 @@ def _since(days: int):
     return timezone.now() - timedelta(days=days)
 
 
-def _error_json(error: AgentError) -> dict:
-    """The error as the API answers it (dumped with the same encoder), so scripts can use either
-    door."""
-    from agents.api import ErrorOut, error_out
-
-    return ErrorOut.model_validate(error_out(error)).model_dump()
+def _worker_began(attempt: RecoveryAttempt) -> bool:
+    """Every recovery takes a lifecycle action on behalf of the requester: none yet means no
+    worker has picked the attempt up."""
+    return Operation.objects.filter(
+        actor=attempt.actor, requested_at__gte=attempt.started_at
+    ).exists()
 
 
 def _when(moment) -> str:
     return f"{timezone.localtime(moment):%Y-%m-%d %H:%M:%S}" if moment else "-"
-
-
-def _dumps(value) -> str:
-    return json.dumps(value, indent=2, cls=DjangoJSONEncoder)

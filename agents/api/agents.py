@@ -1,0 +1,124 @@
+"""The registry, an agent's history, the eight lifecycle actions, operations and their undo."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from django.http import HttpRequest
+from ninja import Router
+from ninja.errors import HttpError
+from ninja.responses import Status
+
+from agents import services
+from agents.models import ACTIONS, Agent, AgentTransition, Operation
+from agents.schemas import (
+    Accepted,
+    ActionIn,
+    AgentOut,
+    OperationOut,
+    TransitionOut,
+    UndoOut,
+    accepted_out,
+    agent_out,
+    operation_out,
+    transition_out,
+    undo_out,
+)
+from portal.actors import Actor
+from portal.refusals import BadFilter
+from portal.schemas import Problem
+
+router = Router()
+
+HISTORY_LIMIT_MAX = 1000
+
+
+def _agent_or_404(slug: str) -> Agent:
+    try:
+        return Agent.objects.prefetch_related("dependencies").get(slug=slug)
+    except Agent.DoesNotExist:
+        raise HttpError(
+            404, f"There is no agent {slug!r}; GET /api/platform/agents lists them."
+        ) from None
+
+
+def _operation_or_404(operation_id: UUID) -> Operation:
+    try:
+        return Operation.objects.select_related("agent").get(pk=operation_id)
+    except Operation.DoesNotExist:
+        raise HttpError(404, f"There is no operation {operation_id}.") from None
+
+
+@router.get("/agents", response=list[AgentOut], summary="List agents")
+def list_agents(
+    request: HttpRequest,
+    state: str | None = None,
+    tier: str | None = None,
+    health: str | None = None,
+    q: str = "",
+):
+    try:
+        agents = Agent.objects.prefetch_related("dependencies").filtered(
+            state=state, tier=tier, health=health, q=q
+        )
+    except BadFilter as bad:
+        raise HttpError(400, bad.spelled(f"{bad.field}=")) from None
+    return [agent_out(agent) for agent in agents]
+
+
+@router.get("/agents/{slug}", response=AgentOut, summary="One agent")
+def get_agent(request: HttpRequest, slug: str):
+    return agent_out(_agent_or_404(slug))
+
+
+@router.get(
+    "/agents/{slug}/history", response=list[TransitionOut], summary="An agent's transition history"
+)
+def agent_history(request: HttpRequest, slug: str, action: str | None = None, limit: int = 100):
+    rows = AgentTransition.objects.filter(agent=_agent_or_404(slug))
+    if action:
+        rows = rows.filter(action=action)
+    return [transition_out(row) for row in rows[: max(1, min(limit, HISTORY_LIMIT_MAX))]]
+
+
+@router.post(
+    "/agents/{slug}/{action}",
+    response={202: Accepted, 403: Problem, 404: Problem, 409: Problem, 503: Problem},
+    summary="Take a lifecycle action (provision, deploy, start, stop, suspend, resume, restart, revoke)",
+)
+def take_action(request: HttpRequest, slug: str, action: str, payload: ActionIn | None = None):
+    payload = payload or ActionIn()
+    if action not in ACTIONS:
+        raise HttpError(404, f"{action!r} is not an action; use one of {', '.join(ACTIONS)}.")
+    operation = services.request_action(
+        _agent_or_404(slug),
+        action,
+        Actor.from_request(request),
+        reason=payload.reason,
+        with_dependencies=payload.with_dependencies,
+        confirm=payload.confirm,
+    )
+    return Status(202, accepted_out(operation))
+
+
+@router.get(
+    "/operations/{operation_id}",
+    response=OperationOut,
+    summary="An operation's progress and outcome",
+)
+def get_operation(request: HttpRequest, operation_id: UUID):
+    return operation_out(_operation_or_404(operation_id))
+
+
+@router.post(
+    "/operations/{operation_id}/undo",
+    response={200: UndoOut, 202: UndoOut, 403: Problem, 404: Problem, 409: Problem, 503: Problem},
+    summary="Undo a recent stop, start, suspend or resume (within ACTION_UNDO_SECONDS)",
+)
+def undo_operation(request: HttpRequest, operation_id: UUID):
+    operation = _operation_or_404(operation_id)
+    undone = services.undo_operation(operation, Actor.from_request(request))
+    return Status(
+        200 if undone.operation is None else 202,
+        undo_out(operation, undone.message, undone.operation),
+    )
