@@ -51,13 +51,15 @@ def _bulk_or_404(bulk_id: int) -> BulkOperation:
 )
 def create_bulk(request: HttpRequest, payload: BulkIn):
     actor = Actor.from_request(request)
-    choice = {"targets": payload.targets, "filter": payload.filter}
     if payload.dry_run:
-        plan = bulk.preview_bulk(payload.action, actor, parallelism=payload.parallelism, **choice)
+        plan = bulk.preview_bulk(
+            payload.action, actor, parallelism=payload.parallelism,
+            targets=payload.targets, filter=payload.filter,
+        )  # fmt: skip
         return Status(200, plan_out(plan))
     operation = bulk.create_bulk_operation(
         payload.action, actor, parallelism=payload.parallelism, confirm=payload.confirm,
-        reason=payload.reason, **choice,
+        reason=payload.reason, targets=payload.targets, filter=payload.filter,
     )  # fmt: skip
     return Status(202, bulk_accepted_out(operation))
 
