@@ -15,6 +15,7 @@ Firing and resolving are told to every signed-in browser (a toast) and, when
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,9 +30,10 @@ from agents.models import Agent, State
 from observability import events as event_log
 from observability.metrics import METRICS
 from observability.models import Alert, AlertRule, Event, MetricSample, Severity
-from portal import roles
+from portal import roles, work
 from portal.actors import Actor
 from portal.models import AuditEntry
+from portal.refusals import Refused
 from portal.services import record_audit
 
 logger = logging.getLogger(__name__)
@@ -39,17 +41,21 @@ logger = logging.getLogger(__name__)
 SILENCE_MAX = timedelta(days=7)
 # The agents a rule watches: everything that exists and has not been revoked or never deployed.
 WATCHED_STATES = [s for s in State.values if s not in (State.DRAFT, State.REVOKED)]
+# Sent by name: the task lives in ``observability.jobs``, which reads this module.
+WEBHOOK_TASK = "observability.send_alert_webhook"
 
 _notifiers: list = []
 
 
-class AlertActionError(Exception):
-    """An acknowledge/resolve/silence that cannot be done; ``code`` for the API."""
+class AlertActionError(Refused):
+    """An acknowledge/resolve/silence that cannot be done, or a filter the search cannot use.
 
-    def __init__(self, message: str, code: str = "invalid") -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
+    ``invalid`` and ``invalid_duration`` mean the request itself is wrong (400); the other
+    codes (``already_acknowledged``, ``resolved``) are about the alert as it is (409).
+    """
+
+    default_code = "invalid"
+    status_by_code = {**Refused.status_by_code, "invalid": 400, "invalid_duration": 400}
 
 
 def on_change(notifier):
@@ -73,9 +79,7 @@ def _notify(alert: Alert, change: str) -> None:
 
     transaction.on_commit(deliver, robust=True)
     if settings.ALERT_WEBHOOK_URL and change in ("fired", "resolved"):
-        from observability.jobs import send_alert_webhook
-
-        send_alert_webhook.delay_on_commit(alert.pk, change)
+        transaction.on_commit(functools.partial(work.send, WEBHOOK_TASK, alert.pk, change))
 
 
 # --- the rules every fleet starts with --------------------------------------------------------

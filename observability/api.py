@@ -3,9 +3,10 @@ metric series and uptime.
 
 Same service functions, filters and messages as the pages and the ``alerts``/``events``
 commands. Times are ISO 8601 (``2026-11-21T14:00:00Z``; a naive time is the portal's time
-zone) or an age ago (``15m``, ``2h``, ``7d``), as on the Logs page. A filter the services cannot answer is a 400 whose ``detail`` says what to change;
-acting on an alert answers 403 (role), 404 (no such alert), 409 (already acknowledged or
-resolved) or 400 (bad input) with ``detail`` and ``code``.
+zone) or an age ago (``15m``, ``2h``, ``7d``), as on the Logs page. A filter the services
+cannot answer is a 400 whose ``detail`` says what to change; acting on an alert answers 403
+(role), 404 (no such alert), 409 (already acknowledged or resolved) or 400 (bad input) with
+``detail`` and ``code``. Schemas and serializers: ``observability.schemas``.
 
 ``GET /metrics`` answers the fleet's counts by state and health and, with the same filters as
 the Metrics page (``metric``, ``agent``, ``range`` or ``since``/``until``), one series and the
@@ -16,20 +17,31 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Any
 
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest
 from django.utils import timezone
-from ninja import Field, Query, Router, Schema
+from ninja import Query, Router
 from ninja.errors import HttpError
-from ninja.responses import Status
 
-from agents.api import FleetMetrics, Problem, fleet_counts
 from agents.models import Agent
 from observability import alerts, events, logs, metrics
-from observability.models import Alert, Event, Level, LogEntry
+from observability.models import Alert
+from observability.schemas import (
+    AlertOut,
+    AlertPageOut,
+    EventPageOut,
+    LogPageOut,
+    MetricsOut,
+    NoteIn,
+    SeriesOut,
+    SilenceIn,
+    UptimeOut,
+    alert_out,
+    event_out,
+    log_entry_out,
+)
 from portal.actors import Actor
+from portal.schemas import Problem
 
 router = Router(tags=["observability"])
 
@@ -101,35 +113,6 @@ def agent_filter(slug: str | None) -> Agent | None:
 # --- logs -------------------------------------------------------------------------------------
 
 
-class LogEntryOut(Schema):
-    id: int
-    ts: datetime
-    agent: str
-    replica: int
-    level: str
-    event: str
-    message: str
-    fields: dict[str, Any]
-
-
-class LogPageOut(Schema):
-    entries: list[LogEntryOut]
-    older: str | None  # pass as ``before`` for the next, older page; null on the last page
-
-
-def log_entry_out(entry: LogEntry) -> dict:
-    return {
-        "id": entry.pk,
-        "ts": entry.ts,
-        "agent": entry.agent.slug,
-        "replica": entry.replica,
-        "level": Level(entry.level).label if entry.level in Level.values else str(entry.level),
-        "event": entry.event,
-        "message": entry.message,
-        "fields": entry.fields or {},
-    }
-
-
 @router.get(
     "/logs",
     response=LogPageOut,
@@ -161,37 +144,6 @@ def list_logs(
 
 
 # --- events -----------------------------------------------------------------------------------
-
-
-class EventOut(Schema):
-    id: int
-    ts: datetime
-    agent: str | None
-    agent_name: str | None
-    kind: str
-    severity: str
-    summary: str
-    actor: str
-    data: dict[str, Any]
-
-
-class EventPageOut(Schema):
-    events: list[EventOut]
-    older: int | None  # pass as ``before`` for the next, older page; null on the last page
-
-
-def event_out(event: Event) -> dict:
-    return {
-        "id": event.pk,
-        "ts": event.ts,
-        "agent": event.agent.slug if event.agent_id else None,
-        "agent_name": event.agent.name if event.agent_id else None,
-        "kind": event.kind,
-        "severity": event.severity,
-        "summary": event.summary,
-        "actor": event.actor,
-        "data": event.data,
-    }
 
 
 @router.get(
@@ -229,73 +181,6 @@ def list_events(
 # --- alerts -----------------------------------------------------------------------------------
 
 
-class AlertOut(Schema):
-    id: int
-    rule: str
-    condition: str
-    agent: str
-    agent_name: str
-    severity: str
-    status: str
-    summary: str
-    value: float | None
-    fired_at: datetime
-    last_seen_at: datetime
-    acknowledged_at: datetime | None
-    acknowledged_by: str
-    silenced: bool
-    silenced_until: datetime | None
-    silenced_by: str
-    resolved_at: datetime | None
-    resolved_by: str
-    resolution: str
-    url: str
-
-
-class AlertPageOut(Schema):
-    count: int
-    limit: int
-    offset: int
-    alerts: list[AlertOut]
-
-
-class NoteIn(Schema):
-    note: str = ""
-
-
-class SilenceIn(Schema):
-    # Checked here and by the service, so a bad value gets a sentence rather than a schema error.
-    minutes: Any = Field(
-        None, json_schema_extra={"type": "integer", "minimum": 1, "maximum": 10080}
-    )
-
-
-def alert_url(alert_id: int) -> str:
-    return f"/api/platform/alerts/{alert_id}"
-
-
-def alert_out(alert: Alert) -> dict:
-    """An alert as ``AlertOut`` (also ``manage.py alerts list --json``); load it with its agent
-    and rule (``alerts.search`` does)."""
-    return {
-        "id": alert.pk,
-        "rule": alert.rule.name,
-        "condition": alert.rule.condition,
-        "agent": alert.agent.slug,
-        "agent_name": alert.agent.name,
-        "silenced": alert.is_silenced(),
-        "url": alert_url(alert.pk),
-        **{
-            field: getattr(alert, field)
-            for field in (
-                "severity", "status", "summary", "value", "fired_at", "last_seen_at",
-                "acknowledged_at", "acknowledged_by", "silenced_until", "silenced_by",
-                "resolved_at", "resolved_by", "resolution",
-            )
-        },
-    }  # fmt: skip
-
-
 def _alert_or_404(alert_id: int) -> Alert:
     try:
         return Alert.objects.select_related("agent", "rule").get(pk=alert_id)
@@ -305,19 +190,9 @@ def _alert_or_404(alert_id: int) -> Alert:
         ) from None
 
 
-# A refusal that means the request itself is wrong; the others are about the alert (409).
-ALERT_BAD_INPUT = {"invalid", "invalid_duration"}
-
-
-def _refused(refused: alerts.AlertActionError) -> Status:
-    status = 400 if refused.code in ALERT_BAD_INPUT else 409
-    return Status(status, {"detail": refused.message, "code": refused.code})
-
-
-def _forbidden(denied: PermissionDenied) -> Status:
-    return Status(403, {"detail": str(denied), "code": "forbidden"})
-
-
+SILENCE_HINT = 'Send {"minutes": N}: a whole number of minutes from 1 to 10080 (7 days).'
+# A refusal raised by the service (or here, for input it cannot take) is answered by
+# ``portal.api``'s one handler: its status and ``{"detail", "code"}``.
 ACTION_ANSWERS = {200: AlertOut, 400: Problem, 403: Problem, 404: Problem, 409: Problem}
 
 
@@ -387,62 +262,24 @@ def silence_alert(request: HttpRequest, alert_id: int, payload: SilenceIn | None
     if isinstance(minutes, str) and minutes.strip().isdigit():
         minutes = int(minutes.strip())
     if isinstance(minutes, bool) or not isinstance(minutes, int):
-        return Status(
-            400,
-            {
-                "detail": 'Send {"minutes": N}: a whole number of minutes from 1 to 10080 (7 days).',
-                "code": "invalid_duration",
-            },
-        )
+        raise alerts.AlertActionError(SILENCE_HINT, "invalid_duration")
     try:
         duration = timedelta(minutes=minutes)
     except OverflowError:
-        # Answered directly: the shared Problem schema has no field for the input at fault.
-        return JsonResponse(
-            {
-                "detail": 'Send {"minutes": N}: a whole number of minutes from 1 to 10080 (7 days).',
-                "field": "minutes",
-                "code": "invalid_duration",
-            },
-            status=400,
-        )
+        raise alerts.AlertActionError(
+            SILENCE_HINT, "invalid_duration", details={"field": "minutes"}
+        ) from None
     return _act_on(request, alert_id, lambda alert, actor: alerts.silence(alert, actor, duration))
 
 
 def _act_on(request: HttpRequest, alert_id: int, act):
-    """Find the alert, act on it through the service as the caller, answer it or the refusal."""
+    """Find the alert, act on it through the service as the caller, and answer it. A refusal
+    (``AlertActionError``, ``PermissionDenied``) is answered by ``portal.api``'s handler."""
     alert = _alert_or_404(alert_id)
-    try:
-        alert = act(alert, Actor.from_request(request))
-    except PermissionDenied as denied:
-        return _forbidden(denied)
-    except alerts.AlertActionError as refused:
-        return _refused(refused)
-    return alert_out(alert)
+    return alert_out(act(alert, Actor.from_request(request)))
 
 
 # --- metrics ----------------------------------------------------------------------------------
-
-
-class PointOut(Schema):
-    at: datetime
-    value: float | None
-
-
-class SeriesOut(Schema):
-    metric: str
-    agent: str | None  # null: the whole fleet
-    start: datetime
-    end: datetime
-    bucket_seconds: int
-    last: float | None
-    points: list[PointOut]
-
-
-class UptimeOut(Schema):
-    agent: str | None  # null: the whole fleet (the average agent)
-    uptime_24h: float | None  # percent; null when there are no samples (never meant to run)
-    uptime_7d: float | None
 
 
 def _time_range(window: str | None, since: str | None, until: str | None):
@@ -462,11 +299,6 @@ def _time_range(window: str | None, since: str | None, until: str | None):
     return end - span, end, points
 
 
-class MetricsOut(FleetMetrics):
-    series: SeriesOut | None = None  # with ?metric=
-    uptime: UptimeOut | None = None  # with ?agent=, or with ?metric= for the fleet
-
-
 @router.get(
     "/metrics",
     response=MetricsOut,
@@ -481,7 +313,8 @@ def fleet_metrics(
     until: str | None = None,
     points: str | None = None,
 ):
-    answer: dict = {**fleet_counts(), "series": None, "uptime": None}
+    # The read layer counts more than FleetMetrics shows; the schema keeps its fields.
+    answer: dict = {**Agent.objects.fleet_counts(), "series": None, "uptime": None}
     if metric:
         answer["series"] = metric_series(request, metric, agent, window, since, until, points)
     if metric or agent:

@@ -13,6 +13,7 @@ from agents import events as agent_events
 from agents import services as agent_services
 from agents.models import Agent, AgentError, Operation
 from observability.models import Event, Severity
+from portal.refusals import BadRequest
 
 PAGE_SIZE = 50
 MAX_LIMIT = 500
@@ -20,8 +21,9 @@ MAX_LIMIT = 500
 _ERROR_STATES = {"ERRORED"}
 
 
-class EventQueryError(ValueError):
-    """A filter the event log cannot answer; the message says what to change."""
+class EventQueryError(BadRequest, ValueError):
+    """A filter the event log cannot answer; the message says what to change. A ``BadRequest``
+    (400) at every door; still the ``ValueError`` it always was."""
 
 
 def record_agent_event(event: agent_events.AgentEvent) -> None:

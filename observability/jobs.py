@@ -13,6 +13,9 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from observability import alerts, events, metrics
+from observability.models import Alert
+
 logger = logging.getLogger(__name__)
 
 WEBHOOK_TIMEOUT_SECONDS = 5
@@ -22,30 +25,22 @@ WEBHOOK_TIMEOUT_SECONDS = 5
 def scrape_metrics() -> int:
     """One sample per agent meant to be running. Expires rather than piling up behind a
     stalled worker: a late scrape is worth nothing."""
-    from observability import metrics
-
     return metrics.scrape_all()
 
 
 @shared_task(name="observability.evaluate_alerts", ignore_result=True, expires=60)
 def evaluate_alerts() -> dict:
-    from observability import alerts
-
     return alerts.evaluate()
 
 
 @shared_task(name="observability.downsample_metrics", ignore_result=True)
 def downsample_metrics() -> int:
-    from observability import metrics
-
     return metrics.downsample()
 
 
 @shared_task(name="observability.purge_history", ignore_result=True)
 def purge_history() -> dict:
     """Retention for metric samples and events (logs have their own task)."""
-    from observability import events, metrics
-
     return {
         "samples": metrics.purge(),
         "events": events.purge(timezone.now() - timedelta(days=settings.EVENT_RETENTION_DAYS)),
@@ -53,7 +48,7 @@ def purge_history() -> dict:
 
 
 @shared_task(
-    name="observability.send_alert_webhook",
+    name=alerts.WEBHOOK_TASK,
     ignore_result=True,
     autoretry_for=(urllib.error.URLError, OSError),
     retry_backoff=5,
@@ -63,14 +58,11 @@ def purge_history() -> dict:
 def send_alert_webhook(alert_id: int, change: str) -> int | None:
     """POST one alert change as JSON to ``ALERT_WEBHOOK_URL``; retried with backoff while the
     receiver is down or answers 5xx. A 4xx is the receiver refusing it: logged, not retried."""
-    from observability.alerts import webhook_payload
-    from observability.models import Alert
-
     url = settings.ALERT_WEBHOOK_URL
     alert = Alert.objects.select_related("agent", "rule").filter(pk=alert_id).first()
     if not url or alert is None:
         return None
-    body = json.dumps(webhook_payload(alert, change)).encode()
+    body = json.dumps(alerts.webhook_payload(alert, change)).encode()
     request = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": "application/json"}
     )

@@ -30,6 +30,7 @@ from django.utils import timezone
 from agents.agentd import contract
 from agents.models import Agent, Health, State
 from observability.models import MetricSample
+from portal.refusals import BadRequest
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,9 @@ RANGES = {
 }
 
 
-class MetricQueryError(ValueError):
-    """A metrics question that cannot be answered; the message says what to change."""
+class MetricQueryError(BadRequest, ValueError):
+    """A metrics question that cannot be answered; the message says what to change. A
+    ``BadRequest`` (400) at every door; still the ``ValueError`` it always was."""
 
 
 # --- parsing agentd's exposition ----------------------------------------------------------

@@ -30,6 +30,7 @@ from rich.text import Text
 from agents.models import Agent
 from observability import alerts
 from observability.models import Alert, AlertRule, Severity
+from observability.schemas import AlertOut, alert_out
 from portal.actors import Actor
 
 REFUSED = 1
@@ -41,8 +42,6 @@ STATUS_STYLES = {
     Alert.Status.ACKNOWLEDGED: "yellow",
     Alert.Status.RESOLVED: "green",
 }
-# Refusals that mean the input is wrong; the others are about the alert's status.
-BAD_INPUT_CODES = {"invalid", "invalid_duration"}
 
 
 class Command(BaseCommand):
@@ -245,7 +244,9 @@ def _act(service, alert: Alert, actor: Actor, *args) -> Alert:
     except PermissionDenied as denied:
         raise CommandError(str(denied), returncode=REFUSED) from None
     except alerts.AlertActionError as refused:
-        returncode = BAD_INPUT if refused.code in BAD_INPUT_CODES else REFUSED
+        # A refusal the API answers 400 means the input is wrong; the others are about the
+        # alert's status.
+        returncode = BAD_INPUT if refused.status == 400 else REFUSED
         raise CommandError(refused.message, returncode=returncode) from None
 
 
@@ -286,8 +287,6 @@ def _by_whom(alert: Alert) -> str:
 
 def _alert_json(alert: Alert) -> dict:
     """The alert as the API answers it, so scripts can use either door."""
-    from observability.api import AlertOut, alert_out
-
     return AlertOut.model_validate(alert_out(alert)).model_dump()
 
 

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from observability import events
 from observability.models import Event, Severity
+from observability.schemas import EventOut, event_out
 
 BAD_INPUT = 2
 LIMIT_MAX = 500
@@ -67,8 +68,6 @@ class Command(BaseCommand):
         except events.EventQueryError as problem:
             raise CommandError(str(problem), returncode=BAD_INPUT) from None
         if json:
-            from observability.api import EventOut, event_out
-
             rows = [EventOut.model_validate(event_out(e)).model_dump() for e in page.events]
             self.stdout.write(_dumps(rows))
             return
