@@ -6,37 +6,33 @@ class ObservabilityConfig(AppConfig):
     verbose_name = "Observability"
 
     def ready(self) -> None:
+        # Imported here, not at the top: models and other apps are ready only now.
         from agents import events as agent_events
-        from observability import alerts, events, jobs, live, notify  # noqa: F401 - jobs: tasks
-        from observability.metrics_views import GRAPH_TOPIC, register_agent_hooks
-        from observability import api, metrics_views
+        from observability import (
+            alerts,
+            api,
+            context,
+            dashboard,
+            events,
+            graph,
+            jobs,  # noqa: F401 - registers the Celery tasks
+            live,
+            notify,
+            sparklines,
+        )
         from portal import extensions, realtime
         from portal.startup import STARTUP_STEPS
 
         live.register_topics()  # the log tails
-        realtime.register_topic(GRAPH_TOPIC)  # the dependency graph's nodes
+        realtime.register_topic(graph.GRAPH_TOPIC)  # the dependency graph's nodes
 
         agent_events.record_with(events.record_agent_event)  # the event log, in the same commit
-        register_agent_hooks()  # card sparklines, the graph on agent pages
+        agent_events.subscribe(graph.on_agent_event)  # the graph's nodes follow their agents
+        extensions.add_card_extras(sparklines.card_sparklines)  # every agent card's CPU
+        extensions.add_detail_panel(graph.graph_detail_panel)  # the graph on agent pages
         notify.connect()  # alert toasts, live Alerts/Events, opening an agent sets the context
         if alerts.seed_step not in STARTUP_STEPS:
             STARTUP_STEPS.append(alerts.seed_step)
         extensions.add_api_router(api.router)
-        extensions.set_dashboard_focus(metrics_views.focus_for)
-        extensions.add_dashboard_panel(
-            extensions.DashboardPanel(
-                "metrics",
-                lambda request, agent: (
-                    metrics_views.agent_dashboard(agent)
-                    if agent is not None
-                    else metrics_views.fleet_dashboard()
-                ),
-                in_focus_refresh=True,
-                regions={
-                    "fleet-health": (
-                        "portal/dashboard.html#fleet-health",
-                        metrics_views.fleet_metrics_now,
-                    )
-                },
-            )
-        )
+        extensions.set_dashboard_focus(context.focus_for)
+        extensions.add_dashboard_panel(dashboard.PANEL)

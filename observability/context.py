@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from django.db import transaction
+from django.http import HttpRequest
 
-from agents.models import Agent
+from agents.models import Agent, State
 from observability.models import AgentContext
 from portal import roles
 from portal.actors import Actor
@@ -100,3 +101,20 @@ def with_agent(request, slug: str | None) -> str:
     for cursor in ("before", "after", "page"):
         params.pop(cursor, None)
     return f"{request.path}?{urlencode(sorted(params.lists()), doseq=True)}"
+
+
+def focus_for(request: HttpRequest, actor: Actor, *, remember: bool = True) -> Resolved:
+    """The agent context of a page request (remembered, redirected as ``context.resolve``
+    decides), or, for a poll (``remember=False``), only what its URL says: a tab polling an old
+    choice must not take back the choice just made in another tab."""
+    if remember:
+        return resolve(request, actor)
+    slug = (request.GET.get(PARAM) or "").strip()
+    if slug in ("", ALL):
+        return Resolved(None)
+    return Resolved(Agent.objects.filter(slug=slug).exclude(state=State.REVOKED).first())
+
+
+def query_string(**params: str | None) -> str:
+    """``?agent=wow-cache&range=1h`` from the parameters that have a value."""
+    return "?" + urlencode({key: value for key, value in params.items() if value})

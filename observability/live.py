@@ -30,6 +30,7 @@ from collections.abc import Iterable
 
 from django.template.loader import render_to_string
 
+from agents.models import Agent
 from portal import realtime
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,6 @@ ALL_AGENTS_TOPIC = "*"
 
 def register_topics() -> None:
     """``logs:<slug>`` and ``logs:*`` (every signed-in role may read logs)."""
-    from agents.models import Agent
 
     def existing(slugs: list[str]) -> set[str]:
         return set(Agent.objects.filter(slug__in=slugs).values_list("slug", flat=True))

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from django.urls import path
 
-from observability import metrics_views
+from observability.views import metrics
 
 app_name = "metrics"
 
 urlpatterns = [
-    path("", metrics_views.metrics_page, name="index"),
-    path("sparklines/", metrics_views.card_sparklines_refresh, name="sparklines"),
+    path("", metrics.metrics_page, name="index"),
+    path("sparklines/", metrics.card_sparklines_refresh, name="sparklines"),
 ]

@@ -20,7 +20,7 @@ from django.utils import timezone
 from agents import errors
 from agents.catalog import PLATFORM_AGENTS
 from agents.models import Agent
-from observability import alerts, metrics, metrics_views
+from observability import alerts, figures, metrics, sparklines
 from observability import context as agent_context
 from observability.models import Alert, AlertRule, MetricSample
 from portal.actors import Actor
@@ -170,7 +170,7 @@ def test_one_agent_has_every_chart_with_its_unit_thresholds_uptime_and_current_v
     # Seven days are read from the 5-minute averages: the bucket in progress is not in them.
     week = metrics.uptime(cache, timedelta(days=7))
     assert week == pytest.approx(75, abs=1.5)
-    assert re.search(rf'data-uptime="7d">.*?{metrics_views.uptime_text(week)}', html, re.S)
+    assert re.search(rf'data-uptime="7d">.*?{figures.uptime_text(week)}', html, re.S)
     now = html[html.index('class="now-tiles"') :].split("</dl>")[0]
     assert "40 MiB" in now and "7.81 % of 512 MiB" in now and "4/s" in now
     assert "4.76 %" in now and "30 ms" in now and "12.0 %" not in now
@@ -286,7 +286,7 @@ def test_all_cards_sparklines_cost_one_query(seeded, django_assert_num_queries) 
         scrapes(running(seeded[slug]), minutes=30)
     agents = list(Agent.objects.all())
     with django_assert_num_queries(1):
-        extras = metrics_views.card_sparklines(agents)
+        extras = sparklines.card_sparklines(agents)
     assert len(extras.cards) == 3 and "card-sparklines-poll" in extras.page
 
 

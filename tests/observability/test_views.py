@@ -237,10 +237,7 @@ def test_the_switcher_needs_a_role_and_a_post(client, as_outsider, as_viewer, ca
 def test_opening_an_agents_page_makes_it_the_context_when_agents_offers_the_hook(
     as_viewer, viewer, cache
 ) -> None:
-    from agents import views as agent_views
-
-    if not hasattr(agent_views, "AGENT_VIEWED"):
-        pytest.skip("agents/views.py has no AGENT_VIEWED hook yet (requested in ui-notes)")
+    # The hook is portal.extensions.on_agent_viewed, which notify.connect() registers.
     notify.connect()
     as_viewer.get("/agents/wow-cache/")
     assert AgentContext.objects.get(user=viewer).agent == cache
