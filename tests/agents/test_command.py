@@ -255,7 +255,7 @@ def test_exit_status_is_non_zero_on_failure(test_database_url, redis_url, agent_
         [sys.executable, "manage.py", "agents", "list", "--state", "ASLEEP"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert bad_state.returncode == 1
+    assert bad_state.returncode == 2  # a usage error (issue 14: the same bad filter at every door)
     assert "is not a state" in bad_state.stderr
 
 

@@ -56,7 +56,7 @@ def test_the_command_refuses_a_bad_filter_with_the_same_sentence(seeded, field) 
         call_command("agents", "list", f"--{field}", "bogus", stdout=out, stderr=io.StringIO())
     assert str(refused.value) == f"--{field} {SENTENCES[field]}"
     # 1 like the command's other bad input (test_command.py's exit-status test relies on it).
-    assert refused.value.returncode == 1
+    assert refused.value.returncode == 2
     assert out.getvalue() == ""
 
 

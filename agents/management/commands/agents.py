@@ -42,8 +42,8 @@ from portal.refusals import BadFilter
 # with ``"pending_action": null`` when nothing is pending, as it always has.
 LIST_FIELDS = ("slug", "name", "state", "health", "pending_action", "runtime", "version", "tier")
 # The exit status for a filter that names nothing (the API answers it 400, the page names it):
-# 1, like every other bad input of this command, and what scripts (and tests) rely on.
-BAD_FILTER = 1
+# 2, a usage error, as argparse gives for an option it cannot parse.
+BAD_FILTER = 2
 OPERATION_POLL_SECONDS = 0.2
 
 
