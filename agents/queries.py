@@ -92,12 +92,14 @@ class AgentQuerySet(models.QuerySet["Agent"]):
         }
 
 
-def checked_choice(field: str, value: object, choices, *, upper: bool = False) -> str:
+def checked_choice(
+    field: str, value: object, choices, *, upper: bool = False, noun: str = ""
+) -> str:
     """``value`` as one of ``choices`` (a TextChoices), or ``BadFilter`` naming them."""
     text = str(value).strip()
     text = text.upper() if upper else text.lower()
     if text not in choices.values:
-        raise BadFilter(field, value, field, list(choices.values))
+        raise BadFilter(field, value, noun or field, list(choices.values))
     return text
 
 
@@ -150,7 +152,9 @@ class AgentErrorQuerySet(models.QuerySet["AgentError"]):
         if status == "active":
             rows = rows.open()
         elif status:
-            rows = rows.filter(status=checked_choice("status", status, self.model.Status))
+            rows = rows.filter(
+                status=checked_choice("status", status, self.model.Status, noun="error status")
+            )
         if classification:
             rows = rows.filter(
                 classification=checked_choice("classification", classification, ErrorClass)
@@ -159,7 +163,8 @@ class AgentErrorQuerySet(models.QuerySet["AgentError"]):
             if not _model("Agent").objects.filter(slug=agent).exists():
                 raise BadFilter(
                     "agent", agent, "agent", [],
-                    message=f"{agent!r} is not an agent; `manage.py agents list` lists them.",
+                    message=f"{agent!r} is not an agent; GET /api/platform/agents, the Agents page "
+                    "and `manage.py agents list` list them.",
                 )  # fmt: skip
             rows = rows.filter(agent__slug=agent)
         if signature:

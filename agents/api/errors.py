@@ -12,7 +12,7 @@ from ninja.errors import HttpError
 from ninja.responses import Status
 
 from agents import errors
-from agents.models import Agent, AgentError, ErrorClass
+from agents.models import Agent, AgentError
 from agents.schemas import (
     AutomaticRecoveryIn,
     AutomaticRecoveryOut,
@@ -31,7 +31,7 @@ from agents.schemas import (
     recovery_accepted_out,
 )
 from portal.actors import Actor
-from portal.refusals import BadRequest
+from portal.refusals import BadFilter, BadRequest
 from portal.schemas import Problem
 
 router = Router()
@@ -78,27 +78,14 @@ def list_errors(
     classification: str | None = None,
     limit: int = 50,
 ):
-    rows = errors_with_attempts()
-    if status:
-        if status not in AgentError.Status.values:
-            raise HttpError(
-                400,
-                f"status={status!r} is not an error status; use one of "
-                f"{', '.join(AgentError.Status.values)}.",
-            )
-        rows = rows.filter(status=status)
+    try:
+        rows = errors_with_attempts().filtered(
+            status=status, classification=classification, agent=agent
+        )
+    except BadFilter as bad:
+        raise HttpError(400, bad.spelled(f"{bad.field}=")) from None
     if open is not None:
-        rows = rows.open() if open else rows.exclude(status__in=AgentError.OPEN_STATUSES)
-    if agent:
-        rows = rows.filter(agent=_agent_filter(agent))
-    if classification:
-        if classification not in ErrorClass.values:
-            raise HttpError(
-                400,
-                f"classification={classification!r} is not a classification; use one of "
-                f"{', '.join(ErrorClass.values)}.",
-            )
-        rows = rows.filter(classification=classification)
+        rows = rows.open() if open else rows.closed()
     return [error_out(error) for error in rows[: max(1, min(limit, ERROR_LIMIT_MAX))]]
 
 

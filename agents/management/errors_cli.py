@@ -37,6 +37,7 @@ from agents.models import (
 from agents.schemas import error_out, errors_with_attempts, pattern_out
 from portal.actors import Actor
 from portal.cli import InlineJob, JobProgress, dumps, refusals_as_command_errors, watch_job
+from portal.refusals import BadFilter
 
 ERROR_VERBS = ["show", "patterns", "stats", "ignore"]
 STATUS_STYLES = {
@@ -140,25 +141,15 @@ class ErrorCommands:
         json: bool,
         **options,
     ) -> None:
-        rows = errors_with_attempts()
-        if status:
-            if status.lower() not in AgentError.Status.values:
-                raise CommandError(
-                    f"--status {status!r} is not an error status; use one of "
-                    f"{', '.join(AgentError.Status.values)}."
-                )
-            rows = rows.filter(status=status.lower())
+        try:
+            rows = errors_with_attempts().filtered(status=status, classification=classification)
+        except BadFilter as bad:
+            flag = {"classification": "--class "}.get(bad.field, f"--{bad.field} ")
+            raise CommandError(bad.spelled(flag), returncode=2) from None
         if open_only:
             rows = rows.open()
         if agent:
             rows = rows.filter(agent=_agent(agent))
-        if classification:
-            if classification.lower() not in ErrorClass.values:
-                raise CommandError(
-                    f"--class {classification!r} is not a classification; use one of "
-                    f"{', '.join(ErrorClass.values)}."
-                )
-            rows = rows.filter(classification=classification.lower())
         found = list(rows[: max(1, limit)])
         if json:
             self.stdout.write(dumps([error_out(error) for error in found]))
