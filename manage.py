@@ -20,6 +20,7 @@ def main() -> None:
         # A command's own output owns stdout (scripts read it); its log lines go to stderr.
         os.environ.setdefault("LOG_STREAM", "stderr")
     if not (_configured("DATABASE_URL") and _configured("REDIS_URL")):
+        # Only without a configured DATABASE_URL/REDIS_URL: the embedded servers' module.
         from portal import embedded
 
         environ = {

@@ -8,6 +8,7 @@ class AgentsConfig(AppConfig):
     verbose_name = "Agents"
 
     def ready(self) -> None:
+        # Imported here, once every app's models are loaded (Django's rule for ready()).
         from agents import api, bulk, errors, events, live, services
         from agents.views import errors as error_views
         from agents.views import shared as views

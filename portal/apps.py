@@ -5,6 +5,7 @@ from django.db.models.signals import post_migrate
 
 
 def _ensure_roles(sender, **kwargs) -> None:
+    # In the handler: an AppConfig module must not import models (roles does) at load.
     from portal.roles import ensure_roles
 
     ensure_roles()

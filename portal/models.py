@@ -145,4 +145,6 @@ class ActorStamped(models.Model):
         """The actor this record was asked for by, acting again from a worker."""
         if self.actor_kind == ActorKind.SYSTEM:
             return Actor.system(self.actor.removeprefix("system:"))
-        return Actor(kind=self.actor_kind, user=self.user, source="worker", recorded_label=self.actor)
+        return Actor(
+            kind=self.actor_kind, user=self.user, source="worker", recorded_label=self.actor
+        )

@@ -5,6 +5,8 @@ import json
 from django import template
 from django.utils import timezone
 
+from agents.bulk import BULK_ACTION_LABELS
+
 register = template.Library()
 
 
@@ -31,8 +33,6 @@ def seconds(value) -> str:
 @register.filter
 def bulk_label(action: str) -> str:
     """ "Deploy and start" for ``deploy_and_start``: a bulk action's name as people read it."""
-    from agents.bulk import BULK_ACTION_LABELS
-
     return BULK_ACTION_LABELS.get(action, action)
 
 

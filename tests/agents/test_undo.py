@@ -12,8 +12,8 @@ from django.core.exceptions import PermissionDenied
 from django.core.management import CommandError, call_command
 
 from agents import services
-from agents.services import actions
 from agents.models import Agent, Operation, State
+from agents.services import actions
 from portal.actors import Actor
 from portal.models import AuditEntry
 

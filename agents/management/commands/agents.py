@@ -187,6 +187,7 @@ class Command(BulkCommands, ErrorCommands, BaseCommand):
         self.console.print(table)
 
     def _build_image(self, image_version: str, base_image: str | None, **options) -> None:
+        # Here, not at the top: the Docker SDK is loaded only by the command that builds.
         from django.conf import settings
 
         from agents.runtimes import RuntimeFailure
