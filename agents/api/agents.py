@@ -10,7 +10,7 @@ from ninja.errors import HttpError
 from ninja.responses import Status
 
 from agents import services
-from agents.models import ACTIONS, Agent, AgentTransition, Operation
+from agents.models import ACTIONS, Agent, Operation
 from agents.schemas import (
     Accepted,
     ActionIn,
@@ -75,9 +75,10 @@ def get_agent(request: HttpRequest, slug: str):
     "/agents/{slug}/history", response=list[TransitionOut], summary="An agent's transition history"
 )
 def agent_history(request: HttpRequest, slug: str, action: str | None = None, limit: int = 100):
-    rows = AgentTransition.objects.filter(agent=_agent_or_404(slug))
-    if action:
-        rows = rows.filter(action=action)
+    try:
+        rows = _agent_or_404(slug).transitions.filtered(action=action)
+    except BadFilter as bad:
+        raise HttpError(400, bad.spelled(f"{bad.field}=")) from None
     return [transition_out(row) for row in rows[: max(1, min(limit, HISTORY_LIMIT_MAX))]]
 
 

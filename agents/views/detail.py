@@ -112,10 +112,12 @@ def agent_history(request: HttpRequest, slug: str) -> HttpResponse:
             content_type="text/plain; charset=utf-8",
         )
     # A value that names no action or actor kind filters nothing (the page still shows).
+    problems = []
     for name in ("action", "actor_kind"):
         try:
             agent.transitions.filtered(**{name: filters[name]})
-        except BadFilter:
+        except BadFilter as bad:
+            problems.append(bad.spelled(f"{name}="))
             filters[name] = ""
     rows = agent.transitions.filtered(
         action=filters["action"], actor_kind=filters["actor_kind"], since=since, until=until
@@ -132,6 +134,7 @@ def agent_history(request: HttpRequest, slug: str) -> HttpResponse:
             "agent": agent,
             "page": page,
             "filters": filters,
+            "filter_problems": problems,
             "query": query.urlencode(),
             "actions": [*ACTIONS, "fail"],
             "actor_kinds": AgentTransition.ActorKind.choices,

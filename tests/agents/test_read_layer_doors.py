@@ -1,6 +1,6 @@
 """One read layer, three doors: a filter that names nothing gets the same sentence from the
 agent list page (which still shows every agent), the API (400) and the ``agents`` command
-(an error, non-zero exit status), each spelling the parameter its own way."""
+(exit status 2), each spelling the parameter its own way."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_the_command_refuses_a_bad_filter_with_the_same_sentence(seeded, field) 
     with pytest.raises(CommandError) as refused:
         call_command("agents", "list", f"--{field}", "bogus", stdout=out, stderr=io.StringIO())
     assert str(refused.value) == f"--{field} {SENTENCES[field]}"
-    # 1 like the command's other bad input (test_command.py's exit-status test relies on it).
+    # 2: a usage error, as argparse gives for an option it cannot parse.
     assert refused.value.returncode == 2
     assert out.getvalue() == ""
 
@@ -72,3 +72,20 @@ def test_good_filters_agree_at_every_door(seeded, as_viewer, client, viewer_toke
     call_command("agents", "list", "--tier", "PLATFORM", "--state", "draft", "--json", stdout=out)
     assert sorted(agent["slug"] for agent in api.json()) == sorted(seeded)
     assert sorted(agent["slug"] for agent in json.loads(out.getvalue())) == sorted(seeded)
+
+
+def test_a_bad_history_filter_is_named_at_the_page_and_refused_by_the_api(
+    client, seeded, as_viewer, viewer_token
+) -> None:
+    sentence = "'bogus' is not a lifecycle action; use one of provision, deploy, start, stop"
+    answer = client.get(
+        "/api/platform/agents/wow-cache/history",
+        {"action": "bogus"},
+        HTTP_AUTHORIZATION=f"Bearer {viewer_token}",
+    )
+    assert answer.status_code == 400
+    assert answer.json()["detail"].startswith(f"action={sentence}")
+    # The page names it and keeps showing the history, unfiltered.
+    page = as_viewer.get("/agents/wow-cache/history/", {"action": "bogus"})
+    assert page.status_code == 200
+    assert f"action={sentence}" in html.unescape(page.content.decode())
