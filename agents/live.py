@@ -21,7 +21,6 @@ from django.template.loader import render_to_string
 from agents.errors.rules import RECOVERIES
 from agents.events import AgentEvent, BulkEvent
 from agents.models import (
-    ACTION_LABELS,
     Agent,
     BulkItem,
     BulkOperation,
@@ -30,7 +29,12 @@ from agents.models import (
 )
 from agents.views.bulk import bulk_context, describe_item, finished_toast
 from agents.views.errors import dashboard_errors, error_panel
-from agents.views.shared import agents_with_relations, card_context, detail_extras
+from agents.views.shared import (
+    agents_with_relations,
+    card_context,
+    detail_extras,
+    outcome_toast,
+)
 from portal import extensions, realtime, roles
 from portal.actors import Actor
 
@@ -272,16 +276,7 @@ def _publish_outcome(operation_id: str) -> None:
     watched = realtime.watched([group for group in (user_group, outcome_group) if group])
     if not watched:
         return
-    label = ACTION_LABELS[operation.action][0]
-    if operation.status == Operation.Status.SUCCEEDED:
-        took = (
-            f" in {operation.duration_seconds:.1f} s"
-            if operation.duration_seconds is not None
-            else ""
-        )
-        toast, level = f"{label} {operation.agent.name}: done{took}.", "success"
-    else:
-        toast, level = f"{label} {operation.agent.name} failed: {operation.error}", "error"
+    toast, level = outcome_toast(operation)
     html = render_to_string("portal/toast.html", {"toast": toast, "toast_level": level})
     # A step of a bulk operation: its starter gets one toast for the whole operation instead.
     if user_group in watched and not _is_bulk_step(operation):

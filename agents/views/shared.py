@@ -77,6 +77,12 @@ def finished_toast(request: HttpRequest) -> dict:
         return {}
     if not operation.is_finished:
         return {}
+    toast, level = outcome_toast(operation)
+    return {"toast": toast, "toast_level": level}
+
+
+def outcome_toast(operation: Operation) -> tuple[str, str]:
+    """What a finished operation's toast says, and its level (the poll's and the push's)."""
     label = ACTION_LABELS[operation.action][0]
     if operation.status == Operation.Status.SUCCEEDED:
         took = (
@@ -84,11 +90,8 @@ def finished_toast(request: HttpRequest) -> dict:
             if operation.duration_seconds is not None
             else ""
         )
-        return {"toast": f"{label} {operation.agent.name}: done{took}.", "toast_level": "success"}
-    return {
-        "toast": f"{label} {operation.agent.name} failed: {operation.error}",
-        "toast_level": "error",
-    }
+        return f"{label} {operation.agent.name}: done{took}.", "success"
+    return f"{label} {operation.agent.name} failed: {operation.error}", "error"
 
 
 def fleet_overview(request: HttpRequest, only: Agent | None = None) -> dict:
