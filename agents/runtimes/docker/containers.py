@@ -288,12 +288,3 @@ def check_spec(spec: AgentSpec) -> None:
             reason="bad_config",
             details={"replicas": spec.replicas},
         )
-
-
-def check_distinct(spec: AgentSpec, ports: list[int]) -> None:
-    if len(set(ports)) != len(ports):
-        raise RuntimeFailure(
-            f"{spec.name} lists one port for several replicas ({ports}); each needs its own.",
-            reason="bad_config",
-            details={"ports": ports},
-        )

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...agentd.contract import BAD_CONFIG_MARKER, EXIT_BAD_CONFIG, EXIT_BIND_FAILED
 from ..base import AgentSpec, RuntimeFailure
-from ..local.failures import port_holder
+from ..failures import ended_before_ready, not_ready, port_in_use, who
 from .containers import exit_signal
-
-# How many of the agent's last log lines a failure carries in its details.
-FAILURE_LOG_LINES = 20
-
-
-def who(spec: AgentSpec, replica: int) -> str:
-    return spec.name if spec.replicas == 1 else f"{spec.name} replica {replica}"
 
 
 def image_missing(spec: AgentSpec, image: str, base_url: str) -> RuntimeFailure:
@@ -55,50 +47,21 @@ def start_failure(
         "oom": bool(state.get("OOMKilled")),
         "log_lines": log_lines,
     }
-    name = who(spec, replica)
-    if state.get("OOMKilled"):
+    if state.get("Error") and not state.get("OOMKilled"):
         return RuntimeFailure(
-            f"{name} was killed during start for using more than its {spec.memory_mb} MiB "
-            "memory limit; raise the limit or find what holds the memory.",
-            reason="oom",
-            details=details,
-        )
-    if exit_code == EXIT_BIND_FAILED:
-        return port_in_use(spec, replica, port, details)
-    if exit_code == EXIT_BAD_CONFIG:
-        said = [line for line in log_lines if BAD_CONFIG_MARKER in line]
-        why = said[-1].split(BAD_CONFIG_MARKER, 1)[-1].strip() if said else "see the log lines"
-        return RuntimeFailure(
-            f"{name} refused its configuration ({why}); correct the config and start it again.",
-            reason="bad_config",
-            details=details,
-        )
-    if state.get("Error"):
-        return RuntimeFailure(
-            f"The Docker engine could not run {name}: {state['Error']}",
+            f"The Docker engine could not run {who(spec, replica)}: {state['Error']}",
             reason="crashed_on_start",
             details={**details, "engine_error": state["Error"]},
         )
-    how = f"exited with code {exit_code}"
-    if signal_number:
-        how = f"was killed by signal {signal_number} (exit code {exit_code})"
-    return RuntimeFailure(
-        f"{name} {how} before it was ready; see its last log lines.",
-        reason="crashed_on_start",
+    return ended_before_ready(
+        spec,
+        replica,
+        port,
+        exit_code=exit_code,
+        signal_number=signal_number,
+        oom=bool(state.get("OOMKilled")),
+        log_lines=log_lines,
         details=details,
-    )
-
-
-def port_in_use(
-    spec: AgentSpec, replica: int, port: int, details: dict[str, Any] | None = None
-) -> RuntimeFailure:
-    holder = port_holder(port)
-    by = f" by {holder['description']}" if holder else ""
-    return RuntimeFailure(
-        f"{who(spec, replica)} cannot listen on port {port}: the port is in use{by}. Stop "
-        "whatever holds it, or remove and provision the agent again for a new port.",
-        reason="port_in_use",
-        details={**(details or {"replica": replica, "port": port}), "holder": holder},
     )
 
 
@@ -118,7 +81,7 @@ def engine_refused_start(
     )
 
 
-def not_ready(
+def never_ready(
     spec: AgentSpec,
     replica: int,
     port: int,
@@ -127,24 +90,14 @@ def not_ready(
     container_id: str,
     log_lines: list[str],
 ) -> RuntimeFailure:
-    body = (answer or {}).get("body")
-    why = body.get("reason") if isinstance(body, dict) else None
-    said = f" (last answer: {why})" if why else ""
-    if health == "unhealthy":
-        said += "; the engine's health check reports it unhealthy"
-    return RuntimeFailure(
-        f"{who(spec, replica)} did not become ready within {spec.ready_timeout:g}s{said}; "
-        "it was stopped. Check its dependencies and log lines.",
-        reason="not_ready",
-        details={
-            "replica": replica,
-            "port": port,
-            "container_id": container_id,
-            "ready_timeout": spec.ready_timeout,
-            "last_readiness": answer,
-            "health": health,
-            "log_lines": log_lines,
-        },
+    return not_ready(
+        spec,
+        replica,
+        port,
+        answer,
+        log_lines,
+        unhealthy=health == "unhealthy",
+        details={"container_id": container_id, "health": health},
     )
 
 

@@ -12,7 +12,9 @@ import docker.errors
 import requests
 
 from ..base import AgentSpec, RuntimeFailure
+from ..failures import FAILURE_LOG_LINES
 from ..images import agent_image_ref
+from ..ports import replica_ports
 from . import failures
 from .containers import (
     AGENT_LABEL,
@@ -24,7 +26,6 @@ from .containers import (
     ContainerPlan,
     HealthCheck,
     agent_filters,
-    check_distinct,
     is_live,
     label_ports,
     labelled_replica,
@@ -162,9 +163,7 @@ class Resources:
 
     def last_lines(self, container_id: str) -> list[str]:
         try:
-            data = self.api.logs(
-                container_id, stdout=True, stderr=True, tail=failures.FAILURE_LOG_LINES
-            )
+            data = self.api.logs(container_id, stdout=True, stderr=True, tail=FAILURE_LOG_LINES)
         except docker.errors.DockerException:
             return []
         return [line.decode("utf-8", errors="replace") for line in data.splitlines()]
@@ -201,16 +200,7 @@ class Resources:
             if volume is None:
                 raise failures.not_provisioned(spec)
             ports = label_ports(volume.get("Labels") or {})
-        if len(ports) < spec.replicas:
-            raise RuntimeFailure(
-                f"{spec.name} has {len(ports)} port(s) reserved for {spec.replicas} replicas; "
-                "provision it again to reserve the rest.",
-                reason="bad_config",
-                details={"ports": ports, "replicas": spec.replicas},
-            )
-        ports = ports[: spec.replicas]
-        check_distinct(spec, ports)
-        return ports
+        return replica_ports(spec, ports)
 
     def ports_reserved_by_others(self, slug: str) -> set[int]:
         reserved: set[int] = set()

@@ -27,12 +27,12 @@ from ..base import (
     RuntimeStatus,
 )
 from ..images import connect_engine, engine_unreachable
+from ..ports import reserve_ports
 from . import failures
 from .containers import (
     AGENT_LABEL,
     MANAGED_FILTER,
     HealthCheck,
-    check_distinct,
     check_spec,
     container_name,
     is_live,
@@ -45,16 +45,16 @@ from .containers import (
 )
 from .drift import find_drift
 from .events import StopRequests, event_stream, translate_event
-from .host import pick_free_port, probe, replica_stats
 from .logs import Follower, follow_lines, read_lines
+from .readiness import await_ready
 from .resources import Resources
+from .stats import replica_stats
 
 logger = logging.getLogger(__name__)
 
 # Outside Linux's ephemeral range (32768-60999) and apart from the local runtime's
 # (20000-29999), so agents of both runtimes on one host never reserve the same port.
 DEFAULT_PORT_RANGE = (30000, 32767)
-POLL_INTERVAL = 0.1
 # One action at a time per agent within this process (the portal's pending-action marker keeps
 # two processes from acting on one agent at once); provision picks ports under a lock too.
 _agent_locks: dict[str, threading.Lock] = {}
@@ -144,16 +144,12 @@ class DockerRuntime(Runtime):
         with self._engine(), _ports_lock:
             volume = self.resources.volume(spec.slug)
             reserved = label_ports(volume["Labels"] or {}) if volume else []
-            current = list(spec.ports) or reserved
-            taken = self.resources.ports_reserved_by_others(spec.slug) | set(current)
-            added = []
-            while len(current) < spec.replicas:
-                port = pick_free_port(self.port_range, taken)
-                taken.add(port)
-                current.append(port)
-                added.append(port)
-            ports = current[: spec.replicas]
-            check_distinct(spec, ports)
+            ports, added = reserve_ports(
+                spec,
+                list(spec.ports) or reserved,
+                self.resources.ports_reserved_by_others(spec.slug),
+                self.port_range,
+            )
             if volume is None:
                 self.resources.create_volume(spec, ports)
         return {
@@ -464,7 +460,7 @@ class DockerRuntime(Runtime):
                         spec, replica, ports[replica], explanation, container_id
                     ) from error
                 started.append(replica)
-            ready = self._await_ready(spec, ports, records, began + spec.ready_timeout)
+            ready = await_ready(self.resources, spec, ports, records, began + spec.ready_timeout)
         except BaseException:
             # A failed start leaves nothing half-running: stop what this call started.
             with contextlib.suppress(RuntimeFailure, docker.errors.DockerException):
@@ -484,80 +480,6 @@ class DockerRuntime(Runtime):
             "image": records[0]["Config"]["Image"] if records else None,
             "duration_seconds": round(time.monotonic() - began, 3),
         }
-
-    def _await_ready(
-        self,
-        spec: AgentSpec,
-        ports: list[int],
-        records: dict[int, dict[str, Any]],
-        deadline: float,
-    ) -> dict[int, dict[str, Any]]:
-        """Wait until every replica answers /readyz and /healthz with 200 (the same checks as
-        the engine's health check and the portal's probes); raise as soon as one cannot."""
-        pending = set(records)
-        ready: dict[int, dict[str, Any]] = {}
-        last_answer: dict[int, dict[str, Any]] = {}
-        health: dict[int, str | None] = {}
-        began = time.monotonic()
-        while pending:
-            for replica in sorted(pending):
-                container_id = records[replica]["Id"]
-                inspected = self.resources.inspect(container_id)
-                if inspected is None:
-                    raise RuntimeFailure(
-                        f"{failures.who(spec, replica)}'s container was removed while it was "
-                        "starting.",
-                        reason="crashed_on_start",
-                        details={"replica": replica, "container_id": container_id},
-                    )
-                state = inspected["State"]
-                if not state.get("Running"):
-                    raise failures.start_failure(
-                        spec,
-                        replica,
-                        ports[replica],
-                        inspected,
-                        self.resources.last_lines(container_id),
-                    )
-                health[replica] = (state.get("Health") or {}).get("Status")
-                if state.get("Paused"):
-                    pending.discard(replica)  # paused on purpose before this start: leave it
-                    ready[replica] = _ready_record(replica, inspected, ports, began, "paused")
-                    continue
-                if health[replica] == "unhealthy":
-                    break  # reported below, with the last answer
-                answer = probe(ports[replica], "/readyz")
-                body = answer["body"]
-                mine = (
-                    isinstance(body, dict)
-                    and body.get("slug") == spec.slug
-                    and body.get("replica") == replica
-                )
-                if answer["status"] == 200 and mine:
-                    alive = probe(ports[replica], "/healthz")
-                    if alive["status"] == 200:
-                        pending.discard(replica)
-                        ready[replica] = _ready_record(replica, inspected, ports, began, "ready")
-                        continue
-                    answer = {**alive, "path": "/healthz"}
-                last_answer[replica] = answer
-            if not pending:
-                break
-            unhealthy = [r for r in sorted(pending) if health.get(r) == "unhealthy"]
-            if unhealthy or time.monotonic() >= deadline:
-                replica = unhealthy[0] if unhealthy else min(pending)
-                container_id = records[replica]["Id"]
-                raise failures.not_ready(
-                    spec,
-                    replica,
-                    ports[replica],
-                    last_answer.get(replica),
-                    health.get(replica),
-                    container_id,
-                    self.resources.last_lines(container_id),
-                )
-            time.sleep(POLL_INTERVAL)
-        return ready
 
     def _stop(self, spec: AgentSpec, containers: Iterable[dict[str, Any]]) -> dict[str, Any]:
         began = time.monotonic()
@@ -617,22 +539,3 @@ class DockerRuntime(Runtime):
     def _agent_lock(self, slug: str) -> threading.Lock:
         with _agent_locks_guard:
             return _agent_locks.setdefault(f"{self.base_url}|{slug}", threading.Lock())
-
-
-# --- helpers ----------------------------------------------------------------------------
-
-
-def _ready_record(
-    replica: int, inspected: dict[str, Any], ports: list[int], began: float, how: str
-) -> dict[str, Any]:
-    state = inspected["State"]
-    return {
-        "replica": replica,
-        "container_id": inspected["Id"],
-        "container": name_of(inspected),
-        "pid": state.get("Pid") or None,
-        "port": ports[replica],
-        "health": (state.get("Health") or {}).get("Status"),
-        "state": how,
-        "ready_seconds": round(time.monotonic() - began, 3),
-    }
