@@ -20,6 +20,7 @@ restarted portal finds its agents again from the pid files (:meth:`LocalRuntime.
 No Django here: the portal passes ``root`` and ``redis_url`` in.
 """
 
-from .runtime import DEFAULT_PORT_RANGE, EVENTS_STREAM, LocalRuntime
+from .events import EVENTS_STREAM
+from .runtime import DEFAULT_PORT_RANGE, LocalRuntime
 
 __all__ = ["DEFAULT_PORT_RANGE", "EVENTS_STREAM", "LocalRuntime"]
