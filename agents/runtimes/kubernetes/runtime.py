@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,12 +23,12 @@ from ..base import (
     RuntimeStatus,
 )
 from . import api
-from .api import MERGE_PATCH, Conflict, NotFound
+from .api import Conflict, NotFound
+from .cluster import Cluster
 from .drift import find_drift
 from .logs import PodLogs
 from .objects import (
     AGENT_PORT,
-    MANAGED_SELECTOR,
     RESTARTED_AT_ANNOTATION,
     SLUG_PATTERN,
     agent_selector,
@@ -57,7 +57,6 @@ from .pods import (
     meta,
     pod_name,
     ready_replicas,
-    recent_events,
     replica_status,
     rollout_observed,
     start_problem,
@@ -98,14 +97,14 @@ class KubernetesRuntime(Runtime):
         self.redis_url = redis_url
         self.in_cluster = in_cluster
         self.redis_secret = redis_secret or None
-        self._api_client = api_client
+        self.cluster = Cluster(namespace, in_cluster, api_client)
 
     # --- lifecycle -----------------------------------------------------------------------
 
     def provision(self, spec: AgentSpec) -> dict[str, Any]:
         """Check the namespace exists (creating it if allowed); nothing else is reserved."""
         check_spec(spec)
-        created = self._ensure_namespace()
+        created = self.cluster.ensure_namespace()
         return {
             "runtime": self.name,
             "namespace": self.namespace,
@@ -118,20 +117,20 @@ class KubernetesRuntime(Runtime):
         """Create or update the ConfigMap, the Deployment (0 replicas: nothing starts) and the
         Service."""
         check_spec(spec)
-        core, apps = self._core(), self._apps()
+        core, apps = self.cluster.core(), self.cluster.apps()
         deployment = build_deployment(
             spec, self.namespace, self.image, self.redis_url, self.redis_secret
         )
         objects = {
-            "configmap": self._apply(
+            "configmap": self.cluster.apply(
                 build_configmap(spec, self.namespace),
                 core.create_namespaced_config_map,
                 core.patch_namespaced_config_map,
             ),
-            "deployment": self._apply(
+            "deployment": self.cluster.apply(
                 deployment, apps.create_namespaced_deployment, apps.patch_namespaced_deployment
             ),
-            "service": self._apply(
+            "service": self.cluster.apply(
                 build_service(spec, self.namespace),
                 core.create_namespaced_service,
                 core.patch_namespaced_service,
@@ -154,8 +153,8 @@ class KubernetesRuntime(Runtime):
         """Scale to ``spec.replicas`` and wait until that many pods are ready."""
         check_spec(spec)
         began = time.monotonic()
-        self._read_deployment(spec)
-        self._patch_deployment(spec, scale_patch(spec.replicas, intended=spec.replicas))
+        self.cluster.read_deployment(spec)
+        self.cluster.patch_deployment(spec, scale_patch(spec.replicas, intended=spec.replicas))
         return self._await_scaled_up(spec, spec.replicas, began)
 
     def stop(self, spec: AgentSpec) -> dict[str, Any]:
@@ -163,7 +162,7 @@ class KubernetesRuntime(Runtime):
         grace period, then kills). Stopping a stopped or missing agent is not an error."""
         check_slug(spec.slug)
         try:
-            deployment = self._read_deployment(spec)
+            deployment = self.cluster.read_deployment(spec)
         except NotFound:
             return {"runtime": self.name, "stopped": 0, "deployment_missing": True}
         return {
@@ -177,7 +176,7 @@ class KubernetesRuntime(Runtime):
         """Scale to 0 like stop, but marked suspended: status shows ``paused`` replicas and
         resume brings back as many as there were."""
         check_slug(spec.slug)
-        deployment = self._read_deployment(spec)
+        deployment = self.cluster.read_deployment(spec)
         running = desired_replicas(deployment)
         if running == 0:
             raise RuntimeFailure(
@@ -198,7 +197,7 @@ class KubernetesRuntime(Runtime):
         resume leaves the agent suspended."""
         check_spec(spec)
         began = time.monotonic()
-        deployment = self._read_deployment(spec)
+        deployment = self.cluster.read_deployment(spec)
         if not is_suspended(deployment):
             raise RuntimeFailure(
                 f"{spec.name} is not suspended on Kubernetes; start it instead.",
@@ -206,7 +205,7 @@ class KubernetesRuntime(Runtime):
                 details={"slug": spec.slug, "replicas": desired_replicas(deployment)},
             )
         replicas = intended_replicas(deployment, spec.replicas)
-        self._patch_deployment(spec, scale_patch(replicas, intended=replicas))
+        self.cluster.patch_deployment(spec, scale_patch(replicas, intended=replicas))
         return self._await_scaled_up(spec, replicas, began, suspend_on_failure=True)
 
     def restart(self, spec: AgentSpec) -> dict[str, Any]:
@@ -215,15 +214,15 @@ class KubernetesRuntime(Runtime):
         started instead."""
         check_spec(spec)
         began = time.monotonic()
-        deployment = self._read_deployment(spec)
+        deployment = self.cluster.read_deployment(spec)
         if desired_replicas(deployment) == 0:
-            self._patch_deployment(spec, scale_patch(spec.replicas, intended=spec.replicas))
+            self.cluster.patch_deployment(spec, scale_patch(spec.replicas, intended=spec.replicas))
             return {**self._await_scaled_up(spec, spec.replicas, began), "rolled": False}
-        previous = [pod_name(pod) for pod in live_pods(self._list_pods(spec.slug))]
+        previous = [pod_name(pod) for pod in live_pods(self.cluster.list_pods(spec.slug))]
         restarted_at = _now()
         patch = scale_patch(spec.replicas, intended=spec.replicas)
         patch["spec"].update(restart_patch(restarted_at)["spec"])
-        self._patch_deployment(spec, patch)
+        self.cluster.patch_deployment(spec, patch)
         details = self._await_scaled_up(spec, spec.replicas, began, restarted_at=restarted_at)
         return {**details, "rolled": True, "restarted_at": restarted_at, "previous_pods": previous}
 
@@ -235,18 +234,18 @@ class KubernetesRuntime(Runtime):
             return {"runtime": self.name, "removed": [], "purged": purge, "stop": None}
         stopped = None
         try:
-            if desired_replicas(self._read_deployment(spec)) > 0:
+            if desired_replicas(self.cluster.read_deployment(spec)) > 0:
                 stopped = self.stop(spec)
         except NotFound:
             pass
-        core, apps = self._core(), self._apps()
+        core, apps = self.cluster.core(), self.cluster.apps()
         removed = []
         for kind, delete, name in (
             ("Deployment", apps.delete_namespaced_deployment, deployment_name(spec.slug)),
             ("Service", core.delete_namespaced_service, service_name(spec.slug)),
             ("ConfigMap", core.delete_namespaced_config_map, configmap_name(spec.slug)),
         ):
-            if self._delete(kind, delete, name):
+            if self.cluster.delete(kind, delete, name):
                 removed.append(f"{kind}/{name}")
         return {
             "runtime": self.name,
@@ -264,7 +263,7 @@ class KubernetesRuntime(Runtime):
         before the first start or while a pod is being scheduled."""
         check_slug(spec.slug)
         try:
-            deployment = self._read_deployment(spec)
+            deployment = self.cluster.read_deployment(spec)
         except NotFound:
             return RuntimeStatus(
                 spec.slug, [ReplicaStatus(i, "missing") for i in range(spec.replicas)]
@@ -279,7 +278,7 @@ class KubernetesRuntime(Runtime):
             return RuntimeStatus(
                 spec.slug, [ReplicaStatus(i, state, port=AGENT_PORT) for i in range(count)]
             )
-        pods = live_pods(self._list_pods(spec.slug))
+        pods = live_pods(self.cluster.list_pods(spec.slug))
         replicas = [replica_status(i, pod) for i, pod in enumerate(pods)]
         replicas += [
             ReplicaStatus(i, "created", port=AGENT_PORT) for i in range(len(pods), desired)
@@ -291,7 +290,7 @@ class KubernetesRuntime(Runtime):
         wanted pod is ready, degraded when some are, unhealthy when none is."""
         check_slug(spec.slug)
         try:
-            deployment = self._read_deployment(spec)
+            deployment = self.cluster.read_deployment(spec)
         except NotFound:
             return "unhealthy", (
                 f"Deployment {deployment_name(spec.slug)} not found in namespace {self.namespace}"
@@ -303,7 +302,7 @@ class KubernetesRuntime(Runtime):
             return "healthy", ""
         problems = [
             f"{pod_name(pod)}: {describe_pod(pod)['waiting'] or 'not ready'}"
-            for pod in live_pods(self._list_pods(spec.slug))
+            for pod in live_pods(self.cluster.list_pods(spec.slug))
             if not is_ready(pod)
         ]
         detail = f"{ready} of {desired} pods ready" + (
@@ -324,7 +323,12 @@ class KubernetesRuntime(Runtime):
         is a pod, numbered oldest first); with ``follow``, new lines of every pod, including
         pods that replace them, until ``stop`` is set."""
         check_slug(spec.slug)
-        logs = PodLogs(self._core(), self.namespace, spec.slug, lambda: self._list_pods(spec.slug))
+        logs = PodLogs(
+            self.cluster.core(),
+            self.namespace,
+            spec.slug,
+            lambda: self.cluster.list_pods(spec.slug),
+        )
         return logs.lines(since, tail, follow, stop, replica)
 
     def stats(self, spec: AgentSpec) -> list[ReplicaStats]:
@@ -334,7 +338,7 @@ class KubernetesRuntime(Runtime):
         try:
             listing = api.call_json(
                 "read pod metrics",
-                self._custom().list_namespaced_custom_object,
+                self.cluster.custom().list_namespaced_custom_object,
                 "metrics.k8s.io",
                 "v1beta1",
                 self.namespace,
@@ -346,7 +350,8 @@ class KubernetesRuntime(Runtime):
                 return []
             raise
         positions = {
-            pod_name(pod): index for index, pod in enumerate(live_pods(self._list_pods(spec.slug)))
+            pod_name(pod): index
+            for index, pod in enumerate(live_pods(self.cluster.list_pods(spec.slug)))
         }
         answer = []
         for item in listing.get("items") or []:
@@ -367,12 +372,14 @@ class KubernetesRuntime(Runtime):
         current pods are listed and their past terminations taken as known, not reported.
         Watches reconnect with backoff while the API server is away.
         """
-        return watch_events(self._core(), self._apps(), self.namespace, since_id or None, stop)
+        return watch_events(
+            self.cluster.core(), self.cluster.apps(), self.namespace, since_id or None, stop
+        )
 
     def adopt(self) -> list[str]:
         """Slugs of the managed Deployments that want pods (left running from before)."""
         try:
-            deployments = self._list_managed(self._apps().list_namespaced_deployment)
+            deployments = self.cluster.list_managed(self.cluster.apps().list_namespaced_deployment)
         except RuntimeFailure as failure:
             if failure.reason != "engine_unreachable":
                 raise
@@ -383,11 +390,11 @@ class KubernetesRuntime(Runtime):
     # --- drift ---------------------------------------------------------------------------
 
     def drift(self, expected: list[tuple[AgentSpec, str]]) -> list[dict[str, Any]]:
-        core, apps = self._core(), self._apps()
+        core, apps = self.cluster.core(), self.cluster.apps()
         found = {
-            "Deployment": self._list_managed(apps.list_namespaced_deployment),
-            "Service": self._list_managed(core.list_namespaced_service),
-            "ConfigMap": self._list_managed(core.list_namespaced_config_map),
+            "Deployment": self.cluster.list_managed(apps.list_namespaced_deployment),
+            "Service": self.cluster.list_managed(core.list_namespaced_service),
+            "ConfigMap": self.cluster.list_managed(core.list_namespaced_config_map),
         }
         return find_drift(found, expected, self.namespace)
 
@@ -397,7 +404,7 @@ class KubernetesRuntime(Runtime):
         check_spec(spec)
         actions = []
         try:
-            deployment = self._read_deployment(spec)
+            deployment = self.cluster.read_deployment(spec)
         except NotFound:
             self.deploy(spec)
             return {
@@ -407,7 +414,7 @@ class KubernetesRuntime(Runtime):
                     "Service and ConfigMap"
                 ],
             }
-        core = self._core()
+        core = self.cluster.core()
         for kind, built, create in (
             ("ConfigMap", build_configmap(spec, self.namespace), core.create_namespaced_config_map),
             ("Service", build_service(spec, self.namespace), core.create_namespaced_service),
@@ -419,16 +426,16 @@ class KubernetesRuntime(Runtime):
                 pass
         running = desired_replicas(deployment)
         if running > 0 and expected_state in ("DEPLOYED", "STOPPED"):
-            self._patch_deployment(spec, scale_patch(0, stopped_at=_now()))
+            self.cluster.patch_deployment(spec, scale_patch(0, stopped_at=_now()))
             actions.append(f"scaled {running} replicas to 0 (the portal says {expected_state})")
         elif running > 0 and expected_state == "SUSPENDED":
-            self._patch_deployment(spec, scale_patch(0, intended=running, suspended=True))
+            self.cluster.patch_deployment(spec, scale_patch(0, intended=running, suspended=True))
             actions.append(f"scaled {running} replicas to 0 (the portal says SUSPENDED)")
         return {"runtime": self.name, "actions": actions}
 
     def remove_orphan(self, slug: str) -> dict[str, Any]:
         """Delete every Deployment, Service and ConfigMap labelled as ours for ``slug``."""
-        core, apps = self._core(), self._apps()
+        core, apps = self.cluster.core(), self.cluster.apps()
         removed = []
         for kind, list_method, delete in (
             ("Deployment", apps.list_namespaced_deployment, apps.delete_namespaced_deployment),
@@ -440,7 +447,7 @@ class KubernetesRuntime(Runtime):
             )
             for item in listing.get("items") or []:
                 name = str(meta(item).get("name"))
-                if agent_slug(item) == slug and self._delete(kind, delete, name):
+                if agent_slug(item) == slug and self.cluster.delete(kind, delete, name):
                     removed.append(f"{kind}/{name}")
         return {"runtime": self.name, "removed": removed}
 
@@ -476,8 +483,8 @@ class KubernetesRuntime(Runtime):
         self, spec: AgentSpec, replicas: int, deadline: float, restarted_at: str | None
     ) -> list[dict[str, Any]]:
         while True:
-            deployment = self._read_deployment(spec)
-            pods = live_pods(self._list_pods(spec.slug))
+            deployment = self.cluster.read_deployment(spec)
+            pods = live_pods(self.cluster.list_pods(spec.slug))
             if restarted_at is not None:
                 fresh = [
                     p
@@ -518,11 +525,11 @@ class KubernetesRuntime(Runtime):
     def _scale_to_zero(self, spec: AgentSpec, patch: dict[str, Any]) -> dict[str, Any]:
         """Apply a scale-to-0 patch and wait (grace period plus a margin) for the pods to go."""
         began = time.monotonic()
-        stopping = sorted(pod_name(pod) for pod in self._list_pods(spec.slug))
-        self._patch_deployment(spec, patch)
+        stopping = sorted(pod_name(pod) for pod in self.cluster.list_pods(spec.slug))
+        self.cluster.patch_deployment(spec, patch)
         deadline = began + spec.grace_seconds + STOP_MARGIN_SECONDS
         while True:
-            remaining = sorted(pod_name(pod) for pod in self._list_pods(spec.slug))
+            remaining = sorted(pod_name(pod) for pod in self.cluster.list_pods(spec.slug))
             if not remaining or time.monotonic() >= deadline:
                 return {
                     "stopped": len(stopping),
@@ -539,7 +546,7 @@ class KubernetesRuntime(Runtime):
             else scale_patch(0, stopped_at=_now())
         )
         try:
-            self._patch_deployment(spec, patch)
+            self.cluster.patch_deployment(spec, patch)
         except RuntimeFailure as failure:
             logger.warning("cannot scale %s down after a failure: %s", spec.slug, failure.message)
 
@@ -552,149 +559,8 @@ class KubernetesRuntime(Runtime):
             "ready_replicas": ready_replicas(deployment),
             "replicas": desired_replicas(deployment),
             "pods": [describe_pod(pod) for pod in pods],
-            "events": self._recent_events(spec, pods),
+            "events": self.cluster.recent_events(spec, pods),
         }
-
-    def _recent_events(self, spec: AgentSpec, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The last events about the Deployment, its ReplicaSets and these pods."""
-        try:
-            listing = api.call_json(
-                "list events", self._core().list_namespaced_event, self.namespace
-            )
-        except RuntimeFailure:
-            return []
-        names = {pod_name(pod) for pod in pods}
-        return recent_events(listing.get("items") or [], deployment_name(spec.slug), names)
-
-    # --- the API -------------------------------------------------------------------------
-
-    def _client(self) -> client.ApiClient:
-        if self._api_client is None:
-            self._api_client = api.load_api_client(self.in_cluster)
-        return self._api_client
-
-    def _core(self) -> client.CoreV1Api:
-        return client.CoreV1Api(self._client())
-
-    def _apps(self) -> client.AppsV1Api:
-        return client.AppsV1Api(self._client())
-
-    def _custom(self) -> client.CustomObjectsApi:
-        return client.CustomObjectsApi(self._client())
-
-    def _ensure_namespace(self) -> bool:
-        """True when the namespace had to be created."""
-        core = self._core()
-        try:
-            api.call_json(f"read namespace {self.namespace}", core.read_namespace, self.namespace)
-            return False
-        except NotFound:
-            pass
-        except RuntimeFailure as failure:
-            if failure.details.get("status") != 403:
-                raise
-            # A namespaced Role cannot read Namespace objects (they are cluster-wide). Being
-            # allowed to list Deployments in it means our Role is bound there: it exists.
-            api.call_json(
-                f"list Deployments in namespace {self.namespace}",
-                self._apps().list_namespaced_deployment,
-                self.namespace,
-                label_selector=MANAGED_SELECTOR,
-                limit=1,
-            )
-            return False
-        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}}
-        try:
-            api.call_json(f"create namespace {self.namespace}", core.create_namespace, body)
-        except Conflict:
-            return False  # created meanwhile
-        except RuntimeFailure as failure:
-            if failure.details.get("status") not in (401, 403):
-                raise
-            raise RuntimeFailure(
-                f"namespace {self.namespace} does not exist and the portal may not create it: "
-                "kubectl apply -f deploy/kubernetes/namespace.yaml (or set KUBERNETES_NAMESPACE "
-                "to an existing namespace).",
-                reason="not_found",
-                details={"namespace": self.namespace},
-            ) from failure
-        return True
-
-    def _apply(
-        self, obj: dict[str, Any], create: Callable[..., Any], patch: Callable[..., Any]
-    ) -> str:
-        """Create the object, or bring the existing one in line (JSON merge patch: lists such
-        as env and ports are replaced whole). Answers ``created`` or ``updated``."""
-        kind, name = obj["kind"], obj["metadata"]["name"]
-        try:
-            api.call_json(f"create {kind} {name}", create, self.namespace, obj)
-            return "created"
-        except Conflict:
-            api.call_json(
-                f"update {kind} {name}", patch, name, self.namespace, obj, _content_type=MERGE_PATCH
-            )
-            return "updated"
-
-    def _delete(self, kind: str, delete: Callable[..., Any], name: str) -> bool:
-        try:
-            api.call_json(
-                f"delete {kind} {name}",
-                delete,
-                name,
-                self.namespace,
-                propagation_policy="Background",
-            )
-        except NotFound:
-            return False
-        return True
-
-    def _read_deployment(self, spec: AgentSpec) -> dict[str, Any]:
-        name = deployment_name(spec.slug)
-        try:
-            return api.call_json(
-                f"read Deployment {name}",
-                self._apps().read_namespaced_deployment,
-                name,
-                self.namespace,
-            )
-        except NotFound as missing:
-            raise NotFound(
-                f"{spec.name} is not deployed on Kubernetes (no Deployment {name} in namespace "
-                f"{self.namespace}); deploy it first.",
-                details={"slug": spec.slug, "namespace": self.namespace},
-            ) from missing
-
-    def _patch_deployment(self, spec: AgentSpec, body: dict[str, Any]) -> dict[str, Any]:
-        name = deployment_name(spec.slug)
-        return api.call_json(
-            f"update Deployment {name}",
-            self._apps().patch_namespaced_deployment,
-            name,
-            self.namespace,
-            body,
-            _content_type=MERGE_PATCH,
-        )
-
-    def _list_pods(self, slug: str) -> list[dict[str, Any]]:
-        listing = api.call_json(
-            f"list the pods of {slug}",
-            self._core().list_namespaced_pod,
-            self.namespace,
-            label_selector=agent_selector(slug),
-        )
-        # Checked again here: the selector is the server's job, but a stand-in may ignore it.
-        return [pod for pod in listing.get("items") or [] if agent_slug(pod) == slug]
-
-    def _list_managed(self, list_method: Callable[..., Any]) -> dict[str, dict[str, Any]]:
-        listing = api.call_json(
-            "list managed objects", list_method, self.namespace, label_selector=MANAGED_SELECTOR
-        )
-        found = {}
-        for item in listing.get("items") or []:
-            slug = agent_slug(item)
-            if slug is not None:
-                found[slug] = item
-        return found
 
 
 # --- helpers ----------------------------------------------------------------------------
