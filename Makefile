@@ -28,9 +28,10 @@ run: install  ## Serve the portal on http://127.0.0.1:8000 with worker and beat 
 test: install  ## Run the whole test suite on a real PostgreSQL and Redis
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-lint: install  ## ruff lint and format check
+lint: install  ## ruff lint and format check, mypy on the modules pyproject.toml lists
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: install  ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
