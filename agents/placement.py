@@ -7,13 +7,11 @@ read it, and it reads none of them.
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
-
 from django.conf import settings
 
 from agents.models import Agent, Health
 from agents.runtimes import AgentSpec, Runtime, get_runtime
+from agents.runtimes.probe import http_ok
 
 PROBE_TIMEOUT_SECONDS = 1.5
 
@@ -92,9 +90,9 @@ def probe(agent: Agent) -> tuple[str, str]:
     alive = ready = 0
     for replica, port in enumerate(ports[: agent.replicas]):
         base = f"http://127.0.0.1:{port}"
-        if _ok(f"{base}/healthz"):
+        if http_ok(f"{base}/healthz", PROBE_TIMEOUT_SECONDS):
             alive += 1
-            if _ok(f"{base}/readyz"):
+            if http_ok(f"{base}/readyz", PROBE_TIMEOUT_SECONDS):
                 ready += 1
             else:
                 problems.append(f"replica {replica} not ready")
@@ -106,11 +104,3 @@ def probe(agent: Agent) -> tuple[str, str]:
     if alive == total:
         return Health.DEGRADED, "; ".join(problems)
     return Health.UNHEALTHY, "; ".join(problems)
-
-
-def _ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_SECONDS) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
