@@ -72,17 +72,22 @@ class AgentQuerySet(models.QuerySet["Agent"]):
     def fleet_counts(self) -> dict:
         """Counts of agents by state and health, and what the fleet summary shows: the API's
         ``GET /metrics`` base and the dashboard's and list's counters."""
-        by_state = dict.fromkeys(State.values, 0)
-        by_state.update(self.values_list("state").annotate(n=Count("id")).values_list("state", "n"))
-        by_health = dict.fromkeys(Health.values, 0)
-        by_health.update(
-            self.values_list("health").annotate(n=Count("id")).values_list("health", "n")
+        # One query for the agents (a count per state and per health, and the pending), as the
+        # live pushes ask for it on every change; one for the operations in flight.
+        counts = self.aggregate(
+            **{f"state_{state}": Count("id", filter=Q(state=state)) for state in State.values},
+            **{
+                f"health_{health}": Count("id", filter=Q(health=health)) for health in Health.values
+            },
+            pending=Count("id", filter=~Q(pending_action="")),
         )
+        by_state = {state: counts[f"state_{state}"] for state in State.values}
+        by_health = {health: counts[f"health_{health}"] for health in Health.values}
         return {
             "total": sum(by_state.values()),
             "by_state": by_state,
             "by_health": by_health,
-            "pending": self.exclude(pending_action="").count(),
+            "pending": counts["pending"],
             "running": by_state[State.RUNNING],
             "errored": by_state[State.ERRORED],
             "idle": by_state[State.SUSPENDED] + by_state[State.STOPPED],
