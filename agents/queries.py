@@ -17,7 +17,6 @@ from django.db.models import Count, Q
 
 from agents.choices import ErrorClass, Health, Tier
 from agents.lifecycle import ACTIONS, State
-from portal import roles
 from portal.models import ActorKind
 from portal.refusals import BadFilter
 
@@ -31,16 +30,6 @@ def _model(name: str) -> Any:
 
 class AgentQuerySet(models.QuerySet["Agent"]):
     """The agent reads every door shares: the list page, the API, the commands and bulk."""
-
-    def for_user(self, user) -> AgentQuerySet:
-        """Agents the user may see: every agent, for anyone holding a role."""
-        return self if roles.role_of(user) is not None else self.none()
-
-    def in_state(self, *states: str) -> AgentQuerySet:
-        return self.filter(state__in=states)
-
-    def running(self) -> AgentQuerySet:
-        return self.filter(state=State.RUNNING)
 
     def search(self, text: str) -> AgentQuerySet:
         text = text.strip()
