@@ -20,10 +20,14 @@ class ObservabilityConfig(AppConfig):
             notify,
             sparklines,
         )
-        from portal import extensions, realtime
+        from observability.queues import live as queue_live
+        from observability.queues import redrive
+        from portal import extensions, realtime, work
         from portal.startup import STARTUP_STEPS
 
         live.register_topics()  # the log tails
+        queue_live.register_topics()  # the queue pages
+        work.register_sweeper("redrive jobs", redrive.sweep)  # redrives whose worker died
         realtime.register_topic(graph.GRAPH_TOPIC)  # the dependency graph's nodes
 
         agent_events.record_with(events.record_agent_event)  # the event log, in the same commit

@@ -15,6 +15,8 @@ from django.utils import timezone
 
 from observability import alerts, events, metrics
 from observability.models import Alert
+from observability.queues import live as queue_live
+from observability.queues import redrive, sampler
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +37,19 @@ def evaluate_alerts() -> dict:
 
 @shared_task(name="observability.downsample_metrics", ignore_result=True)
 def downsample_metrics() -> int:
-    return metrics.downsample()
+    return metrics.downsample() + sampler.downsample()
 
 
 @shared_task(name="observability.purge_history", ignore_result=True)
 def purge_history() -> dict:
-    """Retention for metric samples and events (logs have their own task)."""
+    """Retention for metric and queue samples and events (logs have their own task)."""
+    now = timezone.now()
     return {
         "samples": metrics.purge(),
+        "queue_samples": sampler.purge(
+            now - timedelta(hours=settings.METRICS_RAW_RETENTION_HOURS),
+            now - timedelta(days=settings.METRICS_RETENTION_DAYS),
+        ),
         "events": events.purge(timezone.now() - timedelta(days=settings.EVENT_RETENTION_DAYS)),
     }
 
@@ -74,3 +81,19 @@ def send_alert_webhook(alert_id: int, change: str) -> int | None:
             raise
         logger.warning("alert webhook refused alert %s: HTTP %s", alert_id, error.code)
         return error.code
+
+
+@shared_task(name="observability.sample_queues", ignore_result=True, expires=30)
+def sample_queues() -> int:
+    """Every queue's figures, one sample each; the open queue pages are told. Expires rather
+    than piling up behind a stalled worker: a late sample is worth nothing."""
+    looked = sampler.sample_all()
+    queue_live.sampled([figures.ref for figures in looked])
+    return len(looked)
+
+
+@shared_task(name="observability.run_redrive", ignore_result=True, acks_late=True)
+def run_redrive(job_id: int) -> str | None:
+    """Carry a redrive (or delete) job out; safe to run twice (one runner holds the lease)."""
+    job = redrive.run(job_id)
+    return None if job is None else job.status

@@ -328,3 +328,22 @@ def _duration(seconds: int) -> str:
     if seconds % 60 == 0:
         return f"{seconds // 60} min"
     return f"{seconds} s"
+
+
+# The queue models live beside the queue services; imported here so Django finds them.
+from observability.queues.models import QueueSample, QueueThreshold, RedriveJob  # noqa: E402
+
+__all__ = [
+    "AgentContext",
+    "Alert",
+    "AlertRule",
+    "Event",
+    "Level",
+    "LogCursor",
+    "LogEntry",
+    "MetricSample",
+    "QueueSample",
+    "QueueThreshold",
+    "RedriveJob",
+    "Severity",
+]

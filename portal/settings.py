@@ -371,6 +371,28 @@ CELERY_BEAT_SCHEDULE.update(
     }
 )
 
+# Queues (observability): how often every queue's figures are sampled; the health thresholds
+# a queue has unless it has its own (backlog in messages, oldest undelivered message in
+# seconds, failed attempts in percent, dead letters per minute); how often a message may be
+# sent back from the dead letters before a redrive needs --force; how long a consumer may hold
+# entries without reading before it counts as stuck; the fastest rate a redrive may be capped at.
+QUEUE_SAMPLE_INTERVAL_SECONDS = env.int("QUEUE_SAMPLE_INTERVAL_SECONDS", 5, minimum=1, maximum=600)
+QUEUE_BACKLOG_DEGRADED = env.int("QUEUE_BACKLOG_DEGRADED", 100, minimum=1, maximum=10**9)
+QUEUE_BACKLOG_CRITICAL = env.int("QUEUE_BACKLOG_CRITICAL", 1000, minimum=1, maximum=10**9)
+QUEUE_AGE_DEGRADED_SECONDS = env.int("QUEUE_AGE_DEGRADED_SECONDS", 60, minimum=1, maximum=10**7)
+QUEUE_AGE_CRITICAL_SECONDS = env.int("QUEUE_AGE_CRITICAL_SECONDS", 300, minimum=1, maximum=10**7)
+QUEUE_ERROR_RATE_DEGRADED = env.int("QUEUE_ERROR_RATE_DEGRADED", 5, minimum=0, maximum=100)
+QUEUE_ERROR_RATE_CRITICAL = env.int("QUEUE_ERROR_RATE_CRITICAL", 25, minimum=0, maximum=100)
+QUEUE_DLQ_INFLOW_DEGRADED = env.int("QUEUE_DLQ_INFLOW_DEGRADED", 1, minimum=0, maximum=10**7)
+QUEUE_DLQ_INFLOW_CRITICAL = env.int("QUEUE_DLQ_INFLOW_CRITICAL", 30, minimum=0, maximum=10**7)
+QUEUE_MAX_REDRIVES = env.int("QUEUE_MAX_REDRIVES", 3, minimum=1, maximum=1000)
+QUEUE_STUCK_AFTER_SECONDS = env.int("QUEUE_STUCK_AFTER_SECONDS", 60, minimum=1, maximum=86_400)
+QUEUE_REDRIVE_MAX_RATE = env.int("QUEUE_REDRIVE_MAX_RATE", 100_000, minimum=1, maximum=10**7)
+CELERY_BEAT_SCHEDULE["observability-sample-queues"] = {
+    "task": "observability.sample_queues",
+    "schedule": float(QUEUE_SAMPLE_INTERVAL_SECONDS),
+}
+
 # Logs (observability): lines older than this many days are deleted every hour.
 LOG_RETENTION_DAYS = env.int("LOG_RETENTION_DAYS", 7, minimum=1, maximum=3650)
 CELERY_BEAT_SCHEDULE["observability-purge-logs"] = {

@@ -7,6 +7,9 @@ the agent image can carry it alone.
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 # --- how agentd ends ------------------------------------------------------------------------------
 
 EXIT_OK = 0
@@ -42,12 +45,109 @@ def consumer_name(slug: str, replica: int) -> str:
     return f"{slug}-{replica}"
 
 
+def replica_of(consumer: str, slug: str) -> int | None:
+    """The replica number a consumer name stands for, or None if it is not one of ours."""
+    prefix = f"{slug}-"
+    if not consumer.startswith(prefix) or not consumer[len(prefix) :].isdigit():
+        return None
+    return int(consumer[len(prefix) :])
+
+
+def attempt_log(slug: str) -> str:
+    """The hash of each failing task's attempts so far: task id -> JSON list of
+    ``{"at": <epoch ms>, "error": ..., "replica": <consumer name>}``. Emptied when the task is
+    done or dead-lettered (its attempts then travel in the dead letter's ``attempts`` field)."""
+    return f"agents:{slug}:attempts"
+
+
+def counters(slug: str) -> str:
+    """The hash of lifetime counts of the queue (the fields below). agentd increments
+    processed, failed and dead_lettered in the same transaction as the move it counts; the
+    portal increments purged when it deletes tasks from the stream. The stream keeps exactly the
+    work not yet done, so what went in between two looks is its growth plus what left it."""
+    return f"agents:{slug}:counters"
+
+
+COUNTER_PROCESSED = "processed"
+COUNTER_FAILED = "failed"
+COUNTER_DEAD_LETTERED = "dead_lettered"
+COUNTER_PURGED = "purged"
+
+
+def dead_letter_groups(slug: str) -> str:
+    """The hash of how many dead letters there are per error fingerprint. agentd adds 1 in the
+    transaction that dead-letters a task; the portal takes 1 off in the script that redrives or
+    deletes one, so the counts stay exact."""
+    return f"agents:{slug}:dlq:groups"
+
+
+def dead_letter_labels(slug: str) -> str:
+    """The hash of fingerprint -> the normalised error text it stands for (a group's label)."""
+    return f"agents:{slug}:dlq:labels"
+
+
+# --- the fields of a task message -------------------------------------------------------------
+
+# Who put the task on the stream: an agent slug, "portal:<user>", "workflow:<run>",
+# "customer:<id>". A task without one was produced by something that predates the field.
+FIELD_PRODUCER = "producer"
+# The customer the task is for, where there is one.
+FIELD_CUSTOMER = "customer"
+# The task's own input, a JSON text (an object).
+FIELD_PAYLOAD = "payload"
+# How often the task was sent back from the dead letters to the stream.
+FIELD_REDRIVES = "redrive_count"
+# When the producer sent it, epoch milliseconds (the stream id says when Redis took it).
+FIELD_SENT_AT = "sent_at"
+# On a task an agent forwarded (config ``forward``): how many forwards led to it. agentd forwards
+# a task that came through FORWARD_MAX_HOPS forwards no further, so a cycle of forwarding agents
+# cannot keep traffic going round for ever.
+FIELD_HOPS = "hops"
+FORWARD_MAX_HOPS = 8
+
+# What agentd adds to a task when it dead-letters it (every field of the task is kept).
+DLQ_ERROR = "error"  # the last attempt's error
+DLQ_FAILURES = "failures"  # how many attempts failed
+DLQ_ORIGINAL_ID = "original_id"  # the task's id on the stream
+DLQ_ATTEMPTS = "attempts"  # JSON list, as in attempt_log
+DLQ_FIRST_FAILED_AT = "first_failed_at"  # epoch ms
+DLQ_LAST_FAILED_AT = "last_failed_at"  # epoch ms
+DLQ_REPLICA = "replica"  # the consumer name that failed it last
+DLQ_FINGERPRINT = "fingerprint"  # error_fingerprint(error)[0]
+
+_UUID = re.compile(
+    r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
+)
+_STREAM_ID = re.compile(r"\b\d{10,}-\d+\b")
+_HEX = re.compile(r"\b(?:0x)?[0-9a-fA-F]*\d[0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*\b|\b0x[0-9a-fA-F]+\b")
+_DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?![\d.])")
+_LONG_NUMBER = re.compile(r"\b\d{6,}\b")
+_SPACES = re.compile(r"\s+")
+FINGERPRINT_LABEL_CHARS = 160
+
+
+def error_fingerprint(error: str) -> tuple[str, str]:
+    """(fingerprint, label) of an error text: the label is the text with what varies between
+    occurrences of one fault (ids, hex, decimals, long numbers) replaced, so "ConnectionError:
+    wow-cache:6379" stays whole while task ids and timings do not split a group; the
+    fingerprint is 12 hex digits of its SHA-1."""
+    label = _UUID.sub("<id>", error)
+    label = _STREAM_ID.sub("<id>", label)
+    label = _HEX.sub(lambda m: m.group(0) if len(m.group(0)) < 8 else "<hex>", label)
+    label = _DECIMAL.sub("<n>", label)
+    label = _LONG_NUMBER.sub("<n>", label)
+    label = _SPACES.sub(" ", label).strip()[:FINGERPRINT_LABEL_CHARS] or "(no error text)"
+    return hashlib.sha1(label.encode(), usedforsecurity=False).hexdigest()[:12], label
+
+
 # --- its metrics (GET /metrics, Prometheus text) --------------------------------------------------
 
 METRIC_UP = "agentd_up"
 METRIC_TASKS_PROCESSED = "agentd_tasks_processed_total"
 METRIC_TASKS_FAILED = "agentd_tasks_failed_total"
 METRIC_TASKS_DEAD_LETTERED = "agentd_tasks_dead_lettered_total"
+# Tasks handed on to another agent (config ``forward``), labelled ``to`` (its slug).
+METRIC_TASKS_FORWARDED = "agentd_tasks_forwarded_total"
 METRIC_QUEUE_DEPTH = "agentd_queue_depth"
 METRIC_QUEUE_PENDING = "agentd_queue_pending"
 METRIC_DEAD_LETTER_DEPTH = "agentd_dead_letter_depth"
