@@ -1,5 +1,6 @@
 """The dependency graph: on the fleet dashboard and on an agent's page (a detail panel, added
-through ``portal.extensions``), each node taking its agent's new state live (topic ``graph``).
+through ``portal.extensions``), drawn in the browser by portal's graph renderer
+(``portal.graphs``), each node taking its agent's new state live (topic ``graph``).
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ from django.urls import reverse
 
 from agents.events import AgentEvent
 from agents.models import Agent, State
-from observability import charts
 from observability.context import query_string
-from portal import realtime
+from portal import graphs, realtime
 from portal.actors import Actor
 
 logger = logging.getLogger(__name__)
 
 # The topic of pages showing the dependency graph (the dashboard, an agent's page).
 GRAPH_TOPIC = "graph"
+# The figure's element id prefix, the same on every page so that one push serves them all.
+GRAPH_PREFIX = "dependencies"
 
 
 def graph_link(slug: str) -> str:
@@ -27,39 +29,69 @@ def graph_link(slug: str) -> str:
     return reverse("dashboard") + query_string(agent=slug)
 
 
-def graph_data() -> tuple[list[charts.Node], list[tuple[str, str]]]:
-    """Every agent not revoked, and who depends on whom: two queries."""
+def agent_node(agent: Agent, dependency_names: list[str]) -> graphs.GraphNode:
+    """An agent as a node: coloured by its state, which it also says in words with its health."""
+    status = agent.state.upper()
+    if agent.health and agent.health != "unknown":
+        status += f" · {agent.health}"
+    return graphs.GraphNode(
+        id=agent.slug,
+        label=agent.name,
+        sublabel=status,
+        kind="agent",
+        status=agent.state,
+        href=graph_link(agent.slug),
+        title=f"{agent.name} ({status}). Depends on: {', '.join(dependency_names) or 'nothing'}.",
+    )
+
+
+def dependency_graph_data() -> graphs.Graph:
+    """Every agent not revoked and who depends on whom, arrows from an agent to what it
+    depends on: two queries."""
     agents = list(
         Agent.objects.exclude(state=State.REVOKED)
         .only("id", "slug", "name", "state", "tier", "health")
         .order_by("name")
     )
-    slugs = {agent.pk: agent.slug for agent in agents}
+    by_pk = {agent.pk: agent for agent in agents}
     links = Agent.dependencies.through.objects.values_list("from_agent_id", "to_agent_id")
-    edges = [
-        (slugs[dependent], slugs[dependency])
-        for dependent, dependency in links
-        if dependent in slugs and dependency in slugs
-    ]
-    nodes = [
-        charts.Node(agent.slug, agent.name, agent.state, agent.tier, agent.health)
-        for agent in agents
-    ]
-    return nodes, sorted(edges)
+    pairs = sorted(
+        (
+            (by_pk[dependent], by_pk[dependency])
+            for dependent, dependency in links
+            if dependent in by_pk and dependency in by_pk
+        ),
+        key=lambda pair: (pair[0].name, pair[1].name),
+    )
+    names: dict[str, list[str]] = {agent.slug: [] for agent in agents}
+    for dependent, dependency in pairs:
+        names[dependent.slug].append(dependency.name)
+    return graphs.Graph(
+        nodes=[agent_node(agent, names[agent.slug]) for agent in agents],
+        edges=[graphs.GraphEdge(a.slug, b.slug) for a, b in pairs],
+        direction="RIGHT",
+        label="Agent dependencies",
+        relation="depends on",
+    )
 
 
 def dependency_graph(focus: Agent | None = None) -> dict:
     """The graph panel's context; with ``focus``, that agent, what it depends on and what
     depends on it stand out."""
-    nodes, edges = graph_data()
+    graph = dependency_graph_data()
     context = {
-        "graph": charts.dependency_graph(nodes, edges, link=graph_link),
-        "node_count": len(nodes),
+        "graph": graph,
+        "graph_prefix": GRAPH_PREFIX,
+        "node_count": len(graph.nodes),
         "focus": focus,
     }
     if focus is not None:
-        context["focus_dependencies"] = sorted({b for a, b in edges if a == focus.slug})
-        context["focus_dependents"] = sorted({a for a, b in edges if b == focus.slug})
+        context["focus_dependencies"] = sorted(
+            {e.target for e in graph.edges if e.source == focus.slug}
+        )
+        context["focus_dependents"] = sorted(
+            {e.source for e in graph.edges if e.target == focus.slug}
+        )
     return context
 
 
@@ -69,28 +101,20 @@ def graph_detail_panel(agent: Agent, actor: Actor) -> str:
 
 
 def on_agent_event(event: AgentEvent) -> None:
-    """Listener for ``agents.events``: a node of every open graph takes the agent's new state.
-    Never raises into the caller."""
+    """Listener for ``agents.events``: every open graph takes the agent's new state. Never
+    raises into the caller."""
     try:
-        publish_graph_node(event)
+        publish_graph(event)
     except Exception:
-        logger.exception("could not push the graph node of %s", event.slug)
+        logger.exception("could not push the graph after %s of %s", event.kind, event.slug)
 
 
-def publish_graph_node(event: AgentEvent) -> None:
+def publish_graph(event: AgentEvent) -> None:
+    """The graph's data again, for the pages showing it: the renderer redraws only what
+    changed (a node's state in place; a new or revoked agent lays the graph out again)."""
     if event.kind not in ("transition", "health", "registry"):
-        return  # what a node shows: name, state, health
+        return  # what the graph shows: agents, their dependencies, name, state, health
     group = realtime.topic_group(GRAPH_TOPIC)
     if not realtime.watched([group]):
         return
-    agent = (
-        Agent.objects.only("id", "slug", "name", "state", "tier", "health")
-        .filter(pk=event.agent_id)
-        .first()
-    )
-    if agent is None or agent.state == State.REVOKED:
-        return
-    names = list(agent.dependencies.order_by("name").values_list("name", flat=True))
-    node = charts.Node(agent.slug, agent.name, agent.state, agent.tier, agent.health)
-    html = charts.dependency_graph_node(node, names, link=graph_link)
-    realtime.publish(group, {f"graph-node-{agent.slug}": html})
+    realtime.publish(group, graphs.graph_fragments(dependency_graph_data(), GRAPH_PREFIX))

@@ -1,5 +1,6 @@
-"""Server-rendered SVG charts for the observability pages: line charts, sparklines and the
-agent dependency graph, plus the number formatters they label themselves with.
+"""Server-rendered SVG charts for the observability pages: line charts and sparklines, plus the
+number formatters they label themselves with. (Graphs are drawn in the browser: see
+``portal.graphs``.)
 
 Pure Python on purpose: no JavaScript charting library, no models. Colours come from CSS
 (``static/observability/charts.css``) through ``currentColor`` and the portal's theme
@@ -12,20 +13,11 @@ wide and exactly as tall as the plot in pixels, stretched horizontally with
 ``preserveAspectRatio="none"``; its strokes are non-scaling, so lines keep their width too.
 """
 
-from observability.charts.graph import (
-    NODE_HEIGHT,
-    NODE_WIDTH,
-    GraphLayout,
-    dependency_graph,
-    dependency_graph_node,
-    layout_graph,
-)
 from observability.charts.lines import line_chart, sparkline
 from observability.charts.svg import (
     MAX_POINTS,
     NO_VALUE,
     PLOT_WIDTH,
-    Node,
     Series,
     Threshold,
     format_value,
@@ -33,18 +25,11 @@ from observability.charts.svg import (
 
 __all__ = [
     "MAX_POINTS",
-    "NODE_HEIGHT",
-    "NODE_WIDTH",
     "NO_VALUE",
     "PLOT_WIDTH",
-    "GraphLayout",
-    "Node",
     "Series",
     "Threshold",
-    "dependency_graph",
-    "dependency_graph_node",
     "format_value",
-    "layout_graph",
     "line_chart",
     "sparkline",
 ]

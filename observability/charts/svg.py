@@ -35,18 +35,6 @@ class Threshold:
     css_class: str = ""
 
 
-@dataclass(frozen=True)
-class Node:
-    """One agent in the dependency graph. ``state`` and ``health`` are the model's values
-    (``RUNNING``, ``healthy``); ``tier`` is ``platform`` or ``customer``."""
-
-    slug: str
-    name: str
-    state: str
-    tier: str = ""
-    health: str = ""
-
-
 # --- numbers and units ---------------------------------------------------------------------
 
 # Per unit, the scales a value may be shown in: (divisor, suffix), smallest first, and which

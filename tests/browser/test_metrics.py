@@ -158,10 +158,10 @@ def test_metrics_page_dashboard_graph_and_sparklines_from_real_scrapes(
     # The dashboard (all agents): the graph of the fourteen, coloured by state, and sparklines.
     page.goto("/?agent=all")
     graph = page.locator("#dependency-graph")
-    expect(graph.locator("g.graph-node-place")).to_have_count(14)
-    expect(graph.locator("path.graph-edge")).to_have_count(25)
-    node = graph.locator("#graph-node-wow-cache .graph-node")
-    expect(node).to_have_class(has_class("state-running"))
+    expect(graph.locator("svg .graph-node")).to_have_count(14)
+    expect(graph.locator("svg .graph-edge")).to_have_count(25)
+    node = graph.locator("#dependencies-node-wow-cache")
+    expect(node).to_have_class(has_class("is-running"))
     expect(page.locator("#agent-spark-wow-cache .sparkline-line")).to_have_count(1)
     expect(page.locator("#live-indicator")).to_have_attribute("data-state", "live")
     graph.scroll_into_view_if_needed()
@@ -171,8 +171,8 @@ def test_metrics_page_dashboard_graph_and_sparklines_from_real_scrapes(
 
     # A state change recolours the node in the open graph (pushed over the socket).
     _act(Agent.objects.get(slug="wow-cache"), "stop")
-    expect(node).to_have_class(has_class("state-stopped"), timeout=5000)
-    expect(graph.locator("#graph-node-wow-cache .graph-node-state")).to_have_text("STOPPED")
+    expect(node).to_have_class(has_class("is-stopped"), timeout=5000)
+    expect(node.locator(".graph-node-sublabel")).to_have_text("STOPPED")
     expect(page.locator("#agent-spark-wow-cache .sparkline-line")).to_have_count(1)
 
     page.set_viewport_size(MOBILE)
@@ -183,7 +183,7 @@ def test_metrics_page_dashboard_graph_and_sparklines_from_real_scrapes(
     # A node focuses the dashboard on its agent: its card, counts, charts and links.
     page.set_viewport_size(DESKTOP)
     page.goto("/?agent=all")
-    page.locator("#graph-node-wow-event a").click()
+    page.locator("#dependencies-node-wow-event a").click()
     expect(page).to_have_url(ends_with("/?agent=wow-event"))
     expect(page.locator(".agent-card")).to_have_count(1)
     expect(page.locator("#agent-focus [data-chart]")).to_have_count(3)
@@ -210,7 +210,7 @@ def test_metrics_page_dashboard_graph_and_sparklines_from_real_scrapes(
     page.set_viewport_size(DESKTOP)
     page.goto("/agents/wow-memory/")
     panel = page.locator("#agent-graph")
-    expect(panel.locator("g.graph-node-place")).to_have_count(14)
+    expect(panel.locator("svg .graph-node")).to_have_count(14)
     panel.scroll_into_view_if_needed()
     screenshot(page, "agent-detail-graph-1280")
 

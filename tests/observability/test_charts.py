@@ -1,7 +1,7 @@
 """The server-rendered charts: read back as XML and checked for what a reader relies on, where
-each point lands, which ticks show, that gaps stay gaps, and that the dependency graph puts
-every agent right of what it depends on without boxes overlapping. One test looks at the
-rendering in a real Chromium: text never stretched, narrow and wide."""
+each point lands, which ticks show, that gaps stay gaps. One test looks at the rendering in a
+real Chromium: text never stretched, narrow and wide. (The dependency graph is drawn in the
+browser: tests/portal/test_graphs.py and tests/browser/test_graph.py.)"""
 
 from __future__ import annotations
 
@@ -17,16 +17,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.utils import timezone
 
-from agents.catalog import PLATFORM_AGENTS
 from observability.charts import (
-    NODE_HEIGHT,
-    NODE_WIDTH,
     PLOT_WIDTH,
-    Node,
     Series,
     Threshold,
-    dependency_graph,
-    dependency_graph_node,
     format_value,
     line_chart,
     sparkline,
@@ -387,171 +381,6 @@ def test_an_empty_sparkline_is_a_dashed_line_titled_no_data():
     assert not svg.findall("polyline")
 
 
-# --- dependency graph ----------------------------------------------------------------------
-
-STATES = ["RUNNING", "ERRORED", "SUSPENDED", "STOPPED", "DEPLOYED", "PROVISIONED", "DRAFT"]
-
-
-def catalog_graph() -> tuple[list[Node], list[tuple[str, str]]]:
-    nodes = [
-        Node(a.slug, a.name, STATES[i % len(STATES)], "platform", "healthy")
-        for i, a in enumerate(PLATFORM_AGENTS)
-    ]
-    edges = [(a.slug, dependency) for a in PLATFORM_AGENTS for dependency in a.depends_on]
-    return nodes, edges
-
-
-def expected_layers() -> dict[str, int]:
-    depends = {a.slug: a.depends_on for a in PLATFORM_AGENTS}
-    layers: dict[str, int] = {}
-
-    def layer(slug: str) -> int:
-        if slug not in layers:
-            layers[slug] = 1 + max((layer(d) for d in depends[slug]), default=-1)
-        return layers[slug]
-
-    return {slug: layer(slug) for slug in depends}
-
-
-def placed_nodes(root: ET.Element) -> dict[str, tuple[float, float, ET.Element]]:
-    placed = {}
-    for group in having_class(root, "graph-node-place"):
-        x, y = (float(n) for n in re.findall(r"-?[\d.]+", group.get("transform")))
-        placed[group.get("id").removeprefix("graph-node-")] = (x, y, group)
-    return placed
-
-
-def test_the_graph_shows_every_agent_once_with_its_state_in_words():
-    nodes, edges = catalog_graph()
-    root = parse(dependency_graph(nodes, edges, link=lambda slug: f"/agents/{slug}/"))
-
-    placed = placed_nodes(root)
-    assert sorted(placed) == sorted(a.slug for a in PLATFORM_AGENTS)
-    assert len(having_class(root, "graph-node-place")) == len(PLATFORM_AGENTS)
-    for node in nodes:
-        (link,) = placed[node.slug][2].findall("a")
-        assert link.get("href") == f"/agents/{node.slug}/"
-        assert f"state-{node.state.lower()}" in link.get("class").split()
-        assert node.name in text_of(link) and node.state in text_of(link)
-
-
-def test_every_dependency_is_an_arrow_from_the_dependent():
-    nodes, edges = catalog_graph()
-    root = parse(dependency_graph(nodes, edges))
-
-    drawn = [(e.get("data-from"), e.get("data-to")) for e in having_class(root, "graph-edge")]
-    assert sorted(drawn) == sorted(edges)
-    assert all(e.get("marker-end") == "url(#graph-arrow)" for e in having_class(root, "graph-edge"))
-    placed = placed_nodes(root)
-    for edge in having_class(root, "graph-edge"):
-        points = path_points(edge.get("d").replace("M", " ").replace("C", " ").replace("H", " "))
-        start_x = points[0][0]
-        end_x = float(edge.get("d").split()[-2])
-        dependent_x = placed[edge.get("data-from")][0]
-        dependency_x = placed[edge.get("data-to")][0]
-        assert start_x == dependent_x  # leaves the dependent's left side
-        assert end_x == dependency_x + NODE_WIDTH  # arrives at the dependency's right side
-
-
-def test_each_agent_stands_right_of_everything_it_depends_on():
-    nodes, edges = catalog_graph()
-    root = parse(dependency_graph(nodes, edges))
-
-    placed = placed_nodes(root)
-    layers = expected_layers()
-    for slug, (_, _, group) in placed.items():
-        assert int(group.get("data-layer")) == layers[slug]
-    assert layers["wow-event"] == layers["wow-cache"] == 0
-    for dependent, dependency in edges:
-        assert placed[dependent][0] >= placed[dependency][0] + NODE_WIDTH + 20
-    columns = {x for x, _, _ in placed.values()}
-    assert len(columns) == max(layers.values()) + 1
-
-
-def test_no_two_node_boxes_overlap_and_all_fit_the_drawing():
-    nodes, edges = catalog_graph()
-    root = parse(dependency_graph(nodes, edges))
-
-    svg = root.find("svg")
-    width, height = float(svg.get("width")), float(svg.get("height"))
-    boxes = [(x, y, x + NODE_WIDTH, y + NODE_HEIGHT) for x, y, _ in placed_nodes(root).values()]
-    for i, a in enumerate(boxes):
-        assert a[0] >= 0 and a[1] >= 0 and a[2] <= width and a[3] <= height
-        for b in boxes[i + 1 :]:
-            apart = a[2] <= b[0] or b[2] <= a[0] or a[3] + 8 <= b[1] or b[3] + 8 <= a[1]
-            assert apart, f"boxes {a} and {b} overlap"
-
-
-def test_a_node_tooltip_lists_its_dependencies():
-    nodes, edges = catalog_graph()
-    root = parse(dependency_graph(nodes, edges))
-
-    support = placed_nodes(root)["wow-support"][2]
-    tooltip = support.find("*/title").text
-    assert tooltip.endswith("Depends on: WowCommunication, WowSearch, WowNotification.")
-    event = placed_nodes(root)["wow-event"][2]
-    assert event.find("*/title").text.endswith("Depends on: nothing.")
-
-
-def test_nodes_without_a_link_are_still_focusable():
-    nodes, edges = catalog_graph()
-    root = parse(dependency_graph(nodes, edges))
-
-    for _, _, group in placed_nodes(root).values():
-        (node,) = group
-        assert node.tag == "g" and node.get("tabindex") == "0"
-
-
-def test_graph_names_are_escaped():
-    nodes = [Node("a", "<A & B>", "RUNNING"), Node("b", 'Say "hi"', "ERRORED", health="unhealthy")]
-    html = dependency_graph(nodes, [("b", "a")], link=lambda slug: f"/agents/{slug}/?x=1&y=<2>")
-
-    root = parse(html)
-    placed = placed_nodes(root)
-    assert text_of(having_class(placed["a"][2], "graph-node-name")[0]) == "<A & B>"
-    assert placed["b"][2].find("a").get("href") == "/agents/b/?x=1&y=<2>"
-    assert text_of(having_class(placed["b"][2], "graph-node-state")[0]) == "ERRORED · unhealthy"
-    assert having_class(root, "graph-edge")[0].find("title").text == 'Say "hi" depends on <A & B>'
-
-
-def test_a_long_name_is_shortened_on_the_node_and_whole_in_the_tooltip():
-    root = parse(dependency_graph([Node("x", "WowExtraordinarilyLongName", "RUNNING")], []))
-
-    node = placed_nodes(root)["x"][2]
-    assert text_of(having_class(node, "graph-node-name")[0]) == "WowExtraordinarilyL…"
-    assert node.find("g/title").text.startswith("WowExtraordinarilyLongName (RUNNING)")
-
-
-def test_a_dependency_cycle_does_not_break_the_graph():
-    nodes = [Node("a", "A", "RUNNING"), Node("b", "B", "RUNNING"), Node("c", "C", "RUNNING")]
-
-    root = parse(dependency_graph(nodes, [("a", "b"), ("b", "a"), ("c", "a"), ("c", "gone")]))
-
-    assert sorted(placed_nodes(root)) == ["a", "b", "c"]
-
-
-def test_no_agents_is_said_in_words():
-    assert "No agents to show." in dependency_graph([], [])
-
-
-def test_a_live_update_swaps_a_node_inside_its_place():
-    nodes, edges = catalog_graph()
-    graph = parse(dependency_graph(nodes, edges))
-    update = parse(
-        dependency_graph_node(
-            Node("wow-cache", "WowCache", "ERRORED", "platform", "unhealthy"), ["WowEvent"]
-        )
-    )
-
-    assert update.tag == "svg"
-    assert update.get("hx-swap-oob") == "innerHTML:#graph-node-wow-cache"
-    (node,) = update
-    assert "state-errored" in node.get("class").split()
-    assert text_of(having_class(node, "graph-node-state")[0]) == "ERRORED · unhealthy"
-    (old,) = placed_nodes(graph)["wow-cache"][2]
-    assert [child.tag for child in node] == [child.tag for child in old]
-
-
 # --- in a real browser ---------------------------------------------------------------------
 
 
@@ -566,7 +395,6 @@ def chromium() -> str:
 
 
 def demo_page(theme: str = "dark") -> str:
-    nodes, edges = catalog_graph()
     charts = line_chart(
         [Series("p50", minutes(80, 95, None, 90, 85)), Series("p95", minutes(150, 900, None, 300))],
         title="Latency",
@@ -579,15 +407,13 @@ def demo_page(theme: str = "dark") -> str:
     return f"""<!doctype html><html data-theme="{theme}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="stylesheet" href="{(ROOT / "static/css/portal.css").as_uri()}">
-<link rel="stylesheet" href="{(ROOT / "static/observability/charts.css").as_uri()}">
-<script src="{(ROOT / "static/vendor/htmx-2.0.11.min.js").as_uri()}"></script></head>
+<link rel="stylesheet" href="{(ROOT / "static/observability/charts.css").as_uri()}"></head>
 <body><main class="content"><div class="card panel">{charts}</div>
-<div class="card panel">{sparkline(minutes(1, 3, 2), unit="/s")}</div>
-<div class="card panel">{dependency_graph(nodes, edges, link=lambda s: f"#{s}")}</div></main></body></html>"""
+<div class="card panel">{sparkline(minutes(1, 3, 2), unit="/s")}</div></main></body></html>"""
 
 
 @pytest.mark.browser
-def test_in_chromium_text_keeps_its_size_and_nodes_keep_apart(chromium, tmp_path):
+def test_in_chromium_text_keeps_its_size(chromium, tmp_path):
     from playwright.sync_api import sync_playwright
 
     page_file = tmp_path / "charts.html"
@@ -607,11 +433,8 @@ def test_in_chromium_text_keeps_its_size_and_nodes_keep_apart(chromium, tmp_path
                       const chart = box(document.querySelector('.chart-svg'));
                       const plot = box(document.querySelector('.chart-plot'));
                       const label = box(document.querySelector('.chart-ylabel'));
-                      const nodes = [...document.querySelectorAll('.graph-node-box')].map(box);
-                      const scroll = document.querySelector('.graph-scroll');
                       return {chart: chart.width, plot: plot.width, labelHeight: label.height,
-                              labelWidth: label.width, nodes: nodes.map(n => [n.x, n.y, n.width, n.height]),
-                              scrolls: scroll.scrollWidth > scroll.clientWidth};
+                              labelWidth: label.width};
                     }"""
                 )
                 page.close()
@@ -621,33 +444,5 @@ def test_in_chromium_text_keeps_its_size_and_nodes_keep_apart(chromium, tmp_path
             # Text is the same size however wide the chart is: nothing is stretched.
             assert narrow["labelHeight"] == pytest.approx(wide["labelHeight"], abs=0.5)
             assert narrow["labelWidth"] == pytest.approx(wide["labelWidth"], abs=0.5)
-            # The graph keeps its natural size: scrolls when narrow, boxes never overlap.
-            assert narrow["scrolls"] and not wide["scrolls"]
-            assert narrow["nodes"][0][2] == pytest.approx(NODE_WIDTH, abs=2)
-            boxes = wide["nodes"]
-            for i, (x, y, w, h) in enumerate(boxes):
-                for x2, y2, w2, h2 in boxes[i + 1 :]:
-                    assert x + w <= x2 or x2 + w2 <= x or y + h <= y2 or y2 + h2 <= y
-
-            # A live update swaps one node's content in place, as the WebSocket would.
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(page_file.as_uri())
-            before = page.locator("#graph-node-wow-cache").bounding_box()
-            update = dependency_graph_node(
-                Node("wow-cache", "WowCache", "ERRORED", "platform", "unhealthy"), []
-            )
-            page.evaluate(
-                "html => htmx.swap(document.body, html, {swapStyle: 'none'})", str(update)
-            )
-            node = page.locator("#graph-node-wow-cache .graph-node")
-            assert node.get_attribute("class").split()[:2] == ["graph-node", "state-errored"]
-            assert page.locator("#graph-node-wow-cache").bounding_box() == before
-            assert page.evaluate(
-                "getComputedStyle(document.querySelector('#graph-node-wow-cache .graph-node-bar')).fill"
-            ) == page.evaluate(
-                """() => { const probe = document.createElement('span');
-                  probe.style.color = 'var(--bad)'; document.body.append(probe);
-                  return getComputedStyle(probe).color; }"""
-            )
         finally:
             browser.close()

@@ -9,6 +9,7 @@ rates already computed); the browser test scrapes real agents.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from datetime import timedelta
 
@@ -331,44 +332,72 @@ def test_the_sparkline_poll_swaps_every_shown_card_out_of_band(seeded, as_viewer
 # --- the dependency graph ------------------------------------------------------------------------
 
 
+def graph_in(html: str, panel_id: str) -> tuple[str, dict]:
+    """The graph panel's markup and the data its figure holds (what graph.js draws)."""
+    panel = html[html.index(f'id="{panel_id}"') :].split("</section>")[0]
+    script = re.search(
+        r'<script type="application/json" id="dependencies-data">(.*?)</script>', panel
+    )
+    assert script, panel[:500]
+    return panel, json.loads(script.group(1))
+
+
+def nodes_by_id(data: dict) -> dict[str, dict]:
+    return {node["id"]: node for node in data["nodes"]}
+
+
 def test_the_dashboard_graph_has_the_fourteen_agents_and_their_dependencies(
     seeded, as_viewer
 ) -> None:
     html = as_viewer.get("/").content.decode()
 
-    graph = html[html.index('id="dependency-graph"') :].split("</section>")[0]
-    nodes = re.findall(r'<g id="graph-node-([a-z-]+)"', graph)
+    panel, data = graph_in(html, "dependency-graph")
+    assert '<figure class="graph" id="dependencies" data-graph' in panel
+    assert "data-graph-focus" not in panel
+    nodes = nodes_by_id(data)
     assert sorted(nodes) == sorted(a.slug for a in PLATFORM_AGENTS)
-    edges = set(re.findall(r'data-from="([a-z-]+)" data-to="([a-z-]+)"', graph))
+    edges = {(edge["source"], edge["target"]) for edge in data["edges"]}
     expected = {(a.slug, dep) for a in PLATFORM_AGENTS for dep in a.depends_on}
-    assert edges == expected and len(edges) == 25
-    assert 'href="/?agent=wow-cache"' in graph  # a node focuses the dashboard on its agent
-    assert graph.count("graph-node state-draft") == 14
+    assert edges == expected and len(data["edges"]) == 25
+    assert data["direction"] == "RIGHT" and data["relation"] == "depends on"
+    assert nodes["wow-cache"]["href"] == "/?agent=wow-cache"  # focuses the dashboard on it
+    assert {node["status"] for node in data["nodes"]} == {"draft"}
+    assert {node["kind"] for node in data["nodes"]} == {"agent"}
+    assert nodes["wow-support"]["title"] == (
+        "WowSupport (DRAFT). Depends on: WowCommunication, WowNotification, WowSearch."
+    )
+    assert nodes["wow-event"]["title"] == "WowEvent (DRAFT). Depends on: nothing."
+    # Without JavaScript (and for screen readers): the agents and their dependencies in words.
+    assert '<li data-id="wow-cache"><a href="/?agent=wow-cache">WowCache</a>: DRAFT</li>' in panel
+    assert "WowSupport depends on WowSearch</li>" in panel
 
 
 def test_the_graph_colours_nodes_by_state(seeded, as_viewer) -> None:
     running(seeded["wow-event"])
-    Agent.objects.filter(slug="wow-cache").update(state="ERRORED")
-    graph = as_viewer.get("/").content.decode()
-    event = graph[graph.index('id="graph-node-wow-event"') :].split("</g>")[0]
-    assert "state-running" in event and "RUNNING" in event
-    assert "state-errored" in graph[graph.index('id="graph-node-wow-cache"') :].split("</g>")[0]
+    Agent.objects.filter(slug="wow-cache").update(state="ERRORED", health="unhealthy")
+    Agent.objects.filter(slug="wow-search").update(state="REVOKED")
+
+    _, data = graph_in(as_viewer.get("/").content.decode(), "dependency-graph")
+    nodes = nodes_by_id(data)
+    assert nodes["wow-event"]["status"] == "running"
+    assert nodes["wow-event"]["sublabel"].startswith("RUNNING")
+    assert nodes["wow-cache"]["status"] == "errored"
+    assert nodes["wow-cache"]["sublabel"] == "ERRORED · unhealthy"
+    assert "wow-search" not in nodes and len(nodes) == 13  # revoked: gone, with its edges
+    assert all("wow-search" not in (e["source"], e["target"]) for e in data["edges"])
 
 
 def test_an_agent_page_highlights_it_its_dependencies_and_dependents(seeded, as_viewer) -> None:
     html = as_viewer.get("/agents/wow-memory/").content.decode()
-    panel = html[html.index('id="agent-graph"') :].split("</section>")[0]
+    panel, data = graph_in(html, "agent-graph")
     assert "WowMemory, the 2 agents it depends on and the 4 that depend on it" in panel
-    style = panel[panel.index("<style>") : panel.index("</style>")]
-    for slug in ("wow-memory", "wow-cache", "wow-event", "wow-domain", "wow-search"):
-        assert f"#graph-node-{slug}" in style
-    assert "#graph-node-wow-support" not in style
-    assert len(re.findall(r'<g id="graph-node-', panel)) == 14
+    assert 'data-graph-focus="wow-memory"' in panel  # graph.js dims the rest
+    assert len(data["nodes"]) == 14
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.asyncio
-async def test_a_state_change_swaps_the_agents_node_in_open_graphs(viewer, operator) -> None:
+async def test_a_state_change_pushes_the_graph_to_open_graphs(viewer, operator) -> None:
     from tests.portal.test_realtime import connect, next_html, provision_as, seed
 
     await seed()
@@ -377,10 +406,19 @@ async def test_a_state_change_swaps_the_agents_node_in_open_graphs(viewer, opera
     await socket.send_json_to({"subscribe": ["graph"]})  # what a page showing the graph sends
     await asyncio.sleep(0.2)
     await provision_as(operator)
-    html = await next_html(socket, 'hx-swap-oob="innerHTML:#graph-node-wow-cache"')
-    node = html[html.index('hx-swap-oob="innerHTML:#graph-node-wow-cache"') :].split("</svg>")[0]
-    assert "state-provisioned" in node and "PROVISIONED" in node
-    assert 'href="/?agent=wow-cache"' in node
+    html = await next_html(socket, 'id="dependencies-data"', '"status":"provisioned"')
+    data = re.search(
+        r'<script type="application/json" id="dependencies-data" hx-swap-oob="true">(.*?)</script>',
+        html,
+    )
+    nodes = nodes_by_id(json.loads(data.group(1)))
+    assert nodes["wow-cache"]["status"] == "provisioned"
+    assert nodes["wow-cache"]["sublabel"] == "PROVISIONED"
+    assert nodes["wow-cache"]["href"] == "/?agent=wow-cache"
+    assert len(nodes) == 14
+    # The list for screen readers follows.
+    assert '<div class="graph-fallback" id="dependencies-list" hx-swap-oob="true">' in html
+    assert '<a href="/?agent=wow-cache">WowCache</a>: PROVISIONED</li>' in html
     await socket.disconnect()
 
 
