@@ -30,6 +30,7 @@ from agents.models import Agent, State
 from observability import events as event_log
 from observability.metrics import METRICS
 from observability.models import Alert, AlertRule, Event, MetricSample, Severity
+from observability.queues import alerting as queue_alerts
 from portal import roles, work
 from portal.actors import Actor
 from portal.models import AuditEntry
@@ -111,6 +112,36 @@ DEFAULT_RULES = [
         "operator": AlertRule.Operator.ABOVE,
         "threshold": 90.0,
         "for_seconds": 120,
+        "severity": Severity.WARNING,
+    },
+    {
+        "name": "Dead letters arriving",
+        "description": "Tasks of the agent failed every retry and went to its dead-letter queue.",
+        "kind": AlertRule.Kind.METRIC,
+        "metric": AlertRule.Metric.DLQ_INFLOW,
+        "operator": AlertRule.Operator.ABOVE,
+        "threshold": 0.0,
+        "for_seconds": 0,
+        "severity": Severity.WARNING,
+    },
+    {
+        "name": "Queue backlog",
+        "description": "More than 1,000 tasks wait for the agent, for five minutes.",
+        "kind": AlertRule.Kind.METRIC,
+        "metric": AlertRule.Metric.QUEUE_BACKLOG,
+        "operator": AlertRule.Operator.ABOVE,
+        "threshold": 1000.0,
+        "for_seconds": 300,
+        "severity": Severity.WARNING,
+    },
+    {
+        "name": "Queue lagging",
+        "description": "The oldest task waiting for the agent is more than 5 minutes old.",
+        "kind": AlertRule.Kind.METRIC,
+        "metric": AlertRule.Metric.QUEUE_LAG,
+        "operator": AlertRule.Operator.ABOVE,
+        "threshold": 300.0,
+        "for_seconds": 0,
         "severity": Severity.WARNING,
     },
     {
@@ -302,6 +333,8 @@ def _metric_findings(rule: AlertRule, agents: dict[int, Agent], now: datetime) -
     """Agents whose every sample of the last ``for_seconds`` broke the threshold; the samples
     must reach back that far (give or take one scrape), so one bad sample does not fire a
     five-minute rule."""
+    if rule.metric in queue_alerts.QUEUE_COLUMNS:
+        return [Finding(*found) for found in queue_alerts.findings(rule, agents, now)]
     interval = settings.METRICS_SCRAPE_INTERVAL_SECONDS
     span = max(rule.for_seconds, interval)
     if rule.metric == "memory_percent":
@@ -493,12 +526,19 @@ def open_counts(agent: Agent | None = None) -> dict[str, int]:
 
 
 def rule_metric_unit(metric: str) -> str:
-    return {"error_rate": "%", "memory_percent": "%", "cpu_percent": "%"}.get(
-        metric, "ms" if metric.endswith("_ms") else ""
-    )
+    return {
+        "error_rate": "%",
+        "memory_percent": "%",
+        "cpu_percent": "%",
+        "queue_lag_seconds": "s",
+        "queue_oldest_seconds": "s",
+        "dlq_inflow": "/min",
+    }.get(metric, "ms" if metric.endswith("_ms") else "")
 
 
-assert set(AlertRule.Metric.values) <= set(METRICS), "every rule metric must be a series"
+assert set(AlertRule.Metric.values) <= set(METRICS) | set(queue_alerts.QUEUE_COLUMNS), (
+    "every rule metric must be a series"
+)
 
 
 def webhook_payload(alert: Alert, change: str) -> dict:

@@ -20,13 +20,16 @@ class ObservabilityConfig(AppConfig):
             notify,
             sparklines,
         )
+        from observability.queues import api as queue_api
         from observability.queues import live as queue_live
         from observability.queues import redrive
+        from observability.views import queues as queue_views
         from portal import extensions, realtime, work
         from portal.startup import STARTUP_STEPS
 
         live.register_topics()  # the log tails
         queue_live.register_topics()  # the queue pages
+        extensions.add_link("dead_letters", queue_views.dead_letters_link)  # errors link there
         work.register_sweeper("redrive jobs", redrive.sweep)  # redrives whose worker died
         realtime.register_topic(graph.GRAPH_TOPIC)  # the dependency graph's nodes
 
@@ -38,5 +41,6 @@ class ObservabilityConfig(AppConfig):
         if alerts.seed_step not in STARTUP_STEPS:
             STARTUP_STEPS.append(alerts.seed_step)
         extensions.add_api_router(api.router)
+        extensions.add_api_router(queue_api.router)  # /queues
         extensions.set_dashboard_focus(context.focus_for)
         extensions.add_dashboard_panel(dashboard.PANEL)

@@ -189,6 +189,11 @@ class AlertRule(models.Model):
         LATENCY_P95 = "latency_p95_ms", "Latency p95 (ms)"
         QUEUE_DEPTH = "queue_depth", "Queue depth"
         DEAD_LETTERS = "dead_letters", "Dead letters"
+        # Of the agent's task queue (sampled into QueueSample, observability.queues).
+        QUEUE_BACKLOG = "queue_backlog", "Queue backlog (messages)"
+        QUEUE_LAG = "queue_lag_seconds", "Queue lag (s)"
+        QUEUE_OLDEST = "queue_oldest_seconds", "Oldest queued message (s)"
+        DLQ_INFLOW = "dlq_inflow", "Dead-letter inflow (/min)"
 
     class Operator(models.TextChoices):
         ABOVE = "gt", ">"

@@ -166,3 +166,27 @@ def dashboard_context(request: Any, agent: Any = None, *, focus_refresh: bool = 
         except Exception:
             logger.exception("dashboard panel %s failed", panel.name)
     return context
+
+
+# --- links into another app ---------------------------------------------------------------------
+# An app names a place another app owns without importing it: the owner registers how to build
+# the link, and a missing owner means no link (e.g. agents' "tasks keep failing" error links to
+# the dead-letter group that observability shows: ``link("dead_letters", queue=..., group=...)``).
+
+_LINKS: dict[str, Callable[..., str]] = {}
+
+
+def add_link(name: str, build: Callable[..., str]) -> None:
+    _LINKS[name] = build
+
+
+def link(name: str, **parts: Any) -> str:
+    """The URL the owner of ``name`` builds from ``parts``, or "" when nothing registered it."""
+    build = _LINKS.get(name)
+    if build is None:
+        return ""
+    try:
+        return build(**parts)
+    except Exception:
+        logger.exception("link %s%r could not be built", name, parts)
+        return ""

@@ -61,7 +61,13 @@ SECTIONS = [
         "metrics:index",
         "CPU, memory, throughput, latency and uptime.",
     ),
-    Section("queues", "Queues", "inbox", "section", "Task queues and dead letters."),
+    Section(
+        "queues",
+        "Queues",
+        "inbox",
+        "queues:index",
+        "Task queues, dead letters, stuck consumers and the flow between agents.",
+    ),
     Section("workflows", "Workflows", "flow", "section", "Multi-step workflows across agents."),
     Section("factory", "Factory", "box", "section", "Create new agents from templates."),
     Section(

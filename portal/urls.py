@@ -21,6 +21,7 @@ urlpatterns = [
     path("api/docs", openapi_view, {"api": api}, name="api_docs"),
     path("", include("observability.urls")),  # /logs/, /events/, /alerts/, /context/
     path("metrics/", include("observability.metrics_urls")),
+    path("queues/", include("observability.queue_urls")),
     path("", include("social_django.urls", namespace="social")),
     path("<slug:slug>/", views.section, name="section"),
 ]

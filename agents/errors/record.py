@@ -74,6 +74,7 @@ def _signals(agent: Agent, source: str, details: dict, message: str, action: str
         said = said or message
     return Signals(
         agent=agent.name,
+        agent_slug=agent.slug,
         source=source,
         reason=details.get("reason") or details.get("error_reason") or "",
         action=action,
@@ -97,6 +98,7 @@ def _signals(agent: Agent, source: str, details: dict, message: str, action: str
         dead_lettered=int(details.get("dead_lettered") or 0),
         last_task_error=str(details.get("last_error") or ""),
         queue=str(details.get("queue") or ""),
+        dead_letter_group=str(details.get("dead_letter_group") or ""),
         drift=tuple(details.get("drift") or ()),
     )
 
@@ -233,13 +235,15 @@ def check_task_failures(agent: Agent, client) -> AgentError | None:
         f"{entry_id}: failed {fields.get('failures', '?')} times: {fields.get('error', '')}"
         for entry_id, fields in reversed(newest)
     ]
-    last_error = newest[0][1].get("error", "") if newest else ""
+    last_error = newest[0][1].get(contract.DLQ_ERROR, "") if newest else ""
+    group = newest[0][1].get(contract.DLQ_FINGERPRINT, "") if newest else ""
     with transaction.atomic():
         return record_error(
             agent, "tasks",
             f"{new} task(s) of {agent.name} failed every retry and went to the dead-letter queue",
             {"reason": "task_failures", "dead_lettered": new, "dead_letters": total,
-             "last_error": last_error, "queue": queue, "log_lines": lines},
+             "last_error": last_error, "queue": queue, "log_lines": lines,
+             "dead_letter_group": group},
         )  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from agents.agentd import contract
 from agents.models import ErrorClass
+from portal import extensions
 
 # The one-click recoveries, with the button's words.
 RECOVERIES = {
@@ -34,6 +35,7 @@ class Signals:
 
     agent: str  # the agent's name
     source: str  # action, crash, health, runtime
+    agent_slug: str = ""
     reason: str = ""  # the runtime's failure reason (port_in_use, oom, bad_config, ...)
     action: str = ""  # the lifecycle action that failed, if one did
     message: str = ""
@@ -56,6 +58,7 @@ class Signals:
     dead_lettered: int = 0  # tasks given up on since the last look
     last_task_error: str = ""
     queue: str = ""
+    dead_letter_group: str = ""  # the newest dead letter's error fingerprint
     drift: tuple[str, ...] = ()
 
 
@@ -64,9 +67,10 @@ class Suggestion:
     label: str
     text: str
     action: str = ""  # a key of RECOVERIES, or "" for a step a person takes
+    href: str = ""  # where the step is taken, when a page does it
 
     def as_dict(self) -> dict:
-        return {"label": self.label, "text": self.text, "action": self.action}
+        return {"label": self.label, "text": self.text, "action": self.action, "href": self.href}
 
 
 @dataclass(frozen=True)
@@ -217,8 +221,11 @@ RULES: list[Rule] = [
             + [
                 Suggestion(
                     "Look at the failed tasks",
-                    f"`redis-cli XREVRANGE {s.queue} + - COUNT 10` shows them with their errors; "
-                    "fix what they need, then re-queue them.",
+                    "The dead-letter panel shows them grouped by error, with every attempt; fix "
+                    "what they need, then retry the group (or edit one and retry it).",
+                    href=extensions.link(
+                        "dead_letters", agent=s.agent_slug, group=s.dead_letter_group
+                    ),
                 ),
                 _restart("If the failures came from the agent's state rather than the tasks."),
             ]

@@ -58,6 +58,7 @@ class Figures:
     group_exists: bool = False
     consumers: list[Consumer] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    producers: dict[str, int] = field(default_factory=dict)  # tasks taken per producer, ever
     error: str = ""  # Redis could not be asked
     # From the newest sample:
     in_rate: float | None = None
@@ -136,16 +137,19 @@ def _look_streams(streams: list[Figures], client: redis.Redis, now: float) -> No
         pipe.xinfo_groups(ref.stream)
         pipe.xrange(ref.stream, count=1)
         pipe.hgetall(contract.counters(ref.slug))
+        pipe.hgetall(contract.producer_counts(ref.slug))
     replies = pipe.execute(raise_on_error=False)
     second = client.pipeline(transaction=False)
     asks: list[tuple[Figures, str]] = []
     for index, figures in enumerate(streams):
-        length, letters, groups, first, counters = replies[index * 5 : index * 5 + 5]
+        length, letters, groups, first, counters, producers = replies[index * 6 : index * 6 + 6]
         figures.length = length if isinstance(length, int) else 0
         figures.dead_letters = letters if isinstance(letters, int) else 0
         figures.oldest_age_seconds = _age(_first_id(first), now)
         if isinstance(counters, dict):
             figures.counters = {key: _int(value) for key, value in counters.items()}
+        if isinstance(producers, dict):
+            figures.producers = {key: _int(value) for key, value in producers.items()}
         group = None
         if isinstance(groups, list):
             group = next((g for g in groups if g.get("name") == figures.ref.group), None)

@@ -36,6 +36,11 @@ class QueueSample(models.Model):
     consumers = models.JSONField(
         default=dict, blank=True, help_text="Pending entries per consumer (or worker)."
     )
+    producers = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Tasks taken so far per producer (agentd's lifetime counts), for the flow.",
+    )
     samples = models.PositiveIntegerField(default=1)
 
     class Meta:

@@ -62,6 +62,7 @@ def _sample(f: Figures, now: datetime) -> QueueSample:
         oldest_age_seconds=f.oldest_age_seconds,
         dead_letters=f.dead_letters,
         consumers=figures.consumers_to_json(f.consumers),
+        producers=f.producers,
     )
 
 

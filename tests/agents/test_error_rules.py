@@ -569,7 +569,17 @@ def test_tasks_that_keep_failing_are_permanent_and_point_at_the_dead_letters() -
         "agents:wow-cache:dlq (last error: timeout talking to the CRM)."
     )
     assert one_click(diagnosis) == ["restart"]
-    assert "XREVRANGE agents:wow-cache:dlq" in diagnosis.suggestions[0].text
+    assert "grouped by error" in diagnosis.suggestions[0].text
+    grouped = diagnose(
+        signals(
+            source="tasks", reason="task_failures", dead_lettered=3, queue="agents:wow-cache:dlq",
+            agent_slug="wow-cache", dead_letter_group="4cbff9584f25",
+        )
+    )  # fmt: skip
+    # The dead-letter panel of that group, as observability registers the link.
+    assert grouped.suggestions[0].href == (
+        "/queues/agents:wow-cache:tasks/?group=4cbff9584f25#dead-letters"
+    )
     changed = diagnose(
         signals(
             source="tasks", reason="task_failures", dead_lettered=1, queue="q",

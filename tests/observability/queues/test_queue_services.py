@@ -421,3 +421,36 @@ def test_viewers_see_secret_looking_payload_fields_masked(
 
     assert seen.payload == {"user": "ann", "api_key": "••••••", "nested": {"password": "••••••"}}
     assert operator_seen.payload["api_key"] == "s3cr3t"
+
+
+# --- alerts on queue figures --------------------------------------------------------------------
+
+
+def test_dead_letter_inflow_fires_the_default_rule_for_that_agent(seeded, queue_redis, dead_letter):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from observability import alerts
+    from observability.models import Alert
+    from observability.queues import sampler
+
+    alerts.ensure_default_rules(Actor.command("test"))
+    cache = seeded["wow-cache"]
+    type(cache).objects.filter(pk=cache.pk).update(state="STOPPED")  # watched: not a draft
+    earlier = timezone.now() - timedelta(seconds=10)
+    sampler.sample_all(earlier, inspect_workers=False)
+    dead_letter("wow-cache")
+    dead_letter("wow-cache")
+    # The previous look is kept with its own clock: make it 10 s old.
+    previous = json.loads(queue_redis.hget(sampler.PREVIOUS_KEY, CACHE))
+    previous["at"] -= 10
+    queue_redis.hset(sampler.PREVIOUS_KEY, CACHE, json.dumps(previous))
+    sampler.sample_all(inspect_workers=False)
+
+    alerts.evaluate()
+
+    alert = Alert.objects.get(rule__name="Dead letters arriving")
+    assert alert.agent == cache
+    assert alert.value == pytest.approx(12.0, rel=0.05)  # 2 letters in 10 s = 12 a minute
+    assert "dead-letter inflow 12.0 /min" in alert.summary
