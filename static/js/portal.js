@@ -263,6 +263,36 @@
   // for "errors:changed" fetches its list again, with its own filters.
   document.addEventListener("htmx:oobAfterSwap", function (event) {
     if (event.target && event.target.id === "errors-beat") htmx.trigger(document.body, "errors:changed");
+    // Any beat that names its event (data-beat-event, e.g. the queue pages' "queue:changed").
+    var named = event.target && event.target.dataset && event.target.dataset.beatEvent;
+    if (named) htmx.trigger(document.body, named);
+  });
+  // The dead-letter panel refreshes live only while nobody is choosing in it: no letter ticked,
+  // on the newest page, no confirmation open (a refresh would lose the ticks).
+  window.portalDlqIdle = function () {
+    var panel = document.getElementById("dead-letters");
+    if (!panel || panel.dataset.firstPage !== "1") return false;
+    if (panel.querySelector("input[name=ids]:checked")) return false;
+    return !document.querySelector("#modal dialog[open]");
+  };
+  // "Export selected": the ticked letters as JSON lines, a plain download.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-export-selected]");
+    if (!button) return;
+    var ids = Array.prototype.map.call(
+      document.querySelectorAll("#dead-letters input[name=ids]:checked"), function (box) { return box.value; });
+    if (!ids.length) { alert("Tick the letters to export first."); return; }
+    var query = new URLSearchParams([["scope", "selected"]].concat(ids.map(function (id) { return ["ids", id]; })));
+    window.location.href = button.dataset.exportSelected + "?" + query.toString();
+  });
+  // A form that answers bad input with its own fragment (data-swap-errors: the edit preview's
+  // "line 3, column 5") shows that fragment rather than nothing.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var elt = event.detail.elt;
+    if (event.detail.xhr.status === 400 && elt.closest && elt.closest("[data-swap-errors]")) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
   });
 
   // --- bulk selection on the agents page ----------------------------------------------------
