@@ -239,8 +239,13 @@ def start_job(
     rate: Any = None,
     force: bool = False,
     confirm: str = "",
+    taken: Snapshot | None = None,
+    enqueue: bool = True,
 ) -> RedriveJob:
-    """Start a redrive (retry) or delete job over a snapshot taken now."""
+    """Start a redrive (retry) or delete job over a snapshot taken now, or over ``taken``: the
+    snapshot (``snapshot()``) the operator was shown and confirmed, so letters that arrived while
+    they read the count are not touched. ``enqueue=False``: the caller runs the job itself
+    (``redrive.run``; ``manage.py queues redrive --inline``)."""
     if action not in RedriveJob.Action.values:
         raise QueueRefused(
             f"{str(action)[:40]!r} is not an action; use redrive or delete.", "invalid"
@@ -257,7 +262,7 @@ def start_job(
             f"agent's slug, {ref.slug}. Nothing was deleted.",
             "confirmation_required",
         )
-    shot = snapshot(ref, scope, ids, fingerprint)
+    shot = taken or snapshot(ref, scope, ids, fingerprint)
     if action == RedriveJob.Action.REDRIVE and shot.ids:
         _check_redrives(ref, shot.ids, force)
     with transaction.atomic():
@@ -278,9 +283,10 @@ def start_job(
             total=shot.total, fingerprint=shot.fingerprint, upto_id=shot.upto_id,
             ids=shot.ids[:50], rate=rate_limit, force=bool(force),
         )  # fmt: skip
-        work.send_after_commit(
-            redrive.RUN_TASK, job.pk, undo=lambda message: _undo(job.pk, message)
-        )
+        if enqueue:
+            work.send_after_commit(
+                redrive.RUN_TASK, job.pk, undo=lambda message: _undo(job.pk, message)
+            )
     return job
 
 
