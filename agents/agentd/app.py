@@ -189,7 +189,8 @@ class Agent:
         except (redis.RedisError, OSError):
             stats = None
         labels = {"slug": self.settings.slug, "replica": str(self.settings.replica)}
-        return render_metrics(self._metrics.snapshot(), labels, stats)
+        targets = [entry.to for entry in self._config.forward]
+        return render_metrics(self._metrics.snapshot(), labels, stats, targets)
 
     def config(self) -> dict[str, Any]:
         return self._config.to_dict()
@@ -198,7 +199,7 @@ class Agent:
         """Merge, validate and apply a config patch live; a bad patch changes nothing."""
         with self._config_lock:
             previous = self._config
-            updated = merge_config(previous, patch)
+            updated = merge_config(previous, patch, slug=self.settings.slug)
             self._config = updated
             self._faults.apply(updated.faults, previous.faults)
         changed = _changed_keys(previous, updated)

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 SLUG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+SLUG_RULE = "letters, digits, '.', '_' or '-', at most 63 characters"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_FORWARDS = 16
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
@@ -38,6 +40,14 @@ class Faults:
 
 
 @dataclass(frozen=True)
+class Forward:
+    """Hand a share of the tasks completed on to another agent, as new tasks on its stream."""
+
+    to: str
+    share: float
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """The live config of an agent.
 
@@ -49,6 +59,7 @@ class AgentConfig:
     task_block_ms: int = 1000
     task_retry_ms: int = 2000
     dependencies: tuple[str, ...] = ()
+    forward: tuple[Forward, ...] = ()
     faults: Faults = field(default_factory=Faults)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -60,6 +71,7 @@ class AgentConfig:
             "task_block_ms": self.task_block_ms,
             "task_retry_ms": self.task_retry_ms,
             "dependencies": list(self.dependencies),
+            "forward": [asdict(entry) for entry in self.forward],
             "faults": asdict(self.faults),
         }
 
@@ -80,15 +92,22 @@ class Settings:
     config: AgentConfig
 
 
-def parse_config(data: object) -> AgentConfig:
-    """Validate a config object (as decoded from JSON) and fill in the defaults.
+def parse_config(data: object, *, slug: str) -> AgentConfig:
+    """Validate a config object (as decoded from JSON) for the agent ``slug``; fill in defaults.
 
     A key whose value is ``null`` takes its default. Raises :class:`ConfigError` naming the first
     bad key.
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"config must be a JSON object, got {_show(data)}")
-    known = {"task_max_failures", "task_block_ms", "task_retry_ms", "dependencies", "faults"}
+    known = {
+        "task_max_failures",
+        "task_block_ms",
+        "task_retry_ms",
+        "dependencies",
+        "forward",
+        "faults",
+    }
     values: dict[str, Any] = {}
     if data.get("task_max_failures") is not None:
         values["task_max_failures"] = _integer(
@@ -100,6 +119,8 @@ def parse_config(data: object) -> AgentConfig:
         values["task_retry_ms"] = _integer("task_retry_ms", data["task_retry_ms"], 10, 3_600_000)
     if data.get("dependencies") is not None:
         values["dependencies"] = _dependencies(data["dependencies"])
+    if data.get("forward") is not None:
+        values["forward"] = parse_forward(data["forward"], slug)
     if data.get("faults") is not None:
         values["faults"] = parse_faults(data["faults"])
     extra = {key: value for key, value in data.items() if key not in known}
@@ -135,7 +156,41 @@ def parse_faults(data: object) -> Faults:
     return Faults(**values)
 
 
-def merge_config(current: AgentConfig, patch: object) -> AgentConfig:
+def parse_forward(data: object, slug: str) -> tuple[Forward, ...]:
+    """Validate the ``forward`` list: at most MAX_FORWARDS ``{"to": <slug>, "share": <0..1>}``
+    entries, each naming another agent once."""
+    shape = '{"to": <agent slug>, "share": <number from 0 to 1>}'
+    if not isinstance(data, list):
+        raise ConfigError(f"forward must be a list of {shape} entries, got {_show(data)}")
+    if len(data) > MAX_FORWARDS:
+        raise ConfigError(f"forward has {len(data)} entries; at most {MAX_FORWARDS} are allowed")
+    known = Forward.__dataclass_fields__.keys()
+    entries: list[Forward] = []
+    for index, entry in enumerate(data):
+        key = f"forward[{index}]"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{key} must be a JSON object {shape}, got {_show(entry)}")
+        unknown = sorted(set(entry) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"{key} has an unknown key {unknown[0]!r}; known keys: {', '.join(known)}"
+            )
+        to = entry.get("to")
+        if not isinstance(to, str) or not SLUG_PATTERN.match(to):
+            raise ConfigError(f"{key}.to must be an agent slug ({SLUG_RULE}), got {_show(to)}")
+        if to == slug:
+            raise ConfigError(
+                f"{key}.to names this agent ({slug}); an agent may not forward to itself"
+            )
+        if any(earlier.to == to for earlier in entries):
+            raise ConfigError(f"{key}.to names {to} a second time; give each agent one entry")
+        if entry.get("share") is None:
+            raise ConfigError(f"{key}.share is missing: the share of tasks to forward, 0 to 1")
+        entries.append(Forward(to=to, share=_number(f"{key}.share", entry["share"], 0, 1)))
+    return tuple(entries)
+
+
+def merge_config(current: AgentConfig, patch: object, *, slug: str) -> AgentConfig:
     """Apply a ``PATCH /config`` body to the current config and validate the result.
 
     Top-level keys replace the current ones; ``faults`` is merged fault by fault. ``null`` puts a
@@ -151,7 +206,7 @@ def merge_config(current: AgentConfig, patch: object) -> AgentConfig:
             merged.pop(key, None)
         else:
             merged[key] = value
-    return parse_config(merged)
+    return parse_config(merged, slug=slug)
 
 
 def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Settings:
@@ -167,9 +222,7 @@ def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Set
     if not slug:
         raise ConfigError("an agent slug is required (--slug or AGENT_SLUG)")
     if not SLUG_PATTERN.match(slug):
-        raise ConfigError(
-            f"invalid slug {slug!r}: use letters, digits, '.', '_' or '-' (at most 63 characters)"
-        )
+        raise ConfigError(f"invalid slug {slug!r}: use {SLUG_RULE}")
     redis_url = option(args.redis_url, "REDIS_URL", "redis://127.0.0.1:6379/0") or ""
     if not redis_url.startswith(REDIS_URL_SCHEMES):
         raise ConfigError(
@@ -193,7 +246,9 @@ def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Set
         grace_seconds=_grace_option(option(args.grace, "AGENT_GRACE_SECONDS", "10")),
         log_level=log_level,
         config=_initial_config(
-            option(args.config_file, "AGENT_CONFIG_FILE"), option(args.config, "AGENT_CONFIG")
+            option(args.config_file, "AGENT_CONFIG_FILE"),
+            option(args.config, "AGENT_CONFIG"),
+            slug,
         ),
     )
 
@@ -229,16 +284,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _initial_config(config_file: str | None, config_json: str | None) -> AgentConfig:
+def _initial_config(config_file: str | None, config_json: str | None, slug: str) -> AgentConfig:
     config = AgentConfig()
     if config_file:
         try:
             text = Path(config_file).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config file {config_file!r}: {exc.strerror}") from exc
-        config = merge_config(config, _decode_json(text, f"config file {config_file!r}"))
+        config = merge_config(config, _decode_json(text, f"config file {config_file!r}"), slug=slug)
     if config_json:
-        config = merge_config(config, _decode_json(config_json, "AGENT_CONFIG/--config"))
+        config = merge_config(config, _decode_json(config_json, "AGENT_CONFIG/--config"), slug=slug)
     return config
 
 

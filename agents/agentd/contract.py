@@ -68,6 +68,13 @@ def counters(slug: str) -> str:
     return f"agents:{slug}:counters"
 
 
+def producer_counts(slug: str) -> str:
+    """The hash of how many tasks agentd took from each producer (its ``producer`` field; ""
+    when a task has none): incremented when a task is done or dead-lettered, in the same
+    transaction. The portal draws the flow diagram's edges from its growth."""
+    return f"agents:{slug}:producers"
+
+
 COUNTER_PROCESSED = "processed"
 COUNTER_FAILED = "failed"
 COUNTER_DEAD_LETTERED = "dead_lettered"

@@ -12,6 +12,7 @@ import os
 import random
 import threading
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from .config import Faults
 from .log import JsonLogger
@@ -19,14 +20,19 @@ from .log import JsonLogger
 MEBIBYTE = 1024 * 1024
 
 
-def task_failure(fields: Mapping[str, str], faults: Faults, rng: random.Random) -> str | None:
+def task_failure(
+    fields: Mapping[str, str], payload: Mapping[str, Any], faults: Faults, rng: random.Random
+) -> str | None:
     """Why this task attempt must fail, or ``None`` if it succeeds.
 
-    A task fails when it asks to (field ``fail`` = ``"1"``) or, by chance, at the configured
-    ``fail_rate``; rates of 0 and 1 are exact, so tests can rely on them.
+    A task fails when it asks to (field ``fail`` = ``"1"``, or ``"fail": true`` in its payload)
+    or, by chance, at the configured ``fail_rate``; rates of 0 and 1 are exact, so tests can rely
+    on them.
     """
     if fields.get("fail") == "1":
         return "the task asked to fail (fail=1)"
+    if payload.get("fail") is True:
+        return 'the task asked to fail (payload "fail": true)'
     if rng.random() < faults.fail_rate:
         return f"injected failure (faults.fail_rate={faults.fail_rate})"
     return None

@@ -21,6 +21,8 @@ class MetricsSnapshot:
     processed: int
     failed: int
     dead_lettered: int
+    # Tasks forwarded per target agent slug.
+    forwarded: Mapping[str, int]
     bucket_counts: tuple[int, ...]
     latency_sum: float
     latency_count: int
@@ -43,6 +45,7 @@ class Metrics:
         self._processed = 0
         self._failed = 0
         self._dead_lettered = 0
+        self._forwarded: dict[str, int] = {}
         # One slot per bucket plus the last for observations above the largest bucket (+Inf).
         self._bucket_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self._latency_sum = 0.0
@@ -62,12 +65,17 @@ class Metrics:
         with self._lock:
             self._dead_lettered += 1
 
+    def task_forwarded(self, to: str) -> None:
+        with self._lock:
+            self._forwarded[to] = self._forwarded.get(to, 0) + 1
+
     def snapshot(self) -> MetricsSnapshot:
         with self._lock:
             return MetricsSnapshot(
                 processed=self._processed,
                 failed=self._failed,
                 dead_lettered=self._dead_lettered,
+                forwarded=dict(self._forwarded),
                 bucket_counts=tuple(self._bucket_counts),
                 latency_sum=self._latency_sum,
                 latency_count=self._latency_count,
@@ -100,12 +108,16 @@ def process_resident_memory_bytes() -> int:
 
 
 def render_metrics(
-    snapshot: MetricsSnapshot, labels: Mapping[str, str], queue: QueueStats | None
+    snapshot: MetricsSnapshot,
+    labels: Mapping[str, str],
+    queue: QueueStats | None,
+    forward_targets: Iterable[str] = (),
 ) -> str:
     """The Prometheus text exposition of everything agentd measures.
 
     The queue gauges are left out when Redis cannot be asked: a missing series is Prometheus's way
-    of saying "unknown", a zero would be a lie.
+    of saying "unknown", a zero would be a lie. Every agent forwarded to, and every one the config
+    names now, has a forwarded series, so a rate can be taken from the first forward on.
     """
     lines: list[str] = []
 
@@ -134,6 +146,16 @@ def render_metrics(
         "Tasks moved to the dead-letter stream after failing too often.",
         snapshot.dead_lettered,
     )
+    forwarded = {**dict.fromkeys(forward_targets, 0), **snapshot.forwarded}
+    lines.extend(
+        _header(
+            contract.METRIC_TASKS_FORWARDED,
+            "counter",
+            "Tasks handed on to another agent (config forward), by the agent they went to.",
+        )
+    )
+    for to, count in sorted(forwarded.items()):
+        lines.append(_sample(contract.METRIC_TASKS_FORWARDED, {**labels, "to": to}, count))
     lines.extend(_histogram(snapshot, labels))
     if queue is not None:
         family(

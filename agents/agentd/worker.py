@@ -4,12 +4,19 @@ Delivery is at least once. A task is acknowledged and deleted from the stream on
 processed, so the stream holds exactly the work not yet done (its length is the queue depth). A
 failed task stays pending in the consumer group; it is claimed again (XAUTOCLAIM) once it has
 been idle for ``task_retry_ms``, which also rescues tasks left pending by a replica that died.
-Its failures are counted in Redis, so the count survives restarts; at ``task_max_failures`` the
-task is copied to the dead-letter stream and acknowledged, in one transaction.
+Its failures are counted in Redis, so the count survives restarts, and each failed attempt is
+logged there (when, why, which replica); at ``task_max_failures`` the task is copied to the
+dead-letter stream with that history and acknowledged, in one transaction. Every move also counts
+itself in the queue's counters hash in its own transaction, and a task done or dead-lettered
+counts for its producer, so the portal's figures and flow diagram are exact.
+
+A task that completes is handed on, in the transaction that completes it, to the agents the
+config's ``forward`` list draws, as new tasks on their streams: real agent-to-agent traffic.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -38,21 +45,62 @@ REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 class QueueKeys:
     """The Redis names one agent replica uses."""
 
+    slug: str
     stream: str
     dead_letters: str
     failures: str
+    attempts: str
+    counters: str
+    producers: str
+    dead_letter_groups: str
+    dead_letter_labels: str
     group: str
     consumer: str
 
     @classmethod
     def for_agent(cls, slug: str, replica: int) -> QueueKeys:
         return cls(
+            slug=slug,
             stream=contract.task_stream(slug),
             dead_letters=contract.dead_letters(slug),
             failures=contract.failure_counts(slug),
+            attempts=contract.attempt_log(slug),
+            counters=contract.counters(slug),
+            producers=contract.producer_counts(slug),
+            dead_letter_groups=contract.dead_letter_groups(slug),
+            dead_letter_labels=contract.dead_letter_labels(slug),
             group=contract.CONSUMER_GROUP,
             consumer=contract.consumer_name(slug, replica),
         )
+
+
+class BadPayload(ValueError):
+    """A task payload that cannot be read: the task is poison and fails every attempt."""
+
+
+def task_payload(fields: dict[str, str]) -> dict[str, Any]:
+    """The task's payload object (``{}`` for a task without one); :class:`BadPayload` says why
+    it cannot be read."""
+    text = fields.get(contract.FIELD_PAYLOAD)
+    if text is None:
+        return {}
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            offset = len(text[: exc.start].encode("utf-8", "surrogateescape"))
+            raise BadPayload(f"payload is not UTF-8 text (byte {offset})") from exc
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadPayload(f"payload is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise BadPayload(f"payload must be a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def epoch_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def connect(url: str, socket_timeout: float, single_connection: bool = False) -> redis.Redis:
@@ -62,6 +110,10 @@ def connect(url: str, socket_timeout: float, single_connection: bool = False) ->
     pool = redis.ConnectionPool.from_url(
         url,
         decode_responses=True,
+        # Bytes that are not UTF-8 (a producer's bug) decode to lone surrogates and encode back
+        # to the same bytes, so such a task is read, failed and dead-lettered intact instead of
+        # making every read of the stream raise.
+        encoding_errors="surrogateescape",
         socket_timeout=socket_timeout,
         socket_connect_timeout=min(socket_timeout, 2.0),
         retry=Retry(NoBackoff(), 0),
@@ -255,31 +307,105 @@ class TaskWorker:
         return claimed
 
     def _process(self, client: redis.Redis, message_id: str, fields: dict[str, str]) -> None:
-        faults = self._config().faults
+        config = self._config()
         self._log.debug("task_started", f"processing task {message_id}", task_id=message_id)
         started = time.monotonic()
-        if faults.latency_ms:
-            time.sleep(faults.latency_ms / 1000)
-        error = task_failure(fields, faults, self._rng)
-        elapsed = time.monotonic() - started
-        if error is None:
-            self._complete(client, message_id)
-            self._metrics.task_processed(elapsed)
-            self._log.debug(
-                "task_processed",
-                f"task {message_id} processed in {elapsed:.3f}s",
-                task_id=message_id,
-                duration_seconds=round(elapsed, 6),
-            )
+        if config.faults.latency_ms:
+            time.sleep(config.faults.latency_ms / 1000)
+        error: str | None
+        try:
+            payload = task_payload(fields)
+        except BadPayload as exc:
+            error = str(exc)
         else:
-            self._record_failure(client, message_id, fields, error, elapsed)
+            error = task_failure(fields, payload, config.faults, self._rng)
+        elapsed = time.monotonic() - started
+        if error is not None:
+            self._record_failure(client, message_id, fields, error, elapsed, config)
+            return
+        forward_to = self._draw_forwards(message_id, fields, config)
+        forwards = self._complete(client, message_id, fields, forward_to)
+        self._metrics.task_processed(elapsed)
+        self._log.debug(
+            "task_processed",
+            f"task {message_id} processed in {elapsed:.3f}s",
+            task_id=message_id,
+            duration_seconds=round(elapsed, 6),
+        )
+        self._account_forwards(message_id, forwards)
 
-    def _complete(self, client: redis.Redis, message_id: str) -> None:
+    def _complete(
+        self, client: redis.Redis, message_id: str, fields: dict[str, str], forward_to: list[str]
+    ) -> list[tuple[str, object]]:
+        """Acknowledge, delete and count the task and add its forwarded tasks, in one
+        transaction; answers each forward's target with its new task id or its error."""
         pipeline = client.pipeline(transaction=True)
         pipeline.xack(self.keys.stream, self.keys.group, message_id)
         pipeline.xdel(self.keys.stream, message_id)
         pipeline.hdel(self.keys.failures, message_id)
-        pipeline.execute()
+        pipeline.hdel(self.keys.attempts, message_id)
+        pipeline.hincrby(self.keys.counters, contract.COUNTER_PROCESSED, 1)
+        pipeline.hincrby(self.keys.producers, fields.get(contract.FIELD_PRODUCER, ""), 1)
+        own_commands = len(pipeline.command_stack)
+        forwarded: dict[Any, Any] = self._forwarded_task(message_id, fields)
+        for to in forward_to:
+            pipeline.xadd(contract.task_stream(to), forwarded)
+        # A forward that Redis refuses (say its target key is not a stream) must not undo the
+        # completion, so errors come back as results instead of being raised.
+        results = pipeline.execute(raise_on_error=False)
+        for result in results[:own_commands]:
+            if isinstance(result, Exception):
+                raise result
+        return list(zip(forward_to, results[own_commands:], strict=True))
+
+    def _draw_forwards(
+        self, message_id: str, fields: dict[str, str], config: AgentConfig
+    ) -> list[str]:
+        """The agents this task is handed on to: each ``forward`` entry with its share's chance
+        (0 and 1 exact), none once the task came through FORWARD_MAX_HOPS forwards."""
+        if not config.forward:
+            return []
+        if _hops(fields) >= contract.FORWARD_MAX_HOPS:
+            self._log.info(
+                "forward_stopped",
+                f"not forwarding task {message_id}: it came through {contract.FORWARD_MAX_HOPS} "
+                "forwards already (is there a cycle of forwarding agents?)",
+                task_id=message_id,
+                max_hops=contract.FORWARD_MAX_HOPS,
+            )
+            return []
+        return [entry.to for entry in config.forward if self._rng.random() < entry.share]
+
+    def _forwarded_task(self, message_id: str, fields: dict[str, str]) -> dict[str, str]:
+        task = {contract.FIELD_PRODUCER: self.keys.slug}
+        if fields.get(contract.FIELD_CUSTOMER):
+            task[contract.FIELD_CUSTOMER] = fields[contract.FIELD_CUSTOMER]
+        task[contract.FIELD_SENT_AT] = str(epoch_ms())
+        task[contract.FIELD_HOPS] = str(_hops(fields) + 1)
+        task[contract.FIELD_PAYLOAD] = json.dumps(
+            {"forwarded_from": f"{self.keys.slug}/{message_id}", "kind": "forward"}
+        )
+        return task
+
+    def _account_forwards(self, message_id: str, forwards: list[tuple[str, object]]) -> None:
+        for to, result in forwards:
+            if isinstance(result, Exception):
+                self._log.warning(
+                    "forward_failed",
+                    f"could not forward task {message_id} to {to}: {result}",
+                    task_id=message_id,
+                    to=to,
+                    error=str(result),
+                )
+                continue
+            self._metrics.task_forwarded(to)
+            self._log.debug(
+                "task_forwarded",
+                f"task {message_id} forwarded to {to} as {result}",
+                task_id=message_id,
+                to=to,
+                forwarded_id=result,
+            )
 
     def _record_failure(
         self,
@@ -288,10 +414,19 @@ class TaskWorker:
         fields: dict[str, str],
         error: str,
         elapsed: float,
+        config: AgentConfig,
     ) -> None:
-        failures = client.hincrby(self.keys.failures, message_id, 1)
+        # Read, then written back in the transaction that counts the failure: only the consumer
+        # holding the task writes its attempts.
+        attempts = _attempts(client.hget(self.keys.attempts, message_id))
+        attempts.append({"at": epoch_ms(), "error": error, "replica": self.keys.consumer})
+        pipeline = client.pipeline(transaction=True)
+        pipeline.hincrby(self.keys.failures, message_id, 1)
+        pipeline.hincrby(self.keys.counters, contract.COUNTER_FAILED, 1)
+        pipeline.hset(self.keys.attempts, message_id, json.dumps(attempts))
+        failures = int(pipeline.execute()[0])
         self._metrics.task_failed(elapsed)
-        max_failures = self._config().task_max_failures
+        max_failures = config.task_max_failures
         if failures < max_failures:
             self._log.info(
                 "task_failed",
@@ -302,17 +437,41 @@ class TaskWorker:
                 max_failures=max_failures,
             )
             return
+        self._dead_letter(client, message_id, fields, error, failures, attempts)
+
+    def _dead_letter(
+        self,
+        client: redis.Redis,
+        message_id: str,
+        fields: dict[str, str],
+        error: str,
+        failures: int,
+        attempts: list[dict[str, Any]],
+    ) -> None:
+        """Move the task, with its attempts, to the dead letters and count it in its error's
+        group, in one transaction."""
+        fingerprint, label = contract.error_fingerprint(error)
         dead_letter: dict[Any, Any] = {
             **fields,
-            "error": error,
-            "failures": str(failures),
-            "original_id": message_id,
+            contract.DLQ_ERROR: error,
+            contract.DLQ_FAILURES: str(failures),
+            contract.DLQ_ORIGINAL_ID: message_id,
+            contract.DLQ_ATTEMPTS: json.dumps(attempts),
+            contract.DLQ_FIRST_FAILED_AT: str(attempts[0]["at"]),
+            contract.DLQ_LAST_FAILED_AT: str(attempts[-1]["at"]),
+            contract.DLQ_REPLICA: self.keys.consumer,
+            contract.DLQ_FINGERPRINT: fingerprint,
         }
         pipeline = client.pipeline(transaction=True)
         pipeline.xadd(self.keys.dead_letters, dead_letter)
         pipeline.xack(self.keys.stream, self.keys.group, message_id)
         pipeline.xdel(self.keys.stream, message_id)
         pipeline.hdel(self.keys.failures, message_id)
+        pipeline.hdel(self.keys.attempts, message_id)
+        pipeline.hincrby(self.keys.counters, contract.COUNTER_DEAD_LETTERED, 1)
+        pipeline.hincrby(self.keys.producers, fields.get(contract.FIELD_PRODUCER, ""), 1)
+        pipeline.hincrby(self.keys.dead_letter_groups, fingerprint, 1)
+        pipeline.hset(self.keys.dead_letter_labels, fingerprint, label)
         dead_letter_id = pipeline.execute()[0]
         self._metrics.task_dead_lettered()
         self._log.warning(
@@ -322,4 +481,26 @@ class TaskWorker:
             dead_letter_id=dead_letter_id,
             error=error,
             failures=failures,
+            fingerprint=fingerprint,
         )
+
+
+def _hops(fields: dict[str, str]) -> int:
+    """How many forwards led to this task (0 for one that was not forwarded)."""
+    try:
+        return max(0, int(fields.get(contract.FIELD_HOPS, "0")))
+    except ValueError:
+        return 0
+
+
+def _attempts(stored: object) -> list[dict[str, Any]]:
+    """A task's attempts so far, as stored in the attempt log (an unreadable log starts anew)."""
+    if not isinstance(stored, str):
+        return []
+    try:
+        attempts = json.loads(stored)
+    except json.JSONDecodeError:
+        return []
+    if not isinstance(attempts, list):
+        return []
+    return [a for a in attempts if isinstance(a, dict) and isinstance(a.get("at"), int)]

@@ -46,6 +46,36 @@ def new_slug() -> str:
     return f"test-{uuid.uuid4().hex[:10]}"
 
 
+def wait_until(condition: Callable[[], Any], timeout: float = 5.0, message: str = "") -> Any:
+    """Poll ``condition`` until it answers something truthy, and answer that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        assert time.monotonic() < deadline, message or f"condition not met in {timeout}s"
+        time.sleep(0.02)
+
+
+def queue_task(queue_redis: redis.Redis, agent: AgentProcess, **fields: str) -> str:
+    return queue_redis.xadd(f"agents:{agent.slug}:tasks", fields or {"job": "noop"})
+
+
+def dead_letters(queue_redis: redis.Redis, agent: AgentProcess) -> list[tuple[str, dict[str, str]]]:
+    return queue_redis.xrange(f"agents:{agent.slug}:dlq")
+
+
+def pending_count(queue_redis: redis.Redis, agent: AgentProcess) -> int:
+    return queue_redis.xpending(f"agents:{agent.slug}:tasks", "agentd")["pending"]
+
+
+def delete_agent_keys(client: redis.Redis, slug: str) -> None:
+    """Remove every Redis key of the agent ``slug`` (stream, dead letters, hashes)."""
+    keys = list(client.scan_iter(match=f"agents:{slug}:*"))
+    if keys:
+        client.delete(*keys)
+
+
 def agentd_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The test's environment without agentd settings that could leak in, plus ``extra``."""
     env = {
@@ -290,7 +320,22 @@ def start_agentd(redis_url: str, queue_redis: redis.Redis) -> Iterator[StartAgen
     for agent in agents:
         agent.terminate()
     for slug in {agent.slug for agent in agents}:
-        queue_redis.delete(f"agents:{slug}:tasks", f"agents:{slug}:dlq", f"agents:{slug}:failures")
+        delete_agent_keys(queue_redis, slug)
+
+
+@pytest.fixture
+def spare_slug(queue_redis: redis.Redis) -> Iterator[Callable[[], str]]:
+    """Slugs of agents that do not run (say, where tasks are forwarded to); their Redis keys
+    are removed at teardown."""
+    slugs: list[str] = []
+
+    def make() -> str:
+        slugs.append(new_slug())
+        return slugs[-1]
+
+    yield make
+    for slug in slugs:
+        delete_agent_keys(queue_redis, slug)
 
 
 @pytest.fixture

@@ -8,38 +8,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from tests.agentd.conftest import dead_letters, pending_count, queue_task, wait_until
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 MIB = 1024 * 1024
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 5.0, message: str = "") -> Any:
-    """Poll ``condition`` until it answers something truthy, and answer that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        assert time.monotonic() < deadline, message or f"condition not met in {timeout}s"
-        time.sleep(0.02)
-
-
-def queue_task(queue_redis, agent, **fields: str) -> str:
-    return queue_redis.xadd(f"agents:{agent.slug}:tasks", fields or {"job": "noop"})
-
-
-def dead_letters(queue_redis, agent) -> list[tuple[str, dict[str, str]]]:
-    return queue_redis.xrange(f"agents:{agent.slug}:dlq")
-
-
-def pending_count(queue_redis, agent) -> int:
-    return queue_redis.xpending(f"agents:{agent.slug}:tasks", "agentd")["pending"]
 
 
 # Health and readiness
@@ -357,6 +334,7 @@ def test_config_get_answers_the_effective_config_with_defaults(start_agentd):
         "task_block_ms": 1000,
         "task_retry_ms": 2000,
         "dependencies": [],
+        "forward": [],
         "faults": {
             "crash_after_seconds": None,
             "crash_exit_code": 1,
@@ -519,6 +497,11 @@ def test_sigterm_finishes_the_task_in_hand_before_exiting(start_agentd, queue_re
         (["--slug", "x"], {"AGENT_CONFIG": "{oops"}, "not valid JSON"),
         (["--slug", "x", "--config", '{"faults": {"fail_rate": 2}}'], {}, "faults.fail_rate"),
         (["--slug", "x", "--config", '{"faults": {"explode": true}}'], {}, "unknown fault"),
+        (
+            ["--slug", "x", "--config", '{"forward": [{"to": "x", "share": 1}]}'],
+            {},
+            "forward[0].to names this agent (x)",
+        ),
         (["--slug", "x", "--config-file", "/nonexistent/agent.json"], {}, "cannot read config"),
         (["--slug", "x", "--grace", "0"], {}, "invalid grace"),
         (["--slug", "x", "--colour", "red"], {}, "unrecognized arguments"),
