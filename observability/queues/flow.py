@@ -84,7 +84,7 @@ def diagram(looks: list[Figures]) -> Graph:
                       "group", f.status, href)
         )  # fmt: skip
         edges.append(
-            GraphEdge(stream_id, group_id, _rate(f.out_rate), "active" if f.out_rate else "idle")
+            GraphEdge(stream_id, group_id, _rate(f.out_rate), "healthy" if f.out_rate else "idle")
         )
         if f.ref.is_agent and (f.dead_letters or f.dlq_inflow):
             nodes.append(
@@ -93,7 +93,7 @@ def diagram(looks: list[Figures]) -> Graph:
             )  # fmt: skip
             edges.append(
                 GraphEdge(
-                    group_id, dlq_id, _inflow(f.dlq_inflow), "failing" if f.dlq_inflow else "idle"
+                    group_id, dlq_id, _inflow(f.dlq_inflow), "failed" if f.dlq_inflow else "idle"
                 )
             )
         for producer, rate in sorted(rates.get(f.name, {}).items()):
@@ -102,7 +102,7 @@ def diagram(looks: list[Figures]) -> Graph:
             else:
                 source = f"producer:{_token(producer or UNKNOWN_PRODUCER)}"
                 outside.add(producer or UNKNOWN_PRODUCER)
-            edges.append(GraphEdge(source, stream_id, _rate(rate), "active"))
+            edges.append(GraphEdge(source, stream_id, _rate(rate), "healthy"))
     for producer in sorted(outside):
         nodes.append(
             GraphNode(f"producer:{_token(producer)}", producer, "", "producer", "producer")

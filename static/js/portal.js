@@ -275,6 +275,7 @@
     if (panel.querySelector("input[name=ids]:checked")) return false;
     return !document.querySelector("#modal dialog[open]");
   };
+  window.portalDlqPoll = function () { return !live.up && window.portalDlqIdle(); };
   // "Export selected": the ticked letters as JSON lines, a plain download.
   document.addEventListener("click", function (event) {
     var button = event.target.closest && event.target.closest("[data-export-selected]");
