@@ -35,6 +35,8 @@ from .log import JsonLogger
 from .metrics import Metrics, QueueStats
 
 CLAIM_BATCH = 10
+# The longest wait between two looks for abandoned or claimed tasks (XAUTOCLAIM).
+CLAIM_LOOK_SECONDS = 1.0
 # Longer than the longest XREADGROUP block (task_block_ms is at most 5 s).
 WORKER_SOCKET_TIMEOUT = 10.0
 CONTROL_TIMEOUT = 1.0
@@ -261,7 +263,13 @@ class TaskWorker:
             if time.monotonic() >= next_claim:
                 claimed = self._claim_stale(client, config)
                 # After a full batch there may be more waiting: look again at once.
-                delay = 0.0 if len(claimed) == CLAIM_BATCH else config.task_retry_ms / 1000
+                # At least every CLAIM_LOOK_SECONDS: an operator's claim (the portal's XCLAIM
+                # marks the entries long idle) is taken within a second, not a retry interval.
+                delay = (
+                    0.0
+                    if len(claimed) == CLAIM_BATCH
+                    else min(config.task_retry_ms / 1000, CLAIM_LOOK_SECONDS)
+                )
                 next_claim = time.monotonic() + delay
                 for message_id, fields in claimed:
                     self._process(client, message_id, fields)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 
 from django.conf import settings
@@ -37,6 +38,7 @@ def seed_platform_agents(actor: Actor) -> tuple[int, int]:
     """
     actor.require(roles.MANAGE, "seed the agent registry")
     created = links = 0
+    filled: list[str] = []
     with transaction.atomic():
         by_slug = {}
         for definition in PLATFORM_AGENTS:
@@ -51,10 +53,20 @@ def seed_platform_agents(actor: Actor) -> tuple[int, int]:
                     "cpu_millicores": definition.cpu_millicores,
                     "memory_mb": definition.memory_mb,
                     "runtime": settings.AGENT_RUNTIME,
+                    "config": copy.deepcopy(definition.config),
                 },
             )
             created += was_created
             by_slug[definition.slug] = agent
+            # Agents registered before the catalog had forwarding get it once; an operator who
+            # wants none sets "forward": [] (a missing key is filled again at the next seed).
+            if not was_created and "forward" in definition.config and "forward" not in agent.config:
+                agent.config = {
+                    **agent.config,
+                    "forward": copy.deepcopy(definition.config["forward"]),
+                }
+                agent.save(update_fields=["config", "updated_at"])
+                filled.append(agent.slug)
         for definition in PLATFORM_AGENTS:
             agent = by_slug[definition.slug]
             existing = set(agent.dependencies.values_list("slug", flat=True))
@@ -63,8 +75,11 @@ def seed_platform_agents(actor: Actor) -> tuple[int, int]:
                 agent.dependencies.add(*missing)
                 links += len(missing)
         dependency_order(Agent.objects.prefetch_related("dependencies"))  # refuses a cycle
-        if created or links:
-            record_audit(actor, "agents.seed", target="platform", created=created, links=links)
+        if created or links or filled:
+            record_audit(
+                actor, "agents.seed", target="platform", created=created, links=links,
+                forwarding_added=filled,
+            )  # fmt: skip
     return created, links
 
 

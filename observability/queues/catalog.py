@@ -89,8 +89,14 @@ def broker_redis() -> redis.Redis:
 
 @cache
 def _pool(url: str) -> redis.ConnectionPool:
+    # Bytes that are not UTF-8 (agentd keeps a task's bytes as they came) are shown replaced,
+    # never a crash; the redrive scripts move the exact bytes inside Redis.
     return redis.ConnectionPool.from_url(
-        url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
+        url,
+        decode_responses=True,
+        encoding_errors="replace",
+        socket_timeout=5,
+        socket_connect_timeout=2,
     )
 
 

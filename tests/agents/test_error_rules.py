@@ -552,6 +552,7 @@ def test_suggestions_serialise_for_the_database() -> None:
         "label": "Pick another port and start",
         "text": "Give the agent a free port and start it there.",
         "action": "pick_new_port",
+        "href": "",
     }
     assert diagnosis.suggestions[1].as_dict()["action"] == ""
 
