@@ -1,6 +1,7 @@
 """Admin for observability: alert rules (added, edited and disabled by Admins, audited), alerts
 (read, acknowledged and resolved through the services), and the read-only event log, log lines
-and metric samples, whose lists never count millions of rows."""
+and metric samples, whose lists never count millions of rows; for queues, redrive jobs (read-only),
+each queue's thresholds (saved through the queue services) and queue samples (read-only)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,13 @@ from django.utils.functional import cached_property
 from agents.models import State
 from observability import alerts
 from observability.models import Alert, AlertRule, Event, LogEntry, MetricSample
+from observability.queues import services as queue_services
+from observability.queues.catalog import QueueNotFound
+from observability.queues.figures import Thresholds
+from observability.queues.models import QueueSample, QueueThreshold, RedriveJob
 from portal.actors import Actor
 from portal.admin_site import ReadOnlyModelAdmin
+from portal.refusals import Refused
 from portal.services import record_audit
 
 # Metrics that are a share of something, so a threshold above 100 could never be crossed.
@@ -236,4 +242,115 @@ class MetricSampleAdmin(BigTableAdmin):
                     "error_rate", "latency_p95_ms", "queue_depth", "dead_letters")  # fmt: skip
     list_filter = ("step", "agent")
     list_select_related = ("agent",)
+    ordering = ("-ts", "-id")
+
+
+# --- queues: redrive jobs, thresholds, samples --------------------------------------------------
+
+
+@admin.register(RedriveJob)
+class RedriveJobAdmin(ReadOnlyModelAdmin):
+    """Redrive and delete jobs, read-only: they are started, followed and cancelled on the queue
+    pages, the API and ``manage.py queues``, which check the role and audit."""
+
+    list_display = ("id", "queue_name", "action", "scope", "status", "progress", "actor",
+                    "created_at")  # fmt: skip
+    list_filter = ("status", "action", "scope")
+    search_fields = ("queue_name", "actor")
+    date_hierarchy = "created_at"
+    ordering = ("-id",)
+
+    @admin.display(description="Done / total")
+    def progress(self, job: RedriveJob) -> str:
+        return f"{job.done:,} / {job.total:,}"
+
+
+class QueueThresholdForm(forms.ModelForm):
+    """The thresholds are saved by ``services.set_thresholds``, which checks them (numbers from 0
+    to 10^9, degraded not above critical, a queue that exists) and audits the change. The admin
+    calls ``is_valid()`` once, before it saves, so the service is asked there: its refusal
+    becomes the form's error and nothing is written; what it saved is what the admin shows."""
+
+    class Meta:
+        model = QueueThreshold
+        fields = ("queue_name", *Thresholds.FIELDS)
+
+    actor: Actor | None = None  # set by QueueThresholdAdmin.get_form
+    saved: QueueThreshold | None = None
+
+    def clean(self):
+        data = super().clean()
+        if self.instance.pk is None and all(data.get(f) is None for f in Thresholds.FIELDS):
+            raise forms.ValidationError(
+                "Give at least one threshold: a queue without any takes the defaults already."
+            )
+        return data
+
+    def is_valid(self) -> bool:
+        if not super().is_valid():
+            return False
+        if getattr(self, "_applied", False):
+            return True
+        self._applied = True
+        name = self.instance.queue_name if self.instance.pk else self.cleaned_data["queue_name"]
+        values = {field: self.cleaned_data.get(field) for field in Thresholds.FIELDS}
+        try:
+            self.saved = queue_services.set_thresholds(self.actor, name, values)
+        except (Refused, PermissionDenied) as refused:
+            self.add_error(None, str(refused))
+            return False
+        return True
+
+
+@admin.register(QueueThreshold)
+class QueueThresholdAdmin(admin.ModelAdmin):
+    """A queue's own health thresholds (an empty field takes the default; emptying them all
+    removes the override). Saved and removed through the queue services: validated, audited."""
+
+    form = QueueThresholdForm
+    list_display = ("queue_name", *Thresholds.FIELDS, "updated_by", "updated_at")
+    search_fields = ("queue_name",)
+    readonly_fields = ("updated_by", "updated_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        # The queue a row belongs to stays its queue; another queue gets a row of its own.
+        return (*self.readonly_fields, "queue_name") if obj is not None else self.readonly_fields
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        return type(form.__name__, (form,), {"actor": Actor.from_request(request)})
+
+    def save_model(self, request, obj, form, change) -> None:
+        # The service has saved it (form.is_valid); the admin's own save would skip the audit.
+        saved = form.saved
+        if saved is None:
+            messages.info(request, f"{obj.queue_name} takes the default thresholds again.")
+            return
+        obj.pk, obj.updated_at, obj.updated_by = saved.pk, saved.updated_at, saved.updated_by
+
+    def delete_model(self, request, obj) -> None:
+        self._remove(request, [obj])
+
+    def delete_queryset(self, request, queryset) -> None:
+        self._remove(request, list(queryset))
+
+    def _remove(self, request, rows: list[QueueThreshold]) -> None:
+        actor = Actor.from_request(request)
+        for row in rows:
+            try:
+                queue_services.set_thresholds(
+                    actor, row.queue_name, dict.fromkeys(Thresholds.FIELDS)
+                )
+            except QueueNotFound:
+                # The queue is gone (its agent revoked): only the row is left to remove.
+                row.delete()
+                record_audit(actor, "queues.thresholds", target=row.queue_name, removed=True)
+
+
+@admin.register(QueueSample)
+class QueueSampleAdmin(BigTableAdmin):
+    list_display = ("ts", "queue_name", "step", "pending", "in_flight", "in_rate", "out_rate",
+                    "lag_seconds", "error_rate", "dead_letters", "dlq_inflow")  # fmt: skip
+    list_filter = ("step",)
+    search_fields = ("queue_name",)
     ordering = ("-ts", "-id")
