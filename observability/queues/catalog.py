@@ -49,6 +49,7 @@ class QueueRef:
     agent_name: str = ""
     replicas: int = 0
     agent_state: str = ""
+    ports: tuple[int, ...] = ()  # each replica's HTTP port, where the portal can reach it
 
     @property
     def is_agent(self) -> bool:
@@ -126,6 +127,7 @@ def _agent_ref(agent: Agent) -> QueueRef:
         agent_name=agent.name,
         replicas=agent.replicas,
         agent_state=agent.state,
+        ports=tuple(int(port) for port in (agent.runtime_details or {}).get("ports") or ()),
     )
 
 
@@ -141,7 +143,7 @@ def discover(client: redis.Redis | None = None, *, agent_slug: str | None = None
     """Every queue: the registered agents' streams (by agent name), streams without an agent
     (by slug), then the Celery queues. With ``agent_slug``, only that agent's stream."""
     agents = Agent.objects.exclude(state=State.REVOKED).only(
-        "id", "slug", "name", "replicas", "state"
+        "id", "slug", "name", "replicas", "state", "runtime_details"
     )
     if agent_slug is not None:
         return [_agent_ref(agent) for agent in agents.filter(slug=agent_slug)]
@@ -171,7 +173,11 @@ def resolve(name: str, client: redis.Redis | None = None) -> QueueRef:
     slug = slug_of_stream(name)
     if slug is None:
         raise QueueNotFound(_unknown(name))
-    agent = Agent.objects.filter(slug=slug).only("id", "slug", "name", "replicas", "state").first()
+    agent = (
+        Agent.objects.filter(slug=slug)
+        .only("id", "slug", "name", "replicas", "state", "runtime_details")
+        .first()
+    )
     if agent is not None and agent.state != State.REVOKED:
         return _agent_ref(agent)
     if agent is None and (client or agent_redis()).exists(name):

@@ -91,6 +91,14 @@ class DeadLetter:
         return letter
 
     @property
+    def attempt_rows(self) -> list[dict]:
+        """The attempts with their time as a moment (agentd writes epoch milliseconds)."""
+        return [
+            {**attempt, "when": _moment(str(attempt["at"])) if attempt.get("at") else None}
+            for attempt in self.attempts
+        ]
+
+    @property
     def original_id(self) -> str:
         return self.fields.get(contract.DLQ_ORIGINAL_ID, "")
 

@@ -16,9 +16,12 @@ from django.conf import settings
 
 from agents.agentd import contract
 from agents.models import State
+from agents.runtimes.ports import HOST
+from agents.runtimes.probe import http_ok
 from observability.queues.catalog import QueueRef
 
 PENDING_PAGE = 100
+PROBE_TIMEOUT = 0.5
 # XCLAIM with this idle time: long past any retry interval, so the next XAUTOCLAIM takes it.
 CLAIMED_IDLE_MS = 10 * 365 * 24 * 3600 * 1000
 
@@ -61,6 +64,8 @@ def consumers(client: redis.Redis, ref: QueueRef) -> list[ConsumerState]:
             idle_ms=int(row.get("idle") or 0),
         )
         state.replica_gone = not running or replica is None or replica >= max(ref.replicas, 1)
+        if state.pending and not state.replica_gone and not _answers(ref, replica):
+            state.replica_gone = True  # its process is dead (killed, crashed) or hangs
         if state.pending:
             oldest = client.xpending_range(
                 ref.stream, ref.group, "-", "+", 1, consumername=state.name
@@ -78,11 +83,21 @@ def consumers(client: redis.Redis, ref: QueueRef) -> list[ConsumerState]:
     return sorted(result, key=lambda c: (c.replica is None, c.replica or 0, c.name))
 
 
+def _answers(ref: QueueRef, replica: int | None) -> bool:
+    """Whether the replica's agentd answers its liveness probe; True when the portal cannot
+    reach it directly (Kubernetes), where only the idle time tells."""
+    if replica is None or replica >= len(ref.ports):
+        return True
+    return http_ok(f"http://{HOST}:{ref.ports[replica]}/healthz", PROBE_TIMEOUT)
+
+
 def _gone_reason(ref: QueueRef, replica: int | None) -> str:
     if ref.agent_state != State.RUNNING:
         return f"the agent is {ref.agent_state.lower() or 'not registered'}, so no replica reads"
     if replica is None:
         return "not one of the agent's replicas"
+    if replica < ref.replicas:
+        return f"replica {replica} does not answer its liveness probe"
     return f"replica {replica} is gone (the agent runs {ref.replicas})"
 
 

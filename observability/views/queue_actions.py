@@ -174,12 +174,11 @@ def preview(request: HttpRequest, name: str, message_id: str) -> HttpResponse:
     except services.QueueRefused as bad:
         if bad.code != "invalid":
             raise
-        return render(
-            request,
-            "observability/dead_letter.html#diff",
-            {"error": bad.message, "where": bad.details},
-            status=400,
-        )
+        # As you type, a parse error is the preview's answer (200 for htmx: the page shows it
+        # under the editor); anywhere else it is the 400 it is.
+        status = 200 if htmx_partial(request) else 400
+        context = {"error": bad.message, "where": bad.details}
+        return render(request, "observability/dead_letter.html#diff", context, status=status)
     return render(request, "observability/dead_letter.html#diff", {"edit": edit})
 
 

@@ -286,15 +286,6 @@
     var query = new URLSearchParams([["scope", "selected"]].concat(ids.map(function (id) { return ["ids", id]; })));
     window.location.href = button.dataset.exportSelected + "?" + query.toString();
   });
-  // A form that answers bad input with its own fragment (data-swap-errors: the edit preview's
-  // "line 3, column 5") shows that fragment rather than nothing.
-  document.addEventListener("htmx:beforeSwap", function (event) {
-    var elt = event.detail.elt;
-    if (event.detail.xhr.status === 400 && elt.closest && elt.closest("[data-swap-errors]")) {
-      event.detail.shouldSwap = true;
-      event.detail.isError = false;
-    }
-  });
 
   // --- bulk selection on the agents page ----------------------------------------------------
   // The ticks live here, not in the checkboxes: cards and rows are replaced by live updates and
