@@ -22,35 +22,46 @@ from observability.queues.models import QueueSample
 from portal.graphs import Graph, GraphEdge, GraphNode
 
 WINDOW = timedelta(minutes=5)
+RECENT = timedelta(seconds=30)
 UNKNOWN_PRODUCER = "(no producer)"
 _SPACES = re.compile(r"\s")
 
 
 def producer_rates(names: list[str], now=None) -> dict[str, dict[str, float]]:
-    """Per queue, each producer's tasks per second over the last :data:`WINDOW` (only those
-    that grew): from the first and last raw sample in the window, in one query."""
+    """Per queue, each producer that sent something in the last :data:`WINDOW`, with its tasks
+    per second over the last :data:`RECENT` (0 when it has gone quiet since), from the raw
+    samples' per-producer counts, in one query."""
     now = now or timezone.now()
     rows = (
         QueueSample.objects.filter(step=QueueSample.RAW, queue_name__in=names, ts__gte=now - WINDOW)
         .order_by("queue_name", "ts")
         .values_list("queue_name", "ts", "producers")
     )
-    spans: dict[str, list] = {}
+    by_queue: dict[str, list[tuple]] = {}
     for name, ts, producers in rows:
-        span = spans.setdefault(name, [ts, producers or {}, ts, producers or {}])
-        span[2], span[3] = ts, producers or {}
+        by_queue.setdefault(name, []).append((ts, producers or {}))
     rates: dict[str, dict[str, float]] = {}
-    for name, (first_ts, first, last_ts, last) in spans.items():
-        seconds = (last_ts - first_ts).total_seconds()
-        if seconds <= 0:
+    for name, samples in by_queue.items():
+        (first_ts, first), (last_ts, last) = samples[0], samples[-1]
+        # The rate is over the last RECENT: from the newest sample at least that old.
+        recent_ts, recent = samples[0]
+        for ts, producers in samples:
+            if ts <= now - RECENT:
+                recent_ts, recent = ts, producers
+        seconds = (last_ts - recent_ts).total_seconds()
+        if (last_ts - first_ts).total_seconds() <= 0:
             continue
-        grown = {
-            producer: (count - first.get(producer, 0) if count >= first.get(producer, 0) else count)
-            / seconds
-            for producer, count in last.items()
-        }
-        rates[name] = {producer: rate for producer, rate in grown.items() if rate > 0}
+        sent = {}
+        for producer, count in last.items():
+            if _grew(first.get(producer, 0), count) <= 0:
+                continue  # quiet for the whole window: no edge
+            sent[producer] = _grew(recent.get(producer, 0), count) / seconds if seconds > 0 else 0.0
+        rates[name] = sent
     return rates
+
+
+def _grew(before: int, now: int) -> int:
+    return now - before if now >= before else now  # a count that went down started again
 
 
 def _rate(value: float | None, unit: str = "/s") -> str:
@@ -102,7 +113,9 @@ def diagram(looks: list[Figures]) -> Graph:
             else:
                 source = f"producer:{_token(producer or UNKNOWN_PRODUCER)}"
                 outside.add(producer or UNKNOWN_PRODUCER)
-            edges.append(GraphEdge(source, stream_id, _rate(rate), "healthy"))
+            edges.append(
+                GraphEdge(source, stream_id, _rate(rate) or "idle", "healthy" if rate else "idle")
+            )
     for producer in sorted(outside):
         nodes.append(
             GraphNode(f"producer:{_token(producer)}", producer, "", "producer", "producer")
