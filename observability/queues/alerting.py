@@ -15,7 +15,7 @@ from observability.models import AlertRule
 from observability.queues.models import QueueSample
 
 # Queue rules read the agent's task queue's samples: rule metric -> QueueSample column.
-QUEUE_COLUMNS = {
+QUEUE_COLUMNS: dict[str, str] = {
     AlertRule.Metric.QUEUE_BACKLOG: "pending",
     AlertRule.Metric.QUEUE_LAG: "lag_seconds",
     AlertRule.Metric.QUEUE_OLDEST: "oldest_age_seconds",
@@ -25,7 +25,7 @@ QUEUE_COLUMNS = {
 
 def findings(
     rule: AlertRule, agents: dict[int, Agent], now: datetime
-) -> list[tuple[Agent, float, str]]:
+) -> list[tuple[Agent, float | None, str]]:
     """As for agent metrics, from the samples of each agent's task queue."""
     interval = settings.QUEUE_SAMPLE_INTERVAL_SECONDS
     span = max(rule.for_seconds, interval)

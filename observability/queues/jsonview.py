@@ -39,7 +39,7 @@ def _node(value: Any, depth: int, open_depth: int, budget: list[int]) -> str:
     opening, closing = ("{", "}") if is_dict else ("[", "]")
     if not value:
         return f'<span class="json-punct">{opening}{closing}</span>'
-    items = value.items() if is_dict else enumerate(value)
+    items = value.items() if isinstance(value, dict) else enumerate(value)
     rows = []
     for key, item in items:
         label = (

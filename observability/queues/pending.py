@@ -10,6 +10,7 @@ new messages and acknowledged, in one step per entry, so they are read at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -113,8 +114,8 @@ def entries(
         return []
     return [
         PendingEntry(
-            id=row["message_id"],
-            consumer=row["consumer"],
+            id=str(row["message_id"]),
+            consumer=str(row["consumer"]),
             idle_ms=int(row["time_since_delivered"]),
             deliveries=int(row["times_delivered"]),
         )
@@ -143,7 +144,7 @@ def claim(client: redis.Redis, ref: QueueRef, consumer: str, target: str) -> lis
         batch = entries(client, ref, consumer, count=PENDING_PAGE)
         if not batch:
             return moved
-        ids = [e.id for e in batch]
+        ids: list[Any] = [e.id for e in batch]
         client.xclaim(ref.stream, ref.group, target, 0, ids, idle=CLAIMED_IDLE_MS, justid=True)
         moved.extend(ids)
 

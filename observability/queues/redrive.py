@@ -104,7 +104,7 @@ local limit, scan = tonumber(ARGV[7]), tonumber(ARGV[8])
 local start = '-'
 if after ~= '' then start = '(' .. after end
 local entries = redis.call('XRANGE', KEYS[1], start, upto, 'COUNT', scan)
-local done, held, last = 0, 0, after
+local done, held, last, visited = 0, 0, after, 0
 for _, e in ipairs(entries) do
   local id, f = e[1], e[2]
   local mine = fp == ''
@@ -115,14 +115,18 @@ for _, e in ipairs(entries) do
     if move(id, f, mode, maxr, force, '') == 'held' then held = held + 1 else done = done + 1 end
   end
   last = id
+  visited = visited + 1
   if done >= limit then break end
 end
+-- Every letter up to the snapshot's end read and visited: the job has nothing left.
+local finished = 0
+if #entries < scan and visited == #entries then finished = 1 end
 redis.call('HINCRBY', KEYS[4], 'done', done)
 redis.call('HINCRBY', KEYS[4], 'held_back', held)
-if #entries == 0 then redis.call('HSET', KEYS[4], 'finished', '1') end
+if finished == 1 then redis.call('HSET', KEYS[4], 'finished', '1') end
 if last ~= '' then redis.call('HSET', KEYS[4], 'cursor', last) end
 redis.call('EXPIRE', KEYS[4], ARGV[9])
-return {done, held, last, #entries}
+return {done, held, last, #entries, finished}
 """
 )
 
@@ -194,7 +198,7 @@ def run(job_id: int) -> RedriveJob | None:
     if work.has_runner(RUNNER_LOCK, job_id):
         return None
     with work.lease(RUNNER_LOCK, job_id):
-        job.refresh_from_db()
+        job = RedriveJob.objects.get(pk=job_id)  # as it is now that this runner holds it
         if job.finished:
             return job
         try:
@@ -230,20 +234,18 @@ def _work_through(job: RedriveJob) -> None:
                 job, RedriveJob.Status.CANCELLED, f"Cancelled by {job.cancelled_by or 'someone'}."
             )
             return
-        if rate:
-            worked = progress["done"] + progress["skipped"] + progress["held_back"] - moved_at_start
-            wait = started + (worked + batch) / rate - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
+        worked = progress["done"] + progress["skipped"] + progress["held_back"] - moved_at_start
         if job.scope == RedriveJob.Scope.SELECTED:
             position = progress["position"]
             ids = list(job.message_ids[position : position + batch])
             if not ids:
                 break
+            _pace(rate, started, worked + len(ids))
             move_ids(client, keys, ids, mode=mode, max_redrives=max_redrives, force=job.force)
         else:
+            _pace(rate, started, worked + batch)
             script = client.register_script(RANGE_SCRIPT)
-            _, _, _, read = script(
+            *_, finished = script(
                 keys=keys,
                 args=[
                     mode,
@@ -257,7 +259,9 @@ def _work_through(job: RedriveJob) -> None:
                     PROGRESS_TTL,
                 ],
             )
-            if int(read) == 0:
+            # Stop as soon as the snapshot is read to its end (under a rate cap, rather than
+            # wait a batch's time to read nothing).
+            if int(finished):
                 break
         progress = _progress(client, keys[3])
         if time.monotonic() - last_save >= SAVE_EVERY_SECONDS:
@@ -265,6 +269,15 @@ def _work_through(job: RedriveJob) -> None:
             last_save = time.monotonic()
     _save_progress(job, _progress(client, keys[3]))
     _finish(job, RedriveJob.Status.SUCCEEDED, _summary(job))
+
+
+def _pace(rate: float | None, started: float, after: int) -> None:
+    """Under a rate cap, wait until ``after`` letters are due: n letters take n / rate seconds
+    from the job's start."""
+    if rate:
+        wait = started + after / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
 
 
 def _progress(client: redis.Redis, key: str) -> dict:

@@ -144,7 +144,7 @@ def send(actor: Actor, name: str, payload: Any, *, count: int = 1, customer: str
     customer = (customer or "").strip()
     if len(customer) > 200 or "\x00" in customer:
         raise QueueRefused("The customer must be an id of at most 200 characters.", "invalid")
-    fields = {
+    fields: dict[Any, Any] = {
         contract.FIELD_PRODUCER: producer_of(actor),
         contract.FIELD_PAYLOAD: body,
         contract.FIELD_SENT_AT: str(int(time.time() * 1000)),
@@ -498,9 +498,10 @@ def set_thresholds(actor: Actor, name: str, values: dict[str, Any]) -> QueueThre
         ("error_rate_degraded", "error_rate_critical"),
         ("dlq_inflow_degraded", "dlq_inflow_critical"),
     ):
-        if merged[low] is not None and merged[high] is not None and merged[low] > merged[high]:
+        lower, upper = merged[low], merged[high]
+        if lower is not None and upper is not None and lower > upper:
             raise QueueRefused(
-                f"{low} ({merged[low]:g}) must not be above {high} ({merged[high]:g}).", "invalid"
+                f"{low} ({lower:g}) must not be above {high} ({upper:g}).", "invalid"
             )
     with transaction.atomic():
         if all(v is None for v in clean.values()) and set(clean) == set(Thresholds.FIELDS):
@@ -512,9 +513,7 @@ def set_thresholds(actor: Actor, name: str, values: dict[str, Any]) -> QueueThre
                 setattr(row, key, value)
             row.updated_by = actor.label
             row.save()
-        record_audit(
-            actor, "queues.thresholds", target=ref.name, **{k: v for k, v in clean.items()}
-        )
+        record_audit(actor, "queues.thresholds", target=ref.name, thresholds=clean)
     return row
 
 

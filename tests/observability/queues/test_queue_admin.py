@@ -83,7 +83,7 @@ def test_an_admin_adds_thresholds_through_the_service_which_audits(seeded, queue
     assert (row.backlog_degraded, row.error_rate_critical, row.backlog_critical) == (50, 40.5, None)
     assert row.updated_by == "user:ada"
     entry = AuditEntry.objects.get(action="queues.thresholds")
-    assert entry.target == CACHE and entry.detail["backlog_degraded"] == 50
+    assert entry.target == CACHE and entry.detail["thresholds"]["backlog_degraded"] == 50
     assert CACHE in as_admin.get(THRESHOLDS).content.decode()
 
 
