@@ -174,7 +174,7 @@ def queue_detail(request: HttpRequest, name: str) -> HttpResponse:
     region = request.GET.get("region", "")
     range_key = request.GET.get("range") or "1h"
     context = _detail_context(request, actor, ref, range_key)
-    status = 400 if context.get("problem") else 200
+    status = 503 if context.get("unavailable") else 400 if context.get("problem") else 200
     if htmx_partial(request) and region in ("live", "dlq", "charts"):
         return render(request, f"observability/queue.html#{region}", context, status=status)
     return render(request, "observability/queue.html", context, status=status)
@@ -216,7 +216,8 @@ def _detail_context(request: HttpRequest, actor: Actor, ref: QueueRef, range_key
             context["pending_entries"] = pending.entries(client, ref, count=20)
             context.update(_dlq_context(request, actor, ref, client))
         except (redis.RedisError, OSError) as exc:
-            context["problem"] = f"Redis does not answer ({exc})."
+            context["problem"] = f"Redis does not answer ({exc}); the page fills in when it does."
+            context["unavailable"] = True
         except services.QueueRefused as bad:
             context["problem"] = bad.message
     return context
