@@ -42,12 +42,14 @@ def record_audit(
     **detail: object,
 ) -> AuditEntry:
     """Append one audit entry. Call it inside the transaction of the change it records."""
+    # What a caller builds from input ("bulk.<action>", a target it was given) may be longer
+    # than the columns: the entry is kept, cut to fit, rather than lost with the request.
     entry = AuditEntry.objects.create(
-        actor=actor.label,
+        actor=actor.label[:200],
         user=actor.user if actor.user is not None and actor.user.pk else None,
-        action=action,
-        target=target,
-        source=actor.source,
+        action=action[:100],
+        target=target[:200],
+        source=actor.source[:200],
         outcome=outcome,
         detail=detail,
     )
