@@ -1,5 +1,5 @@
-"""What a queue looks like right now, read from Redis in two round trips for any number of
-queues, and its health against thresholds.
+"""What a queue looks like right now, read from Redis in one pipeline for any number of queues,
+and its health against thresholds.
 
 An agent's stream holds exactly the work not yet done (agentd deletes a task once it is done or
 dead-lettered), so of its ``length`` messages ``in_flight`` are delivered to a replica and not
@@ -89,12 +89,6 @@ def _age(entry_id: str | None, now: float) -> float | None:
     return max(0.0, now - millis / 1000)
 
 
-def _first_id(reply: Any) -> str | None:
-    if isinstance(reply, list) and reply:
-        return reply[0][0]
-    return None
-
-
 def look(
     refs: list[QueueRef], agent_client: redis.Redis, broker: redis.Redis | None
 ) -> list[Figures]:
@@ -128,60 +122,102 @@ def look(
     return looks
 
 
+# One read-only script per LOOK_CHUNK streams, in one pipeline: it answers every figure of any
+# number of streams as a few flat values each, where six commands a stream made redis-py pack
+# and parse thousands of replies (a list of 500 streams spent most of its time there). Chunks
+# keep each script short, so Redis is never held for long.
+LOOK_CHUNK = 50
+# KEYS: per stream, its stream, dead letters, counters and producer counts. ARGV: the group.
+# Per stream: length, dead letters, first id ('' if empty), the group's pending entries (-1:
+# no group), the first undelivered id ('' if none), consumers (name, pending, idle ms; flat),
+# counters and producer counts (flat). A key of another type reads as empty.
+LOOK_SCRIPT = """
+local group, out = ARGV[1], {}
+for i = 1, #KEYS, 4 do
+  local stream = KEYS[i]
+  local length = redis.pcall('XLEN', stream)
+  if type(length) ~= 'number' then length = 0 end
+  local letters = redis.pcall('XLEN', KEYS[i + 1])
+  if type(letters) ~= 'number' then letters = 0 end
+  local first, pending, last, waiting, consumers = '', -1, '0-0', '', {}
+  if length > 0 then first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1][1] end
+  local groups = redis.pcall('XINFO', 'GROUPS', stream)
+  if not groups.err then
+    for _, g in ipairs(groups) do
+      local t = {}
+      for j = 1, #g, 2 do t[g[j]] = g[j + 1] end
+      if t['name'] == group then pending, last = t['pending'], t['last-delivered-id'] end
+    end
+  end
+  if pending >= 0 then
+    if length > pending then
+      local next = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 1)
+      if next[1] then waiting = next[1][1] end
+    end
+    local readers = redis.pcall('XINFO', 'CONSUMERS', stream, group)
+    if not readers.err then
+      for _, c in ipairs(readers) do
+        local t = {}
+        for j = 1, #c, 2 do t[c[j]] = c[j + 1] end
+        table.insert(consumers, t['name'])
+        table.insert(consumers, t['pending'])
+        table.insert(consumers, t['idle'])
+      end
+    end
+  end
+  local counters = redis.pcall('HGETALL', KEYS[i + 2])
+  if counters.err then counters = {} end
+  local producers = redis.pcall('HGETALL', KEYS[i + 3])
+  if producers.err then producers = {} end
+  out[#out + 1] = {length, letters, first, pending, waiting, consumers, counters, producers}
+end
+return out
+"""
+
+
 def _look_streams(streams: list[Figures], client: redis.Redis, now: float) -> None:
+    script = client.register_script(LOOK_SCRIPT)
     pipe = client.pipeline(transaction=False)
-    for figures in streams:
-        ref = figures.ref
-        pipe.xlen(ref.stream)
-        pipe.xlen(ref.dead_letters)
-        pipe.xinfo_groups(ref.stream)
-        pipe.xrange(ref.stream, count=1)
-        pipe.hgetall(contract.counters(ref.slug))
-        pipe.hgetall(contract.producer_counts(ref.slug))
-    replies = pipe.execute(raise_on_error=False)
-    second = client.pipeline(transaction=False)
-    asks: list[tuple[Figures, str]] = []
-    for index, figures in enumerate(streams):
-        length, letters, groups, first, counters, producers = replies[index * 6 : index * 6 + 6]
-        figures.length = length if isinstance(length, int) else 0
-        figures.dead_letters = letters if isinstance(letters, int) else 0
-        figures.oldest_age_seconds = _age(_first_id(first), now)
-        if isinstance(counters, dict):
-            figures.counters = {key: _int(value) for key, value in counters.items()}
-        if isinstance(producers, dict):
-            figures.producers = {key: _int(value) for key, value in producers.items()}
-        group = None
-        if isinstance(groups, list):
-            group = next((g for g in groups if g.get("name") == figures.ref.group), None)
-        if group is None:
+    for start in range(0, len(streams), LOOK_CHUNK):
+        keys = []
+        for figures in streams[start : start + LOOK_CHUNK]:
+            ref = figures.ref
+            keys += [
+                ref.stream,
+                ref.dead_letters,
+                contract.counters(ref.slug),
+                contract.producer_counts(ref.slug),
+            ]
+        script(keys=keys, args=[contract.CONSUMER_GROUP], client=pipe)
+    replies = [reply for chunk in pipe.execute() for reply in chunk]
+    for figures, reply in zip(streams, replies, strict=True):
+        length, letters, first, in_flight, waiting, consumers, counters, producers = reply
+        figures.length = int(length)
+        figures.dead_letters = int(letters)
+        figures.oldest_age_seconds = _age(first, now)
+        figures.counters = {key: _int(value) for key, value in _pairs(counters)}
+        figures.producers = {key: _int(value) for key, value in _pairs(producers)}
+        if int(in_flight) < 0:
             # Nobody has read the stream yet: everything in it waits for delivery.
             figures.lag_seconds = figures.oldest_age_seconds if figures.length else None
             continue
         figures.group_exists = True
-        figures.in_flight = int(group.get("pending") or 0)
-        if figures.pending:
-            last = group.get("last-delivered-id") or "0-0"
-            second.xrange(figures.ref.stream, min=f"({last}", count=1)
-            asks.append((figures, "lag"))
-        second.xinfo_consumers(figures.ref.stream, figures.ref.group)
-        asks.append((figures, "consumers"))
-    if not asks:
-        return
-    for (figures, what), reply in zip(asks, second.execute(raise_on_error=False), strict=True):
-        if isinstance(reply, Exception):
-            continue
-        if what == "lag":
-            figures.lag_seconds = _age(_first_id(reply), now)
-        else:
-            figures.consumers = [
-                Consumer(
-                    name=c["name"],
-                    pending=int(c.get("pending") or 0),
-                    idle_ms=int(c.get("idle") or 0),
-                    replica=contract.replica_of(c["name"], figures.ref.slug),
-                )
-                for c in reply
-            ]
+        figures.in_flight = int(in_flight)
+        figures.lag_seconds = _age(waiting, now)
+        figures.consumers = [
+            Consumer(
+                name=name,
+                pending=int(pending),
+                idle_ms=int(idle),
+                replica=contract.replica_of(name, figures.ref.slug),
+            )
+            for name, pending, idle in zip(*[iter(consumers)] * 3, strict=True)
+        ]
+
+
+def _pairs(flat: list) -> zip:
+    """A flat [key, value, key, value, ...] reply as pairs."""
+    return zip(flat[::2], flat[1::2], strict=True)
 
 
 def _int(value: object) -> int:
