@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -259,6 +259,37 @@ def page(
     return Page(_parse(rows), total, newer, rows[-1][0] if more else None)
 
 
+# Newest first from ``top``: the letters of one group (and those without a fingerprint field,
+# from an older agentd, which Python then checks), read inside Redis so that a rare group deep
+# in a large queue costs one call, not every letter shipped to Python. ARGV: top, fingerprint,
+# how many to find, how many to read at most, chunk.
+_FILTER = """
+local top, fp, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local budget, chunk = tonumber(ARGV[4]), tonumber(ARGV[5])
+local found, scanned, last = {}, 0, ''
+while #found < want and scanned < budget do
+  local rows = redis.call('XREVRANGE', KEYS[1], top, '-', 'COUNT', chunk)
+  if #rows == 0 then last = '' break end
+  for _, e in ipairs(rows) do
+    last = e[1]
+    local f, has, mine = e[2], false, false
+    for i = 1, #f, 2 do
+      if f[i] == 'fingerprint' then has = true mine = f[i + 1] == fp end
+    end
+    if mine or not has then table.insert(found, e) end
+    if #found >= want then break end
+  end
+  scanned = scanned + #rows
+  if #rows < chunk then
+    if #found < want then last = '' end
+    break
+  end
+  top = '(' .. rows[#rows][1]
+end
+return {found, last, scanned}
+"""
+
+
 def _filtered(
     client: redis.Redis,
     ref: QueueRef,
@@ -269,32 +300,27 @@ def _filtered(
     total: int,
 ) -> Page:
     top = f"({check_id(before)}" if before else "+"
+    script = client.register_script(_FILTER)
+    rows, last_id, scanned = cast(
+        "list[Any]",
+        script(
+            keys=[ref.dead_letters],
+            args=[top, fingerprint, limit + 1, FILTER_SCAN_BUDGET, SCAN_CHUNK],
+        ),
+    )
     found: list[tuple[str, dict[str, str]]] = []
-    scanned = 0
-    last_id = None
-    while len(found) <= limit and scanned < FILTER_SCAN_BUDGET:
-        rows = client.xrevrange(ref.dead_letters, max=top, count=SCAN_CHUNK)
-        if not rows:
-            last_id = None
-            break
-        for entry_id, fields in rows:
-            last_id = entry_id
-            if (
-                fields.get(contract.DLQ_FINGERPRINT)
-                or contract.error_fingerprint(fields.get(contract.DLQ_ERROR, ""))[0]
-            ) == fingerprint:
-                found.append((entry_id, fields))
-                if len(found) > limit:
-                    break
-        scanned += len(rows)
-        top = f"({rows[-1][0]}"
-        if len(rows) < SCAN_CHUNK:
-            last_id = None if len(found) <= limit else last_id
-            break
+    for entry_id, flat in rows:
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        own = fields.get(contract.DLQ_FINGERPRINT)
+        if (
+            own or contract.error_fingerprint(fields.get(contract.DLQ_ERROR, ""))[0]
+        ) == fingerprint:
+            found.append((entry_id, fields))
     more = len(found) > limit
     found = found[:limit]
     older = found[-1][0] if more else None
-    scanned_to = last_id if not more and last_id and scanned >= FILTER_SCAN_BUDGET else None
+    stopped = bool(last_id) and not more and int(scanned) >= FILTER_SCAN_BUDGET
+    scanned_to = last_id if stopped else None
     count = group_count(client, ref, fingerprint)
     return Page(_parse(found), count if count is not None else total, None, older, scanned_to)
 
