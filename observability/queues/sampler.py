@@ -29,8 +29,13 @@ from observability.queues.models import QueueSample
 logger = logging.getLogger(__name__)
 
 PREVIOUS_KEY = "observability:queues:previous"
-INSPECT_TIMEOUT_SECONDS = 0.5
+# Kombu's Redis transport waits for replies with a BRPOP that blocks for up to 1 s. A broadcast
+# that gives up sooner leaves that BRPOP pending on the old reply queue, and the next broadcast's
+# replies are deleted unread: with 0.5 s, every other broadcast that waits its whole timeout lost
+# all its answers. So the timeout is at least the BRPOP's.
+INSPECT_TIMEOUT_SECONDS = 1.0
 WORKERS_SEEN_KEY = "observability:queues:workers-seen"
+RUNNING = "running"  # Celery: the tasks its workers run now
 
 
 def sample_all(now: datetime | None = None, *, inspect_workers: bool = True) -> list[Figures]:
@@ -71,7 +76,9 @@ def _counts(f: Figures) -> dict[str, float]:
     c = f.counters
     return {
         "at": f.at,
-        "length": f.length,
+        # What has not gone out yet: a Celery worker counts a task as taken when it starts it, so
+        # the tasks it runs are out already though the queue's length still shows them.
+        "length": f.length - c.get(RUNNING, 0),
         "processed": c.get(contract.COUNTER_PROCESSED, 0),
         "failed": c.get(contract.COUNTER_FAILED, 0),
         "dead_lettered": c.get(contract.COUNTER_DEAD_LETTERED, 0),
@@ -161,6 +168,7 @@ def _celery_workers(looks: list[Figures]) -> None:
         f.length += f.in_flight  # the list holds what waits; the workers hold the rest
         taken = sum(sum((stats.get(w) or {}).get("total", {}).values()) for w in workers)
         f.counters[contract.COUNTER_PROCESSED] = taken
+        f.counters[RUNNING] = sum(c.active or 0 for c in f.consumers)
 
 
 def _on_queue(tasks: list | None, queue: str) -> list:
