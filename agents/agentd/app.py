@@ -55,6 +55,7 @@ class Agent:
             metrics=self._metrics,
             logger=logger,
             on_ready=self._on_worker_ready,
+            version=settings.version,
         )
         self._ready_logged = False
         self._stop_signal = ""

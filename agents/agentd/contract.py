@@ -112,6 +112,38 @@ FIELD_SENT_AT = "sent_at"
 FIELD_HOPS = "hops"
 FORWARD_MAX_HOPS = 8
 
+# The producer's own id for the task (a workflow's step attempt, say). agentd answers a task id
+# once: a later message with an id it has already answered is acknowledged and not processed.
+FIELD_TASK_ID = "task_id"
+# A stream agentd adds the task's outcome to (the reply), when the task is done or dead-lettered.
+FIELD_REPLY_TO = "reply_to"
+
+
+def answered(slug: str) -> str:
+    """The sorted set of the task ids the agent has answered, scored by when (epoch ms); ids
+    older than ANSWERED_KEEP_MS are dropped as new ones come."""
+    return f"agents:{slug}:answered"
+
+
+ANSWERED_KEEP_MS = 7 * 24 * 3600 * 1000
+# A reply stream keeps about this many replies (XADD MAXLEN ~).
+REPLY_MAXLEN = 100_000
+
+# The fields of a reply.
+REPLY_TASK_ID = "task_id"  # the task's FIELD_TASK_ID ("" when it had none)
+REPLY_MESSAGE_ID = "message_id"  # the task's id on the agent's stream
+REPLY_AGENT = "agent"  # the agent's slug
+REPLY_STATUS = "status"  # REPLY_SUCCEEDED or REPLY_DEAD_LETTERED
+REPLY_OUTPUT = "output"  # JSON text: what the task produced ({} when it failed)
+REPLY_ERROR = "error"  # the last attempt's error ("" when it succeeded)
+REPLY_DURATION_MS = "duration_ms"  # the answering attempt's processing time
+REPLY_VERSION = "version"  # the agentd version that answered
+REPLY_REPLICA = "replica"  # the consumer name that answered
+REPLY_ATTEMPTS = "attempts"  # how many attempts the task took
+REPLY_CUSTOMER = "customer"  # the task's customer, when it had one
+REPLY_SUCCEEDED = "succeeded"
+REPLY_DEAD_LETTERED = "dead_lettered"
+
 # What agentd adds to a task when it dead-letters it (every field of the task is kept).
 DLQ_ERROR = "error"  # the last attempt's error
 DLQ_FAILURES = "failures"  # how many attempts failed

@@ -28,7 +28,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import contract
+from . import contract, replies
 from .config import AgentConfig
 from .faults import task_failure
 from .log import JsonLogger
@@ -168,8 +168,10 @@ class TaskWorker:
         logger: JsonLogger,
         on_ready: Callable[[], None],
         rng: random.Random | None = None,
+        version: str = "",
     ) -> None:
         self.keys = keys
+        self._version = version
         self._redis_url = redis_url
         self._config = config
         self._metrics = metrics
@@ -316,6 +318,11 @@ class TaskWorker:
 
     def _process(self, client: redis.Redis, message_id: str, fields: dict[str, str]) -> None:
         config = self._config()
+        if replies.wants_answer(fields) and replies.already_answered(
+            client, self.keys.slug, fields
+        ):
+            self._skip_answered(client, message_id, fields)
+            return
         self._log.debug("task_started", f"processing task {message_id}", task_id=message_id)
         started = time.monotonic()
         if config.faults.latency_ms:
@@ -332,7 +339,15 @@ class TaskWorker:
             self._record_failure(client, message_id, fields, error, elapsed, config)
             return
         forward_to = self._draw_forwards(message_id, fields, config)
-        forwards = self._complete(client, message_id, fields, forward_to)
+        outcome = None
+        if replies.wants_answer(fields):
+            tried = len(_attempts(client.hget(self.keys.attempts, message_id)))
+            # The blank handler (until templates give agents their own work): the output
+            # echoes the input.
+            outcome = replies.Outcome(
+                contract.REPLY_SUCCEEDED, payload, "", round(elapsed * 1000), tried + 1
+            )
+        forwards = self._complete(client, message_id, fields, forward_to, outcome)
         self._metrics.task_processed(elapsed)
         self._log.debug(
             "task_processed",
@@ -343,7 +358,12 @@ class TaskWorker:
         self._account_forwards(message_id, forwards)
 
     def _complete(
-        self, client: redis.Redis, message_id: str, fields: dict[str, str], forward_to: list[str]
+        self,
+        client: redis.Redis,
+        message_id: str,
+        fields: dict[str, str],
+        forward_to: list[str],
+        outcome: replies.Outcome | None = None,
     ) -> list[tuple[str, object]]:
         """Acknowledge, delete and count the task and add its forwarded tasks, in one
         transaction; answers each forward's target with its new task id or its error."""
@@ -354,6 +374,8 @@ class TaskWorker:
         pipeline.hdel(self.keys.attempts, message_id)
         pipeline.hincrby(self.keys.counters, contract.COUNTER_PROCESSED, 1)
         pipeline.hincrby(self.keys.producers, fields.get(contract.FIELD_PRODUCER, ""), 1)
+        if outcome is not None:
+            self._answer(pipeline, message_id, fields, outcome)
         own_commands = len(pipeline.command_stack)
         forwarded: dict[Any, Any] = self._forwarded_task(message_id, fields)
         for to in forward_to:
@@ -445,7 +467,7 @@ class TaskWorker:
                 max_failures=max_failures,
             )
             return
-        self._dead_letter(client, message_id, fields, error, failures, attempts)
+        self._dead_letter(client, message_id, fields, error, failures, attempts, elapsed)
 
     def _dead_letter(
         self,
@@ -455,6 +477,7 @@ class TaskWorker:
         error: str,
         failures: int,
         attempts: list[dict[str, Any]],
+        elapsed: float = 0.0,
     ) -> None:
         """Move the task, with its attempts, to the dead letters and count it in its error's
         group, in one transaction."""
@@ -480,6 +503,10 @@ class TaskWorker:
         pipeline.hincrby(self.keys.producers, fields.get(contract.FIELD_PRODUCER, ""), 1)
         pipeline.hincrby(self.keys.dead_letter_groups, fingerprint, 1)
         pipeline.hset(self.keys.dead_letter_labels, fingerprint, label)
+        if replies.wants_answer(fields):
+            elapsed_ms = 0
+            outcome = replies.Outcome(contract.REPLY_DEAD_LETTERED, {}, error, elapsed_ms, failures)
+            self._answer(pipeline, message_id, fields, outcome)
         dead_letter_id = pipeline.execute()[0]
         self._metrics.task_dead_lettered()
         self._log.warning(
@@ -490,6 +517,37 @@ class TaskWorker:
             error=error,
             failures=failures,
             fingerprint=fingerprint,
+        )
+
+    def _answer(
+        self, pipeline: Any, message_id: str, fields: dict[str, str], outcome: replies.Outcome
+    ) -> None:
+        replies.queue_answer(
+            pipeline,
+            slug=self.keys.slug,
+            consumer=self.keys.consumer,
+            version=self._version,
+            message_id=message_id,
+            fields=fields,
+            outcome=outcome,
+            now_ms=epoch_ms(),
+        )
+
+    def _skip_answered(self, client: redis.Redis, message_id: str, fields: dict[str, str]) -> None:
+        """A task whose id was answered before (a redelivery, a producer sending it twice):
+        acknowledged and removed, not processed again."""
+        pipeline = client.pipeline(transaction=True)
+        pipeline.xack(self.keys.stream, self.keys.group, message_id)
+        pipeline.xdel(self.keys.stream, message_id)
+        pipeline.hdel(self.keys.failures, message_id)
+        pipeline.hdel(self.keys.attempts, message_id)
+        pipeline.execute()
+        self._log.info(
+            "task_already_answered",
+            f"task {message_id} has the id {fields.get(contract.FIELD_TASK_ID)!r}, answered "
+            "before: acknowledged without processing it again",
+            task_id=message_id,
+            producer_task_id=fields.get(contract.FIELD_TASK_ID),
         )
 
 
