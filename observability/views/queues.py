@@ -18,7 +18,6 @@ from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from agents.agentd import contract
-from agents.models import Agent, State
 from observability.metrics import RANGES
 from observability.queues import (
     catalog,
@@ -26,6 +25,7 @@ from observability.queues import (
     figures,
     flow,
     history,
+    listing,
     live,
     pending,
     services,
@@ -37,20 +37,7 @@ from portal import roles
 from portal.actors import Actor
 from portal.htmx import answers_refusals, htmx_partial, toast
 
-SORTS = {
-    "name": lambda f: f.ref.title.lower(),
-    "status": lambda f: figures.STATUS_ORDER[f.status],
-    "pending": lambda f: f.pending,
-    "in_flight": lambda f: f.in_flight,
-    "in": lambda f: f.in_rate or 0,
-    "out": lambda f: f.out_rate or 0,
-    "lag": lambda f: f.lag_seconds or 0,
-    "errors": lambda f: f.error_rate or 0,
-    "dlq": lambda f: f.dead_letters,
-}
-STATUSES = [figures.HEALTHY, figures.DEGRADED, figures.CRITICAL, figures.UNKNOWN]
-KINDS = [catalog.AGENT, catalog.CELERY]
-DEFAULT_SORT = "-status"
+STATUSES, KINDS, SORTS = listing.STATUSES, listing.KINDS, listing.SORTS
 
 
 def queue_url(ref: QueueRef) -> str:
@@ -64,31 +51,6 @@ def _ref_or_404(name: str) -> QueueRef:
         raise Http404(str(missing)) from None
 
 
-def _sort(request: HttpRequest) -> tuple[str, bool]:
-    raw = request.GET.get("sort", "").strip() or DEFAULT_SORT
-    key = raw.lstrip("-")
-    if key not in SORTS:
-        raise FilterError(
-            f"Cannot sort by “{raw[:40]}”: choose one of {', '.join(SORTS)} (a - in front reverses)."
-        )
-    return key, raw.startswith("-")
-
-
-def look_all(agent_slug: str | None = None) -> tuple[list[figures.Figures], str]:
-    """Every queue (or one agent's) graded; with a sentence when Redis could not be asked."""
-    client, broker = catalog.agent_redis(), catalog.broker_redis()
-    problem = ""
-    try:
-        refs = catalog.discover(client, agent_slug=agent_slug)
-    except (redis.RedisError, OSError) as exc:
-        agents = Agent.objects.exclude(state=State.REVOKED).order_by("name")
-        if agent_slug is not None:
-            agents = agents.filter(slug=agent_slug)
-        refs = [catalog.for_agent(agent) for agent in agents]
-        problem = f"Redis does not answer ({exc}); the figures will be back when it does."
-    return figures.with_rates(figures.look(refs, client, broker)), problem
-
-
 @require_GET
 @vary_on_headers("HX-Request")
 def queue_list(request: HttpRequest) -> HttpResponse:
@@ -100,22 +62,20 @@ def queue_list(request: HttpRequest) -> HttpResponse:
     try:
         status = choice(request, "status", STATUSES, "status")
         kind = choice(request, "kind", KINDS, "kind")
-        sort_key, descending = _sort(request)
-    except FilterError as bad:
+        sort_key, descending = listing.parse_sort(request.GET.get("sort"))
+    except (FilterError, listing.ListFilterError) as bad:
         context.update(problem=str(bad), rows=[], totals={}, sort="", filters={})
         template = "observability/queues.html#region" if partial else "observability/queues.html"
         return render(request, template, context, status=400)
     text = request.GET.get("q", "").strip()[:100].replace("\x00", "")
-    looks, problem = look_all(agent.slug if agent else None)
-    rows = [
-        f
-        for f in looks
-        if (not status or f.status == status)
-        and (not kind or f.ref.kind == kind)
-        and (not text or text.lower() in f"{f.ref.title} {f.name}".lower())
-    ]
-    rows.sort(key=lambda f: f.ref.title.lower())  # ties stay in name order: the sort is stable
-    rows.sort(key=SORTS[sort_key], reverse=descending)
+    looks, problem = listing.look_all(agent.slug if agent else None)
+    rows = listing.choose(
+        looks,
+        statuses={status} if status else None,
+        kinds={kind} if kind else None,
+        text=text,
+        sort=(sort_key, descending),
+    )
     context.update(
         rows=rows,
         problem=problem,

@@ -37,7 +37,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from agents.models import Agent, State
 from observability.management.queues_cli import (
     REFUSED,
     STATUS_STYLES,
@@ -52,27 +51,15 @@ from observability.management.queues_cli import (
 from observability.management.queues_jobs_cli import JobCommands, add_job_arguments
 from observability.management.queues_load_cli import LoadCommand, add_load_arguments
 from observability.queues import catalog, deadletters, figures, pending, services
+from observability.queues import listing as queue_listing
 from observability.queues.catalog import QueueRef
 from observability.queues.models import QueueThreshold, RedriveJob
 from observability.queues.schemas import queue_detail_out, queue_out
 from portal.actors import Actor
 from portal.cli import dumps, refusals_as_command_errors
 
-# The same sort keys as the Queues page's ``?sort=`` (a - in front: biggest first).
-SORTS = {
-    "name": lambda f: f.ref.title.lower(),
-    "status": lambda f: figures.STATUS_ORDER[f.status],
-    "pending": lambda f: f.pending,
-    "in_flight": lambda f: f.in_flight,
-    "in": lambda f: f.in_rate or 0,
-    "out": lambda f: f.out_rate or 0,
-    "lag": lambda f: f.lag_seconds or 0,
-    "errors": lambda f: f.error_rate or 0,
-    "dlq": lambda f: f.dead_letters,
-}
-DEFAULT_SORT = "-status"
-STATUSES = [figures.HEALTHY, figures.DEGRADED, figures.CRITICAL, figures.UNKNOWN]
-KINDS = [catalog.AGENT, catalog.CELERY]
+SORTS, DEFAULT_SORT = queue_listing.SORTS, queue_listing.DEFAULT_SORT
+STATUSES, KINDS = queue_listing.STATUSES, queue_listing.KINDS
 SHOW_PENDING_ENTRIES = 20  # in the text; --json has the API's first 100
 SHOW_JOBS = 10
 REDIS_DOWN = 1
@@ -154,14 +141,8 @@ class Command(DeadLetterCommands, JobCommands, LoadCommand, BaseCommand):
         statuses = _choices(status, "--status", STATUSES, "a queue status")
         kinds = _choices(kind, "--kind", KINDS, "a kind of queue")
         key, descending = _sort(sort)
-        looks, problem = _look_all()
-        rows = [
-            f
-            for f in looks
-            if (not statuses or f.status in statuses) and (not kinds or f.ref.kind in kinds)
-        ]
-        rows.sort(key=lambda f: f.ref.title.lower())  # ties stay in name order: the sort is stable
-        rows.sort(key=SORTS[key], reverse=descending)
+        looks, problem = queue_listing.look_all()
+        rows = queue_listing.choose(looks, statuses=statuses, kinds=kinds, sort=(key, descending))
         if problem:
             self.err.print(Text(problem, style="yellow"))
         if json:
@@ -370,20 +351,6 @@ class Command(DeadLetterCommands, JobCommands, LoadCommand, BaseCommand):
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _look_all() -> tuple[list[figures.Figures], str]:
-    """Every queue graded; with a sentence when Redis could not be asked (the registered agents'
-    queues are listed all the same, status unknown)."""
-    client, broker = catalog.agent_redis(), catalog.broker_redis()
-    try:
-        refs = catalog.discover(client)
-    except (redis.RedisError, OSError) as exc:
-        agents = Agent.objects.exclude(state=State.REVOKED).order_by("name")
-        refs = [catalog.for_agent(agent) for agent in agents]
-        problem = f"Redis does not answer ({exc}); the figures will be back when it does."
-        return figures.with_rates(figures.look(refs, client, broker)), problem
-    return figures.with_rates(figures.look(refs, client, broker)), ""
-
-
 def _detail(ref: QueueRef) -> dict:
     """One queue as the API answers it (``QueueDetailOut``): figures, thresholds, the consumers
     of its group with stuck flags, the first pending entries, error groups, recent jobs."""
@@ -408,14 +375,10 @@ def _choices(value: str | None, flag: str, allowed: list[str], what: str) -> set
 
 
 def _sort(value: str) -> tuple[str, bool]:
-    raw = (value or "").strip() or DEFAULT_SORT
-    key = raw.lstrip("-")
-    if key not in SORTS:
-        raise refused(
-            f"Cannot sort by {raw[:40]!r}: choose one of {', '.join(SORTS)} (a - in front "
-            "reverses: --sort=-dlq)."
-        )
-    return key, raw.startswith("-")
+    try:
+        return queue_listing.parse_sort(value, example="--sort=-dlq")
+    except queue_listing.ListFilterError as bad:
+        raise refused(bad.message) from None
 
 
 def _table(title: str, *columns: str) -> Table:
