@@ -10,8 +10,6 @@ Retrying and deleting them are in ``queues_jobs_cli``, the load driver in ``queu
 
 from __future__ import annotations
 
-import json as jsonlib
-
 from django.core.management.base import CommandError
 from django.utils import timezone
 from rich.console import Console
@@ -303,23 +301,18 @@ class DeadLetterCommands:
         scope = scope or (
             RedriveJob.Scope.SELECTED if ids else RedriveJob.Scope.GROUP if fingerprint else "all"
         )
+        shot: services.Snapshot | None
         try:
             shot = services.snapshot(ref, scope, ids, fingerprint)
-            rows = deadletters.iterate(
-                catalog.agent_redis(), ref, upto=shot.upto_id or "+",
-                fingerprint=shot.fingerprint, ids=shot.ids or None,
-            )  # fmt: skip
         except QueueRefused as refusal:
             if refusal.code != "empty":
                 raise refused(refusal.message) from None
-            rows = iter(())  # nothing to export: an empty file, as the API answers
+            shot = None  # nothing to export: an empty file, as the API answers
 
         def write(out) -> int:
             written = 0
-            for entry_id, fields in rows:
-                letter = deadletters.DeadLetter.parse(entry_id, fields)
-                letter = services.read_letter(actor, ref, letter)
-                out.write(jsonlib.dumps(letter.as_json(), default=str) + "\n")
+            for line in services.export_lines(actor, ref, shot):
+                out.write(line)
                 written += 1
             return written
 

@@ -19,8 +19,7 @@ every letter up to the newest at that moment), as a tracked job: 202 with the jo
 from __future__ import annotations
 
 import functools
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -37,12 +36,12 @@ from observability.queues import (
     deadletters,
     figures,
     history,
-    pending,
+    listing,
     schemas,
     services,
 )
 from observability.queues.catalog import QueueNotFound, QueueRef, QueueRefused
-from observability.queues.models import QueueThreshold, RedriveJob
+from observability.queues.models import RedriveJob
 from portal.actors import Actor
 from portal.refusals import BadFilter
 from portal.schemas import Problem
@@ -245,13 +244,14 @@ def list_queues(
     client = catalog.agent_redis()
     refs = catalog.discover(client, agent_slug=slug)
     looks = figures.with_rates(figures.look(refs, client, catalog.broker_redis()))
-    rows = [
-        schemas.queue_out(look)
-        for look in looks
-        if (not wanted_status or look.status == wanted_status)
-        and (not wanted_kind or look.ref.kind == wanted_kind)
-        and (not text or text in f"{look.ref.title} {look.name}".lower())
-    ]
+    chosen = listing.choose(
+        looks,
+        statuses={wanted_status} if wanted_status else None,
+        kinds={wanted_kind} if wanted_kind else None,
+        text=text,
+        sort=None,
+    )
+    rows = [schemas.queue_out(look) for look in chosen]
     if order:
         rows.sort(key=_sort_key(column), reverse=order.startswith("-"))
     return rows
@@ -265,17 +265,7 @@ def list_queues(
 )
 @answers_unavailable
 def get_queue(request: HttpRequest, name: str):
-    ref = catalog.resolve(name)
-    client = catalog.agent_redis()
-    [look] = figures.with_rates(figures.look([ref], client, catalog.broker_redis()))
-    consumers, entries, groups = [], [], []
-    if ref.is_agent and not look.error:
-        consumers = pending.consumers(client, ref)
-        entries = pending.entries(client, ref)
-        groups = deadletters.groups(client, ref)
-    own = QueueThreshold.objects.filter(queue_name=ref.name).first()
-    jobs = RedriveJob.objects.filter(queue_name=ref.name)[:DETAIL_JOBS]
-    return schemas.queue_detail_out(look, own, consumers, entries, groups, list(jobs))
+    return schemas.queue_detail(catalog.resolve(name), jobs=DETAIL_JOBS)
 
 
 @router.get(
@@ -432,20 +422,8 @@ def export_dead_letters(
         if refused.code != "empty":
             raise
         shot = None  # nothing to export: an empty file
-    actor = Actor.from_request(request)
-
-    def lines() -> Iterator[str]:
-        if shot is None:
-            return
-        rows = deadletters.iterate(
-            catalog.agent_redis(), ref, upto=shot.upto_id or "+", fingerprint=shot.fingerprint,
-            ids=shot.ids or None,
-        )  # fmt: skip
-        for entry_id, fields in rows:
-            letter = deadletters.DeadLetter.parse(entry_id, fields)
-            yield json.dumps(services.read_letter(actor, ref, letter).as_json(), default=str) + "\n"
-
-    response = StreamingHttpResponse(lines(), content_type="application/x-ndjson")
+    lines = services.export_lines(Actor.from_request(request), ref, shot)
+    response = StreamingHttpResponse(lines, content_type="application/x-ndjson")
     response["Content-Disposition"] = f'attachment; filename="{ref.slug}-dead-letters.jsonl"'
     return response
 

@@ -66,9 +66,10 @@ def choose(
     statuses: set[str] | None = None,
     kinds: set[str] | None = None,
     text: str = "",
-    sort: tuple[str, bool] = ("status", True),
+    sort: tuple[str, bool] | None = ("status", True),
 ) -> list[figures.Figures]:
-    """The queues that pass the filters, sorted (ties in name order)."""
+    """The queues that pass the filters, sorted (ties in name order); ``sort=None`` keeps the
+    order given (the API sorts by its own field names)."""
     text = text.lower()
     rows = [
         f
@@ -77,6 +78,8 @@ def choose(
         and (not kinds or f.ref.kind in kinds)
         and (not text or text in f"{f.ref.title} {f.name}".lower())
     ]
+    if sort is None:
+        return rows
     key, descending = sort
     rows.sort(key=lambda f: f.ref.title.lower())
     rows.sort(key=SORTS[key], reverse=descending)

@@ -20,7 +20,7 @@ from urllib.parse import quote
 from ninja import Field, Schema
 from pydantic import BaseModel, ConfigDict
 
-from observability.queues import deadletters, figures, pending, services
+from observability.queues import catalog, deadletters, figures, pending, services
 from observability.queues.models import QueueThreshold, RedriveJob
 
 API_ROOT = "/api/platform"
@@ -399,3 +399,19 @@ class PurgeIn(BaseModel):
 class PurgedOut(Schema):
     queue_name: str
     removed: int
+
+
+def queue_detail(ref: Any, jobs: int = 10) -> dict:
+    """One queue as the API answers it (``QueueDetailOut``), read now: figures, thresholds,
+    the consumers of its group with stuck flags, the first pending entries, error groups and the
+    ``jobs`` most recent jobs (the API and ``queues show --json`` both answer this)."""
+    client = catalog.agent_redis()
+    [look] = figures.with_rates(figures.look([ref], client, catalog.broker_redis()))
+    consumers, entries, groups = [], [], []
+    if ref.is_agent and not look.error:
+        consumers = pending.consumers(client, ref)
+        entries = pending.entries(client, ref)
+        groups = deadletters.groups(client, ref)
+    own = QueueThreshold.objects.filter(queue_name=ref.name).first()
+    recent = list(RedriveJob.objects.filter(queue_name=ref.name)[:jobs])
+    return queue_detail_out(look, own, consumers, entries, groups, recent)

@@ -14,6 +14,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -532,6 +533,20 @@ def read_letter(
 ) -> deadletters.DeadLetter:
     """The letter as this actor may see it (secret-looking payload fields masked for Viewers)."""
     return letter.masked(actor.has(roles.VIEW_SECRETS) or actor.has(roles.OPERATE))
+
+
+def export_lines(actor: Actor, ref: QueueRef, shot: Snapshot | None) -> Iterator[str]:
+    """The letters of a snapshot as JSON lines (as the API shows a letter, masked for Viewers),
+    oldest first; nothing for no snapshot (an empty queue exports an empty file)."""
+    if shot is None:
+        return
+    rows = deadletters.iterate(
+        catalog.agent_redis(), ref, upto=shot.upto_id or "+", fingerprint=shot.fingerprint,
+        ids=shot.ids or None,
+    )  # fmt: skip
+    for entry_id, fields in rows:
+        letter = read_letter(actor, ref, deadletters.DeadLetter.parse(entry_id, fields))
+        yield json.dumps(letter.as_json(), default=str) + "\n"
 
 
 def redis_errors() -> tuple[type[Exception], ...]:

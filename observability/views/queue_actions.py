@@ -215,19 +215,8 @@ def export(request: HttpRequest, name: str) -> HttpResponse:
         )
     except services.QueueRefused as bad:
         return HttpResponse(bad.message + "\n", status=bad.status, content_type="text/plain")
-    client = catalog.agent_redis()
-    rows = deadletters.iterate(
-        client, ref, upto=shot.upto_id or "+", fingerprint=shot.fingerprint, ids=shot.ids or None
-    )
-
-    def lines():
-        for entry_id, fields in rows:
-            letter = services.read_letter(
-                actor, ref, deadletters.DeadLetter.parse(entry_id, fields)
-            )
-            yield json.dumps(letter.as_json(), default=str) + "\n"
-
-    response = StreamingHttpResponse(lines(), content_type="application/x-ndjson")
+    lines = services.export_lines(actor, ref, shot)
+    response = StreamingHttpResponse(lines, content_type="application/x-ndjson")
     response["Content-Disposition"] = f'attachment; filename="{ref.slug}-dead-letters.jsonl"'
     return response
 

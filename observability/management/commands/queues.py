@@ -50,11 +50,10 @@ from observability.management.queues_cli import (
 )
 from observability.management.queues_jobs_cli import JobCommands, add_job_arguments
 from observability.management.queues_load_cli import LoadCommand, add_load_arguments
-from observability.queues import catalog, deadletters, figures, pending, services
+from observability.queues import catalog, services
 from observability.queues import listing as queue_listing
 from observability.queues.catalog import QueueRef
-from observability.queues.models import QueueThreshold, RedriveJob
-from observability.queues.schemas import queue_detail_out, queue_out
+from observability.queues.schemas import queue_detail, queue_out
 from portal.actors import Actor
 from portal.cli import dumps, refusals_as_command_errors
 
@@ -352,18 +351,7 @@ class Command(DeadLetterCommands, JobCommands, LoadCommand, BaseCommand):
 
 
 def _detail(ref: QueueRef) -> dict:
-    """One queue as the API answers it (``QueueDetailOut``): figures, thresholds, the consumers
-    of its group with stuck flags, the first pending entries, error groups, recent jobs."""
-    client = catalog.agent_redis()
-    [look] = figures.with_rates(figures.look([ref], client, catalog.broker_redis()))
-    consumers, entries, groups = [], [], []
-    if ref.is_agent and not look.error:
-        consumers = pending.consumers(client, ref)
-        entries = pending.entries(client, ref)
-        groups = deadletters.groups(client, ref)
-    own = QueueThreshold.objects.filter(queue_name=ref.name).first()
-    jobs = list(RedriveJob.objects.filter(queue_name=ref.name)[:SHOW_JOBS])
-    return queue_detail_out(look, own, consumers, entries, groups, jobs)
+    return queue_detail(ref, jobs=SHOW_JOBS)
 
 
 def _choices(value: str | None, flag: str, allowed: list[str], what: str) -> set[str]:
