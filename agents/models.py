@@ -474,3 +474,7 @@ class RecoverySwitch(models.Model):
 
     def __str__(self) -> str:
         return f"automatic recovery {'on' if self.automatic else 'off'}"
+
+
+# The workflow engine's rows live with the engine (``agents/workflows``) and belong to this app.
+from agents.workflows.models import StepRun, WorkflowRun  # noqa: E402, F401

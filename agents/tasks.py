@@ -10,6 +10,7 @@ from celery import shared_task
 
 from agents import bulk, errors
 from agents.services import actions
+from agents.workflows import engine
 
 
 @shared_task(name=actions.RUN_TASK, ignore_result=True, acks_late=True)
@@ -37,3 +38,17 @@ def run_bulk_operation_task(bulk_id: int) -> str | None:
 def run_recovery_task(attempt_id: int) -> str:
     """Carry out a chosen recovery and verify it; a redelivered task finds it finished."""
     return errors.run_recovery(attempt_id).outcome
+
+
+# A step may wait on a lifecycle action or a bulk wave for minutes; a redelivered copy finds the
+# step's lease taken (or the step finished) and returns.
+@shared_task(
+    name=engine.RUN_STEP_TASK,
+    ignore_result=True,
+    acks_late=True,
+    soft_time_limit=3600,
+    time_limit=3660,
+)
+def run_workflow_step_task(step_run_id: int) -> None:
+    """Carry out (or poll) one step attempt of a workflow run."""
+    engine.run_step(step_run_id)

@@ -19,6 +19,7 @@ the runner's connection dies), so running a sweep twice or next to a live runner
 from __future__ import annotations
 
 import logging
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -52,9 +53,13 @@ UNREACHABLE_MESSAGE = (
 )
 
 
-def send(task_name: str, *args) -> None:
-    """Send the task registered as ``task_name`` (by name: the sender imports no tasks module)."""
-    current_app.send_task(task_name, args=args)
+def send(task_name: str, *args, countdown: float | None = None) -> None:
+    """Send the task registered as ``task_name`` (by name: the sender imports no tasks module),
+    to run at once or ``countdown`` seconds from now."""
+    if countdown is not None and countdown > 0:
+        current_app.send_task(task_name, args=args, countdown=countdown)
+    else:
+        current_app.send_task(task_name, args=args)
 
 
 def send_after_commit(task_name: str, *args, undo: Callable[[str], None]) -> None:
@@ -105,6 +110,44 @@ def lease(kind: int, key: object) -> Iterator[None]:
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [first, second])
         except Exception:  # the connection is gone, and the lock with it
             logger.warning("could not release the runner lock (%s, %s)", first, second)
+
+
+@contextmanager
+def try_lease(kind: int, key: object) -> Iterator[bool]:
+    """Take the record's runner lock if nobody holds it; yields whether this session has it
+    (a second runner of the same record simply stops)."""
+    first, second = lock_key(kind, key)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [first, second])
+        held = cursor.fetchone()[0]
+    try:
+        yield held
+    finally:
+        if held:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [first, second])
+            except Exception:  # the connection is gone, and the lock with it
+                logger.warning("could not release the runner lock (%s, %s)", first, second)
+
+
+def take_slot(kind: int, ceiling: int, *, give_up: Callable[[], bool] | None = None) -> int | None:
+    """One of ``ceiling`` machine-wide slots of this kind (an advisory lock each), waiting for
+    one to be free; None when ``give_up()`` says to stop waiting. Free it with ``free_slot``."""
+    while True:
+        with connection.cursor() as cursor:
+            for slot in range(ceiling):
+                cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [kind, slot])
+                if cursor.fetchone()[0]:
+                    return slot
+        if give_up is not None and give_up():
+            return None
+        time.sleep(0.1)
+
+
+def free_slot(kind: int, slot: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [kind, slot])
 
 
 def has_runner(kind: int, key: object) -> bool:

@@ -126,6 +126,14 @@ def answered(slug: str) -> str:
 
 
 ANSWERED_KEEP_MS = 7 * 24 * 3600 * 1000
+
+
+def reply_stream(owner: str) -> str:
+    """A stream replies are asked to go to: ``replies:workflow-step:<id>`` for one step attempt
+    of a workflow (the portal reads it, then deletes it)."""
+    return f"replies:{owner}"
+
+
 # A reply stream keeps about this many replies (XADD MAXLEN ~).
 REPLY_MAXLEN = 100_000
 

@@ -56,7 +56,6 @@ from agents.bulk.runner import (
     RUN_TASK,
     RUNNER_LOCK,
     STALLED_AFTER,
-    advisory_lock,
     resume_stalled_bulk_operations,
     run_bulk_operation,
 )

@@ -23,7 +23,6 @@ from agents.bulk.plan import (
 from agents.bulk.runner import (
     RUN_TASK,
     RUNNER_LOCK,
-    advisory_lock,
     cancel_message,
     finish,
     skip_pending,
@@ -285,7 +284,7 @@ def cancel_bulk_operation(bulk: BulkOperation, actor: Actor) -> BulkOperation:
         raise
     # Nobody running it (still queued, or its worker is gone): skip what has not begun here.
     # An item its dead worker left half-way needs a runner to finish its step: hand it back.
-    with advisory_lock(RUNNER_LOCK, bulk.pk) as held:
+    with work.try_lease(RUNNER_LOCK, bulk.pk) as held:
         if held:
             skip_pending(bulk.pk, "cancelled", cancel_message(bulk))
             if bulk.items.filter(status=BulkItem.Status.RUNNING).exists():

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
@@ -39,7 +38,8 @@ logger = logging.getLogger(__name__)
 RUNNER_LOCK = 7_301
 
 
-_SLOT_LOCK = 7_302
+# The machine-wide runtime-action slots, shared with the workflow engine's lifecycle steps.
+ACTION_SLOTS = 7_302
 
 
 # A pending or running job with no runner for this long is picked up again by the sweep.
@@ -57,28 +57,11 @@ def cancel_message(bulk: BulkOperation) -> str:
 # --- running ---------------------------------------------------------------------------------------
 
 
-@contextmanager
-def advisory_lock(kind: int, key: int) -> Iterator[bool]:
-    """Try a session advisory lock on this thread's connection; yields whether it was taken."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [kind, key])
-        held = cursor.fetchone()[0]
-    try:
-        yield held
-    finally:
-        if held:
-            try:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [kind, key])
-            except Exception:  # the connection is gone, and the lock with it
-                logger.warning("could not release advisory lock (%s, %s)", kind, key)
-
-
 def run_bulk_operation(bulk_id: int) -> BulkOperation | None:
     """Work through a bulk operation. Safe to call again at any time: a second runner finds
     the lock taken and returns None; a finished operation is returned untouched; an
     interrupted one carries on where it stopped."""
-    with advisory_lock(RUNNER_LOCK, bulk_id) as held:
+    with work.try_lease(RUNNER_LOCK, bulk_id) as held:
         if not held:
             logger.info("bulk operation %s is being run by another worker", bulk_id)
             return None
@@ -233,28 +216,21 @@ class _Runner:
         try:
             _run_item_steps(self.bulk, pk, self.actor)
         finally:
-            if slot is not None:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_SLOT_LOCK, slot])
+            work.free_slot(ACTION_SLOTS, slot)
 
     def _acquire_slot(self, *, may_give_up: bool) -> int | None:
         """One of the machine-wide runtime-action slots; None if cancelled while waiting
         (when ``may_give_up``)."""
-        ceiling = settings.AGENT_MAX_CONCURRENT_ACTIONS
-        while True:
-            with connection.cursor() as cursor:
-                for slot in range(ceiling):
-                    cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_SLOT_LOCK, slot])
-                    if cursor.fetchone()[0]:
-                        return slot
-            if (
-                may_give_up
-                and BulkOperation.objects.filter(
-                    pk=self.bulk.pk, cancel_requested_at__isnull=False
-                ).exists()
-            ):
-                return None
-            time.sleep(0.1)
+
+        def cancelled() -> bool:
+            return BulkOperation.objects.filter(
+                pk=self.bulk.pk, cancel_requested_at__isnull=False
+            ).exists()
+
+        return work.take_slot(
+            ACTION_SLOTS, settings.AGENT_MAX_CONCURRENT_ACTIONS,
+            give_up=cancelled if may_give_up else None,
+        )  # fmt: skip
 
 
 def _run_item_steps(bulk: BulkOperation, pk: int, actor: Actor) -> None:
@@ -392,9 +368,8 @@ def resume_stalled_bulk_operations(older_than: timedelta = STALLED_AFTER) -> lis
         status__in=[BulkOperation.Status.PENDING, BulkOperation.Status.RUNNING],
         requested_at__lte=cutoff,
     ).filter(Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lte=cutoff)):
-        with advisory_lock(RUNNER_LOCK, bulk.pk) as free:
-            if not free:
-                continue
+        if work.has_runner(RUNNER_LOCK, bulk.pk):
+            continue
         logger.warning("bulk operation %s has no runner; handing it to a worker again", bulk.pk)
         work.send(RUN_TASK, bulk.pk)
         resumed.append(bulk.pk)

@@ -122,7 +122,12 @@ class Definition:
     description: str = ""
     deadline_seconds: int | None = None
     roll_back_on_failure: bool = False
+    roll_back_on_deadline: bool = False
     max_parallel: int = 4
+    # What a run is about, taken from a parameter: "agent" or "customer", and which parameter.
+    subject_kind: str = ""
+    subject_parameter: str = ""
+    category: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))

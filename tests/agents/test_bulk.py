@@ -21,6 +21,7 @@ from agents.models import (
     Operation,
     State,
 )
+from portal import work
 from portal.actors import Actor
 from portal.models import AuditEntry
 
@@ -506,7 +507,7 @@ def test_stalled_operations_are_handed_back_only_when_their_runner_is_gone(seede
     operation = bulk.create_bulk_operation("deploy", COMMAND, targets=["wow-cache"], enqueue=False)
     BulkOperation.objects.filter(pk=operation.pk).update(status=BulkOperation.Status.RUNNING)
     # A live runner holds the lock (here: another connection of ours).
-    with bulk.advisory_lock(bulk.RUNNER_LOCK, operation.pk) as held:
+    with work.try_lease(bulk.RUNNER_LOCK, operation.pk) as held:
         assert held
         other: list[list[int]] = []
         thread = threading.Thread(
