@@ -10,7 +10,7 @@ from celery import shared_task
 
 from agents import bulk, errors
 from agents.services import actions
-from agents.workflows import engine
+from agents.workflows import deadlines, engine
 
 
 @shared_task(name=actions.RUN_TASK, ignore_result=True, acks_late=True)
@@ -52,3 +52,9 @@ def run_recovery_task(attempt_id: int) -> str:
 def run_workflow_step_task(step_run_id: int) -> None:
     """Carry out (or poll) one step attempt of a workflow run."""
     engine.run_step(step_run_id)
+
+
+@shared_task(name="agents.check_workflow_deadlines", ignore_result=True)
+def check_workflow_deadlines_task() -> dict[str, int]:
+    """Beat: update the active runs' predicted finish and deadline state."""
+    return deadlines.check_deadlines()

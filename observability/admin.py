@@ -92,7 +92,10 @@ class AlertRuleForm(forms.ModelForm):
                     "to 100.",
                 )
         else:
-            what = "an agent-state" if kind == AlertRule.Kind.STATE else "a no-heartbeat"
+            what = {
+                AlertRule.Kind.STATE: "an agent-state",
+                AlertRule.Kind.HEARTBEAT: "a no-heartbeat",
+            }.get(kind, "a workflow-deadline")
             if metric:
                 self.add_error(
                     "metric", f"Only metric rules have a metric: clear it for {what} rule."

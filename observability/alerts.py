@@ -27,6 +27,7 @@ from django.db.models import F, Max, Min, Q
 from django.utils import timezone
 
 from agents.models import Agent, State
+from agents.workflows import deadlines
 from observability import events as event_log
 from observability.metrics import METRICS
 from observability.models import Alert, AlertRule, Event, MetricSample, Severity
@@ -145,6 +146,14 @@ DEFAULT_RULES = [
         "severity": Severity.WARNING,
     },
     {
+        "name": "Workflow deadline",
+        "description": "A workflow run is predicted to miss its deadline, or has missed it: "
+        "one alert per run, on the agent it waits for.",
+        "kind": AlertRule.Kind.WORKFLOW,
+        "for_seconds": 0,
+        "severity": Severity.WARNING,
+    },
+    {
         "name": "No heartbeat",
         "description": "A RUNNING agent has not answered /metrics for a minute.",
         "kind": AlertRule.Kind.HEARTBEAT,
@@ -201,6 +210,8 @@ def evaluate(now: datetime | None = None) -> dict[str, int]:
 
 def evaluate_rule(rule: AlertRule, now: datetime | None = None) -> tuple[int, int]:
     now = now or timezone.now()
+    if rule.kind == AlertRule.Kind.WORKFLOW:
+        return _evaluate_workflow_rule(rule, now)
     scope = Agent.objects.filter(state__in=WATCHED_STATES)
     if rule.agent_id:
         scope = scope.filter(pk=rule.agent_id)
@@ -222,6 +233,44 @@ def evaluate_rule(rule: AlertRule, now: datetime | None = None) -> tuple[int, in
     return fired, resolved
 
 
+def _evaluate_workflow_rule(rule: AlertRule, now: datetime) -> tuple[int, int]:
+    """One alert per workflow run at risk of missing its deadline or past it, on the agent the
+    run waits for; it resolves when the run finishes or is back on time."""
+    found: dict[str, Finding] = {}
+    for run in deadlines.late_or_at_risk():
+        agent = deadlines.responsible_agent(run)
+        if agent is None or (rule.agent_id and agent.pk != rule.agent_id):
+            continue
+        deadline = timezone.localtime(run.deadline_at)
+        if run.deadline_state == "late":
+            over = (now - run.deadline_at).total_seconds()
+            summary = f"{run.title} #{run.pk} is late: its deadline was {deadline:%H:%M:%S}"
+        else:
+            predicted = run.predicted_finish_at or now
+            over = (predicted - run.deadline_at).total_seconds()
+            summary = (
+                f"{run.title} #{run.pk} is at risk: predicted to finish "
+                f"{timezone.localtime(predicted):%H:%M:%S}, deadline {deadline:%H:%M:%S}"
+            )
+        if run.subject:
+            summary += f" ({run.subject})"
+        found[f"workflow:{run.pk}"] = Finding(agent, round(over, 1), summary)
+    latest: dict[str, Alert] = {}
+    candidates = rule.alerts.filter(
+        Q(status__in=Alert.OPEN) | Q(status=Alert.Status.RESOLVED, cleared_at__isnull=True)
+    ).order_by("fired_at")
+    for alert in candidates:
+        if alert.subject not in latest or alert.is_open:
+            latest[alert.subject] = alert
+    fired = resolved = 0
+    for subject, finding in found.items():
+        fired += _hold(rule, finding.agent, finding, latest.get(subject), now, subject=subject)
+    for subject, alert in latest.items():
+        if subject not in found:
+            resolved += _clear(alert, now, "The run finished or is back on time.")
+    return fired, resolved
+
+
 def _latest_alerts(rule: AlertRule) -> dict[int, Alert]:
     """Each agent's open alert for the rule, or else its latest one not yet seen cleared."""
     latest: dict[int, Alert] = {}
@@ -235,10 +284,17 @@ def _latest_alerts(rule: AlertRule) -> dict[int, Alert]:
 
 
 def _hold(
-    rule: AlertRule, agent: Agent, finding: Finding, alert: Alert | None, now: datetime
+    rule: AlertRule,
+    agent: Agent,
+    finding: Finding,
+    alert: Alert | None,
+    now: datetime,
+    subject: str = "",
 ) -> int:
     if alert is not None and alert.is_open:
-        Alert.objects.filter(pk=alert.pk).update(last_seen_at=now, value=finding.value)
+        # A workflow's alert keeps saying how late the run is; an agent's keeps its first words.
+        fresh = {"summary": finding.summary[:300]} if subject else {}
+        Alert.objects.filter(pk=alert.pk).update(last_seen_at=now, value=finding.value, **fresh)
         return 0
     if alert is not None:
         return 0  # resolved by a person while it still holds: quiet until it clears once
@@ -247,6 +303,7 @@ def _hold(
             alert = Alert.objects.create(
                 rule=rule,
                 agent=agent,
+                subject=subject,
                 severity=rule.severity,
                 summary=finding.summary[:300],
                 value=finding.value,

@@ -181,6 +181,7 @@ class AlertRule(models.Model):
         METRIC = "metric", "Metric threshold"
         STATE = "state", "Agent state"
         HEARTBEAT = "heartbeat", "No heartbeat"
+        WORKFLOW = "workflow", "Workflow deadline"
 
     class Metric(models.TextChoices):
         ERROR_RATE = "error_rate", "Error rate (%)"
@@ -246,6 +247,8 @@ class AlertRule(models.Model):
             text = f"agent is {self.state}"
         elif self.kind == self.Kind.HEARTBEAT:
             text = "no heartbeat"
+        elif self.kind == self.Kind.WORKFLOW:
+            text = "a workflow run is at risk of missing its deadline or late"
         else:
             metric = self.Metric(self.metric).label.lower()
             text = f"{metric} {self.get_operator_display()} {self.threshold:g}"
@@ -255,7 +258,8 @@ class AlertRule(models.Model):
 class Alert(models.Model):
     """One firing of a rule for one agent, from the moment the condition held long enough to its
     resolution (by the condition clearing or by a person). Re-evaluation while it is open does
-    not fire again: the database allows one open alert per rule and agent."""
+    not fire again: the database allows one open alert per rule, agent and subject (a workflow
+    deadline rule fires one per run)."""
 
     class Status(models.TextChoices):
         FIRING = "firing", "Firing"
@@ -288,14 +292,17 @@ class Alert(models.Model):
         help_text="When the condition was first seen clear after the alert fired; a person's "
         "resolve while it still holds keeps the rule quiet for this agent until then.",
     )
+    # What else than the agent the alert is about ("workflow:<id>" for a workflow deadline
+    # rule: one alert per run, on the agent the run waits for).
+    subject = models.CharField(max_length=100, blank=True, default="")
 
     class Meta:
         ordering = ["-fired_at"]
         constraints = [
             models.UniqueConstraint(
-                fields=["rule", "agent"],
+                fields=["rule", "agent", "subject"],
                 condition=Q(status__in=["firing", "acknowledged"]),
-                name="alert_one_open_per_rule_agent",
+                name="alert_one_open_per_rule_agent_subject",
             ),
         ]
         indexes = [

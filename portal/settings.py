@@ -156,6 +156,14 @@ CELERY_BEAT_SCHEDULE = {
     "portal-heartbeat": {"task": "portal.heartbeat", "schedule": 15.0},
     "portal-sweep": {"task": "portal.sweep", "schedule": float(WORK_SWEEP_SECONDS)},
 }
+# Workflows: how often the active runs' predicted finish and deadline state are checked.
+WORKFLOW_DEADLINE_CHECK_SECONDS = env.int(
+    "WORKFLOW_DEADLINE_CHECK_SECONDS", 5, minimum=1, maximum=3600
+)
+CELERY_BEAT_SCHEDULE["workflow-deadlines"] = {
+    "task": "agents.check_workflow_deadlines",
+    "schedule": float(WORKFLOW_DEADLINE_CHECK_SECONDS),
+}
 # Observability's periodic jobs (scrape, evaluate, downsample, purge) are added below, once
 # their intervals are read.
 
