@@ -36,6 +36,7 @@ redis.call('SET', KEYS[1], id, 'EX', tonumber(ARGV[1]))
 return id
 """
 SENT_KEEP_SECONDS = 7 * 24 * 3600
+REPLY_KEEP_SECONDS = 3600
 
 
 def sent_marker(task_id: str) -> str:
@@ -125,7 +126,9 @@ class AgentTask(StepKind):
                 min(2.0, 0.2 + waited / 10),
                 f"Waiting for {ctx.state.get('agent_name', ctx.state.get('agent'))}'s reply.",
             )
-        client.delete(ctx.state["reply_to"])
+        # Kept a while rather than deleted: should this worker die before the step's end is
+        # committed, the next one reads the same reply instead of waiting for one that is gone.
+        client.expire(ctx.state["reply_to"], REPLY_KEEP_SECONDS)
         try:
             output = json.loads(reply.get(contract.REPLY_OUTPUT) or "{}")
         except ValueError:
@@ -219,16 +222,17 @@ class LifecycleAction(StepKind):
         finally:
             if slot is not None:
                 work.free_slot(ACTION_SLOTS, slot)
+        agent = Agent.objects.get(pk=operation.agent_id)  # as the action left it
         output = {
-            "agent": operation.agent.slug,
+            "agent": agent.slug,
             "action": operation.action,
             "operation": str(operation.pk),
-            "state": operation.agent.state,
+            "state": agent.state,
         }
         if operation.status == Operation.Status.SUCCEEDED:
-            return Done(output, worker=operation.agent.slug)
+            return Done(output, worker=agent.slug)
         ctx.save_state(operation_id="")  # the next attempt asks again
-        return Failed(f"{operation.action} of {operation.agent.name} failed: {operation.error}",
+        return Failed(f"{operation.action} of {agent.name} failed: {operation.error}",
                       output=output)  # fmt: skip
 
 
