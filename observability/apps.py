@@ -17,12 +17,14 @@ class ObservabilityConfig(AppConfig):
             graph,
             jobs,  # noqa: F401 - registers the Celery tasks
             live,
+            logs,
             notify,
             sparklines,
         )
         from observability.queues import api as queue_api
         from observability.queues import live as queue_live
         from observability.queues import redrive
+        from observability.views import logs as log_views
         from observability.views import queues as queue_views
         from portal import extensions, realtime, work
         from portal.startup import STARTUP_STEPS
@@ -30,6 +32,9 @@ class ObservabilityConfig(AppConfig):
         live.register_topics()  # the log tails
         queue_live.register_topics()  # the queue pages
         extensions.add_link("dead_letters", queue_views.dead_letters_link)  # errors link there
+        # A workflow step's agent task: the lines its agent wrote about it, and a link to them.
+        extensions.add_lookup("agent_log_lines", logs.lines_about)
+        extensions.add_link("agent_logs", log_views.logs_link)
         work.register_sweeper("redrive jobs", redrive.sweep)  # redrives whose worker died
         realtime.register_topic(graph.GRAPH_TOPIC)  # the dependency graph's nodes
 

@@ -190,3 +190,25 @@ def link(name: str, **parts: Any) -> str:
     except Exception:
         logger.exception("link %s%r could not be built", name, parts)
         return ""
+
+
+# --- lookups: a value one app answers for another (the log lines of a task, say) ------------
+
+_LOOKUPS: dict[str, Callable[..., Any]] = {}
+
+
+def add_lookup(name: str, fetch: Callable[..., Any]) -> None:
+    _LOOKUPS[name] = fetch
+
+
+def lookup(name: str, default: Any = None, **parts: Any) -> Any:
+    """What the owner of ``name`` answers for ``parts``, or ``default`` when nothing registered
+    it or it failed (logged): a lookup never costs the caller its page."""
+    fetch = _LOOKUPS.get(name)
+    if fetch is None:
+        return default
+    try:
+        return fetch(**parts)
+    except Exception:
+        logger.exception("lookup %s%r failed", name, parts)
+        return default

@@ -278,6 +278,14 @@ def format_line(entry: LogEntry) -> str:
     return "  ".join(parts)
 
 
+def lines_about(agent: str, text: str, limit: int = 20) -> list[str]:
+    """The agent's newest lines containing ``text`` (a task's id, say), oldest first, as
+    :func:`format_line` writes them; for other apps (a workflow step's log excerpt)."""
+    return [format_line(entry) for entry in search(agent=agent, text=text, limit=limit).entries][
+        ::-1
+    ]
+
+
 def _field_text(value: Any) -> str:
     if isinstance(value, str) and value and not any(c.isspace() or c in '"=' for c in value):
         return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from itertools import chain
+from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -147,3 +148,9 @@ def log_download(request: HttpRequest) -> HttpResponse:
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S")
     response["Content-Disposition"] = f'attachment; filename="logs-{who}-{stamp}.txt"'
     return response
+
+
+def logs_link(agent: str, text: str = "") -> str:
+    """The Logs page narrowed to an agent's lines containing ``text`` (other apps link here)."""
+    query = {agent_context.PARAM: agent, **({"q": text} if text else {})}
+    return f"{reverse('observability:logs')}?{urlencode(query)}"
