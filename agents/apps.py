@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import importlib
+
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class AgentsConfig(AppConfig):
@@ -34,6 +37,8 @@ class AgentsConfig(AppConfig):
         # The engine's own step kinds, then the definitions the portal ships with.
         workflow_steps.register_all()
         workflow_definitions.register_all()
+        for module in settings.WORKFLOW_DEFINITION_MODULES:
+            importlib.import_module(module)  # it registers what it declares
         extensions.add_api_router(api.router)
         extensions.add_dashboard_panel(
             extensions.DashboardPanel(

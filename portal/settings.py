@@ -160,6 +160,9 @@ CELERY_BEAT_SCHEDULE = {
 WORKFLOW_DEADLINE_CHECK_SECONDS = env.int(
     "WORKFLOW_DEADLINE_CHECK_SECONDS", 5, minimum=1, maximum=3600
 )
+# Modules imported at start-up that register more workflow definitions or step kinds (each
+# calls agents.workflows.registry.register / kinds.register_kind when imported).
+WORKFLOW_DEFINITION_MODULES = env.list("WORKFLOW_DEFINITION_MODULES", [])
 CELERY_BEAT_SCHEDULE["workflow-deadlines"] = {
     "task": "agents.check_workflow_deadlines",
     "schedule": float(WORKFLOW_DEADLINE_CHECK_SECONDS),

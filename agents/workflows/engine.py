@@ -15,6 +15,7 @@ from there instead of doing it again.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -137,10 +138,11 @@ def advance_now(run_id: int) -> None:
         dispatch(advance(run))
 
 
-def advance(run: WorkflowRun) -> list[tuple[int, float]]:
+def advance(run: WorkflowRun, rows: list[StepRun] | None = None) -> list[tuple[int, float]]:
     """With ``run`` locked: queue the steps whose dependencies are done (within the run's cap),
     finish the run when nothing is left, and answer the step rows to hand to workers with their
-    delays. Nothing starts while the run is paused."""
+    delays. Nothing starts while the run is paused. ``rows``: the run's current rows, when the
+    caller has them up to date already."""
     now = timezone.now()
     definition = definition_of(run)
     if run.status == RunStatus.PENDING:
@@ -149,7 +151,8 @@ def advance(run: WorkflowRun) -> list[tuple[int, float]]:
         if definition is not None and definition.deadline_seconds:
             run.deadline_at = now + timedelta(seconds=definition.deadline_seconds)
             run.deadline_state = DeadlineState.ON_TIME
-    rows = list(run.steps.filter(current=True))
+    if rows is None:
+        rows = list(run.steps.filter(current=True))
     dispatches: list[tuple[int, float]] = []
     if definition is None:
         _finish(run, RunStatus.FAILED, f"Definition {run.definition} v{run.version} is gone.")
@@ -368,15 +371,77 @@ def definition_of(run: WorkflowRun) -> Definition | None:
 
 def run_step(step_run_id: int) -> None:
     """Carry out a step attempt (the Celery task's body). Safe to call at any time and more
-    than once: a second caller finds the lease taken, a finished row is left alone. When the
-    step done makes exactly one step of an inline kind ready, that one runs here too rather
-    than waiting for another task."""
+    than once: a second caller finds the lease taken (or waits for the run's lock), a finished
+    row is left alone. When a step done makes a step of an inline kind ready, that one runs here
+    too rather than waiting for another task."""
     next_id: int | None = step_run_id
     while next_id is not None:
+        found = StepRun.objects.filter(pk=next_id).values_list("run_id", "kind").first()
+        if found is None:
+            return
+        run_id, kind_name = found
+        if _is_inline(kind_name):
+            next_id = _run_inline(run_id, next_id)
+            continue
         with work.try_lease(STEP_LOCK, next_id) as held:
             if not held:
                 return
             next_id = _run_step_once(next_id)
+
+
+def _is_inline(kind_name: str) -> bool:
+    try:
+        return kind(kind_name).inline
+    except LookupError:
+        return False
+
+
+# A chain of inline steps is carried out in one transaction for at most this long, then
+# committed (and shown), and carried on in the next.
+INLINE_BATCH_SECONDS = 0.25
+
+
+def _run_inline(run_id: int, step_run_id: int) -> int | None:
+    """Carry out steps of inline kinds (answered at once, with no side effects outside the
+    database) one after another under the run's lock, in one transaction: started, recorded
+    and the next ones queued, with a handful of statements per step. Answers the next step to
+    carry on with, if the batch ran out of time."""
+    stop_at = time.monotonic() + INLINE_BATCH_SECONDS
+    with transaction.atomic():
+        run = WorkflowRun.objects.select_for_update().get(pk=run_id)
+        if run.status not in (RunStatus.RUNNING, RunStatus.ROLLING_BACK):
+            return None  # paused, cancelled or over: a queued step waits for the resume
+        rows = list(run.steps.filter(current=True))
+        next_id: int | None = step_run_id
+        dispatches: list[tuple[int, float]] = []
+        while next_id is not None and time.monotonic() < stop_at:
+            row = next((r for r in rows if r.pk == next_id), None)
+            if row is None or row.status != StepStatus.QUEUED:
+                next_id = None
+                break
+            now = timezone.now()
+            if row.wake_at is not None and row.wake_at > now + timedelta(milliseconds=50):
+                dispatches.append((row.pk, (row.wake_at - now).total_seconds()))
+                next_id = None
+                break
+            row.status = StepStatus.RUNNING
+            row.started_at = now
+            row.detail = ""
+            step = _step_of(run, row)
+            if step is not None and step.deadline_seconds:
+                row.deadline_at = now + timedelta(seconds=step.deadline_seconds)
+            result = _call_kind(run, row, True, now)
+            found = _record(run, row, result)
+            if not isinstance(result, Done):  # a new attempt may have been added
+                rows = list(run.steps.filter(current=True))
+            found += advance(run, rows)
+            kinds = {r.pk: r.kind for r in rows}
+            next_id = next(
+                (pk for pk, wait in found if not wait and _is_inline(kinds.get(pk, ""))), None
+            )
+            dispatches += [d for d in found if d[0] != next_id]
+        dispatch(dispatches)
+    return next_id
 
 
 def _run_step_once(step_run_id: int) -> int | None:
@@ -479,10 +544,14 @@ def _record(run: WorkflowRun, row: StepRun, result: Result) -> list[tuple[int, f
     row.log = result.log[-4000:] if result.log else row.log
     row.output = dict(result.output)
     row.reply = dict(result.reply) or row.reply
-    saved = ["worker", "log", "output", "reply"]
+    # started_at too: an inline step is started and recorded in one go.
+    saved = ["worker", "log", "output", "reply", "started_at", "deadline_at"]
     if isinstance(result, Done):
-        row.save(update_fields=saved)
-        _end_row(row, StepStatus.SUCCEEDED, now)
+        row.status = StepStatus.SUCCEEDED
+        row.finished_at = now
+        row.wake_at = None
+        row.detail = ""
+        row.save(update_fields=[*saved, "status", "finished_at", "wake_at", "detail"])
         return []
     row.save(update_fields=saved)
     step = _step_of(run, row)
