@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+import redis
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
@@ -46,6 +47,8 @@ logger = logging.getLogger(__name__)
 RUN_STEP_TASK = "agents.run_workflow_step"
 # Advisory lock class of a step attempt's runner.
 STEP_LOCK = 7_310
+# How soon a step whose kind found Redis away is asked again.
+REDIS_RETRY_SECONDS = 2.0
 # Error texts kept on a row (the page shows them whole, the list their first line).
 ERROR_CHARS = 4000
 
@@ -513,6 +516,11 @@ def _call_kind(run: WorkflowRun, row: StepRun, starting: bool, now) -> Result:
     try:
         the_kind = kind(row.kind)
         result = the_kind.start(ctx) if starting else the_kind.poll(ctx)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        # Not the step failing: Redis away for a moment (restarting). Asking again is safe
+        # (what the kind did is in its state), and a new attempt would repeat what it did.
+        logger.warning("step %s of run %s: Redis does not answer: %s", row.pk, run.pk, exc)
+        return Wait(REDIS_RETRY_SECONDS, "Redis does not answer; trying again in a moment.")
     except Exception as exc:
         logger.exception("step %s (%s) of run %s raised", row.step_id, row.kind, run.pk)
         return Failed(f"{type(exc).__name__}: {exc}"[:ERROR_CHARS])

@@ -114,6 +114,8 @@ class AgentTask(StepKind):
         return self.poll(ctx)
 
     def poll(self, ctx: StepContext) -> Result:
+        if not ctx.state.get("message_id"):  # not sent yet (Redis was away when it started)
+            return self.start(ctx)
         client = agent_redis()
         reply = None
         for _id, fields in client.xrange(ctx.state["reply_to"], count=20):
@@ -269,6 +271,8 @@ class WaitFor(StepKind):
     def poll(self, ctx: StepContext) -> Result:
         until = ctx.inputs.get("until")
         every = float(ctx.inputs.get("every") or 1.0)
+        if not until and "until_ts" not in ctx.state:
+            return self.start(ctx)
         if not until:
             left = float(ctx.state["until_ts"]) - time.time()
             if left <= 0:
@@ -374,6 +378,8 @@ class SubWorkflow(StepKind):
     def poll(self, ctx: StepContext) -> Result:
         from .models import RunStatus, StepRun, WorkflowRun
 
+        if not ctx.state.get("child"):
+            return self.start(ctx)
         child = WorkflowRun.objects.get(pk=ctx.state["child"])
         if child.status == RunStatus.SUCCEEDED:
             outputs = dict(
@@ -477,6 +483,8 @@ class RestartWave(StepKind):
     def poll(self, ctx: StepContext) -> Result:
         from agents.models import BulkOperation
 
+        if "bulk_id" not in ctx.state:
+            return self.start(ctx)
         bulk = BulkOperation.objects.get(pk=ctx.state["bulk_id"])
         output = {"agents": ctx.state["agents"], "bulk": bulk.pk, "succeeded": bulk.succeeded,
                   "failed": bulk.failed}  # fmt: skip

@@ -276,3 +276,30 @@ def test_bad_input_is_refused_and_changes_nothing(wf, viewer) -> None:
     with pytest.raises(services.WorkflowRefused) as gone:
         services.get_run(run.pk + 1000)
     assert gone.value.status == 404
+
+
+def test_redis_away_for_a_moment_is_not_a_failed_attempt(wf) -> None:
+    import redis
+
+    from agents.workflows.kinds import Done, StepKind, register_kind
+
+    class RedisBlip(StepKind):
+        name = "test_redis_blip"
+        calls = 0
+
+        def start(self, ctx):
+            RedisBlip.calls += 1
+            if RedisBlip.calls == 1:
+                raise redis.exceptions.ConnectionError("Error 111 connecting: refused")
+            return Done({"calls": RedisBlip.calls})
+
+    register_kind(RedisBlip())
+    wf.define(Definition(name="t-blip", version=1, title="Blip", steps=(
+        Step("call", "test_redis_blip", retry=Retry(attempts=3, backoff_seconds=0.1)),
+    )))  # fmt: skip
+    run = services.start(wf.command, "t-blip")
+    run = wf.drive(run, timeout=10)
+    assert run.status == "succeeded"
+    rows = list(StepRun.objects.filter(run=run))
+    assert [(r.attempt, r.status) for r in rows] == [(1, "succeeded")]  # asked again, not retried
+    assert rows[0].output == {"calls": 2}
