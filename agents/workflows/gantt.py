@@ -31,7 +31,7 @@ WIDTH = 1000  # viewBox units across; the chart scales to its container
 LABEL_WIDTH = 210  # the step names on the left
 PLOT_LEFT = 220
 PLOT_RIGHT = 985
-AXIS_HEIGHT = 30  # the time labels above the lanes
+AXIS_HEIGHT = 46  # above the lanes: the deadline's label, the now line's, the time ticks
 LANE_HEIGHT = 22
 BAR_HEIGHT = 12
 HEADING_HEIGHT = 24  # "Compensation (roll-back)" above the compensation lanes
@@ -127,13 +127,14 @@ def render_gantt(
             parts.append(_lane(lane, index, y, axis, now, False))
             y += LANE_HEIGHT
     if deadline is not None:
-        parts.append(_deadline(axis, deadline, top, bottom, beyond, now))
+        parts.append(_deadline(axis, deadline, top, bottom, beyond))
     if not run.is_finished:
         x = _n(axis.x(now))
         parts.append(
             f'<g class="gantt-now"><title>Now, {escape(_clock(now))}</title>'
             f'<line class="gantt-now-line" x1="{x}" x2="{x}" y1="{top - 4}" y2="{bottom}"/>'
-            f'<text class="gantt-now-label" x="{x}" y="{top - 6}" text-anchor="middle">now</text></g>'
+            f'<text class="gantt-now-label" x="{x}" y="{top - 22}" text-anchor="end" dx="-3">'
+            f"now</text></g>"
         )
     parts.append(_legend(bottom + 20, bool(critical), deadline is not None, not run.is_finished))
 
@@ -279,11 +280,11 @@ def _attempt_text(
     row: StepRun, lane: _Lane, queued_for: float | None, ran_for: float | None
 ) -> str:
     what = "Compensation " if lane.role == Role.COMPENSATION else ""
-    text = f"{what}{row.title or row.step_id}, attempt {row.attempt}: {StepStatus(row.status).label.lower()}"
+    status = StepStatus(row.status).label.lower()
+    text = f"{what}{row.title or row.step_id}, attempt {row.attempt}: {status}"
     if ran_for is not None:
-        text += (
-            f", {'running for' if row.status == StepStatus.RUNNING else 'ran'} {duration(ran_for)}"
-        )
+        verb = "running for" if row.status == StepStatus.RUNNING else "ran"
+        text += f", {verb} {duration(ran_for)}"
     if queued_for is not None and queued_for >= 0.001:
         text += f", queued {duration(queued_for)}"
     if row.late:
@@ -319,23 +320,21 @@ def _tick_step(span: float) -> float:
     return math.ceil(span / 86400 / MAX_TICK_INTERVALS) * 86400
 
 
-def _deadline(
-    axis: _Axis, deadline: datetime, top: int, bottom: int, beyond: bool, now: datetime
-) -> str:
+def _deadline(axis: _Axis, deadline: datetime, top: int, bottom: int, beyond: bool) -> str:
     moment = escape(_clock(deadline))
     if beyond:
         # Too far out to draw at scale: say where it is at the right edge.
+        after = (deadline - axis.start).total_seconds()
         return (
             f'<g class="gantt-deadline is-beyond"><title>Deadline {moment}</title>'
-            f'<text class="gantt-deadline-label" x="{PLOT_RIGHT}" y="{top - 20}" '
-            f'text-anchor="end">deadline in {escape(duration((deadline - now).total_seconds()))} →'
-            f"</text></g>"
+            f'<text class="gantt-deadline-label" x="{PLOT_RIGHT}" y="{top - 34}" '
+            f'text-anchor="end">deadline {escape(duration(after))} after the start →</text></g>'
         )
     x = _n(axis.x(deadline))
     return (
         f'<g class="gantt-deadline"><title>Deadline {moment}</title>'
         f'<line class="gantt-deadline-line" x1="{x}" x2="{x}" y1="{top - 4}" y2="{bottom}"/>'
-        f'<text class="gantt-deadline-label" x="{x}" y="{top - 20}" text-anchor="end" dx="-2">'
+        f'<text class="gantt-deadline-label" x="{x}" y="{top - 34}" text-anchor="end" dx="-3">'
         f"deadline</text></g>"
     )
 
@@ -390,7 +389,7 @@ def _summary(
 
 
 def duration(seconds: float) -> str:
-    """``seconds`` for people: 120 ms, 4.2 s, 3 min 5 s, 2 h 10 min."""
+    """``seconds`` for people: 120 ms, 4.2 s, 3 min 5 s, 2 h 10 min, 1 d 2 h."""
     seconds = max(seconds, 0.0)
     if seconds < 1:
         return f"{round(seconds * 1000)} ms"
@@ -399,8 +398,11 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         minutes, rest = divmod(round(seconds), 60)
         return f"{minutes} min {rest} s" if rest else f"{minutes} min"
-    hours, rest = divmod(round(seconds) // 60, 60)
-    return f"{hours} h {rest} min" if rest else f"{hours} h"
+    if seconds < 86400:
+        hours, rest = divmod(round(seconds) // 60, 60)
+        return f"{hours} h {rest} min" if rest else f"{hours} h"
+    days, rest = divmod(round(seconds) // 3600, 24)
+    return f"{days} d {rest} h" if rest else f"{days} d"
 
 
 def elapsed_label(seconds: float) -> str:
@@ -412,8 +414,7 @@ def elapsed_label(seconds: float) -> str:
     if seconds < 3600:
         minutes, rest = divmod(round(seconds), 60)
         return f"{minutes} min {rest} s" if rest else f"{minutes} min"
-    hours, rest = divmod(round(seconds) // 60, 60)
-    return f"{hours} h {rest} min" if rest else f"{hours} h"
+    return duration(seconds)
 
 
 def _trim(number: float) -> str:

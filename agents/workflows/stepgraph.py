@@ -113,7 +113,8 @@ def definition_graph(
 ) -> Graph:
     """``definition``'s steps and dependencies, for the definitions page: each node says the
     step's kind and, given ``medians`` (step id → seconds, ``deadlines.medians``), its typical
-    duration; ``compensations`` adds what undoes each step, dashed."""
+    duration; its tooltip the timeout, attempts and dependencies. ``compensations`` adds what
+    undoes each step, dashed."""
     medians = medians or {}
     nodes: list[GraphNode] = []
     edges: list[GraphEdge] = []
@@ -121,8 +122,6 @@ def definition_graph(
         words = [step.kind]
         if step.id in medians:
             words.append(f"median {duration(medians[step.id])}")
-        if step.retry.attempts > 1:
-            words.append(f"{step.retry.attempts} attempts")
         nodes.append(
             GraphNode(step.id, step.label, " · ".join(words), STEP, "", "", _step_title(step))
         )
@@ -131,15 +130,16 @@ def definition_graph(
             undo = step.compensation
             label = undo.title or f"Undo {step.label.lower()}"
             node_id = compensation_id(step.id)
-            nodes.append(
-                GraphNode(node_id, label, undo.kind, COMPENSATION, "", "", f"{label}: undoes {step.label} on roll-back ({undo.kind})")
-            )  # fmt: skip
+            title = f"{label}: undoes {step.label} on roll-back ({undo.kind})"
+            nodes.append(GraphNode(node_id, label, undo.kind, COMPENSATION, "", "", title))
             edges.append(GraphEdge(step.id, node_id, "undo", COMPENSATION))
     return Graph(nodes, edges, "RIGHT", f"Steps of {definition.title}", RELATION)
 
 
 def _step_title(step: Step) -> str:
     text = f"{step.label} ({step.kind}): times out after {duration(step.timeout_seconds)}"
+    if step.retry.attempts > 1:
+        text += f", tried up to {step.retry.attempts} times"
     if step.after:
         text += f", after {', '.join(step.after)}"
     if step.deadline_seconds:

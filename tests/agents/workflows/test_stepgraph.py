@@ -139,7 +139,10 @@ def test_the_graph_of_a_definition_names_kinds_medians_and_what_undoes_what(wf) 
         ("test", "step", ""),
     ]  # fmt: skip
     assert graph.node("provision").sublabel == "test_echo · median 2.5 s"
-    assert graph.node("test").sublabel == "test_flaky · 3 attempts"
+    assert graph.node("test").sublabel == "test_flaky"
+    assert graph.node("test").title == (
+        "Test (test_flaky): times out after 5 min, tried up to 3 times, after provision"
+    )
     assert graph.node("compensation:provision").label == "Tear down"
     assert [(e.source, e.target, e.status) for e in graph.edges] == [
         ("provision", "compensation:provision", "compensation"), ("provision", "test", ""),
