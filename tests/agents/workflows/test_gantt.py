@@ -280,3 +280,23 @@ def test_durations_and_ticks_read_in_seconds_minutes_and_hours() -> None:
     assert [elapsed_label(s) for s in (0, 0.5, 30, 60, 90, 3600, 5400, 172800)] == [
         "0", "0.5 s", "30 s", "1 min", "1 min 30 s", "1 h", "1 h 30 min", "2 d"
     ]  # fmt: skip
+
+
+def test_a_run_just_started_shows_its_first_step_waiting_for_a_worker(wf) -> None:
+    wf.define(Definition(name="t-gantt-new", version=1, title="New", steps=(
+        Step("first", "test_slow", inputs={"seconds": 5}),
+        Step("second", "test_echo", after=("first",)),
+    )))  # fmt: skip
+    run = services.start(wf.command, "t-gantt-new")
+    assert wf.statuses(run) == {"first": "queued", "second": "pending"}
+    now = timezone.now() + timedelta(seconds=3)
+    root = parse(render_gantt(run, rows(run), now=now))
+    first, second = lanes(root)
+    (waiting,) = attempts(first)
+    assert "is-queued" in classes(waiting)
+    queued = waiting.find(f"{NS}rect")
+    assert queued.get("class") == "gantt-queued"  # light: not running yet
+    assert float(queued.get("x")) + float(queued.get("width")) == pytest.approx(985, abs=0.5)
+    assert attempts(second) == []
+    assert "(1 pending, 1 queued)" in root.get("aria-label")
+    services.cancel(run, wf.command)
