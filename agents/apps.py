@@ -16,8 +16,8 @@ class AgentsConfig(AppConfig):
         from agents.views import errors as error_views
         from agents.views import shared as views
         from agents.workflows import builtin as workflow_definitions
-        from agents.workflows import engine as workflow_engine
         from agents.workflows import steps as workflow_steps
+        from agents.workflows import sweep as workflow_sweep
         from portal import extensions, work
         from portal.management.commands import up
         from portal.startup import STARTUP_STEPS
@@ -33,7 +33,7 @@ class AgentsConfig(AppConfig):
         work.register_sweeper("operations", services.resume_stalled_operations)
         work.register_sweeper("recoveries", errors.resume_stalled_recoveries)
         work.register_sweeper("bulk operations", bulk.resume_stalled_bulk_operations)
-        work.register_sweeper("workflow steps", workflow_engine.resume_stalled_steps)
+        work.register_sweeper("workflow steps", workflow_sweep.resume_stalled_steps)
         # The engine's own step kinds, then the definitions the portal ships with.
         workflow_steps.register_all()
         workflow_definitions.register_all()

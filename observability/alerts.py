@@ -27,8 +27,8 @@ from django.db.models import F, Max, Min, Q
 from django.utils import timezone
 
 from agents.models import Agent, State
-from agents.workflows import deadlines
 from observability import events as event_log
+from observability import workflow_alerting
 from observability.metrics import METRICS
 from observability.models import Alert, AlertRule, Event, MetricSample, Severity
 from observability.queues import alerting as queue_alerts
@@ -236,25 +236,10 @@ def evaluate_rule(rule: AlertRule, now: datetime | None = None) -> tuple[int, in
 def _evaluate_workflow_rule(rule: AlertRule, now: datetime) -> tuple[int, int]:
     """One alert per workflow run at risk of missing its deadline or past it, on the agent the
     run waits for; it resolves when the run finishes or is back on time."""
-    found: dict[str, Finding] = {}
-    for run in deadlines.late_or_at_risk():
-        agent = deadlines.responsible_agent(run)
-        if agent is None or (rule.agent_id and agent.pk != rule.agent_id):
-            continue
-        deadline = timezone.localtime(run.deadline_at)
-        if run.deadline_state == "late":
-            over = (now - run.deadline_at).total_seconds()
-            summary = f"{run.title} #{run.pk} is late: its deadline was {deadline:%H:%M:%S}"
-        else:
-            predicted = run.predicted_finish_at or now
-            over = (predicted - run.deadline_at).total_seconds()
-            summary = (
-                f"{run.title} #{run.pk} is at risk: predicted to finish "
-                f"{timezone.localtime(predicted):%H:%M:%S}, deadline {deadline:%H:%M:%S}"
-            )
-        if run.subject:
-            summary += f" ({run.subject})"
-        found[f"workflow:{run.pk}"] = Finding(agent, round(over, 1), summary)
+    found = {
+        subject: Finding(agent, value, summary)
+        for subject, (agent, value, summary) in workflow_alerting.findings(rule, now).items()
+    }
     latest: dict[str, Alert] = {}
     candidates = rule.alerts.filter(
         Q(status__in=Alert.OPEN) | Q(status=Alert.Status.RESOLVED, cleared_at__isnull=True)

@@ -270,3 +270,38 @@ def _strings(value: Any) -> Iterable[str]:
     elif isinstance(value, list | tuple):
         for item in value:
             yield from _strings(item)
+
+
+# --- inputs, filled in when a step starts ------------------------------------------------------
+
+
+class InputError(ValueError):
+    """A step's input refers to an output an earlier step did not produce."""
+
+
+def resolve_inputs(value: Any, params: Mapping[str, Any], outputs: Mapping[str, Any]) -> Any:
+    """The step's inputs with every ``${params.x}`` and ``${steps.a.output.k}`` filled in. A
+    string that is one reference keeps the value's type; references inside text become text."""
+    if isinstance(value, str):
+        whole = REFERENCE.fullmatch(value)
+        if whole:
+            return _lookup(whole.group(1), params, outputs)
+        return REFERENCE.sub(lambda m: str(_lookup(m.group(1), params, outputs)), value)
+    if isinstance(value, Mapping):
+        return {k: resolve_inputs(v, params, outputs) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [resolve_inputs(v, params, outputs) for v in value]
+    return value
+
+
+def _lookup(reference: str, params: Mapping[str, Any], outputs: Mapping[str, Any]) -> Any:
+    parts = reference.split(".")
+    if parts[0] == "params":
+        return params.get(parts[1])
+    step_id, path = parts[1], parts[3:]
+    value: Any = outputs.get(step_id, {})
+    for key in path:
+        if not isinstance(value, Mapping) or key not in value:
+            raise InputError(f"${{{reference}}}: step {step_id!r} produced no {'.'.join(path)!r}")
+        value = value[key]
+    return value

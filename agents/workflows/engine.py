@@ -7,7 +7,7 @@ in three parts, each safe to repeat: mark it running (committed), call its kind 
 lock but the step's runner lease (a PostgreSQL advisory lock, gone with the connection of a
 worker that dies), then record what the kind answered and queue what became ready (one
 transaction). A worker SIGKILLed in the middle leaves a running row with no runner; the sweep
-(``resume_stalled_steps``) hands it to a worker again, whose kind finds in the row's ``state``
+(``sweep.resume_stalled_steps``) hands it to a worker again, whose kind finds in the row's ``state``
 what the first one already did (the task it sent, the operation it recorded) and carries on
 from there instead of doing it again.
 """
@@ -22,14 +22,13 @@ from typing import Any
 
 import redis
 from django.db import transaction
-from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from portal import work
 from portal.actors import Actor
 
 from . import live, registry
-from .definitions import REFERENCE, Definition, Step
+from .definitions import Definition, InputError, Step, resolve_inputs
 from .kinds import Done, Failed, Result, StepContext, Wait, kind
 from .models import (
     STEP_BUSY,
@@ -51,41 +50,6 @@ STEP_LOCK = 7_310
 REDIS_RETRY_SECONDS = 2.0
 # Error texts kept on a row (the page shows them whole, the list their first line).
 ERROR_CHARS = 4000
-
-
-class InputError(ValueError):
-    """A step's input refers to an output an earlier step did not produce."""
-
-
-# --- inputs --------------------------------------------------------------------------------------
-
-
-def resolve_inputs(value: Any, params: Mapping[str, Any], outputs: Mapping[str, Any]) -> Any:
-    """The step's inputs with every ``${params.x}`` and ``${steps.a.output.k}`` filled in. A
-    string that is one reference keeps the value's type; references inside text become text."""
-    if isinstance(value, str):
-        whole = REFERENCE.fullmatch(value)
-        if whole:
-            return _lookup(whole.group(1), params, outputs)
-        return REFERENCE.sub(lambda m: str(_lookup(m.group(1), params, outputs)), value)
-    if isinstance(value, Mapping):
-        return {k: resolve_inputs(v, params, outputs) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [resolve_inputs(v, params, outputs) for v in value]
-    return value
-
-
-def _lookup(reference: str, params: Mapping[str, Any], outputs: Mapping[str, Any]) -> Any:
-    parts = reference.split(".")
-    if parts[0] == "params":
-        return params.get(parts[1])
-    step_id, path = parts[1], parts[3:]
-    value: Any = outputs.get(step_id, {})
-    for key in path:
-        if not isinstance(value, Mapping) or key not in value:
-            raise InputError(f"${{{reference}}}: step {step_id!r} produced no {'.'.join(path)!r}")
-        value = value[key]
-    return value
 
 
 # --- creating a run ------------------------------------------------------------------------------
@@ -608,36 +572,3 @@ def _pick_inline(run: WorkflowRun, dispatches: list[tuple[int, float]]) -> int |
         if kind(kinds[pk]).inline:
             return pk
     return None
-
-
-# --- the sweep -----------------------------------------------------------------------------------
-
-
-def resume_stalled_steps(older_than: timedelta) -> list[int]:
-    """Hand out again every busy step whose wake-up is long past and that no worker holds, and
-    settle every active run with nothing busy (a worker died between two of its steps)."""
-    cutoff = timezone.now() - older_than
-    handed: list[int] = []
-    stalled = StepRun.objects.filter(
-        current=True,
-        status__in=STEP_BUSY,
-        wake_at__lte=cutoff,
-        run__status__in=[RunStatus.RUNNING, RunStatus.ROLLING_BACK],
-    ).values_list("pk", flat=True)[:500]
-    for pk in stalled:
-        if not work.has_runner(STEP_LOCK, pk):
-            work.send(RUN_STEP_TASK, pk)
-            handed.append(pk)
-    busy = StepRun.objects.filter(run=OuterRef("pk"), current=True, status__in=STEP_BUSY)
-    idle = (
-        WorkflowRun.objects.filter(
-            status__in=[RunStatus.PENDING, RunStatus.RUNNING, RunStatus.ROLLING_BACK],
-            created_at__lte=cutoff,
-        )
-        .exclude(Exists(busy))
-        .values_list("pk", flat=True)[:100]
-    )
-    for run_id in idle:
-        advance_now(run_id)
-        handed.append(-run_id)
-    return handed
