@@ -1,4 +1,5 @@
-"""Admin for agents (lifecycle actions through the services), history (read-only), operations."""
+"""Admin for agents (lifecycle actions through the services), history (read-only), operations,
+bulk operations and workflow runs with their step attempts (read-only)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from agents.models import (
     BulkOperation,
     Operation,
 )
+from agents.workflows.models import StepRun, WorkflowRun
 from portal.actors import Actor
 from portal.admin_site import ReadOnlyModelAdmin
 
@@ -171,3 +173,34 @@ class BulkOperationAdmin(ReadOnlyModelAdmin):
     search_fields = ("actor",)
     date_hierarchy = "requested_at"
     inlines = [BulkItemInline]
+
+
+class StepRunInline(admin.TabularInline):
+    """Every attempt of every step, compensations after the steps; read here, acted on through
+    the run's page, the API or ``manage.py workflows``."""
+
+    model = StepRun
+    fields = ("role", "position", "step_id", "title", "kind", "attempt", "current", "status",
+              "queued_at", "started_at", "finished_at", "worker", "error", "reason")  # fmt: skip
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    ordering = ("role", "position", "attempt")
+
+
+@admin.register(WorkflowRun)
+class WorkflowRunAdmin(ReadOnlyModelAdmin):
+    """Workflow runs are started and controlled from the Workflows page, the API or
+    ``manage.py workflows``; here, read."""
+
+    list_display = ("id", "title", "status", "subject", "progress_display", "started_at",
+                    "finished_at")  # fmt: skip
+    list_filter = ("status", "definition")
+    search_fields = ("subject", "title", "actor")
+    date_hierarchy = "created_at"
+    inlines = [StepRunInline]
+
+    @admin.display(description="Progress")
+    def progress_display(self, run: WorkflowRun) -> str:
+        return f"{run.completed_steps}/{run.total_steps} ({run.progress}%)"
