@@ -17,18 +17,18 @@ from ninja.responses import Status
 
 from agents.workflows import registry, services
 from agents.workflows.schemas import (
-    Accepted,
-    ApproveIn,
-    BulkIn,
-    BulkOutcome,
-    DefinitionOut,
-    MarkIn,
-    RetryIn,
-    RollbackIn,
-    RunDetailOut,
-    RunOut,
-    StartIn,
-    TaskDetailOut,
+    WorkflowAccepted,
+    WorkflowApproveIn,
+    WorkflowBulkIn,
+    WorkflowBulkOutcome,
+    WorkflowDefinitionOut,
+    WorkflowMarkIn,
+    WorkflowRetryIn,
+    WorkflowRollbackIn,
+    WorkflowRunDetailOut,
+    WorkflowRunOut,
+    WorkflowStartIn,
+    WorkflowTaskDetailOut,
     accepted_out,
     definition_out,
     list_runs,
@@ -47,7 +47,7 @@ ACT = {400: Problem, 403: Problem, 404: Problem, 409: Problem}
 
 @router.get(
     f"{ROOT}/workflows",
-    response={200: list[RunOut], **READ},
+    response={200: list[WorkflowRunOut], **READ},
     summary="Workflow runs, newest first; filter by status, definition, subject; page with before",
 )
 def list_workflows(
@@ -66,17 +66,17 @@ def list_workflows(
 
 @router.post(
     f"{ROOT}/workflows/bulk",
-    response={200: list[BulkOutcome], **ACT},
+    response={200: list[WorkflowBulkOutcome], **ACT},
     summary="Retry (failed steps) or cancel each of the runs named",
 )
-def bulk_workflows(request: HttpRequest, payload: BulkIn):
+def bulk_workflows(request: HttpRequest, payload: WorkflowBulkIn):
     # Declared before /workflows/{run_id}: Django matches the first pattern that fits.
     return services.bulk(Actor.from_request(request), payload.action, payload.ids)
 
 
 @router.get(
     f"{ROOT}/workflows/{{run_id}}",
-    response={200: RunDetailOut, **READ},
+    response={200: WorkflowRunDetailOut, **READ},
     summary="A run: parameters, predicted finish, every step with its attempts",
 )
 def get_workflow(request: HttpRequest, run_id: str):
@@ -85,10 +85,10 @@ def get_workflow(request: HttpRequest, run_id: str):
 
 @router.post(
     f"{ROOT}/workflows",
-    response={202: Accepted, **ACT},
+    response={202: WorkflowAccepted, **ACT},
     summary="Start a run of a definition with parameters",
 )
-def start_workflow(request: HttpRequest, payload: StartIn):
+def start_workflow(request: HttpRequest, payload: WorkflowStartIn):
     run = services.start(
         Actor.from_request(request), payload.definition, payload.parameters,
         version=payload.version,
@@ -98,7 +98,7 @@ def start_workflow(request: HttpRequest, payload: StartIn):
 
 @router.post(
     f"{ROOT}/workflows/{{run_id}}/pause",
-    response={202: Accepted, **ACT},
+    response={202: WorkflowAccepted, **ACT},
     summary="Pause: no new step starts; running ones finish",
 )
 def pause_workflow(request: HttpRequest, run_id: str):
@@ -107,7 +107,7 @@ def pause_workflow(request: HttpRequest, run_id: str):
 
 
 @router.post(
-    f"{ROOT}/workflows/{{run_id}}/resume", response={202: Accepted, **ACT}, summary="Resume"
+    f"{ROOT}/workflows/{{run_id}}/resume", response={202: WorkflowAccepted, **ACT}, summary="Resume"
 )
 def resume_workflow(request: HttpRequest, run_id: str):
     run = services.resume(services.get_run(run_id), Actor.from_request(request))
@@ -116,7 +116,7 @@ def resume_workflow(request: HttpRequest, run_id: str):
 
 @router.post(
     f"{ROOT}/workflows/{{run_id}}/cancel",
-    response={202: Accepted, **ACT},
+    response={202: WorkflowAccepted, **ACT},
     summary="Cancel: running steps are asked to stop, pending ones are skipped",
 )
 def cancel_workflow(request: HttpRequest, run_id: str):
@@ -126,11 +126,11 @@ def cancel_workflow(request: HttpRequest, run_id: str):
 
 @router.post(
     f"{ROOT}/workflows/{{run_id}}/retry",
-    response={200: dict, 202: Accepted, **ACT},
+    response={200: dict, 202: WorkflowAccepted, **ACT},
     summary="Retry failed steps or from a step, maybe with new parameters (dry_run: the preview)",
 )
-def retry_workflow(request: HttpRequest, run_id: str, payload: RetryIn | None = None):
-    payload = payload or RetryIn()
+def retry_workflow(request: HttpRequest, run_id: str, payload: WorkflowRetryIn | None = None):
+    payload = payload or WorkflowRetryIn()
     run = services.get_run(run_id)
     if payload.dry_run:
         plan = services.plan_retry(run, payload.mode, payload.from_step, payload.parameters)
@@ -143,11 +143,11 @@ def retry_workflow(request: HttpRequest, run_id: str, payload: RetryIn | None = 
 
 @router.post(
     f"{ROOT}/workflows/{{run_id}}/rollback",
-    response={200: dict, 202: Accepted, **ACT},
+    response={200: dict, 202: WorkflowAccepted, **ACT},
     summary="Roll back: the compensations of the finished steps, newest first (dry_run: preview)",
 )
-def rollback_workflow(request: HttpRequest, run_id: str, payload: RollbackIn | None = None):
-    payload = payload or RollbackIn()
+def rollback_workflow(request: HttpRequest, run_id: str, payload: WorkflowRollbackIn | None = None):
+    payload = payload or WorkflowRollbackIn()
     run = services.get_run(run_id)
     if payload.dry_run:
         return Status(200, services.plan_rollback(run))
@@ -157,10 +157,10 @@ def rollback_workflow(request: HttpRequest, run_id: str, payload: RollbackIn | N
 
 @router.post(
     f"{ROOT}/workflows/{{run_id}}/steps/{{step_id}}/mark",
-    response={202: Accepted, **ACT},
+    response={202: WorkflowAccepted, **ACT},
     summary="Mark a step succeeded or skipped, with a reason (Admin)",
 )
-def mark_step(request: HttpRequest, run_id: str, step_id: str, payload: MarkIn):
+def mark_step(request: HttpRequest, run_id: str, step_id: str, payload: WorkflowMarkIn):
     run = services.mark(
         services.get_run(run_id), step_id, payload.status, Actor.from_request(request),
         payload.reason,
@@ -170,10 +170,10 @@ def mark_step(request: HttpRequest, run_id: str, step_id: str, payload: MarkIn):
 
 @router.post(
     f"{ROOT}/workflows/{{run_id}}/steps/{{step_id}}/approve",
-    response={202: Accepted, **ACT},
+    response={202: WorkflowAccepted, **ACT},
     summary="Approve (or with approved=false, reject) a step waiting for an approval",
 )
-def approve_step(request: HttpRequest, run_id: str, step_id: str, payload: ApproveIn):
+def approve_step(request: HttpRequest, run_id: str, step_id: str, payload: WorkflowApproveIn):
     run = services.get_run(run_id)
     services.approve(
         run, step_id, Actor.from_request(request), approved=payload.approved, note=payload.note
@@ -184,7 +184,7 @@ def approve_step(request: HttpRequest, run_id: str, step_id: str, payload: Appro
 
 @router.get(
     f"{ROOT}/workflows/{{run_id}}/steps/{{step_id}}",
-    response={200: TaskDetailOut, **READ},
+    response={200: WorkflowTaskDetailOut, **READ},
     summary="One step of a run with its attempts",
 )
 def get_step(request: HttpRequest, run_id: str, step_id: str):
@@ -199,7 +199,7 @@ def get_step(request: HttpRequest, run_id: str, step_id: str):
 
 @router.get(
     f"{ROOT}/definitions",
-    response=list[DefinitionOut],
+    response=list[WorkflowDefinitionOut],
     summary="The definitions that can be started: parameters, steps, median durations",
 )
 def list_definitions(request: HttpRequest):

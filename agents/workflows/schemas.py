@@ -10,11 +10,11 @@ from datetime import datetime
 from typing import Any
 
 from django.db.models import Prefetch, QuerySet
-from ninja import Schema
+from ninja import Field, Schema
 
 from portal.refusals import BadFilter, BadRequest
 
-from . import deadlines, registry
+from . import deadlines, registry, services
 from .definitions import Definition, Step
 from .models import Role, RunStatus, StepRun, WorkflowRun
 
@@ -28,43 +28,45 @@ HEAVY_STEP_FIELDS = ("inputs", "output", "reply", "log", "state", "error")
 # --- input -----------------------------------------------------------------------------------
 
 
-class StartIn(Schema):
+class WorkflowStartIn(Schema):
     definition: str
     parameters: dict[str, Any] | None = None
     version: int | None = None
 
 
-class RetryIn(Schema):
-    mode: str = "failed"
+class WorkflowRetryIn(Schema):
+    # Plain strings checked by the service (one sentence at every door); the enums tell the
+    # OpenAPI document what the server accepts.
+    mode: str = Field(default="failed", json_schema_extra={"enum": list(services.RETRY_MODES)})
     from_step: str = ""
     parameters: dict[str, Any] | None = None
     dry_run: bool = False
 
 
-class RollbackIn(Schema):
+class WorkflowRollbackIn(Schema):
     reason: str = ""
     dry_run: bool = False
 
 
-class MarkIn(Schema):
-    status: str
+class WorkflowMarkIn(Schema):
+    status: str = Field(json_schema_extra={"enum": [str(m) for m in services.MARKS]})
     reason: str
 
 
-class ApproveIn(Schema):
+class WorkflowApproveIn(Schema):
     approved: bool = True
     note: str = ""
 
 
-class BulkIn(Schema):
-    action: str
+class WorkflowBulkIn(Schema):
+    action: str = Field(json_schema_extra={"enum": list(services.BULK_ACTIONS)})
     ids: list[int | str]
 
 
 # --- output ----------------------------------------------------------------------------------
 
 
-class TaskOut(Schema):
+class WorkflowTaskOut(Schema):
     task_id: str
     task_name: str
     role: str
@@ -76,7 +78,7 @@ class TaskOut(Schema):
     completed_at: datetime | None
 
 
-class RunOut(Schema):
+class WorkflowRunOut(Schema):
     workflow_id: int
     workflow_name: str
     definition: str
@@ -95,10 +97,10 @@ class RunOut(Schema):
     deadline_at: datetime | None
     deadline_state: str
     url: str
-    tasks: list[TaskOut]
+    tasks: list[WorkflowTaskOut]
 
 
-class AttemptOut(Schema):
+class WorkflowAttemptOut(Schema):
     attempt: int
     status: str
     started_at: datetime | None
@@ -110,7 +112,7 @@ class AttemptOut(Schema):
     replaces: int | None
 
 
-class TaskDetailOut(TaskOut):
+class WorkflowTaskDetailOut(WorkflowTaskOut):
     detail: str
     reason: str
     inputs: dict[str, Any]
@@ -122,10 +124,10 @@ class TaskDetailOut(TaskOut):
     queued_at: datetime | None
     deadline_at: datetime | None
     late: bool
-    attempts: list[AttemptOut]
+    attempts: list[WorkflowAttemptOut]
 
 
-class RunDetailOut(RunOut):
+class WorkflowRunDetailOut(WorkflowRunOut):
     parameters: dict[str, Any]
     error: str
     phase: str
@@ -134,22 +136,22 @@ class RunDetailOut(RunOut):
     created_by: str
     predicted_finish_at: datetime | None
     critical_path: list[str]
-    tasks: list[TaskDetailOut]  # type: ignore[assignment]
+    tasks: list[WorkflowTaskDetailOut]  # type: ignore[assignment]
 
 
-class Accepted(Schema):
+class WorkflowAccepted(Schema):
     workflow_id: int
     status: str
     url: str
 
 
-class BulkOutcome(Schema):
+class WorkflowBulkOutcome(Schema):
     workflow_id: int
     ok: bool
     detail: str
 
 
-class ParameterOut(Schema):
+class WorkflowParameterOut(Schema):
     name: str
     type: str
     required: bool
@@ -160,34 +162,34 @@ class ParameterOut(Schema):
     maximum: float | None
 
 
-class RetryPolicyOut(Schema):
+class WorkflowRetryPolicyOut(Schema):
     attempts: int
     backoff_seconds: float
     factor: float
     max_backoff_seconds: float
 
 
-class CompensationOut(Schema):
+class WorkflowCompensationOut(Schema):
     id: str
     title: str
     kind: str
     inputs: dict[str, Any]
 
 
-class StepOut(Schema):
+class WorkflowStepOut(Schema):
     id: str
     title: str
     kind: str
     after: list[str]
     inputs: dict[str, Any]
     timeout_seconds: int
-    retry: RetryPolicyOut
-    compensation: CompensationOut | None
+    retry: WorkflowRetryPolicyOut
+    compensation: WorkflowCompensationOut | None
     deadline_seconds: int | None
     median_seconds: float | None
 
 
-class DefinitionOut(Schema):
+class WorkflowDefinitionOut(Schema):
     name: str
     version: int
     versions: list[int]
@@ -199,8 +201,8 @@ class DefinitionOut(Schema):
     roll_back_on_failure: bool
     roll_back_on_deadline: bool
     max_parallel: int
-    parameters: list[ParameterOut]
-    steps: list[StepOut]
+    parameters: list[WorkflowParameterOut]
+    steps: list[WorkflowStepOut]
     median_seconds: dict[str, float]
 
 
@@ -274,8 +276,8 @@ def _ordered(rows: list[StepRun]) -> list[StepRun]:
     return sorted(rows, key=lambda r: (r.role != Role.FORWARD, r.position, r.attempt))
 
 
-def task_out(row: StepRun) -> TaskOut:
-    return TaskOut(
+def task_out(row: StepRun) -> WorkflowTaskOut:
+    return WorkflowTaskOut(
         task_id=row.step_id, task_name=row.title, role=row.role, kind=row.kind, status=row.status,
         attempt=row.attempt, duration_ms=_ms(row), started_at=row.started_at,
         completed_at=row.finished_at,
@@ -296,15 +298,15 @@ def _run_fields(run: WorkflowRun) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def run_out(run: WorkflowRun) -> RunOut:
+def run_out(run: WorkflowRun) -> WorkflowRunOut:
     """A list row; ``run.current_steps`` as ``list_runs`` prefetches it (read when absent)."""
     rows = getattr(run, "current_steps", None)
     if rows is None:
         rows = list(run.steps.filter(current=True).defer(*HEAVY_STEP_FIELDS))
-    return RunOut(**_run_fields(run), tasks=[task_out(r) for r in _ordered(rows)])
+    return WorkflowRunOut(**_run_fields(run), tasks=[task_out(r) for r in _ordered(rows)])
 
 
-def run_detail_out(run: WorkflowRun) -> RunDetailOut:
+def run_detail_out(run: WorkflowRun) -> WorkflowRunDetailOut:
     """A run with its parameters, its predicted finish and every step's attempts."""
     rows = list(run.steps.all())
     history: dict[tuple[str, str], list[StepRun]] = {}
@@ -313,7 +315,7 @@ def run_detail_out(run: WorkflowRun) -> RunDetailOut:
     current = _ordered([r for r in rows if r.current])
     prediction = deadlines.predict(run, rows=current)
     tasks = [
-        TaskDetailOut(
+        WorkflowTaskDetailOut(
             **task_out(row).dict(),
             detail=row.detail,
             reason=row.reason,
@@ -333,7 +335,7 @@ def run_detail_out(run: WorkflowRun) -> RunDetailOut:
         )  # fmt: skip
         for row in current
     ]
-    return RunDetailOut(
+    return WorkflowRunDetailOut(
         **_run_fields(run), parameters=run.parameters, error=run.error, phase=run.phase,
         retries=run.retries, created_at=run.created_at, created_by=run.actor,
         predicted_finish_at=prediction.finish_at, critical_path=prediction.critical_path,
@@ -341,30 +343,30 @@ def run_detail_out(run: WorkflowRun) -> RunDetailOut:
     )  # fmt: skip
 
 
-def attempt_out(row: StepRun) -> AttemptOut:
-    return AttemptOut(
+def attempt_out(row: StepRun) -> WorkflowAttemptOut:
+    return WorkflowAttemptOut(
         attempt=row.attempt, status=row.status, started_at=row.started_at,
         completed_at=row.finished_at, duration_ms=_ms(row), error=row.error, worker=row.worker,
         reason=row.reason, replaces=row.replaces_id,
     )  # fmt: skip
 
 
-def accepted_out(run: WorkflowRun) -> Accepted:
-    return Accepted(workflow_id=run.pk, status=run.status, url=run_url(run))
+def accepted_out(run: WorkflowRun) -> WorkflowAccepted:
+    return WorkflowAccepted(workflow_id=run.pk, status=run.status, url=run_url(run))
 
 
 # --- definitions -----------------------------------------------------------------------------
 
 
-def _step_out(step: Step, medians: dict[str, float]) -> StepOut:
+def _step_out(step: Step, medians: dict[str, float]) -> WorkflowStepOut:
     retry = step.retry
     compensation = step.compensation
-    return StepOut(
+    return WorkflowStepOut(
         id=step.id, title=step.label, kind=step.kind, after=list(step.after),
         inputs=dict(step.inputs), timeout_seconds=step.timeout_seconds,
-        retry=RetryPolicyOut(attempts=retry.attempts, backoff_seconds=retry.backoff_seconds,
+        retry=WorkflowRetryPolicyOut(attempts=retry.attempts, backoff_seconds=retry.backoff_seconds,
                              factor=retry.factor, max_backoff_seconds=retry.max_backoff_seconds),
-        compensation=None if compensation is None else CompensationOut(
+        compensation=None if compensation is None else WorkflowCompensationOut(
             id=compensation.id, title=compensation.title or f"Undo {step.label.lower()}",
             kind=compensation.kind, inputs=dict(compensation.inputs),
         ),
@@ -372,9 +374,9 @@ def _step_out(step: Step, medians: dict[str, float]) -> StepOut:
     )  # fmt: skip
 
 
-def definition_out(definition: Definition) -> DefinitionOut:
+def definition_out(definition: Definition) -> WorkflowDefinitionOut:
     medians = deadlines.medians(definition.name)
-    return DefinitionOut(
+    return WorkflowDefinitionOut(
         name=definition.name, version=definition.version,
         versions=[d.version for d in registry.versions(definition.name)],
         title=definition.title, description=definition.description,
@@ -384,7 +386,7 @@ def definition_out(definition: Definition) -> DefinitionOut:
         roll_back_on_deadline=definition.roll_back_on_deadline,
         max_parallel=definition.max_parallel,
         parameters=[
-            ParameterOut(
+            WorkflowParameterOut(
                 name=p.name, type=p.type, required=p.required, default=p.default,
                 choices=list(p.choices), help=p.help, minimum=p.minimum, maximum=p.maximum,
             )

@@ -399,3 +399,29 @@ def test_bulk_cancels_the_selection_and_says_per_run(wf, as_operator, as_viewer)
 def test_signed_out_and_roleless_callers_are_refused(as_outsider, client) -> None:
     assert client.get(f"{API}/workflows").status_code == 401
     assert as_outsider.get(f"{API}/workflows").status_code == 401
+
+
+def test_a_bearer_token_acts_with_its_users_role(wf, operator, viewer) -> None:
+    from django.test import Client
+
+    from portal import services as portal_services
+    from portal.actors import Actor
+
+    saga(wf)
+    operator_token = portal_services.create_api_token(operator, Actor.command("test"))[1]
+    viewer_token = portal_services.create_api_token(viewer, Actor.command("test"))[1]
+    client = Client()  # no session: the token alone
+    body = json.dumps({"definition": "t-api-saga", "parameters": {"customer": "Acme"}})
+
+    def start(token: str):
+        return client.post(f"{API}/workflows", body, content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {token}")  # fmt: skip
+
+    assert start(viewer_token).status_code == 403
+    response = start(operator_token)
+    assert response.status_code == 202, response.content
+    run = WorkflowRun.objects.get()
+    assert run.actor.startswith("token:")
+    listed = client.get(f"{API}/workflows", HTTP_AUTHORIZATION=f"Bearer {viewer_token}")
+    assert [r["workflow_id"] for r in listed.json()] == [run.pk]
+    assert start("not-a-token").status_code == 401
