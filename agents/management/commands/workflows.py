@@ -338,7 +338,7 @@ class Command(BaseCommand):
                 "Nothing was done.",
                 returncode=REFUSED,
             )
-        self.err.print(f"{doing}? [y/N] ", end="")
+        self.err.print(f"{doing}? [y/N] ", end="", markup=False)
         try:
             answer = input()
         except EOFError:

@@ -11,7 +11,10 @@ import getpass
 import io
 import json
 import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -24,6 +27,7 @@ from portal.actors import Actor
 from portal.models import AuditEntry
 
 pytestmark = pytest.mark.django_db(transaction=True)
+ROOT = Path(__file__).resolve().parents[3]
 
 WORKER_DEFINITION = registry.register(
     Definition(
@@ -171,6 +175,40 @@ def test_retry_dry_run_prints_the_preview_and_changes_nothing(wf) -> None:
     assert f"Retrying run #{run.pk}." in out
     run.refresh_from_db()
     assert (run.status, run.retries) == ("running", 1)
+
+
+class Terminal(io.StringIO):
+    """Standard input that is a terminal someone types into."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_at_a_terminal_retry_asks_after_the_preview(wf, monkeypatch) -> None:
+    failing(wf)
+    run = wf.drive(services.start(wf.command, "t-cmd-fail"))
+    before = snapshot()
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
+    status, message, out = workflows_fail("retry", str(run.pk))
+    assert (status, message) == (2, "Not confirmed; nothing was done.")
+    assert "runs again" in out
+    assert snapshot() == before
+    monkeypatch.setattr("sys.stdin", Terminal("y\n"))
+    out, err = workflows("retry", str(run.pk))
+    assert f"Retry run #{run.pk}? [y/N]" in err and f"Retrying run #{run.pk}." in out
+    run.refresh_from_db()
+    assert run.retries == 1
+
+
+def test_a_real_process_exits_2_when_refused(test_database_url, redis_url) -> None:
+    env = {**os.environ, "DATABASE_URL": test_database_url, "REDIS_URL": redis_url,
+           "LOG_LEVEL": "WARNING"}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "manage.py", "workflows", "resume", "999999"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "CommandError: There is no workflow run #999999." in result.stderr
 
 
 def test_rollback_dry_run_then_rollback(wf) -> None:
