@@ -112,12 +112,26 @@ def start(
 # --- pause, resume, cancel -------------------------------------------------------------------
 
 
+# How a refusal says where a run is: "Run #12 has failed; ...".
+STATUS_PHRASES = {
+    RunStatus.PENDING: "is pending",
+    RunStatus.RUNNING: "is running",
+    RunStatus.PAUSED: "is paused",
+    RunStatus.SUCCEEDED: "has succeeded",
+    RunStatus.FAILED: "has failed",
+    RunStatus.CANCELLED: "was cancelled",
+    RunStatus.ROLLING_BACK: "is rolling back",
+    RunStatus.ROLLED_BACK: "was rolled back",
+}
+
+
 def _refuse_status(run: WorkflowRun, doing: str, allowed: Iterable[str]) -> None:
     if run.status not in allowed:
-        names = " or ".join(RunStatus(s).label.lower() for s in allowed)
+        labels = [RunStatus(s).label.lower().replace("rolled back", "rolled-back") for s in allowed]
+        names = labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} or {labels[-1]}"
         raise WorkflowRefused(
-            f"Run #{run.pk} is {run.get_status_display().lower()}; only a {names} run can be "
-            f"{doing}."
+            f"Run #{run.pk} {STATUS_PHRASES.get(run.status, run.status)}; only a {names} run "
+            f"can be {doing}."
         )
 
 

@@ -248,7 +248,7 @@ def test_bulk_cancel_exits_2_when_a_run_refuses(wf) -> None:
     done = wf.drive(services.start(wf.command, "t-cmd-fail"))
     status, message, out = workflows_fail("bulk", "cancel", str(done.pk))
     assert status == 2 and "1 of 1 runs refused the cancel" in message
-    assert f"#{done.pk} cancel: refused: Run #{done.pk} is failed" in out
+    assert f"#{done.pk} cancel: refused: Run #{done.pk} has failed" in out
 
 
 # --- --follow with a real worker -------------------------------------------------------------
