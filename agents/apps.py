@@ -16,6 +16,7 @@ class AgentsConfig(AppConfig):
         from agents.views import errors as error_views
         from agents.views import shared as views
         from agents.workflows import builtin as workflow_definitions
+        from agents.workflows import live as workflow_live
         from agents.workflows import steps as workflow_steps
         from agents.workflows import sweep as workflow_sweep
         from portal import extensions, work
@@ -25,6 +26,7 @@ class AgentsConfig(AppConfig):
         if services.seed_step not in STARTUP_STEPS:
             STARTUP_STEPS.append(services.seed_step)
         live.register_topics()
+        workflow_live.register_topics()
         events.subscribe(live.on_agent_event)
         events.subscribe_bulk(live.on_bulk_event)
         if up.monitor_child not in up.EXTRA_CHILDREN:

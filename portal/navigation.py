@@ -68,7 +68,13 @@ SECTIONS = [
         "queues:index",
         "Task queues, dead letters, stuck consumers and the flow between agents.",
     ),
-    Section("workflows", "Workflows", "flow", "section", "Multi-step workflows across agents."),
+    Section(
+        "workflows",
+        "Workflows",
+        "flow",
+        "workflows:index",
+        "Multi-step work across agents: runs, steps, retries and roll-backs.",
+    ),
     Section("factory", "Factory", "box", "section", "Create new agents from templates."),
     Section(
         "servicing",

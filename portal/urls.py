@@ -22,6 +22,7 @@ urlpatterns = [
     path("", include("observability.urls")),  # /logs/, /events/, /alerts/, /context/
     path("metrics/", include("observability.metrics_urls")),
     path("queues/", include("observability.queue_urls")),
+    path("workflows/", include("agents.workflows.urls")),
     path("", include("social_django.urls", namespace="social")),
     path("<slug:slug>/", views.section, name="section"),
 ]

@@ -260,13 +260,14 @@ def _attempt(
         ran_for = (ended - row.started_at).total_seconds()
         x0 = axis.x(row.started_at)
         width = max(axis.x(ended) - x0, MIN_BAR)
+        x0 = min(x0, PLOT_RIGHT - width)  # a short attempt at the very end stays in sight
         shapes.append(
             f'<rect class="gantt-bar" x="{_n(x0)}" y="{top}" width="{_n(width)}" '
             f'height="{BAR_HEIGHT}" rx="2"/>'
         )
     elif not shapes or row.finished_at is not None:
         shapes.append(
-            f'<rect class="gantt-bar gantt-mark" x="{_n(axis.x(ended) - 1)}" y="{top}" '
+            f'<rect class="gantt-bar gantt-mark" x="{_n(min(axis.x(ended) - 1, PLOT_RIGHT - MIN_BAR))}" y="{top}" '
             f'width="{MIN_BAR}" height="{BAR_HEIGHT}"/>'
         )
     return (

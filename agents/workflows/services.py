@@ -113,7 +113,7 @@ def start(
 
 
 # How a refusal says where a run is: "Run #12 has failed; ...".
-STATUS_PHRASES = {
+STATUS_PHRASES: dict[str, str] = {
     RunStatus.PENDING: "is pending",
     RunStatus.RUNNING: "is running",
     RunStatus.PAUSED: "is paused",

@@ -128,3 +128,16 @@ def wf():
         drive=drive, define=define, current=current, statuses=statuses, calls=CALLS,
         command=COMMAND,
     )  # fmt: skip
+
+
+@pytest.fixture
+def client_for():
+    """A test client signed in as the given user."""
+    from django.test import Client
+
+    def make(user):
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return make
