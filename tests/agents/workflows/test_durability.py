@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import redis
@@ -92,3 +95,88 @@ def test_a_worker_killed_mid_run_loses_no_step_and_runs_none_twice(
     assert processed - processed_before == 4
     for n in range(1, 5):
         assert agents.zscore(contract.answered("wow-cache"), f"wf{run.pk}-task-{n}-a1") is not None
+
+
+def test_redis_restarted_mid_run_loses_no_step_and_runs_none_twice(
+    seeded, bring_up, settings, test_database_url, tmp_path
+) -> None:
+    """The run's broker and the agents' Redis are one private Redis (with its append-only file),
+    SIGKILLed while a step waits for its reply and started again on the same port."""
+    from portal import embedded
+
+    root = tmp_path / "redis-root"
+    root.mkdir()
+    url = embedded.start_redis(root, persistent=True)
+    settings.AGENT_REDIS_URL = url  # the agent started here talks to it too
+    try:
+        cache = seeded["wow-cache"]
+        Agent.objects.filter(pk=cache.pk).update(config={"faults": {"latency_ms": 1000}})
+        cache.refresh_from_db()
+        bring_up(cache)
+        env = {
+            **os.environ, "DATABASE_URL": test_database_url, "REDIS_URL": url,
+            "AGENT_REDIS_URL": url, "LOG_LEVEL": "WARNING", "WORKFLOW_DEFINITION_MODULES": __name__,
+            "WORK_SWEEP_SECONDS": "2", "WORK_STALLED_AFTER_SECONDS": "2",
+        }  # fmt: skip
+        worker = _worker_on(url, env, f"wf-dur-r-{os.getpid()}", tmp_path / "r.log")
+        # Beat, as the portal runs it: the sweep hands out what the restart dropped.
+        beat = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "portal", "beat", "--schedule",
+             str(tmp_path / "beat-schedule"), "--loglevel", "WARNING"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            started = subprocess.run(
+                [sys.executable, "manage.py", "workflows", "start", "t-durable-chain", "--json"],
+                env=env, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert started.returncode == 0, started.stderr
+            run = WorkflowRun.objects.get(definition="t-durable-chain")
+            _wait(lambda: StepRun.objects.filter(run=run, step_id="task-2", status="running")
+                  .exists(), 30, "the second step runs")  # fmt: skip
+            pid = int((embedded.redis_dir(root) / "redis.pid").read_text())
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(1.5)
+            embedded.start_redis(root, persistent=True)  # same port, same data
+            # A worker that lost its broker may exit (kombu gives up restoring what it held);
+            # the portal's supervisor (``manage.py up``) starts it again, as here.
+            deadline = time.monotonic() + 90
+            while not WorkflowRun.objects.get(pk=run.pk).is_finished:
+                assert time.monotonic() < deadline, "the run finishes"
+                if worker.poll() is not None:
+                    worker = _worker_on(url, env, f"wf-dur-r2-{os.getpid()}", tmp_path / "r2.log")
+                time.sleep(0.2)
+        finally:
+            for process in (beat, worker):
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=20)
+        run.refresh_from_db()
+        assert run.status == "succeeded", run.error
+        rows = list(StepRun.objects.filter(run=run).order_by("position", "attempt"))
+        assert [(r.step_id, r.attempt, r.status) for r in rows] == [
+            (f"task-{n}", 1, "succeeded") for n in range(1, 5)
+        ]
+        agents = redis.Redis.from_url(url, decode_responses=True)
+        assert int(agents.hget(contract.counters("wow-cache"), "processed") or 0) == 4
+    finally:
+        embedded.stop_redis(root)
+
+
+def _worker_on(url: str, env: dict, name: str, log) -> subprocess.Popen:
+    """A solo Celery worker on the broker at ``url``, once it answers a ping there."""
+    from celery import Celery
+
+    handle = open(log, "a")  # noqa: SIM115 (closed when the worker ends)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "portal", "worker", "--pool", "solo",
+         "--without-mingle", "--without-gossip", "--hostname", f"{name}@%h"],
+        env=env, stdout=handle, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    probe = Celery(broker=url)
+    deadline = time.monotonic() + 30
+    while not probe.control.ping(destination=[f"{name}@{os.uname().nodename}"], timeout=0.5):
+        if time.monotonic() > deadline or worker.poll() is not None:
+            worker.kill()
+            pytest.fail(f"worker {name} did not come up:\n{Path(log).read_text()[-3000:]}")
+    probe.close()
+    return worker
