@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings
+from kombu.exceptions import OperationalError
 
 from agents.agentd import contract
 from agents.models import Agent
@@ -172,9 +173,17 @@ def _worker_on(url: str, env: dict, name: str, log) -> subprocess.Popen:
          "--without-mingle", "--without-gossip", "--hostname", f"{name}@%h"],
         env=env, stdout=handle, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    probe = Celery(broker=url)
+    probe = Celery(broker=url, set_as_current=False)  # the tests keep their own app
     deadline = time.monotonic() + 30
-    while not probe.control.ping(destination=[f"{name}@{os.uname().nodename}"], timeout=0.5):
+
+    def answers() -> bool:
+        try:
+            return bool(probe.control.ping(destination=[f"{name}@{os.uname().nodename}"],
+                                           timeout=0.5))  # fmt: skip
+        except (redis.exceptions.ConnectionError, OperationalError, OSError):  # Redis restarting
+            return False
+
+    while not answers():
         if time.monotonic() > deadline or worker.poll() is not None:
             worker.kill()
             pytest.fail(f"worker {name} did not come up:\n{Path(log).read_text()[-3000:]}")
