@@ -37,6 +37,7 @@ class Agent(ConcurrentTransitionMixin, models.Model):
     description = models.TextField(blank=True)
     tier = models.CharField(max_length=20, choices=Tier.choices, default=Tier.PLATFORM)
     capabilities = models.JSONField(default=list, blank=True)
+    specializations = models.JSONField(default=list, blank=True)
     owner_team = models.CharField(max_length=100, blank=True)
     dependencies = models.ManyToManyField(
         "self", symmetrical=False, related_name="dependents", blank=True
@@ -46,11 +47,20 @@ class Agent(ConcurrentTransitionMixin, models.Model):
         default=250, help_text="CPU request in millicores."
     )
     memory_mb = models.PositiveIntegerField(default=256, help_text="Memory limit in MiB.")
+    storage_mb = models.PositiveIntegerField(
+        default=0, help_text="Data volume size in MiB (0: no quota asked for)."
+    )
     runtime = models.CharField(
         max_length=20, choices=RuntimeKind.choices, default=RuntimeKind.LOCAL
     )
     replicas = models.PositiveSmallIntegerField(default=1)
     config = models.JSONField(default=dict, blank=True, help_text="agentd configuration (JSON).")
+    environment = models.JSONField(
+        default=dict, blank=True, help_text="Environment variables (not secret) the agent gets."
+    )
+    template = models.CharField(
+        max_length=80, blank=True, help_text="The factory template it was made from (name@version)."
+    )
     restart_policy = models.CharField(
         max_length=20, choices=RestartPolicy.choices, default=RestartPolicy.ON_FAILURE
     )
@@ -478,3 +488,21 @@ class RecoverySwitch(models.Model):
 
 # The workflow engine's rows live with the engine (``agents/workflows``) and belong to this app.
 from agents.workflows.models import StepRun, WorkflowRun  # noqa: E402, F401
+
+
+class AgentSecret(models.Model):
+    """An environment variable whose value is secret: given to the agent's processes, never
+    rendered, logged or answered by any door (its name is shown, its value never)."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="secrets")
+    name = models.CharField(max_length=100)
+    value = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "name"], name="agent_secret_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent.slug}: {self.name}"

@@ -45,6 +45,9 @@ def runtime_for(agent: Agent) -> Runtime:
 
 
 def spec_for(agent: Agent) -> AgentSpec:
+    env = {str(name): str(value) for name, value in (agent.environment or {}).items()}
+    if agent.pk:
+        env.update(agent.secrets.values_list("name", "value"))
     return AgentSpec(
         slug=agent.slug,
         name=agent.name,
@@ -53,6 +56,7 @@ def spec_for(agent: Agent) -> AgentSpec:
         config=dict(agent.config),
         cpu_millicores=agent.cpu_millicores,
         memory_mb=agent.memory_mb,
+        env=env,
         redis_url=settings.AGENT_REDIS_URL,
         ports=tuple(agent.runtime_details.get("ports", ())),
         grace_seconds=settings.AGENT_STOP_GRACE_SECONDS,

@@ -62,6 +62,21 @@ class Env:
             raise ImproperlyConfigured(f"{name}={number} is too large; the maximum is {maximum}.")
         return number
 
+    def price(self, name: str, default: str) -> str:
+        """A non-negative amount of money such as ``0.0125`` (kept as text for Decimal)."""
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not 0 <= number < 1_000_000 or value.strip().lower() in ("nan", "inf", "infinity"):
+            raise ImproperlyConfigured(
+                f"{name}={value!r} is not an amount of money; use a number such as 0.01."
+            )
+        return value.strip()
+
     def list(self, name: str, default: list[str] | None = None) -> list[str]:
         """A comma-separated list; blanks are dropped."""
         value = self._raw(name)

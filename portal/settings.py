@@ -163,6 +163,31 @@ WORKFLOW_DEADLINE_CHECK_SECONDS = env.int(
 # Modules imported at start-up that register more workflow definitions or step kinds (each
 # calls agents.workflows.registry.register / kinds.register_kind when imported).
 WORKFLOW_DEFINITION_MODULES = env.list("WORKFLOW_DEFINITION_MODULES", [])
+# The factory: what resources cost (the first values of the price table, editable in the
+# admin), the budget one agent should meet, the fleet's capacity that new agents must fit in,
+# how long an untouched draft is kept, and how long a sandbox run may take.
+FACTORY_PRICES = {
+    "currency": env.str("FACTORY_CURRENCY", "USD")[:3].upper(),
+    "vcpu_hour": env.price("FACTORY_PRICE_VCPU_HOUR", "0.0100"),
+    "memory_gb_hour": env.price("FACTORY_PRICE_MEMORY_GB_HOUR", "0.0015"),
+    "storage_gb_month": env.price("FACTORY_PRICE_STORAGE_GB_MONTH", "0.10"),
+    "per_thousand_tasks": env.price("FACTORY_PRICE_PER_THOUSAND_TASKS", "0.002"),
+    "budget_per_agent": env.price("FACTORY_BUDGET_PER_AGENT", "2.00"),
+}
+FACTORY_CAPACITY = {
+    "cpu_millicores": env.int("FACTORY_CAPACITY_CPU_MILLICORES", 16000, minimum=100),
+    "memory_mb": env.int("FACTORY_CAPACITY_MEMORY_MB", 32768, minimum=64),
+    "storage_mb": env.int("FACTORY_CAPACITY_STORAGE_MB", 102400, minimum=0),
+}
+FACTORY_SANDBOX_ROOT = Path(env.str("FACTORY_SANDBOX_ROOT", str(VAR_DIR / "sandboxes")))
+FACTORY_DRAFT_TTL_HOURS = env.int("FACTORY_DRAFT_TTL_HOURS", 72, minimum=1, maximum=24 * 365)
+FACTORY_SANDBOX_TIMEOUT_SECONDS = env.int(
+    "FACTORY_SANDBOX_TIMEOUT_SECONDS", 60, minimum=5, maximum=3600
+)
+CELERY_BEAT_SCHEDULE["factory-expire-drafts"] = {
+    "task": "factory.expire_drafts",
+    "schedule": 600.0,
+}
 CELERY_BEAT_SCHEDULE["workflow-deadlines"] = {
     "task": "agents.check_workflow_deadlines",
     "schedule": float(WORKFLOW_DEADLINE_CHECK_SECONDS),

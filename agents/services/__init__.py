@@ -36,7 +36,10 @@ from agents.services.graph import (
 )
 from agents.services.refusals import UNAVAILABLE, ActionRefused, Conflict, NeedsConfirmation
 from agents.services.registry import (
+    NewAgent,
     pick_new_ports,
+    register_agent,
+    release_agent,
     require_viewer,
     rollback_config,
     seed_platform_agents,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
@@ -164,3 +165,98 @@ def set_memory_limit(agent: Agent, memory_mb: int, actor: Actor) -> Agent:
         record_audit(actor, "agent.memory", target=agent.slug, memory_mb=memory_mb, was=before)
         events.emit("registry", agent, changed=["memory_mb"], actor=actor.label)
     return agent
+
+
+# --- agents made by the factory ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewAgent:
+    """Everything a new agent is registered with (the factory checked it all before)."""
+
+    slug: str
+    name: str
+    description: str = ""
+    tier: str = Tier.CUSTOMER
+    owner_team: str = ""
+    capabilities: tuple[str, ...] = ()
+    specializations: tuple[str, ...] = ()
+    dependencies: tuple[str, ...] = ()
+    cpu_millicores: int = 100
+    memory_mb: int = 128
+    storage_mb: int = 0
+    replicas: int = 1
+    config: dict = field(default_factory=dict)
+    environment: dict = field(default_factory=dict)
+    secrets: dict = field(default_factory=dict)
+    template: str = ""
+
+
+def register_agent(new: NewAgent, actor: Actor) -> Agent:
+    """Add an agent to the registry in DRAFT, with its dependencies and secrets.
+
+    Refuses (``ActionRefused``, code ``conflict``) a slug or name already taken and a dependency
+    that is not registered; nothing is saved then.
+    """
+    actor.require(roles.OPERATE, "create agents")
+    with transaction.atomic():
+        if Agent.objects.filter(slug=new.slug).exists():
+            raise ActionRefused(f"An agent with the slug {new.slug} exists already.", "conflict")
+        if Agent.objects.filter(name__iexact=new.name).exists():
+            raise ActionRefused(f"An agent named {new.name} exists already.", "conflict")
+        dependencies = list(
+            Agent.objects.filter(slug__in=new.dependencies).exclude(state="REVOKED")
+        )
+        missing = sorted(set(new.dependencies) - {d.slug for d in dependencies})
+        if missing:
+            raise ActionRefused(
+                f"No registered agent has the slug {', '.join(missing)}; pick dependencies "
+                "from the registry.",
+                "invalid",
+            )
+        agent = Agent.objects.create(
+            slug=new.slug, name=new.name, description=new.description, tier=new.tier,
+            owner_team=new.owner_team, capabilities=list(new.capabilities),
+            specializations=list(new.specializations), cpu_millicores=new.cpu_millicores,
+            memory_mb=new.memory_mb, storage_mb=new.storage_mb, replicas=new.replicas,
+            runtime=settings.AGENT_RUNTIME, config=copy.deepcopy(new.config),
+            environment=dict(new.environment), template=new.template,
+        )  # fmt: skip
+        agent.dependencies.set(dependencies)
+        for name, value in new.secrets.items():
+            agent.secrets.create(name=name, value=value)
+        record_audit(
+            actor, "agent.create", target=agent.slug, template=new.template, tier=new.tier,
+            dependencies=sorted(new.dependencies), secrets=sorted(new.secrets),
+        )  # fmt: skip
+        events.emit("registry", agent, changed=["created"], actor=actor.label)
+    return agent
+
+
+def release_agent(agent: Agent, actor: Actor, why: str) -> str:
+    """Take back an agent that a creation made and then undid: one never provisioned is deleted;
+    one that was (it has a history) must be REVOKED already, and gives up its slug and name
+    (``<slug>-undone-<id>``), so the registry keeps its history and a new try may use them.
+
+    Answers what was done."""
+    actor.require(roles.OPERATE, "remove agents")
+    with transaction.atomic():
+        locked = Agent.objects.select_for_update().get(pk=agent.pk)
+        if locked.state == "DRAFT" and not locked.transitions.exists():
+            slug = locked.slug
+            locked.delete()
+            record_audit(actor, "agent.delete", target=slug, why=why)
+            return f"Deleted {slug} (it was never provisioned)."
+        if locked.state != "REVOKED":
+            raise ActionRefused(
+                f"{locked.name} is {locked.state}; revoke it before releasing its name.", "conflict"
+            )
+        old_slug, old_name = locked.slug, locked.name
+        suffix = f"-undone-{locked.pk}"
+        locked.slug = old_slug[: 63 - len(suffix)] + suffix
+        locked.name = old_name[: 100 - len(f" (undone #{locked.pk})")] + f" (undone #{locked.pk})"
+        locked.save(update_fields=["slug", "name", "updated_at"])
+        locked.secrets.all().delete()
+        record_audit(actor, "agent.release", target=old_slug, renamed_to=locked.slug, why=why)
+        events.emit("registry", locked, changed=["slug", "name"], actor=actor.label)
+        return f"Revoked {old_slug} and renamed it {locked.slug}, so the name is free again."

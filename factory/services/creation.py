@@ -1,0 +1,184 @@
+"""Creating the agent a draft describes (a workflow run), cancelling it, and the draft's status
+as its run goes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import transaction
+
+from agents.workflows import services as workflows
+from agents.workflows.models import RunStatus
+from factory.models import Draft, Template
+from factory.services import drafts, validation
+from factory.services.refusals import FactoryRefused
+from portal import roles
+from portal.actors import Actor
+from portal.services import record_audit
+
+RUN_TO_DRAFT = {
+    RunStatus.SUCCEEDED: Draft.Status.CREATED,
+    RunStatus.FAILED: Draft.Status.FAILED,
+    RunStatus.CANCELLED: Draft.Status.CANCELLED,
+    RunStatus.ROLLED_BACK: Draft.Status.CANCELLED,
+}
+
+
+def refuse_errors(errors: list[validation.FieldError]) -> None:
+    if errors:
+        raise FactoryRefused(
+            "The configuration does not check out: "
+            + "; ".join(f"{e.field}: {e.message}" for e in errors[:3]),
+            "invalid",
+            details={"errors": [e.as_dict() for e in errors]},
+        )
+
+
+def create(draft: Draft, actor: Actor, *, keep_on_failure: bool = False) -> Draft:
+    """Start creating the draft's agent. Everything is checked first (nothing is made for a
+    configuration with an error); the run's first step is the sandbox, reused when it passed
+    with this configuration."""
+    actor.require(roles.OPERATE, "create agents")
+    with transaction.atomic():
+        locked = Draft.objects.select_for_update().select_related("template").get(pk=draft.pk)
+        if locked.status != Draft.Status.EDITING:
+            raise FactoryRefused(
+                f"This draft is {locked.get_status_display().lower()}; it cannot be created again.",
+                "conflict",
+            )
+        refuse_errors(validation.validate(locked.template, locked.values, locked.secrets))
+        run = workflows.start(
+            actor,
+            "factory-create-agent",
+            {"draft": str(locked.pk), "slug": locked.values["slug"],
+             "keep_on_failure": keep_on_failure},
+        )  # fmt: skip
+        if keep_on_failure:
+            type(run).objects.filter(pk=run.pk).update(roll_back_on_failure=False)
+        locked.status, locked.run, locked.step = Draft.Status.CREATING, run, 6
+        locked.agent_slug = locked.values["slug"]
+        locked.save(update_fields=["status", "run", "step", "agent_slug", "updated_at"])
+        record_audit(
+            actor, "factory.create", target=f"agent:{locked.agent_slug}", draft=str(locked.pk),
+            template=locked.template.label, workflow=run.pk, keep_on_failure=keep_on_failure,
+        )  # fmt: skip
+    return locked
+
+
+def create_from_config(
+    actor: Actor,
+    template: Template,
+    agent_name: object,
+    config: Mapping[str, Any] | None,
+    *,
+    keep_on_failure: bool = False,
+) -> Draft:
+    """The API's and the command's one-shot creation: a draft from ``config`` (the wizard's
+    fields: slug, description, tier, owner, capabilities, environment, secrets, dependencies,
+    settings, resources, tasks_per_month), checked whole, then created."""
+    actor.require(roles.OPERATE, "create agents")
+    if config is not None and not isinstance(config, Mapping):
+        raise FactoryRefused("config must be an object of fields.", "invalid")
+    raw = dict(config or {})
+    raw["name"] = agent_name if agent_name is not None else raw.get("name", "")
+    values, secrets = parse_all(template, raw)
+    with transaction.atomic():
+        draft = drafts.create_draft(template, actor, values)
+        draft.secrets = secrets
+        draft.save(update_fields=["secrets"])
+        return create(draft, actor, keep_on_failure=keep_on_failure)
+
+
+def parse_all(template: Template, raw: Mapping[str, Any]) -> tuple[dict, dict]:
+    """Values and secrets from a whole configuration (defaults for what it leaves out);
+    refused with every field error when any does not check out."""
+    values = validation.defaults(template)
+    if not raw.get("slug") and isinstance(raw.get("name"), str):
+        raw = {**raw, "slug": slugify_name(raw["name"])}
+    errors, secrets = [], {}
+    for field, value in raw.items():
+        if field == "resources" and isinstance(value, Mapping):
+            for key, number in value.items():
+                sub = f"resources.{key}"
+                if key not in validation.LIMITS:
+                    errors.append(validation.FieldError(sub, f"{key} is not a resource; resources: {', '.join(validation.LIMITS)}."))  # fmt: skip
+                    continue
+                try:
+                    validation.apply_field(
+                        values, sub, validation.parse_field(template, sub, number)
+                    )
+                except validation.BadValue as bad:
+                    errors.append(validation.FieldError(bad.field, bad.message))
+            continue
+        try:
+            parsed = validation.parse_field(template, field, value)
+        except validation.BadValue as bad:
+            errors.append(validation.FieldError(bad.field, bad.message))
+            continue
+        if field == "secrets":
+            secrets = parsed
+        else:
+            validation.apply_field(values, field, parsed)
+    if "settings" in raw and isinstance(raw["settings"], Mapping):
+        values["settings"] = {**template.settings, **raw["settings"]}
+    errors += [
+        error
+        for error in validation.validate(template, values, secrets)
+        if error.field not in {e.field for e in errors}
+    ]
+    refuse_errors(errors)
+    return values, secrets
+
+
+def slugify_name(name: str) -> str:
+    from django.utils.text import slugify
+
+    return slugify(name)[:63].strip("-")
+
+
+def cancel(draft: Draft, actor: Actor) -> Draft:
+    """Stop a creation and undo what it made (its compensations, newest first)."""
+    actor.require(roles.OPERATE, "cancel agent creation")
+    if draft.run is None:
+        raise FactoryRefused("This draft has no creation running.", "conflict")
+    run = draft.run
+    plan = workflows.plan_rollback(run) if run.status in workflows.ROLLBACKABLE else None
+    if plan and plan["compensations"]:
+        workflows.rollback(run, actor, "creation cancelled")
+    elif run.status in workflows.CANCELLABLE:
+        workflows.cancel(run, actor)
+    else:
+        raise FactoryRefused(f"The creation has {run.get_status_display().lower()}; nothing to cancel.", "conflict")  # fmt: skip
+    record_audit(actor, "factory.cancel", target=f"draft:{draft.pk}", workflow=run.pk)
+    return sync(draft)
+
+
+def sync(draft: Draft) -> Draft:
+    """Bring the draft's status up to its run's (created, failed, cancelled); the draft's
+    secrets are dropped once the agent holds them or the creation is over."""
+    run = draft.run
+    if run is None:
+        return draft
+    run.refresh_from_db()
+    status = RUN_TO_DRAFT.get(RunStatus(run.status))
+    if status and draft.status != status:
+        # A failed creation keeps them: a retry of its first steps needs them again.
+        secrets = draft.secrets if status == Draft.Status.FAILED else {}
+        Draft.objects.filter(pk=draft.pk).update(status=status, secrets=secrets)
+        draft.status, draft.secrets = status, secrets
+    return draft
+
+
+def retry(draft: Draft, actor: Actor, from_step: str | None = None) -> Draft:
+    """Retry a failed creation from its failed step (or ``from_step``); the draft is creating
+    again."""
+    if draft.run is None:
+        raise FactoryRefused("This draft has no creation to retry.", "conflict")
+    if from_step:
+        workflows.retry(draft.run, actor, "from", from_step)
+    else:
+        workflows.retry(draft.run, actor)
+    Draft.objects.filter(pk=draft.pk).update(status=Draft.Status.CREATING)
+    draft.status = Draft.Status.CREATING
+    return draft

@@ -1,0 +1,62 @@
+"""Fixtures for factory tests: private agent and sandbox roots (whatever was started under them
+is killed afterwards), the seeded registry and templates, and a worker's hand for workflows."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+import pytest
+
+from agents import services
+from agents.models import Agent
+from factory.services import templates
+from portal.actors import Actor
+
+
+def _kill_processes_under(root) -> None:
+    marker = str(root)
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if any(marker in part for part in process.info["cmdline"] or []):
+                os.kill(process.pid, signal.SIGKILL)
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            pass
+
+
+@pytest.fixture(autouse=True)
+def roots(tmp_path_factory, settings):
+    agents_root = tmp_path_factory.mktemp("agents")
+    sandbox_root = tmp_path_factory.mktemp("sandboxes")
+    settings.AGENT_ROOT = agents_root
+    settings.FACTORY_SANDBOX_ROOT = sandbox_root
+    settings.AGENT_READY_TIMEOUT_SECONDS = 15
+    settings.AGENT_STOP_GRACE_SECONDS = 5
+    yield agents_root, sandbox_root
+    _kill_processes_under(agents_root)
+    _kill_processes_under(sandbox_root)
+
+
+@pytest.fixture
+def catalog(db):
+    """The six templates, and the 14 Platform agents in DRAFT."""
+    actor = Actor.command("test")
+    templates.seed_templates(actor)
+    services.seed_platform_agents(actor)
+    return {t.key: t for t in templates.current_templates()}
+
+
+@pytest.fixture
+def operator_actor(operator) -> Actor:
+    return Actor(kind="user", user=operator, source="127.0.0.1")
+
+
+@pytest.fixture
+def viewer_actor(viewer) -> Actor:
+    return Actor(kind="user", user=viewer, source="127.0.0.1")
+
+
+@pytest.fixture
+def agents_by_slug(catalog):
+    return {agent.slug: agent for agent in Agent.objects.all()}
