@@ -71,8 +71,7 @@ def definition() -> Definition:
                  after=("monitoring",), retry=again, timeout_seconds=180),
             Step("start", "lifecycle", title="Start", inputs={"agent": SLUG, "action": "start"},
                  after=("deploy",), retry=again, timeout_seconds=180),
-            Step("ready", "wait", title="Wait until ready",
-                 inputs={"agent": SLUG, "until": "agent_healthy", "every": 1},
+            Step("ready", "factory_ready", title="Wait until ready", inputs={"agent": SLUG},
                  after=("start",), timeout_seconds=120),
             Step("first-task", "factory_first_task", title="First successful task",
                  inputs={"draft": DRAFT, "agent": SLUG}, after=("ready",), retry=again,
@@ -281,6 +280,34 @@ class DropRules(StepKind):
         return Done({"removed": removed})
 
 
+class Ready(StepKind):
+    """Probe the new agent's replicas (``/healthz`` and ``/readyz``) until every one is ready,
+    recording its health as the monitor would; a creation does not wait for the monitor's
+    next round."""
+
+    name = "factory_ready"
+    title = "Wait until ready"
+    side_effects = "nothing (it only probes)"
+
+    def describe(self, inputs: Mapping[str, Any]) -> str:
+        return f"probes {inputs.get('agent')} until every replica is ready"
+
+    def start(self, ctx: StepContext) -> Result:
+        from agents.models import Health
+        from agents.placement import probe
+
+        agent = Agent.objects.filter(slug=ctx.inputs["agent"]).first()
+        if agent is None:
+            return Failed(f"No agent {ctx.inputs['agent']}.", retryable=False)
+        if agent.state != State.RUNNING:
+            return Failed(f"{agent.name} is {agent.state}, not RUNNING.", retryable=False)
+        health, detail = probe(agent)
+        agent_services.record_health(agent, health, detail)
+        if health == Health.HEALTHY:
+            return Done({"agent": agent.slug, "health": health, "replicas": agent.replicas})
+        return Wait(1.0, f"{agent.name} is {health}: {detail or 'not ready yet'}.")
+
+
 class FirstTask(AgentTask):
     """The new agent's first task (the template's test marked ``first_task``, else its first),
     whose reply must hold what the test expects."""
@@ -340,6 +367,6 @@ def sandbox_matches(run: SandboxRun, draft: Draft) -> bool:
 
 def register_all() -> None:
     for kind in (SandboxStep(), Register(), Release(), Queue(), DropQueue(), Monitoring(),
-                 DropRules(), FirstTask()):  # fmt: skip
+                 DropRules(), Ready(), FirstTask()):  # fmt: skip
         register_kind(kind)
     registry.register(definition())

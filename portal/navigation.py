@@ -75,7 +75,13 @@ SECTIONS = [
         "workflows:index",
         "Multi-step work across agents: runs, steps, retries and roll-backs.",
     ),
-    Section("factory", "Factory", "box", "section", "Create new agents from templates."),
+    Section(
+        "factory",
+        "Factory",
+        "box",
+        "factory:index",
+        "Create new agents from templates, tested in a sandbox first.",
+    ),
     Section(
         "servicing",
         "Servicing",

@@ -23,6 +23,7 @@ urlpatterns = [
     path("metrics/", include("observability.metrics_urls")),
     path("queues/", include("observability.queue_urls")),
     path("workflows/", include("agents.workflows.urls")),
+    path("factory/", include("factory.urls")),
     path("", include("social_django.urls", namespace="social")),
     path("<slug:slug>/", views.section, name="section"),
 ]

@@ -60,3 +60,40 @@ def viewer_actor(viewer) -> Actor:
 @pytest.fixture
 def agents_by_slug(catalog):
     return {agent.slug: agent for agent in Agent.objects.all()}
+
+
+def drive(run, timeout: float = 60.0, *, until=None):
+    """Carry out the run's due steps here, as a worker would, until it is no longer active; a
+    sandbox run a step asked for is carried out here too (the tests run no Celery worker, and
+    the request's task would only be sent when its transaction commits)."""
+    import time
+
+    from django.utils import timezone
+
+    from agents.workflows import engine
+    from agents.workflows.models import ACTIVE, STEP_BUSY, StepRun
+    from factory.models import SandboxRun
+    from factory.services import sandbox
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if until is not None and until(run):
+            return run
+        if run.status not in ACTIVE:
+            return run
+        due = [
+            row.pk
+            for row in StepRun.objects.filter(run=run, current=True, status__in=STEP_BUSY)
+            if row.wake_at is None or row.wake_at <= timezone.now()
+        ]
+        for pk in due:
+            engine.run_step(pk)
+        pending = list(SandboxRun.objects.filter(status="pending").values_list("pk", flat=True))
+        for pk in pending:
+            sandbox.run_sandbox(pk)
+        if not due and not pending:
+            time.sleep(0.05)
+    run.refresh_from_db()
+    raise AssertionError(f"run {run.pk} still {run.status} after {timeout} s")
+

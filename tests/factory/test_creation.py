@@ -1,0 +1,77 @@
+"""Creation as a workflow: from a draft to a RUNNING agent with its first task done, with real
+agentd processes; compensation when cancelled or failed."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.models import Agent, AgentSecret, State
+from agents.workflows.models import RunStatus
+from factory.models import Draft
+from factory.services import creation, drafts
+from factory.services.refusals import FactoryRefused
+from observability.models import AlertRule
+
+from .conftest import drive
+
+
+def new_draft(template, actor, **fields):
+    draft = drafts.create_draft(template, actor)
+    errors = drafts.set_fields(draft, fields, actor)
+    assert not errors, errors
+    return draft
+
+
+def test_a_blank_agent_is_created_running_with_its_first_task_done(
+    catalog, operator_actor, redis_client
+) -> None:
+    draft = new_draft(
+        catalog["blank"], operator_actor, name="Acme Echo", slug="acme-echo", owner="Acme",
+        secrets="API_TOKEN=s3cret", environment="REGION=eu",
+    )  # fmt: skip
+    draft = creation.create(draft, operator_actor)
+    assert draft.status == Draft.Status.CREATING and draft.run is not None
+    run = drive(draft.run)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    agent = Agent.objects.get(slug="acme-echo")
+    assert agent.state == State.RUNNING
+    assert agent.template == "blank@1" and agent.environment == {"REGION": "eu"}
+    assert AgentSecret.objects.get(agent=agent, name="API_TOKEN").value == "s3cret"
+    assert AlertRule.objects.filter(agent=agent).count() == len(catalog["blank"].alert_rules)
+    first = run.steps.get(step_id="first-task", current=True)
+    assert first.output == {"hello": "world"}
+    draft = creation.sync(Draft.objects.get(pk=draft.pk))
+    assert draft.status == Draft.Status.CREATED and draft.secrets == {}
+
+
+def test_an_invalid_configuration_is_refused_before_anything_is_created(
+    catalog, operator_actor
+) -> None:
+    draft = drafts.create_draft(catalog["blank"], operator_actor)
+    drafts.set_fields(draft, {"name": "WowCache", "slug": "wow-cache"}, operator_actor)
+    with pytest.raises(FactoryRefused) as refused:
+        creation.create(draft, operator_actor)
+    fields = {error["field"] for error in refused.value.errors}
+    assert {"name", "slug", "owner"} <= fields
+    assert Agent.objects.count() == 14
+    assert Draft.objects.get(pk=draft.pk).status == Draft.Status.EDITING
+
+
+def test_cancelling_a_creation_undoes_what_it_made(catalog, operator_actor, redis_client) -> None:
+    draft = new_draft(
+        catalog["blank"], operator_actor, name="Acme Undo", slug="acme-undo", owner="Acme"
+    )
+    draft = creation.create(draft, operator_actor)
+    drive(
+        draft.run, until=lambda run: run.steps.filter(step_id="deploy", status="succeeded").exists()
+    )
+    assert Agent.objects.get(slug="acme-undo").state == State.DEPLOYED
+    creation.cancel(Draft.objects.get(pk=draft.pk), operator_actor)
+    run = drive(draft.run)
+    assert run.status == RunStatus.ROLLED_BACK, run.error
+    assert not Agent.objects.filter(slug="acme-undo").exists()
+    revoked = Agent.objects.get(slug__startswith="acme-undo-undone-")
+    assert revoked.state == State.REVOKED and not revoked.secrets.exists()
+    assert not AlertRule.objects.filter(agent=revoked).exists()
+    assert not list(redis_client.scan_iter(match="agents:acme-undo:*"))
+    assert creation.sync(Draft.objects.get(pk=draft.pk)).status == Draft.Status.CANCELLED
