@@ -85,7 +85,7 @@ def build_context() -> io.BytesIO:
     sources = [DOCKERFILE, "agents/__init__.py"]
     sources += sorted(
         str(path.relative_to(PROJECT_ROOT))
-        for path in (PROJECT_ROOT / "agents" / "agentd").glob("*.py")
+        for path in (PROJECT_ROOT / "agents" / "agentd").glob("**/*.py")
     )
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w") as tar:
