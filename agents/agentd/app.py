@@ -24,6 +24,7 @@ import redis
 from .config import AgentConfig, ConfigError, Settings, load_settings, merge_config, split_address
 from .contract import BAD_CONFIG_MARKER, EXIT_BAD_CONFIG, EXIT_BIND_FAILED, EXIT_OK
 from .faults import ProcessFaults
+from .handlers import Handler, HandlerContext, Invalid, build_handler
 from .log import JsonLogger
 from .metrics import Metrics, render_metrics
 from .server import AgentHTTPServer
@@ -48,6 +49,12 @@ class Agent:
         self._faults = ProcessFaults(logger)
         self._keys = QueueKeys.for_agent(settings.slug, settings.replica)
         self._probe = connect(settings.redis_url, PROBE_TIMEOUT)
+        self._handler_context = HandlerContext(
+            slug=settings.slug,
+            data_dir=settings.data_dir,
+            logger=logger,
+            connect_redis=lambda socket_timeout: connect(settings.redis_url, socket_timeout),
+        )
         self._worker = TaskWorker(
             self._keys,
             settings.redis_url,
@@ -55,6 +62,7 @@ class Agent:
             metrics=self._metrics,
             logger=logger,
             on_ready=self._on_worker_ready,
+            handler=self._build_handler(settings.config),
             version=settings.version,
         )
         self._ready_logged = False
@@ -78,6 +86,7 @@ class Agent:
                 error=code,
                 port_in_use=exc.errno == errno.EADDRINUSE,
             )
+            self._worker.close_handlers()
             return EXIT_BIND_FAILED
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
@@ -94,6 +103,7 @@ class Agent:
             stream=self._keys.stream,
             config=_loggable(self._config),
         )
+        self._log_handler_built(self._config)
         self._faults.apply(self._config.faults)
         self._worker.start()
         serving = threading.Thread(
@@ -191,18 +201,29 @@ class Agent:
             stats = None
         labels = {"slug": self.settings.slug, "replica": str(self.settings.replica)}
         targets = [entry.to for entry in self._config.forward]
-        return render_metrics(self._metrics.snapshot(), labels, stats, targets)
+        return render_metrics(
+            self._metrics.snapshot(), labels, stats, targets, self._worker.probes()
+        )
 
     def config(self) -> dict[str, Any]:
         return self._config.to_dict()
 
     def patch_config(self, patch: object) -> dict[str, Any]:
-        """Merge, validate and apply a config patch live; a bad patch changes nothing."""
+        """Merge, validate and apply a config patch live; a bad patch changes nothing. A new
+        template or new settings get a new handler, built before anything changes."""
         with self._config_lock:
             previous = self._config
             updated = merge_config(previous, patch, slug=self.settings.slug)
+            new_handler = (updated.template, updated.settings) != (
+                previous.template,
+                previous.settings,
+            )
+            if new_handler:
+                self._worker.use_handler(self._build_handler(updated))
             self._config = updated
             self._faults.apply(updated.faults, previous.faults)
+        if new_handler:
+            self._log_handler_built(updated)
         changed = _changed_keys(previous, updated)
         self._log.info(
             "config_changed",
@@ -211,6 +232,22 @@ class Agent:
             config=_loggable(updated),
         )
         return updated.to_dict()
+
+    def _build_handler(self, config: AgentConfig) -> Handler:
+        """The handler of the config's template; :class:`ConfigError` when it cannot be made."""
+        try:
+            handler = build_handler(config.template, config.settings, self._handler_context)
+        except Invalid as exc:
+            raise ConfigError(str(exc)) from exc
+        return handler
+
+    def _log_handler_built(self, config: AgentConfig) -> None:
+        self._log.info(
+            "handler_built",
+            f"tasks go through the {config.template} handler",
+            template=config.template,
+            settings=sorted(config.settings),
+        )
 
     def _check_redis(self) -> str:
         try:
@@ -224,12 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run agentd with the given flags (default: the command line) and the environment."""
     try:
         settings = load_settings(argv, os.environ)
+        logger = JsonLogger(settings.slug, settings.replica, settings.log_level)
+        agent = Agent(settings, logger)
     except ConfigError as exc:
         message = " ".join(str(exc).split())
         print(f"agentd: {BAD_CONFIG_MARKER} {message}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    logger = JsonLogger(settings.slug, settings.replica, settings.log_level)
-    return Agent(settings, logger).run()
+    return agent.run()
 
 
 def _check_tcp(address: str) -> str:
@@ -257,10 +295,12 @@ def _changed_keys(previous: AgentConfig, updated: AgentConfig) -> list[str]:
 
 
 def _loggable(config: AgentConfig) -> dict[str, Any]:
-    """The config without the agent's own keys, which may hold secrets."""
+    """The config without the agent's own keys and the template's settings, which may hold
+    secrets (a monitored URL's password, say)."""
     data = config.to_dict()
     for key in config.extra:
         data.pop(key)
+    data.pop("settings", None)
     return data
 
 

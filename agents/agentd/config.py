@@ -8,6 +8,7 @@ a validated, immutable :class:`AgentConfig`, so a bad value is refused before it
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -15,11 +16,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .handlers import DEFAULT_TEMPLATE, TEMPLATES, Invalid
+from .handlers import parse_settings as parse_template_settings
+
 SLUG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 SLUG_RULE = "letters, digits, '.', '_' or '-', at most 63 characters"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_FORWARDS = 16
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+DEFAULT_DATA_DIR = "data"
 
 
 class ConfigError(ValueError):
@@ -51,8 +56,10 @@ class Forward:
 class AgentConfig:
     """The live config of an agent.
 
-    Keys agentd does not know are kept in ``extra`` and answered back by ``GET /config``: they
-    belong to the agent's own work (templates add them) and agentd has no business refusing them.
+    ``template`` names the handler every task goes through and ``settings`` are its own, checked
+    by the handler's rules with defaults filled in (see ``handlers``). Keys agentd does not know
+    are kept in ``extra`` and answered back by ``GET /config``: agentd has no business refusing
+    them.
     """
 
     task_max_failures: int = 3
@@ -61,11 +68,17 @@ class AgentConfig:
     dependencies: tuple[str, ...] = ()
     forward: tuple[Forward, ...] = ()
     faults: Faults = field(default_factory=Faults)
+    template: str = DEFAULT_TEMPLATE
+    settings: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as the JSON object ``GET /config`` answers."""
-        return {
+        """The config as the JSON object ``GET /config`` answers.
+
+        A plain blank agent (no template named, no settings) answers without ``template`` and
+        ``settings``, exactly as agents did before there were templates.
+        """
+        data = {
             **self.extra,
             "task_max_failures": self.task_max_failures,
             "task_block_ms": self.task_block_ms,
@@ -74,6 +87,10 @@ class AgentConfig:
             "forward": [asdict(entry) for entry in self.forward],
             "faults": asdict(self.faults),
         }
+        if self.template != DEFAULT_TEMPLATE or self.settings:
+            data["template"] = self.template
+            data["settings"] = copy.deepcopy(dict(self.settings))
+        return data
 
 
 @dataclass(frozen=True)
@@ -89,6 +106,8 @@ class Settings:
     redis_url: str
     grace_seconds: float
     log_level: str
+    # Where the agent keeps what must outlive the process (the memory template's keys).
+    data_dir: Path
     config: AgentConfig
 
 
@@ -107,6 +126,8 @@ def parse_config(data: object, *, slug: str) -> AgentConfig:
         "dependencies",
         "forward",
         "faults",
+        "template",
+        "settings",
     }
     values: dict[str, Any] = {}
     if data.get("task_max_failures") is not None:
@@ -123,8 +144,26 @@ def parse_config(data: object, *, slug: str) -> AgentConfig:
         values["forward"] = parse_forward(data["forward"], slug)
     if data.get("faults") is not None:
         values["faults"] = parse_faults(data["faults"])
+    values["template"], values["settings"] = parse_template(
+        data.get("template"), data.get("settings"), slug
+    )
     extra = {key: value for key, value in data.items() if key not in known}
     return AgentConfig(**values, extra=extra)
+
+
+def parse_template(template: object, settings: object, slug: str) -> tuple[str, dict[str, Any]]:
+    """Validate ``template`` (default blank) and its ``settings`` (default: the template's
+    defaults) by the template's own rules."""
+    if template is None:
+        template = DEFAULT_TEMPLATE
+    if not isinstance(template, str) or template not in TEMPLATES:
+        raise ConfigError(f"template must be one of {', '.join(TEMPLATES)}, got {_show(template)}")
+    try:
+        return template, parse_template_settings(
+            template, {} if settings is None else settings, slug=slug
+        )
+    except Invalid as exc:
+        raise ConfigError(f"{exc} (template {template})") from exc
 
 
 def parse_faults(data: object) -> Faults:
@@ -194,11 +233,15 @@ def merge_config(current: AgentConfig, patch: object, *, slug: str) -> AgentConf
     """Apply a ``PATCH /config`` body to the current config and validate the result.
 
     Top-level keys replace the current ones; ``faults`` is merged fault by fault. ``null`` puts a
-    key (or a fault) back to its default. The current config is never modified.
+    key (or a fault) back to its default. Settings belong to their template: a patch that changes
+    the template without giving settings starts from the new template's defaults. The current
+    config is never modified.
     """
     if not isinstance(patch, Mapping):
         raise ConfigError(f"config patch must be a JSON object, got {_show(patch)}")
     merged = current.to_dict()
+    if "settings" not in patch and patch.get("template", current.template) != current.template:
+        merged.pop("settings", None)
     for key, value in patch.items():
         if key == "faults" and isinstance(value, Mapping):
             merged["faults"] = {**merged["faults"], **value}
@@ -245,6 +288,9 @@ def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Set
         redis_url=redis_url,
         grace_seconds=_grace_option(option(args.grace, "AGENT_GRACE_SECONDS", "10")),
         log_level=log_level,
+        data_dir=Path(
+            option(args.data_dir, "AGENT_DATA_DIR", DEFAULT_DATA_DIR) or DEFAULT_DATA_DIR
+        ),
         config=_initial_config(
             option(args.config_file, "AGENT_CONFIG_FILE"),
             option(args.config, "AGENT_CONFIG"),
@@ -278,6 +324,11 @@ def _parser() -> argparse.ArgumentParser:
         ("--config", "JSON object with the initial config, over the file (AGENT_CONFIG)"),
         ("--grace", "seconds allowed for a clean stop (AGENT_GRACE_SECONDS, default 10)"),
         ("--log-level", f"one of {', '.join(LOG_LEVELS)} (AGENT_LOG_LEVEL, default info)"),
+        (
+            "--data-dir",
+            "directory for what outlives the process, such as long-term memory "
+            f"(AGENT_DATA_DIR, default ./{DEFAULT_DATA_DIR})",
+        ),
     ]
     for flag, help_text in flags:
         parser.add_argument(flag, help=help_text)

@@ -201,3 +201,22 @@ METRIC_DEAD_LETTER_DEPTH = "agentd_dead_letter_depth"
 METRIC_CPU_SECONDS = "agentd_process_cpu_seconds_total"
 METRIC_RESIDENT_MEMORY = "agentd_process_resident_memory_bytes"
 METRIC_TASK_LATENCY = "agentd_task_latency_seconds"
+# The monitoring template's probes, labelled ``target`` (its name) and ``kind`` (http or tcp); the
+# checks counter is labelled ``target`` and ``result`` (up or down).
+METRIC_PROBE_UP = "agentd_probe_up"
+METRIC_PROBE_LATENCY = "agentd_probe_latency_seconds"
+METRIC_PROBE_CHECKS = "agentd_probe_checks_total"
+
+# --- the orchestration template -------------------------------------------------------------------
+
+
+def orchestration_reply_stream(slug: str, message_id: str) -> str:
+    """The stream the sub-tasks of one orchestration task (``message_id`` on the agent ``slug``'s
+    stream) are answered on; it expires an hour after the task gathered its replies."""
+    return reply_stream(f"orchestration:{slug}:{message_id}")
+
+
+def orchestration_sent(slug: str, sub_task_id: str) -> str:
+    """The marker that one sub-task of an orchestration was sent, set in the script that sends it,
+    so a retried orchestration task sends each sub-task once."""
+    return f"agents:{slug}:orchestration:sent:{sub_task_id}"

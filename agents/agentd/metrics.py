@@ -29,6 +29,20 @@ class MetricsSnapshot:
 
 
 @dataclass(frozen=True)
+class ProbeStatus:
+    """The latest check of one target the monitoring template watches, and its counts."""
+
+    name: str
+    kind: str
+    up: bool
+    latency_seconds: float
+    checked_at_ms: int
+    error: str
+    checks_up: int
+    checks_down: int
+
+
+@dataclass(frozen=True)
 class QueueStats:
     """What Redis says about the agent's queue."""
 
@@ -112,12 +126,14 @@ def render_metrics(
     labels: Mapping[str, str],
     queue: QueueStats | None,
     forward_targets: Iterable[str] = (),
+    probes: Iterable[ProbeStatus] = (),
 ) -> str:
     """The Prometheus text exposition of everything agentd measures.
 
     The queue gauges are left out when Redis cannot be asked: a missing series is Prometheus's way
     of saying "unknown", a zero would be a lie. Every agent forwarded to, and every one the config
-    names now, has a forwarded series, so a rate can be taken from the first forward on.
+    names now, has a forwarded series, so a rate can be taken from the first forward on. The
+    probes' series are there once the monitoring template has checked a target.
     """
     lines: list[str] = []
 
@@ -188,7 +204,36 @@ def render_metrics(
         "Resident memory of the agent process, in bytes.",
         process_resident_memory_bytes(),
     )
+    lines.extend(_probes(list(probes), labels))
     return "\n".join(lines) + "\n"
+
+
+def _probes(probes: list[ProbeStatus], labels: Mapping[str, str]) -> Iterable[str]:
+    if not probes:
+        return
+    yield from _header(
+        contract.METRIC_PROBE_UP,
+        "gauge",
+        "1 when the monitored target answered as expected at its latest check, else 0.",
+    )
+    for probe in probes:
+        target = {**labels, "target": probe.name, "kind": probe.kind}
+        yield _sample(contract.METRIC_PROBE_UP, target, 1 if probe.up else 0)
+    yield from _header(
+        contract.METRIC_PROBE_LATENCY,
+        "gauge",
+        "How long the monitored target took to answer its latest check, in seconds.",
+    )
+    for probe in probes:
+        target = {**labels, "target": probe.name, "kind": probe.kind}
+        yield _sample(contract.METRIC_PROBE_LATENCY, target, probe.latency_seconds)
+    yield from _header(
+        contract.METRIC_PROBE_CHECKS, "counter", "Checks of the monitored target, by result."
+    )
+    for probe in probes:
+        for result, count in (("up", probe.checks_up), ("down", probe.checks_down)):
+            target = {**labels, "target": probe.name, "result": result}
+            yield _sample(contract.METRIC_PROBE_CHECKS, target, count)
 
 
 def _histogram(snapshot: MetricsSnapshot, labels: Mapping[str, str]) -> Iterable[str]:

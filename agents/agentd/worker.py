@@ -10,6 +10,12 @@ dead-letter stream with that history and acknowledged, in one transaction. Every
 itself in the queue's counters hash in its own transaction, and a task done or dead-lettered
 counts for its producer, so the portal's figures and flow diagram are exact.
 
+Every task that gets past the injected faults goes through the handler of the config's template
+(``handlers``), whose output is the reply's; a handler's ``TaskError`` is a failed attempt like
+any other. The worker thread alone calls the handler; a new one (the config named another
+template or other settings) is handed over by :meth:`TaskWorker.use_handler` and taken up, the
+old one closed, between two tasks.
+
 A task that completes is handed on, in the transaction that completes it, to the agents the
 config's ``forward`` list draws, as new tasks on their streams: real agent-to-agent traffic.
 """
@@ -20,7 +26,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -31,8 +37,9 @@ from redis.retry import Retry
 from . import contract, replies
 from .config import AgentConfig
 from .faults import task_failure
+from .handlers import Handler, Task, TaskError
 from .log import JsonLogger
-from .metrics import Metrics, QueueStats
+from .metrics import Metrics, ProbeStatus, QueueStats
 
 CLAIM_BATCH = 10
 # The longest wait between two looks for abandoned or claimed tasks (XAUTOCLAIM).
@@ -167,10 +174,15 @@ class TaskWorker:
         metrics: Metrics,
         logger: JsonLogger,
         on_ready: Callable[[], None],
+        handler: Handler,
         rng: random.Random | None = None,
         version: str = "",
     ) -> None:
         self.keys = keys
+        self._handler = handler
+        # A handler handed over by use_handler and not yet taken up by the worker thread.
+        self._next_handler: Handler | None = None
+        self._handler_lock = threading.Lock()
         self._version = version
         self._redis_url = redis_url
         self._config = config
@@ -186,6 +198,33 @@ class TaskWorker:
 
     def start(self) -> None:
         self._thread.start()
+
+    def use_handler(self, handler: Handler) -> None:
+        """Have tasks go through ``handler`` from the next one on; the current handler is closed
+        once the task in hand (if any) is done."""
+        with self._handler_lock:
+            unused, self._next_handler = self._next_handler, handler
+        if unused is not None:
+            unused.close()  # handed over and replaced before any task used it
+
+    def probes(self) -> Sequence[ProbeStatus]:
+        """What the current handler watches, for /metrics."""
+        return self._handler.probes()
+
+    def _take_new_handler(self) -> None:
+        with self._handler_lock:
+            handler, self._next_handler = self._next_handler, None
+        if handler is not None:
+            previous, self._handler = self._handler, handler
+            previous.close()
+
+    def close_handlers(self) -> None:
+        """Close the handler (and one handed over but not taken up): the worker is done."""
+        with self._handler_lock:
+            pending, self._next_handler = self._next_handler, None
+        for handler in (self._handler, pending):
+            if handler is not None:
+                handler.close()
 
     def stop(self) -> None:
         """Take no new task; the one in hand is finished."""
@@ -214,6 +253,7 @@ class TaskWorker:
         backoff = Backoff()
         outage = False
         while not self._stopping.is_set():
+            self._take_new_handler()
             try:
                 if client is None:
                     # One dedicated connection (made here, it connects at once) whose id
@@ -249,6 +289,7 @@ class TaskWorker:
                 self._stopping.wait(backoff.next_delay())
         if client is not None:
             client.close()
+        self.close_handlers()
 
     def _ensure_group(self, client: redis.Redis) -> None:
         try:
@@ -261,6 +302,7 @@ class TaskWorker:
     def _consume(self, client: redis.Redis) -> None:
         next_claim = 0.0
         while not self._stopping.is_set():
+            self._take_new_handler()
             config = self._config()
             if time.monotonic() >= next_claim:
                 claimed = self._claim_stale(client, config)
@@ -300,7 +342,8 @@ class TaskWorker:
         """Take over tasks that failed, or were abandoned, at least ``task_retry_ms`` ago."""
         # Idle time counts from delivery, so a task's own processing time is added: otherwise a
         # slow task could be claimed by another replica while it is still being worked on.
-        min_idle_ms = config.task_retry_ms + config.faults.latency_ms
+        longest_task_ms = int(self._handler.longest_task_seconds() * 1000)
+        min_idle_ms = config.task_retry_ms + config.faults.latency_ms + longest_task_ms
         response = client.xautoclaim(
             self.keys.stream,
             self.keys.group,
@@ -317,6 +360,7 @@ class TaskWorker:
         return claimed
 
     def _process(self, client: redis.Redis, message_id: str, fields: dict[str, str]) -> None:
+        self._take_new_handler()
         config = self._config()
         if replies.wants_answer(fields) and replies.already_answered(
             client, self.keys.slug, fields
@@ -328,12 +372,15 @@ class TaskWorker:
         if config.faults.latency_ms:
             time.sleep(config.faults.latency_ms / 1000)
         error: str | None
+        output: dict[str, Any] = {}
         try:
             payload = task_payload(fields)
         except BadPayload as exc:
             error = str(exc)
         else:
             error = task_failure(fields, payload, config.faults, self._rng)
+        if error is None:
+            output, error = self._handle(message_id, fields, payload)
         elapsed = time.monotonic() - started
         if error is not None:
             self._record_failure(client, message_id, fields, error, elapsed, config)
@@ -342,10 +389,8 @@ class TaskWorker:
         outcome = None
         if replies.wants_answer(fields):
             tried = len(_attempts(client.hget(self.keys.attempts, message_id)))
-            # The blank handler (until templates give agents their own work): the output
-            # echoes the input.
             outcome = replies.Outcome(
-                contract.REPLY_SUCCEEDED, payload, "", round(elapsed * 1000), tried + 1
+                contract.REPLY_SUCCEEDED, output, "", round(elapsed * 1000), tried + 1
             )
         forwards = self._complete(client, message_id, fields, forward_to, outcome)
         self._metrics.task_processed(elapsed)
@@ -356,6 +401,30 @@ class TaskWorker:
             duration_seconds=round(elapsed, 6),
         )
         self._account_forwards(message_id, forwards)
+
+    def _handle(
+        self, message_id: str, fields: dict[str, str], payload: dict[str, Any]
+    ) -> tuple[dict[str, Any], str | None]:
+        """The handler's (output, None), or ({}, error) for a failed attempt."""
+        handler = self._handler
+        task = Task(message_id, payload, fields.get(contract.FIELD_CUSTOMER, ""))
+        try:
+            return handler.handle(task), None
+        except TaskError as exc:
+            return {}, str(exc)
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise  # Redis is away: the task stays pending and is retried once it is back
+        except Exception as exc:
+            # A bug in a handler fails the attempt, so the task is retried and in the end
+            # dead-lettered instead of being taken up again and again.
+            self._log.error(
+                "handler_error",
+                f"the {handler.template} handler failed on task {message_id}: {exc!r}",
+                task_id=message_id,
+                template=handler.template,
+                error=repr(exc),
+            )
+            return {}, f"the {handler.template} handler failed: {exc!r}"
 
     def _complete(
         self,
