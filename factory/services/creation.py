@@ -3,6 +3,7 @@ as its run goes."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,8 +11,8 @@ from django.db import transaction
 
 from agents.workflows import services as workflows
 from agents.workflows.models import RunStatus
-from factory.models import Draft, Template
-from factory.services import drafts, validation
+from factory.models import Draft, SandboxRun, Template
+from factory.services import drafts, pricing, sandbox, validation
 from factory.services.refusals import FactoryRefused
 from portal import roles
 from portal.actors import Actor
@@ -182,3 +183,102 @@ def retry(draft: Draft, actor: Actor, from_step: str | None = None) -> Draft:
     Draft.objects.filter(pk=draft.pk).update(status=Draft.Status.CREATING)
     draft.status = Draft.Status.CREATING
     return draft
+
+
+# --- a configuration read without creating anything: sandboxes and previews -----------------
+
+
+def read_config(
+    template: Template,
+    raw: Mapping[str, Any],
+    *,
+    values: Mapping[str, Any] | None = None,
+    secrets: Mapping[str, str] | None = None,
+) -> tuple[dict, dict, list[validation.FieldError]]:
+    """Values and secrets from ``raw``'s fields laid over ``values`` and ``secrets`` (the
+    template's defaults and none when not given), with an error for each field that cannot be
+    read. Unlike ``parse_all`` nothing is checked against the registry: a sandbox needs no name."""
+    result = json.loads(json.dumps(values)) if values is not None else validation.defaults(template)
+    kept = dict(secrets or {})
+    errors: list[validation.FieldError] = []
+    for field, value in raw.items():
+        if field == "resources" and isinstance(value, Mapping):
+            for key, number in value.items():
+                sub = f"resources.{key}"
+                if key not in validation.LIMITS:
+                    errors.append(validation.FieldError(sub, f"{key} is not a resource; resources: {', '.join(validation.LIMITS)}."))  # fmt: skip
+                    continue
+                try:
+                    validation.apply_field(
+                        result, sub, validation.parse_field(template, sub, number)
+                    )
+                except validation.BadValue as bad:
+                    errors.append(validation.FieldError(bad.field, bad.message))
+            continue
+        try:
+            parsed = validation.parse_field(template, field, value)
+        except validation.BadValue as bad:
+            errors.append(validation.FieldError(bad.field, bad.message))
+            continue
+        if field == "secrets":
+            kept = parsed
+        elif field == "settings":
+            result["settings"] = {**template.settings, **parsed}
+        else:
+            validation.apply_field(result, field, parsed)
+    return result, kept, errors
+
+
+def sandbox_config(
+    actor: Actor,
+    template: Template | None,
+    config: Mapping[str, Any] | None,
+    *,
+    draft: Draft | None = None,
+) -> SandboxRun:
+    """The API's and the command's sandbox: ``config``'s fields laid over the template's defaults
+    (or over ``draft``'s configuration and secrets, the run then belonging to the draft), queued
+    as a sandbox run. Refused (400, with the field errors) when a field cannot be read or the
+    settings do not check out."""
+    actor.require(roles.OPERATE, "run sandboxes")
+    if config is not None and not isinstance(config, Mapping):
+        raise FactoryRefused("config must be an object of fields.", "invalid")
+    if draft is not None:
+        if template is not None and template.key != draft.template.key:
+            raise FactoryRefused(
+                f"The draft is a {draft.template.name} agent, not {template.name}; leave "
+                "template_id out or name its template.",
+                "invalid",
+            )
+        template = draft.template
+    if template is None:
+        raise FactoryRefused("Name the template to run (template_id) or a draft.", "invalid")
+    values, secrets, errors = read_config(
+        template,
+        config or {},
+        values=draft.values if draft is not None else None,
+        secrets=draft.secrets if draft is not None else None,
+    )
+    refuse_errors(errors)
+    return sandbox.start_sandbox(template, values, secrets, actor, draft=draft)
+
+
+def preview(template: Template, agent_name: object, config: Mapping[str, Any] | None) -> dict:
+    """What creating ``config`` would make and cost a month, making nothing: the values, the
+    secrets' names, the objects (as the review step lists them) and the estimate. Refused with
+    every field error when the configuration does not check out."""
+    if config is not None and not isinstance(config, Mapping):
+        raise FactoryRefused("config must be an object of fields.", "invalid")
+    raw = dict(config or {})
+    raw["name"] = agent_name if agent_name is not None else raw.get("name", "")
+    values, secrets = parse_all(template, raw)
+    unsaved = Draft(template=template, values=values, secrets=secrets)
+    cost = pricing.estimate(values["resources"], values["tasks_per_month"])
+    return {
+        "template_id": template.key,
+        "template_version": template.version,
+        "values": values,
+        "secret_names": sorted(secrets),
+        "objects": [{"kind": kind, "name": name} for kind, name in drafts.planned_objects(unsaved)],
+        "cost": cost.as_dict(),
+    }

@@ -241,3 +241,44 @@ def abandon(draft: Draft, actor: Actor) -> Draft:
         locked.save(update_fields=["status", "secrets", "updated_at"])
         record_audit(actor, "factory.draft.abandon", target=f"draft:{draft.pk}")
     return locked
+
+
+COST_INPUTS = ("cpu_millicores", "memory_mb", "storage_mb", "replicas", "tasks_per_month")
+
+
+def estimate_config(
+    template: Template, inputs: Mapping[str, object]
+) -> tuple[pricing.Estimate, dict[str, int]]:
+    """The monthly cost of an agent of ``template`` at its default resources and usage, with
+    ``inputs`` (any of ``COST_INPUTS``, as text or numbers; ``None`` keeps the default) in their
+    place; and the inputs used. Refused (400) naming the first input that is not a whole number
+    in its range."""
+    values = validation.defaults(template)
+    for name, raw in inputs.items():
+        if raw is None:
+            continue
+        if name not in COST_INPUTS:
+            raise FactoryRefused(
+                f"{str(name)[:40]} is not a cost input; inputs: {', '.join(COST_INPUTS)}.",
+                "invalid",
+            )
+        field = name if name == "tasks_per_month" else f"resources.{name}"
+        try:
+            validation.apply_field(values, field, validation.parse_field(template, field, raw))
+        except validation.BadValue as bad:
+            raise FactoryRefused(
+                f"{name}={str(raw)[:40]!r}: {bad.message}.", "invalid", details={"parameter": name}
+            ) from None
+    errors = validation.validate(
+        template, values, fields=validation.RESOURCE_FIELDS, capacity=False
+    )
+    if errors:
+        name = errors[0].field.removeprefix("resources.")
+        given = inputs.get(name)
+        raise FactoryRefused(
+            f"{name}={str(given)[:40]!r}: {errors[0].message}",
+            "invalid",
+            details={"parameter": name, "errors": [error.as_dict() for error in errors]},
+        )
+    used = {**values["resources"], "tasks_per_month": values["tasks_per_month"]}
+    return pricing.estimate(values["resources"], values["tasks_per_month"]), used

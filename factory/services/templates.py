@@ -134,3 +134,14 @@ def save_template(template: Template, changes: Mapping[str, Any], actor: Actor) 
             changed=sorted(name for name in changes if name in EDITABLE),
         )  # fmt: skip
     return saved
+
+
+def template_by_id(key: object) -> Template:
+    """``get_template`` for a key typed by someone (a URL, a JSON body, a command's option):
+    text that can never be a key is refused (400) before the database sees it."""
+    text = key if isinstance(key, str) else ""
+    if not text.strip() or "\x00" in text or len(text) > 40:
+        shown = repr(str(key)[:40].replace("\x00", ""))
+        keys = ", ".join(t.key for t in current_templates(include_inactive=True))
+        raise FactoryRefused(f"{shown} is not a template id; templates: {keys}.", "invalid")
+    return get_template(text.strip())
