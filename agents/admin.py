@@ -12,6 +12,7 @@ from agents.models import (
     ACTION_LABELS,
     ACTIONS,
     Agent,
+    AgentSecret,
     AgentTransition,
     BulkItem,
     BulkOperation,
@@ -80,6 +81,20 @@ class AgentForm(forms.ModelForm):
         return chosen
 
 
+class SecretInline(admin.TabularInline):
+    """A secret's name only: its value is never shown by any door."""
+
+    model = AgentSecret
+    fields = ("name", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name = "secret environment variable (value hidden)"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
     form = AgentForm
@@ -99,10 +114,10 @@ class AgentAdmin(admin.ModelAdmin):
     readonly_fields = (
         "state", "state_changed_at", "health", "health_detail", "health_checked_at", "last_healthy_at",
         "pending_action", "pending_since", "runtime_details", "last_exit", "restart_attempts",
-        "next_restart_at", "restart_gave_up", "created_at", "updated_at",
+        "next_restart_at", "restart_gave_up", "created_at", "updated_at", "template",
     )  # fmt: skip
     actions = [_lifecycle_action(action) for action in ACTIONS]
-    inlines = [TransitionInline]
+    inlines = [SecretInline, TransitionInline]
 
     def has_delete_permission(self, request, obj=None) -> bool:
         # Revoke instead: the agent and its history stay for the record.

@@ -126,12 +126,14 @@ def celery_worker_process(test_database_url: str, redis_url: str, tmp_path_facto
     from portal.celery import app as celery_app
 
     agent_root = tmp_path_factory.mktemp("worker-agents")
+    sandbox_root = tmp_path_factory.mktemp("worker-sandboxes")  # the factory's sandbox runs
     env = {
         **os.environ,
         "DATABASE_URL": test_database_url,
         "REDIS_URL": redis_url,
         "AGENT_REDIS_URL": redis_url,
         "AGENT_ROOT": str(agent_root),
+        "FACTORY_SANDBOX_ROOT": str(sandbox_root),
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
     }
@@ -159,6 +161,7 @@ def celery_worker_process(test_database_url: str, redis_url: str, tmp_path_facto
         worker.kill()
         worker.wait(timeout=5)
     _kill_processes_under(agent_root)
+    _kill_processes_under(sandbox_root)
     log.close()
 
 
