@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -20,11 +25,17 @@ from tests.agentd.conftest import dead_letters, queue_task, wait_until
 FAST = {"task_retry_ms": 50, "task_block_ms": 50}
 
 
-def ask(queue_redis, agent, payload: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-    """Send ``payload`` as a task that wants a reply; answer the reply, its output decoded."""
+def ask(
+    queue_redis, agent, payload: dict[str, Any], timeout: float = 5.0, **fields: str
+) -> dict[str, Any]:
+    """Send ``payload`` as a task that wants a reply (with more task ``fields`` if given);
+    answer the reply, its output decoded."""
     task_id = uuid.uuid4().hex
     reply_to = contract.reply_stream(f"test-{task_id}")
-    queue_task(queue_redis, agent, task_id=task_id, reply_to=reply_to, payload=json.dumps(payload))
+    payload_text = json.dumps(payload)
+    queue_task(
+        queue_redis, agent, task_id=task_id, reply_to=reply_to, payload=payload_text, **fields
+    )
     [(_, reply)] = wait_until(
         lambda: queue_redis.xrange(reply_to), timeout, f"no reply to {payload} in {timeout}s"
     )
@@ -467,3 +478,398 @@ def test_data_agent_runs_its_settings_pipeline_or_the_payloads(start_agentd, que
     )
     [*_, letter] = dead_letters(queue_redis, agent)
     assert letter[1][contract.DLQ_ERROR] == bad_step
+
+
+# Orchestration
+
+
+def test_orchestration_fans_out_to_real_agents_and_gathers_their_replies(
+    start_agentd, queue_redis, tmp_path
+):
+    echo = start_agentd({**FAST, "task_max_failures": 1})
+    memory = start_agentd(
+        {**FAST, "task_max_failures": 1, "template": "memory"},
+        env={"AGENT_DATA_DIR": str(tmp_path)},
+    )
+    settings = {"targets": [echo.slug, memory.slug], "timeout_seconds": 5}
+    conductor = start_agentd({**FAST, "template": "orchestration", "settings": settings})
+    put = {"op": "put", "key": "k", "value": [1], "scope": "long"}
+
+    reply = ask(queue_redis, conductor, {"task": put}, customer="acme")
+    only_memory = output_of(
+        queue_redis, conductor, {"task": {"op": "get", "key": "k", "scope": "long"}, "targets": [memory.slug]}
+    )  # fmt: skip
+
+    assert reply[contract.REPLY_STATUS] == contract.REPLY_SUCCEEDED, reply
+    output = reply[contract.REPLY_OUTPUT]
+    assert [(r["agent"], r["status"], r["output"], r["error"]) for r in output["replies"]] == [
+        (echo.slug, "succeeded", put, ""),
+        (memory.slug, "succeeded", {"op": "put", "key": "k", "scope": "long", "stored": True}, ""),
+    ]
+    assert all(isinstance(r["duration_ms"], int) for r in output["replies"])
+    assert (output["succeeded"], output["failed"], output["missing"]) == (2, 0, [])
+    assert [r["output"]["value"] for r in only_memory["replies"]] == [[1]]
+    # Each target took one task from the conductor, and answered it on the task's own stream,
+    # which expires; the customer went along.
+    assert queue_redis.hgetall(contract.producer_counts(echo.slug)) == {conductor.slug: "1"}
+    assert queue_redis.hgetall(contract.producer_counts(memory.slug)) == {conductor.slug: "2"}
+    message_id = reply[contract.REPLY_MESSAGE_ID]
+    replies_stream = contract.orchestration_reply_stream(conductor.slug, message_id)
+    sub_replies = [fields for _, fields in queue_redis.xrange(replies_stream)]
+    assert sorted(r[contract.REPLY_TASK_ID] for r in sub_replies) == sorted(
+        f"{conductor.slug}/{message_id}/{target}" for target in (echo.slug, memory.slug)
+    )
+    assert {r[contract.REPLY_CUSTOMER] for r in sub_replies} == {"acme"}
+    assert 0 < queue_redis.ttl(replies_stream) <= 3600
+
+    # A target that fails: "all" fails the orchestration with its error; "any" does not.
+    failing = {"task": {"fail": True}, "targets": [echo.slug]}
+    conductor.patch_config({**FAST, "task_max_failures": 1})
+    error = ask(queue_redis, conductor, failing)[contract.REPLY_ERROR]
+    assert error == f'{echo.slug} failed: the task asked to fail (payload "fail": true)'
+    conductor.patch_config({"settings": {**settings, "require": "any"}})
+    mixed = output_of(queue_redis, conductor, {"task": {"op": "bogus"}})
+    assert (mixed["succeeded"], mixed["failed"]) == (1, 1)
+    assert mixed["replies"][1]["error"] == 'op must be one of put, get, forget, keys, got "bogus"'
+
+
+def test_orchestration_without_a_reply_fails_after_the_timeout_and_never_sends_twice(
+    start_agentd, queue_redis, spare_slug
+):
+    echo = start_agentd(FAST)
+    absent = spare_slug()
+    settings = {"targets": [echo.slug, absent], "timeout_seconds": 0.3}
+    conductor = start_agentd(
+        {**FAST, "task_max_failures": 3, "template": "orchestration", "settings": settings}
+    )
+
+    reply = ask(queue_redis, conductor, {"task": {"n": 1}}, timeout=10)
+
+    assert reply[contract.REPLY_STATUS] == contract.REPLY_DEAD_LETTERED
+    assert reply[contract.REPLY_ERROR] == f"no reply from {absent} within 0.3 s"
+    assert reply[contract.REPLY_ATTEMPTS] == "3"
+    # Three attempts, one task each: the stopped target's stream holds it once, and the
+    # running one processed it once (its reply to the first attempt counted for the others).
+    [(_, sent)] = queue_redis.xrange(contract.task_stream(absent))
+    assert (
+        sent[contract.FIELD_TASK_ID]
+        == f"{conductor.slug}/{reply[contract.REPLY_MESSAGE_ID]}/{absent}"
+    )
+    assert sent[contract.FIELD_PRODUCER] == conductor.slug
+    assert json.loads(sent[contract.FIELD_PAYLOAD]) == {"n": 1}
+    assert queue_redis.hget(contract.counters(echo.slug), contract.COUNTER_PROCESSED) == "1"
+    assert len(conductor.events("task_failed")) == 2
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({}, "settings.targets is missing: the agents each task is sent to"),
+        ({"targets": []}, "settings.targets must have from 1 to 16 entries, got 0"),
+        ({"targets": ["a", "me"]}, "settings.targets[1] names this agent (me)"),
+        ({"targets": ["a", "b", "a"]}, "settings.targets[2] names a a second time"),
+        ({"targets": ["a b"]}, 'settings.targets[0] must be an agent slug'),
+        ({"targets": ["a"], "timeout_seconds": 0}, "settings.timeout_seconds must be a number from 0.1 to 300, got 0"),
+        ({"targets": ["a"], "require": "most"}, 'settings.require must be one of all, any, got "most"'),
+    ],
+)  # fmt: skip
+def test_orchestration_settings_are_checked(settings, message):
+    assert message in settings_error("orchestration", settings)
+
+
+# API and monitoring, against a real HTTP server
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Service:
+    """A real HTTP server in a thread: ``/status`` answers 200, ``/flaky`` 503 once and then
+    200, ``/down`` always 503, ``/missing`` 404, ``/moved`` a redirect, ``/echo`` the body."""
+
+    url: str
+    seen: list[Seen] = field(default_factory=list)
+    answered: dict[str, int] = field(default_factory=dict)
+
+    def hits(self, path: str) -> int:
+        return sum(1 for request in self.seen if request.path.split("?")[0] == path)
+
+
+STATUS_BODY = b'{"status": "fine"}'
+
+
+@pytest.fixture
+def service() -> Iterator[Service]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ServiceHandler)
+    server.daemon_threads = True
+    server.service = Service(f"http://127.0.0.1:{server.server_address[1]}")  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield server.service  # type: ignore[attr-defined]
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+class _ServiceHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def _answer(self) -> None:
+        service: Service = self.server.service  # type: ignore[attr-defined]
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        service.seen.append(Seen(self.command, self.path, dict(self.headers), body))
+        path = self.path.split("?")[0]
+        count = service.answered[path] = service.answered.get(path, 0) + 1
+        if path == "/status":
+            self._send(200, STATUS_BODY, "application/json")
+        elif path == "/echo":
+            self._send(200, body, "application/octet-stream")
+        elif path == "/flaky" and count == 1:
+            self._send(503, b"busy", headers={"Retry-After": "0"})
+        elif path == "/flaky":
+            self._send(200, b"ok")
+        elif path == "/down":
+            self._send(503, b"down")
+        elif path == "/moved":
+            self._send(302, b"", headers={"Location": "http://127.0.0.1:9/elsewhere"})
+        else:
+            self._send(404, b"no such thing")
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "text/plain",
+        headers: dict | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+SECRET = "s3cret-t0ken-value"
+
+
+def test_api_calls_the_service_with_the_secret_and_retries_what_is_worth_it(
+    start_agentd, queue_redis, service, unused_port
+):
+    settings = {
+        "base_url": service.url + "/",
+        "auth_secret": "TEST_API_TOKEN",
+        "auth_scheme": "Bearer",
+        "timeout_seconds": 2,
+        "retries": 2,
+        "methods": ["GET", "POST"],
+    }
+    agent = start_agentd(
+        {**FAST, "task_max_failures": 1, "template": "api", "settings": settings},
+        env={"TEST_API_TOKEN": SECRET},
+    )
+
+    status = output_of(queue_redis, agent, {"path": "/status", "query": {"q": "a b", "n": 2}})
+    posted = output_of(
+        queue_redis, agent, {"method": "POST", "path": "/echo", "body": {"a": [1, "ü"]}}
+    )
+    flaky = output_of(queue_redis, agent, {"method": "GET", "path": "/flaky"})
+    moved = output_of(queue_redis, agent, {"path": "/moved"})
+    missing = error_of(queue_redis, agent, {"path": "/missing"})
+    down = error_of(queue_redis, agent, {"path": "/down"})
+    refused = {
+        "method": error_of(queue_redis, agent, {"method": "DELETE", "path": "/status"}),
+        "path": error_of(queue_redis, agent, {"path": "http://elsewhere/"}),
+        "relative": error_of(queue_redis, agent, {"path": "status"}),
+        "query": error_of(queue_redis, agent, {"path": "/status", "query": {"q": [1]}}),
+    }
+
+    assert status == {
+        "status": 200,
+        "digest": "sha256:" + hashlib.sha256(STATUS_BODY).hexdigest(),
+        "bytes": len(STATUS_BODY),
+        "content_type": "application/json",
+        "attempts": 1,
+        "url": f"{service.url}/status?q=a+b&n=2",
+    }
+    first = service.seen[0]
+    assert (first.method, first.path) == ("GET", "/status?q=a+b&n=2")
+    assert first.headers["Authorization"] == f"Bearer {SECRET}"
+    sent_body = json.dumps({"a": [1, "ü"]}).encode()
+    assert posted["digest"] == "sha256:" + hashlib.sha256(sent_body).hexdigest()
+    assert service.seen[1].headers["Content-Type"] == "application/json"
+    assert (flaky["status"], flaky["attempts"]) == (200, 2)
+    assert moved["status"] == 302  # answered, not followed: the token stays with us
+    assert missing == f"GET {service.url}/missing answered 404 after 1 attempt"
+    assert service.hits("/missing") == 1
+    assert down == f"GET {service.url}/down answered 503 after 3 attempts"
+    assert service.hits("/down") == 3
+    assert refused == {
+        "method": 'method must be one of GET, POST (settings.methods), got "DELETE"',
+        "path": "path must start with '/' and hold no '://', spaces or control characters, "
+        'got "http://elsewhere/"',
+        "relative": "path must start with '/' and hold no '://', spaces or control characters, "
+        'got "status"',
+        "query": "query.q must be a string or a number, got [1]",
+    }
+
+    agent.patch_config({"settings": {**settings, "base_url": f"http://127.0.0.1:{unused_port}", "retries": 0}})  # fmt: skip
+    unreachable = error_of(queue_redis, agent, {"path": "/status"})
+    assert unreachable == (
+        f"GET http://127.0.0.1:{unused_port}/status got no answer after 1 attempt: "
+        "Connection refused"
+    )
+
+    # The secret is nowhere but in the request: not in the logs, the config, the dead letters.
+    agent.terminate()
+    assert SECRET not in agent.output()
+    assert "answered 404 after 1 attempt" in agent.output()  # the errors are logged
+    assert SECRET not in json.dumps(dead_letters(queue_redis, agent))
+
+
+def test_api_needs_the_secret_it_names(run_agentd, redis_url):
+    config = {"template": "api", "settings": {"base_url": "https://api.example.com", "auth_secret": "API_TOKEN"}}  # fmt: skip
+    args = ["--slug", "bad", "--redis-url", redis_url, "--config", json.dumps(config)]
+
+    unset = run_agentd(args)
+    broken = run_agentd(args, env={"API_TOKEN": "line\nbreak-secret"})
+
+    assert unset.returncode == broken.returncode == contract.EXIT_BAD_CONFIG
+    assert (
+        "settings.auth_secret names the environment variable API_TOKEN, which is not set or "
+        "empty in the agent's environment"
+    ) in unset.stderr
+    assert (
+        "the environment variable API_TOKEN (settings.auth_secret) holds characters"
+        in broken.stderr
+    )
+    assert "break-secret" not in broken.stderr + broken.stdout
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({}, "settings.base_url is missing"),
+        ({"base_url": "ftp://x"}, 'settings.base_url must be an http:// or https:// URL, got "ftp://x"'),
+        ({"base_url": "https://user:pw@x"}, "settings.base_url must not hold credentials"),
+        ({"base_url": "https://x", "retries": 6}, "settings.retries must be an integer from 0 to 5, got 6"),
+        ({"base_url": "https://x", "timeout_seconds": 61}, "settings.timeout_seconds must be a number from 0.1 to 60"),
+        ({"base_url": "https://x", "methods": ["GET", "TRACE"]}, 'settings.methods[1] must be one of GET, POST'),
+        ({"base_url": "https://x", "methods": []}, "settings.methods must have from 1 to 6 entries, got 0"),
+        ({"base_url": "https://x", "auth_header": "Bad Header"}, "settings.auth_header must be an HTTP header name"),
+        ({"base_url": "https://x", "auth_secret": "lower"}, "settings.auth_secret must be the name of an environment variable"),
+        ({"base_url": "https://x", "token": "t"}, "settings has an unknown key 'token'"),
+    ],
+)  # fmt: skip
+def test_api_settings_are_checked(settings, message):
+    assert message in settings_error("api", settings)
+
+
+def test_monitoring_probes_its_targets_and_exports_them_as_metrics(
+    start_agentd, queue_redis, service, listening_port, unused_port
+):
+    settings = {
+        "targets": [
+            {"name": "web", "kind": "http", "url": f"{service.url}/status"},
+            {"name": 'odd "name"', "kind": "http", "url": f"{service.url}/missing"},
+            {"name": "db", "kind": "tcp", "host": "127.0.0.1", "port": listening_port},
+            {"name": "closed", "kind": "tcp", "host": "127.0.0.1", "port": unused_port},
+        ],
+        "interval_seconds": 1,
+        "timeout_seconds": 1,
+    }
+    agent = start_agentd({**FAST, "template": "monitoring", "settings": settings})
+
+    metrics = wait_until(
+        lambda: (e := agent.metrics()) and "agentd_probe_up" in e.names() and e, message="no probes"
+    )
+    report = output_of(queue_redis, agent, {"op": "report"})
+    probed = output_of(queue_redis, agent, {"op": "probe"})
+
+    assert {
+        name: metrics.value("agentd_probe_up", target=name, kind=kind)
+        for name, kind in [("web", "http"), ('odd \\"name\\"', "http"), ("db", "tcp"), ("closed", "tcp")]
+    } == {"web": 1, 'odd \\"name\\"': 0, "db": 1, "closed": 0}  # fmt: skip
+    assert metrics.value("agentd_probe_checks_total", target="web", result="up") >= 1
+    assert metrics.value("agentd_probe_checks_total", target="web", result="down") == 0
+    assert metrics.value("agentd_probe_checks_total", target="closed", result="down") >= 1
+    assert 0 <= metrics.value("agentd_probe_latency_seconds", target="db", kind="tcp") < 1
+    assert metrics.types["agentd_probe_up"] == "gauge"
+    assert metrics.types["agentd_probe_checks_total"] == "counter"
+    assert [(t["name"], t["kind"], t["up"], t["error"]) for t in report["targets"]] == [
+        ("web", "http", True, ""),
+        ('odd "name"', "http", False, "answered 404, expected 200"),
+        ("db", "tcp", True, ""),
+        ("closed", "tcp", False, "Connection refused"),
+    ]
+    assert (report["up"], report["down"]) == (2, 2)
+    assert all(t["latency_ms"] >= 0 and t["checked_at"] > 0 for t in report["targets"])
+    assert [t["checked_at"] >= r["checked_at"] for t, r in zip(probed["targets"], report["targets"], strict=True)] == [True] * 4  # fmt: skip
+    assert (probed["up"], probed["down"]) == (2, 2)
+
+    # The thread probes every interval, and stops when the config names another template.
+    wait_until(lambda: service.hits("/status") >= 3, timeout=5)
+    agent.patch_config({"template": "blank"})
+    wait_until(lambda: "agentd_probe_up" not in agent.metrics().names())
+    hits = service.hits("/status")
+    time.sleep(1.3)
+    assert service.hits("/status") == hits
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({}, "settings.targets is missing"),
+        ({"targets": []}, "settings.targets must have from 1 to 50 entries, got 0"),
+        ({"targets": [{"name": "a", "kind": "udp"}]}, 'settings.targets[0].kind must be one of http, tcp, got "udp"'),
+        ({"targets": [{"name": "a", "kind": "http"}]}, "settings.targets[0].url must be a non-empty string, got null"),
+        ({"targets": [{"name": "a", "kind": "tcp", "host": "h", "port": 1}, {"name": "b", "kind": "tcp", "host": "h", "port": 0}]},
+         "settings.targets[1].port must be an integer from 1 to 65535, got 0"),
+        ({"targets": [{"name": "a", "kind": "tcp", "host": "h", "port": 1, "url": "http://x"}]},
+         "settings.targets[0] has an unknown key 'url'"),
+        ({"targets": [{"name": "a", "kind": "http", "url": "http://x"}] * 2}, "settings.targets[1].name is 'a' a second time"),
+        ({"targets": [{"name": "a", "kind": "http", "url": "http://x", "expect_status": 99}]},
+         "settings.targets[0].expect_status must be an integer from 100 to 599, got 99"),
+        ({"targets": [{"name": "a", "kind": "http", "url": "http://x"}], "interval_seconds": 0.5},
+         "settings.interval_seconds must be a number from 1 to 3600, got 0.5"),
+    ],
+)  # fmt: skip
+def test_monitoring_settings_are_checked(settings, message):
+    assert message in settings_error("monitoring", settings)
+
+
+@pytest.mark.parametrize(
+    ("template", "settings", "message"),
+    [
+        ("orchestration", {"targets": ["bad-config"]}, "settings.targets[0] names this agent (bad-config)"),
+        ("api", {"base_url": "nope"}, 'settings.base_url must be an http:// or https:// URL, got "nope"'),
+        ("data", {"pipeline": [{"limit": "ten"}]}, 'settings.pipeline[0].limit must be an integer from 0 to 1000000, got "ten"'),
+        ("monitoring", {"targets": [{"name": "x", "kind": "tcp", "host": "h", "port": 70000}]},
+         "settings.targets[0].port must be an integer from 1 to 65535, got 70000"),
+        ("blank", {"anything": 1}, "settings has an unknown key 'anything'"),
+    ],
+)  # fmt: skip
+def test_bad_settings_of_each_template_stop_agentd(
+    run_agentd, redis_url, template, settings, message
+):
+    config = json.dumps({"template": template, "settings": settings})
+
+    result = run_agentd(["--slug", "bad-config", "--redis-url", redis_url, "--config", config])
+
+    assert result.returncode == contract.EXIT_BAD_CONFIG
+    assert f"{contract.BAD_CONFIG_MARKER} {message}" in result.stderr

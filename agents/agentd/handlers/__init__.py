@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import blank, data, memory
+from . import api, blank, data, memory, monitoring, orchestration
 from .base import Handler, HandlerContext, Invalid, Settings, Task, TaskError
 
 __all__ = [
@@ -37,7 +37,10 @@ class Template:
 TEMPLATES: dict[str, Template] = {
     "blank": Template(blank.parse_settings, blank.BlankHandler),
     "memory": Template(memory.parse_settings, memory.MemoryHandler),
+    "orchestration": Template(orchestration.parse_settings, orchestration.OrchestrationHandler),
+    "api": Template(api.parse_settings, api.ApiHandler),
     "data": Template(data.parse_settings, data.DataHandler),
+    "monitoring": Template(monitoring.parse_settings, monitoring.MonitoringHandler),
 }
 DEFAULT_TEMPLATE = "blank"
 
