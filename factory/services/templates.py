@@ -141,7 +141,9 @@ def template_by_id(key: object) -> Template:
     text that can never be a key is refused (400) before the database sees it."""
     text = key if isinstance(key, str) else ""
     if not text.strip() or "\x00" in text or len(text) > 40:
-        shown = repr(str(key)[:40].replace("\x00", ""))
         keys = ", ".join(t.key for t in current_templates(include_inactive=True))
+        if key is None:
+            raise FactoryRefused(f"Name a template; templates: {keys}.", "invalid")
+        shown = repr(str(key)[:40].replace("\x00", ""))
         raise FactoryRefused(f"{shown} is not a template id; templates: {keys}.", "invalid")
     return get_template(text.strip())

@@ -193,7 +193,11 @@ def test_a_nul_byte_in_a_cost_input_is_a_400_naming_it(catalog, as_viewer) -> No
 
 
 def test_a_cost_estimate_needs_a_known_template(catalog, as_viewer) -> None:
-    assert as_viewer.get(f"{API}/cost-estimate").status_code == 400
+    missing = as_viewer.get(f"{API}/cost-estimate")
+    assert missing.status_code == 400
+    assert missing.json()["detail"] == (
+        "Name a template; templates: memory, orchestration, api, data, monitoring, blank."
+    )
     response = as_viewer.get(f"{API}/cost-estimate", {"template_id": "gold"})
     assert response.status_code == 404 and "templates: memory" in response.json()["detail"]
 
