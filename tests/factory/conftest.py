@@ -96,4 +96,3 @@ def drive(run, timeout: float = 60.0, *, until=None):
             time.sleep(0.05)
     run.refresh_from_db()
     raise AssertionError(f"run {run.pk} still {run.status} after {timeout} s")
-

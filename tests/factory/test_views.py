@@ -79,6 +79,7 @@ def test_the_wizard_goes_from_configure_to_a_created_agent(catalog, as_operator)
     assert "agents:acme-echo:tasks" in review and "Acme Echo: error rate" in review
     response = as_operator.post(reverse("factory:create", args=[draft.pk]))
     assert response["Location"] == step("create")
+    assert as_operator.get(step("create")).status_code == 200
     draft.refresh_from_db()
     drive(draft.run)
     monitor = text(as_operator.get(reverse("factory:monitor", args=[draft.pk])))

@@ -1,0 +1,15 @@
+"""Small filters for the Factory's templates."""
+
+from __future__ import annotations
+
+import re
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def dom_id(field_name: object) -> str:
+    """A field's name as part of an element id: ``settings.max_keys`` → ``settings-max_keys``."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", str(field_name)).strip("-")
