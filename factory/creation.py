@@ -252,11 +252,11 @@ class Monitoring(StepKind):
         return "adds the template's alert rules for the agent"
 
     def start(self, ctx: StepContext) -> Result:
-        from observability import alerts
+        from observability import agent_rules
 
         draft = _draft(ctx)
         agent = Agent.objects.get(slug=ctx.inputs["agent"])
-        ids = alerts.add_agent_rules(agent, list(draft.template.alert_rules), ctx.actor)
+        ids = agent_rules.add_agent_rules(agent, list(draft.template.alert_rules), ctx.actor)
         ctx.save_state(rules=ids)
         return Done({"rules": ids, "names": [drafts.rule_name(agent.name, r) for r in draft.template.alert_rules]})  # fmt: skip
 
@@ -269,14 +269,14 @@ class DropRules(StepKind):
 
     def start(self, ctx: StepContext) -> Result:
         from agents.workflows.models import StepRun
-        from observability import alerts
+        from observability import agent_rules
 
         made = (
             StepRun.objects.filter(run=ctx.run, step_id="monitoring", role="forward", status="succeeded")
             .order_by("-pk").values_list("output", flat=True).first()
         )  # fmt: skip
         ids = list((made or {}).get("rules") or [])
-        removed = alerts.remove_agent_rules(str(ctx.inputs["agent"]), ids, ctx.actor)
+        removed = agent_rules.remove_agent_rules(str(ctx.inputs["agent"]), ids, ctx.actor)
         return Done({"removed": removed})
 
 

@@ -34,12 +34,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import contract, replies
+from . import contract, records, replies
 from .config import AgentConfig
 from .faults import task_failure
 from .handlers import Handler, Task, TaskError
 from .log import JsonLogger
 from .metrics import Metrics, ProbeStatus, QueueStats
+from .records import BadPayload, hops, task_payload
 
 CLAIM_BATCH = 10
 # The longest wait between two looks for abandoned or claimed tasks (XAUTOCLAIM).
@@ -81,31 +82,6 @@ class QueueKeys:
             group=contract.CONSUMER_GROUP,
             consumer=contract.consumer_name(slug, replica),
         )
-
-
-class BadPayload(ValueError):
-    """A task payload that cannot be read: the task is poison and fails every attempt."""
-
-
-def task_payload(fields: dict[str, str]) -> dict[str, Any]:
-    """The task's payload object (``{}`` for a task without one); :class:`BadPayload` says why
-    it cannot be read."""
-    text = fields.get(contract.FIELD_PAYLOAD)
-    if text is None:
-        return {}
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            offset = len(text[: exc.start].encode("utf-8", "surrogateescape"))
-            raise BadPayload(f"payload is not UTF-8 text (byte {offset})") from exc
-    try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadPayload(f"payload is not valid JSON: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise BadPayload(f"payload must be a JSON object, got {type(payload).__name__}")
-    return payload
 
 
 def epoch_ms() -> int:
@@ -388,7 +364,7 @@ class TaskWorker:
         forward_to = self._draw_forwards(message_id, fields, config)
         outcome = None
         if replies.wants_answer(fields):
-            tried = len(_attempts(client.hget(self.keys.attempts, message_id)))
+            tried = len(records.attempts(client.hget(self.keys.attempts, message_id)))
             outcome = replies.Outcome(
                 contract.REPLY_SUCCEEDED, output, "", round(elapsed * 1000), tried + 1
             )
@@ -464,7 +440,7 @@ class TaskWorker:
         (0 and 1 exact), none once the task came through FORWARD_MAX_HOPS forwards."""
         if not config.forward:
             return []
-        if _hops(fields) >= contract.FORWARD_MAX_HOPS:
+        if hops(fields) >= contract.FORWARD_MAX_HOPS:
             self._log.info(
                 "forward_stopped",
                 f"not forwarding task {message_id}: it came through {contract.FORWARD_MAX_HOPS} "
@@ -480,7 +456,7 @@ class TaskWorker:
         if fields.get(contract.FIELD_CUSTOMER):
             task[contract.FIELD_CUSTOMER] = fields[contract.FIELD_CUSTOMER]
         task[contract.FIELD_SENT_AT] = str(epoch_ms())
-        task[contract.FIELD_HOPS] = str(_hops(fields) + 1)
+        task[contract.FIELD_HOPS] = str(hops(fields) + 1)
         task[contract.FIELD_PAYLOAD] = json.dumps(
             {"forwarded_from": f"{self.keys.slug}/{message_id}", "kind": "forward"}
         )
@@ -517,7 +493,7 @@ class TaskWorker:
     ) -> None:
         # Read, then written back in the transaction that counts the failure: only the consumer
         # holding the task writes its attempts.
-        attempts = _attempts(client.hget(self.keys.attempts, message_id))
+        attempts = records.attempts(client.hget(self.keys.attempts, message_id))
         attempts.append({"at": epoch_ms(), "error": error, "replica": self.keys.consumer})
         pipeline = client.pipeline(transaction=True)
         pipeline.hincrby(self.keys.failures, message_id, 1)
@@ -618,24 +594,3 @@ class TaskWorker:
             task_id=message_id,
             producer_task_id=fields.get(contract.FIELD_TASK_ID),
         )
-
-
-def _hops(fields: dict[str, str]) -> int:
-    """How many forwards led to this task (0 for one that was not forwarded)."""
-    try:
-        return max(0, int(fields.get(contract.FIELD_HOPS, "0")))
-    except ValueError:
-        return 0
-
-
-def _attempts(stored: object) -> list[dict[str, Any]]:
-    """A task's attempts so far, as stored in the attempt log (an unreadable log starts anew)."""
-    if not isinstance(stored, str):
-        return []
-    try:
-        attempts = json.loads(stored)
-    except json.JSONDecodeError:
-        return []
-    if not isinstance(attempts, list):
-        return []
-    return [a for a in attempts if isinstance(a, dict) and isinstance(a.get("at"), int)]
