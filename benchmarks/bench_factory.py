@@ -73,9 +73,9 @@ def tcp_target() -> int:
 
 def configs(url: str, port: int) -> dict[str, dict]:
     """A configuration per template that its tests should pass with."""
-    return {
+    configs = {
         "memory": {},
-        "orchestration": {"settings": {"targets": ["wow-cache", "wow-memory"]}},
+        "orchestration": {"settings": {"targets": ["wow-cache", "wow-event"]}},
         "api": {"settings": {"base_url": url}},
         "data": {},
         "monitoring": {"settings": {"targets": [
@@ -84,6 +84,7 @@ def configs(url: str, port: int) -> dict[str, dict]:
         ], "interval_seconds": 5}},
         "blank": {},
     }  # fmt: skip
+    return {key: {"owner": "Bench Co", **config} for key, config in configs.items()}
 
 
 def start_worker(root: Path) -> subprocess.Popen:
@@ -260,7 +261,7 @@ def main() -> None:
                 )
 
             print("(c) from Create to RUNNING with its first task answered, local runtime")
-            for agent in Agent.objects.filter(slug__in=["wow-cache", "wow-memory"]):
+            for agent in Agent.objects.filter(slug__in=["wow-cache", "wow-event"]):
                 for action in ("provision", "deploy", "start"):
                     operation = services.request_action(agent, action, actor, enqueue=False)
                     services.run_operation(str(operation.pk))
@@ -303,14 +304,19 @@ def docker_creation(by_key: dict, runs: int, verdict) -> str:
     """Creation with AGENT_RUNTIME=docker, when an engine answers and has the agent image."""
     from django.conf import settings
 
+    image = settings.AGENT_IMAGE
+
     try:
         import docker
 
         client = docker.DockerClient(base_url=settings.DOCKER_HOST, version="auto", timeout=10)
         client.ping()
-        client.images.get(settings.AGENT_IMAGE)
+        from agents.models import Agent
+
+        image = f"{settings.AGENT_IMAGE}:{Agent._meta.get_field('version').default}"
+        client.images.get(image)
     except Exception as exc:  # noqa: BLE001 - no engine or no image here: say so
-        return f"skipped: no Docker engine with {settings.AGENT_IMAGE} answers ({exc.__class__.__name__})"
+        return f"skipped: no Docker engine with {image} answers ({exc.__class__.__name__}); `manage.py agents build-image` builds it"
     try:
         times = [
             creation_seconds("blank", 100 + n, by_key["blank"], one_shot=True) for n in range(runs)

@@ -94,39 +94,14 @@ def create_from_config(
 def parse_all(template: Template, raw: Mapping[str, Any]) -> tuple[dict, dict]:
     """Values and secrets from a whole configuration (defaults for what it leaves out);
     refused with every field error when any does not check out."""
-    values = validation.defaults(template)
     if not raw.get("slug") and isinstance(raw.get("name"), str):
         raw = {**raw, "slug": slugify_name(raw["name"])}
-    errors, secrets = [], {}
-    for field, value in raw.items():
-        if field == "resources" and isinstance(value, Mapping):
-            for key, number in value.items():
-                sub = f"resources.{key}"
-                if key not in validation.LIMITS:
-                    errors.append(validation.FieldError(sub, f"{key} is not a resource; resources: {', '.join(validation.LIMITS)}."))  # fmt: skip
-                    continue
-                try:
-                    validation.apply_field(
-                        values, sub, validation.parse_field(template, sub, number)
-                    )
-                except validation.BadValue as bad:
-                    errors.append(validation.FieldError(bad.field, bad.message))
-            continue
-        try:
-            parsed = validation.parse_field(template, field, value)
-        except validation.BadValue as bad:
-            errors.append(validation.FieldError(bad.field, bad.message))
-            continue
-        if field == "secrets":
-            secrets = parsed
-        else:
-            validation.apply_field(values, field, parsed)
-    if "settings" in raw and isinstance(raw["settings"], Mapping):
-        values["settings"] = {**template.settings, **raw["settings"]}
+    values, secrets, errors = read_config(template, raw)
+    unreadable = {error.field for error in errors}
     errors += [
         error
         for error in validation.validate(template, values, secrets)
-        if error.field not in {e.field for e in errors}
+        if error.field not in unreadable
     ]
     refuse_errors(errors)
     return values, secrets
