@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents import events
@@ -214,14 +214,15 @@ def register_agent(new: NewAgent, actor: Actor) -> Agent:
                 "from the registry.",
                 "invalid",
             )
-        agent = Agent.objects.create(
-            slug=new.slug, name=new.name, description=new.description, tier=new.tier,
-            owner_team=new.owner_team, capabilities=list(new.capabilities),
-            specializations=list(new.specializations), cpu_millicores=new.cpu_millicores,
-            memory_mb=new.memory_mb, storage_mb=new.storage_mb, replicas=new.replicas,
-            runtime=settings.AGENT_RUNTIME, config=copy.deepcopy(new.config),
-            environment=dict(new.environment), template=new.template,
-        )  # fmt: skip
+        try:
+            with transaction.atomic():  # a savepoint: a racing twin must not break the caller's
+                agent = _create_agent(new)
+        except IntegrityError:
+            raise ActionRefused(
+                f"An agent with the slug {new.slug} or the name {new.name} was just registered "
+                "by someone else; pick another.",
+                "conflict",
+            ) from None
         agent.dependencies.set(dependencies)
         for name, value in new.secrets.items():
             agent.secrets.create(name=name, value=value)
@@ -231,6 +232,17 @@ def register_agent(new: NewAgent, actor: Actor) -> Agent:
         )  # fmt: skip
         events.emit("registry", agent, changed=["created"], actor=actor.label)
     return agent
+
+
+def _create_agent(new: NewAgent) -> Agent:
+    return Agent.objects.create(
+        slug=new.slug, name=new.name, description=new.description, tier=new.tier,
+        owner_team=new.owner_team, capabilities=list(new.capabilities),
+        specializations=list(new.specializations), cpu_millicores=new.cpu_millicores,
+        memory_mb=new.memory_mb, storage_mb=new.storage_mb, replicas=new.replicas,
+        runtime=settings.AGENT_RUNTIME, config=copy.deepcopy(new.config),
+        environment=dict(new.environment), template=new.template,
+    )  # fmt: skip
 
 
 def release_agent(agent: Agent, actor: Actor, why: str) -> str:

@@ -75,3 +75,18 @@ def test_cancelling_a_creation_undoes_what_it_made(catalog, operator_actor, redi
     assert not AlertRule.objects.filter(agent=revoked).exists()
     assert not list(redis_client.scan_iter(match="agents:acme-undo:*"))
     assert creation.sync(Draft.objects.get(pk=draft.pk)).status == Draft.Status.CANCELLED
+
+
+def test_two_drafts_racing_for_one_slug_make_one_agent(catalog, operator_actor) -> None:
+    first = new_draft(
+        catalog["blank"], operator_actor, name="Acme Twin", slug="acme-twin", owner="Acme"
+    )
+    second = new_draft(
+        catalog["blank"], operator_actor, name="Acme Twin", slug="acme-twin", owner="Acme"
+    )
+    runs = [creation.create(first, operator_actor).run, creation.create(second, operator_actor).run]
+    finished = [drive(run) for run in runs]
+    assert sorted(run.status for run in finished) == [RunStatus.FAILED, RunStatus.SUCCEEDED]
+    loser = next(run for run in finished if run.status == RunStatus.FAILED)
+    assert "slug: acme-twin is taken by Acme Twin" in loser.error
+    assert Agent.objects.filter(slug="acme-twin").count() == 1
