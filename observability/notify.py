@@ -142,7 +142,17 @@ def on_agent_event(event: agent_events.AgentEvent) -> None:
         fragments = {"events-beat": _beat("events-beat")}
         # The switcher lists every agent but the revoked ones: a revoked agent's state has no
         # element to go to (pages loaded before the revoke keep its last state until reloaded).
-        if event.state != "REVOKED":
+        if event.kind == "registry" and {"created", "slug"} & set(event.data.get("changed", [])):
+            # An agent made (or renamed) after the page was loaded, the factory's: its option,
+            # which holds its state, so its next states have somewhere to go.
+            option = render_to_string(
+                "observability/switcher.html#option",
+                {"agent": SimpleNamespace(slug=event.slug, name=event.name, state=event.state)},
+            )
+            fragments[f"ctx-add-{event.slug}"] = (
+                f'<div hx-swap-oob="beforeend:#ctx-listbox">{option}</div>'
+            )
+        elif event.state != "REVOKED":
             fragments[f"ctx-state-{event.slug}"] = render_to_string(
                 "observability/switcher.html#state",
                 {"agent": SimpleNamespace(slug=event.slug, state=event.state), "oob": True},

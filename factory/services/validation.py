@@ -189,8 +189,9 @@ def _whole_number(field: str, raw: Any) -> int:
         raw = int(raw)
     if not isinstance(raw, int):
         raise BadValue(field, "must be a whole number")
+    low, high = LIMITS.get(field.partition(".")[2], (0, MAX_TASKS_PER_MONTH))
     if abs(raw) > 10**12:
-        raise BadValue(field, "is far too large")
+        raise BadValue(field, f"is far too large; pick a whole number from {low:,} to {high:,}")
     return raw
 
 

@@ -13,3 +13,11 @@ register = template.Library()
 def dom_id(field_name: object) -> str:
     """A field's name as part of an element id: ``settings.max_keys`` → ``settings-max_keys``."""
     return re.sub(r"[^A-Za-z0-9_-]+", "-", str(field_name)).strip("-")
+
+
+@register.filter
+def pretty_json(value: object) -> str:
+    """A value as indented JSON, for showing a configuration as the API and the admin write it."""
+    import json
+
+    return json.dumps(value, indent=2, sort_keys=True, default=str)

@@ -165,6 +165,8 @@ def push_everything(number: int, bulk_id: int) -> None:
     line = LogEntry.objects.create(agent=cache, ts=timezone.now(), message=f"line {number}")
     line.agent = cache
     log_live.publish_entries([line])
+    # An agent made while pages are open (the factory's): no page has it yet.
+    services.register_agent(services.NewAgent(slug=f"made-{number}", name=f"Made {number}"), COMMAND)
     realtime.publisher.flush()
 
 
