@@ -166,7 +166,9 @@ def push_everything(number: int, bulk_id: int) -> None:
     line.agent = cache
     log_live.publish_entries([line])
     # An agent made while pages are open (the factory's): no page has it yet.
-    services.register_agent(services.NewAgent(slug=f"made-{number}", name=f"Made {number}"), COMMAND)
+    services.register_agent(
+        services.NewAgent(slug=f"made-{number}", name=f"Made {number}"), COMMAND
+    )
     realtime.publisher.flush()
 
 
