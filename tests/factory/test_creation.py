@@ -90,3 +90,27 @@ def test_two_drafts_racing_for_one_slug_make_one_agent(catalog, operator_actor) 
     loser = next(run for run in finished if run.status == RunStatus.FAILED)
     assert "slug: acme-twin is taken by Acme Twin" in loser.error
     assert Agent.objects.filter(slug="acme-twin").count() == 1
+
+
+def test_a_step_failing_for_good_undoes_the_creation_by_itself(catalog, operator_actor) -> None:
+    # WowCache is only registered, not running: the new agent cannot start after it.
+    draft = new_draft(catalog["blank"], operator_actor, name="Acme Needy", slug="acme-needy",
+                      owner="Acme", dependencies="wow-cache")  # fmt: skip
+    run = drive(creation.create(draft, operator_actor).run)
+    assert run.status == RunStatus.ROLLED_BACK, run.error
+    assert "Start failed" in run.error and "WowCache" in run.error
+    assert not Agent.objects.filter(slug="acme-needy").exists()
+    assert Agent.objects.get(slug__startswith="acme-needy-undone-").state == State.REVOKED
+
+
+def test_keep_on_failure_leaves_what_was_made_for_debugging(catalog, operator_actor) -> None:
+    draft = new_draft(catalog["blank"], operator_actor, name="Acme Kept", slug="acme-kept",
+                      owner="Acme", dependencies="wow-cache")  # fmt: skip
+    run = drive(creation.create(draft, operator_actor, keep_on_failure=True).run)
+    assert run.status == RunStatus.FAILED
+    agent = Agent.objects.get(slug="acme-kept")
+    assert agent.state == State.DEPLOYED and AlertRule.objects.filter(agent=agent).exists()
+    # Undone later by hand: the compensations run then.
+    creation.cancel(creation.sync(Draft.objects.get(pk=draft.pk)), operator_actor)
+    assert drive(run).status == RunStatus.ROLLED_BACK
+    assert not Agent.objects.filter(slug="acme-kept").exists()
