@@ -200,8 +200,6 @@ def _roll_back_late(run_id: int, now: datetime) -> int:
         if run.status not in (RunStatus.RUNNING, RunStatus.PAUSED) or run.phase != Role.FORWARD:
             return 0
         rows = list(run.steps.filter(current=True))
-        if run.status == RunStatus.PAUSED:
-            run.status = RunStatus.RUNNING
         reason = f"Missed its deadline ({timezone.localtime(run.deadline_at):%H:%M:%S}); rolling back by itself."
         engine.dispatch(engine.begin_rollback(run, rows, reason, now))
         engine._recount(run, rows)

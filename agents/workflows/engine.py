@@ -171,7 +171,7 @@ def _advance_forward(
         except InputError as exc:
             _end_row(row, StepStatus.FAILED, now, error=str(exc))
             return _advance_forward(run, definition, rows, now)
-        _queue(row, step, now)
+        _queue(row, now)
         dispatches.append((row.pk, 0.0))
     return dispatches
 
@@ -210,7 +210,7 @@ def _advance_compensation(run: WorkflowRun, rows: list[StepRun], now) -> list[tu
     except InputError as exc:
         _end_row(row, StepStatus.FAILED, now, error=str(exc))
         return _advance_compensation(run, rows, now)
-    _queue(row, step, now)
+    _queue(row, now)
     return [(row.pk, 0.0)]
 
 
@@ -258,7 +258,7 @@ def begin_rollback(
     return _advance_compensation(run, rows, now)
 
 
-def _queue(row: StepRun, step: Step | None, now) -> None:
+def _queue(row: StepRun, now) -> None:
     row.status = StepStatus.QUEUED
     row.queued_at = now
     row.wake_at = now

@@ -193,7 +193,7 @@ def test_retry_from_the_failed_step_after_a_preview_reuses_the_outputs_before_it
 def test_retry_from_a_chosen_step_runs_it_and_everything_after_it(wf) -> None:
     diamond(wf, "t-from")
     run = wf.drive(services.start(wf.command, "t-from"))
-    services.cancel  # noqa: B018 (a succeeded run is retried by rolling back first)
+    # A succeeded run is not retried (roll it back first).
     with pytest.raises(services.WorkflowRefused, match="only a failed"):
         services.plan_retry(run, "from", "b")
     WorkflowRun.objects.filter(pk=run.pk).update(status="failed")
