@@ -96,7 +96,13 @@ def cost_estimate(
     tasks_per_month: str | None = None,
 ):
     # Numbers arrive as text so a bad one is the service's 400 naming it, not ninja's 422.
-    template = templates.template_by_id(template_id)
+    try:
+        template = templates.template_by_id(template_id)
+    except FactoryRefused as unknown:
+        if unknown.code != "not_found":
+            raise
+        # A query parameter naming no template is bad input (400), as a filter's would be.
+        raise FactoryRefused(f"template_id: {unknown.message}", "invalid") from None
     inputs = {
         "cpu_millicores": cpu_millicores, "memory_mb": memory_mb, "storage_mb": storage_mb,
         "replicas": replicas, "tasks_per_month": tasks_per_month,

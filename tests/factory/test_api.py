@@ -198,8 +198,12 @@ def test_a_cost_estimate_needs_a_known_template(catalog, as_viewer) -> None:
     assert missing.json()["detail"] == (
         "Name a template; templates: memory, orchestration, api, data, monitoring, blank."
     )
+    # A query parameter naming nothing is bad input, as a filter's is.
     response = as_viewer.get(f"{API}/cost-estimate", {"template_id": "gold"})
-    assert response.status_code == 404 and "templates: memory" in response.json()["detail"]
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith(
+        "template_id: No template 'gold'; templates: memory"
+    )
 
 
 # --- sandbox runs ------------------------------------------------------------------------------
