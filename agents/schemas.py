@@ -56,6 +56,42 @@ class AgentOut(Schema):
     updated_at: datetime
 
 
+class ConfigPatchIn(Schema):
+    config: dict[str, Any]
+
+
+class ReplicaConfigOut(Schema):
+    replica: int | None
+    applied: bool
+    detail: str
+
+
+class ConfigOut(Schema):
+    """An agent's config after a hot patch or roll-back, and what each running replica said."""
+
+    agent: str
+    config: dict[str, Any]
+    previous_config: dict[str, Any] | None
+    config_changed_at: datetime | None
+    replicas: list[ReplicaConfigOut]
+    all_applied: bool
+
+
+def config_out(applied) -> dict:
+    agent = applied.agent
+    return {
+        "agent": agent.slug,
+        "config": agent.config,
+        "previous_config": agent.previous_config,
+        "config_changed_at": agent.config_changed_at,
+        "replicas": [
+            {key: replica[key] for key in ("replica", "applied", "detail")}
+            for replica in applied.replicas
+        ],
+        "all_applied": applied.all_applied,
+    }
+
+
 class TransitionOut(Schema):
     at: datetime
     action: str

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from agents.views import bulk as bulk_views
+from agents.views import config as config_views
 from agents.views import detail, fleet
 from agents.views import errors as error_views
 
@@ -28,6 +29,8 @@ urlpatterns = [
     path("<slug:slug>/history/", detail.agent_history, name="history"),
     path("<slug:slug>/errors/", error_views.agent_errors, name="agent-errors"),
     path("<slug:slug>/reconcile/", detail.reconcile, name="reconcile"),
+    path("<slug:slug>/config/", config_views.patch, name="config-patch"),
+    path("<slug:slug>/config/rollback/", config_views.roll_back, name="config-rollback"),
     path("<slug:slug>/actions/<str:action>/", detail.action_confirm, name="confirm"),
     path("<slug:slug>/actions/<str:action>/run/", detail.take_action, name="act"),
     path("<slug:slug>/undo/<uuid:operation_id>/", detail.undo_action, name="undo"),

@@ -15,11 +15,14 @@ from agents.schemas import (
     Accepted,
     ActionIn,
     AgentOut,
+    ConfigOut,
+    ConfigPatchIn,
     OperationOut,
     TransitionOut,
     UndoOut,
     accepted_out,
     agent_out,
+    config_out,
     operation_out,
     transition_out,
     undo_out,
@@ -80,6 +83,31 @@ def agent_history(request: HttpRequest, slug: str, action: str | None = None, li
     except BadFilter as bad:
         raise HttpError(400, bad.spelled(f"{bad.field}=")) from None
     return [transition_out(row) for row in rows[: max(1, min(limit, HISTORY_LIMIT_MAX))]]
+
+
+# Before the lifecycle actions' route: ninja takes the first path that matches.
+@router.patch(
+    "/agents/{slug}/config",
+    response={200: ConfigOut, 400: Problem, 403: Problem, 404: Problem},
+    summary="Change an agent's config while it runs (hot patch, no restart)",
+)
+def patch_config(request: HttpRequest, slug: str, payload: ConfigPatchIn):
+    """``{"config": {...}}``: checked by agentd's own rules (a wrong type or bound is a 400
+    naming the key), saved with the config it replaces, and sent to every running replica."""
+    applied = services.patch_config(
+        _agent_or_404(slug), payload.config, Actor.from_request(request)
+    )
+    return config_out(applied)
+
+
+@router.post(
+    "/agents/{slug}/config/rollback",
+    response={200: ConfigOut, 403: Problem, 404: Problem, 409: Problem},
+    summary="Put back the config before the last change, on the running replicas too",
+)
+def roll_back_config(request: HttpRequest, slug: str):
+    applied = services.roll_back_config(_agent_or_404(slug), Actor.from_request(request))
+    return config_out(applied)
 
 
 @router.post(

@@ -34,6 +34,7 @@ from agents.services.graph import (
     in_action_order,
     transitive_dependencies,
 )
+from agents.services.liveconfig import Applied, check_patch, patch_config, roll_back_config
 from agents.services.refusals import UNAVAILABLE, ActionRefused, Conflict, NeedsConfirmation
 from agents.services.registry import (
     NewAgent,

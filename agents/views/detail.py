@@ -27,6 +27,7 @@ from agents.models import (
     State,
 )
 from agents.runtimes import RuntimeFailure
+from agents.views.config import panel_context as config_panel_context
 from agents.views.errors import error_panel
 from agents.views.shared import (
     LOG_LINES_ON_DETAIL,
@@ -71,6 +72,7 @@ def agent_detail(request: HttpRequest, slug: str) -> HttpResponse:
         )
     else:
         context.update(error_panel(agent, actor))
+        context.update(config_panel_context(agent, actor))
         context["detail_panels"] = extensions.detail_panels(agent, actor)
         template = "agents/agent_detail.html"
         extensions.agent_viewed(request, actor, agent)
