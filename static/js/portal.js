@@ -195,6 +195,16 @@
       event.detail.isError = false;
     }
   });
+  // A form marked data-swap-invalid answers bad input with 400 and itself, saying what was
+  // wrong beside the field: swap it in like a success.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    // detail.elt is the swap's target; the element that asked is the request's.
+    var config = event.detail.requestConfig, elt = (config && config.elt) || event.detail.elt;
+    if (event.detail.xhr.status === 400 && elt.closest && elt.closest("[data-swap-invalid]")) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
   document.addEventListener("close", function (event) {
     if (event.target.matches && event.target.matches("#modal dialog")) event.target.remove();
   }, true);
