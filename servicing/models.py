@@ -1,0 +1,120 @@
+"""Releases: the versions of agentd that agents can run, for the whole fleet, one factory
+template, or one agent.
+
+A release names its artifact (the image on Docker and Kubernetes, ``local`` for the local
+runtime's own agentd build), its changelog and the config keys it changes by default. A release
+marked bad is pinned; a pinned release is one no upgrade or bulk deploy may take an agent to,
+until an Admin unpins it. Everything that changes a release goes through ``servicing.services``.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from servicing import versions
+
+
+class ReleaseQuerySet(models.QuerySet):
+    def fleet_wide(self) -> ReleaseQuerySet:
+        return self.filter(agent__isnull=True, template="")
+
+    def for_agent(self, agent) -> ReleaseQuerySet:
+        """The releases that apply to ``agent``: the fleet's, its template's and its own."""
+        scope = Q(agent__isnull=True, template="") | Q(agent=agent)
+        key = template_key(agent.template)
+        if key:
+            scope |= Q(agent__isnull=True, template=key)
+        return self.filter(scope)
+
+    def in_scope(self, agent=None, template: str = "") -> ReleaseQuerySet:
+        """The releases of exactly this scope (an agent, a template key, or the fleet)."""
+        if agent is not None:
+            return self.filter(agent=agent)
+        if template:
+            return self.filter(agent__isnull=True, template=template)
+        return self.fleet_wide()
+
+
+def template_key(template: str) -> str:
+    """The factory template key of an agent's ``template`` ("memory@2" -> "memory")."""
+    return (template or "").partition("@")[0].strip()
+
+
+class Release(models.Model):
+    """One version of agentd, published for a scope: the fleet (no agent, no template), one
+    factory template (``template``, its key) or one agent."""
+
+    version = models.CharField(max_length=versions.MAX_LENGTH, help_text="MAJOR.MINOR.PATCH")
+    artifact = models.CharField(
+        max_length=300,
+        help_text="The image each container runtime runs (waooaw/agentd:1.1.0); "
+        "'local' for the local runtime's own agentd build.",
+    )
+    changelog = models.TextField(blank=True)
+    config_changes = models.JSONField(
+        default=dict, blank=True, help_text="agentd config keys this release changes by default."
+    )
+    agent = models.ForeignKey(
+        "agents.Agent",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="releases",
+        help_text="Only this agent (empty: the fleet, or a template).",
+    )
+    template = models.CharField(
+        max_length=80, blank=True, help_text="Only agents of this factory template (its key)."
+    )
+    published_by = models.CharField(max_length=200)
+    published_at = models.DateTimeField(auto_now_add=True)
+    bad = models.BooleanField(default=False)
+    bad_reason = models.TextField(blank=True)
+    pinned = models.BooleanField(
+        default=False, help_text="No upgrade or bulk deploy may take an agent to it."
+    )
+    pinned_reason = models.TextField(blank=True)
+    pinned_by = models.CharField(max_length=200, blank=True)
+    pinned_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ReleaseQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-published_at", "-pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(agent__isnull=True) | Q(template=""),
+                name="release_one_scope",
+                violation_error_message="A release is for one agent or one template, not both.",
+            ),
+            models.UniqueConstraint(
+                fields=["version"],
+                condition=Q(agent__isnull=True, template=""),
+                name="release_unique_fleet_version",
+            ),
+            models.UniqueConstraint(
+                fields=["template", "version"],
+                condition=Q(agent__isnull=True) & ~Q(template=""),
+                name="release_unique_template_version",
+            ),
+            models.UniqueConstraint(
+                fields=["agent", "version"],
+                condition=Q(agent__isnull=False),
+                name="release_unique_agent_version",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.version} ({self.scope_label})"
+
+    @property
+    def scope_label(self) -> str:
+        if self.agent is not None:
+            return f"agent {self.agent.slug}"
+        if self.template:
+            return f"template {self.template}"
+        return "fleet"
+
+    @property
+    def parsed_version(self) -> versions.Version:
+        return versions.parse(self.version)
