@@ -93,11 +93,21 @@ def _forbidden(request: HttpRequest, denied: PermissionDenied):
     return api.create_response(request, {"detail": str(denied), "code": "forbidden"}, status=403)
 
 
-def add_router(router) -> None:
-    """Mount an app's router at the API root; each app calls this from its ``AppConfig.ready``."""
+def add_router(router, *, first: bool = False) -> None:
+    """Mount an app's router at the API root; each app calls this from its ``AppConfig.ready``.
+
+    ``first``: its paths are tried before those of the routers mounted so far. Django takes the
+    first URL pattern that matches, so a route under another app's path with a parameter in the
+    same place (servicing's ``GET /agents/{slug}/versions`` beside the agents app's ``POST
+    /agents/{slug}/{action}``) must come first to be reached; django-ninja has no public way to
+    order routers, so its list of registrations is reordered here, before the URLs are built.
+    """
     if router not in _ROUTERS:
         _ROUTERS.append(router)
         api.add_router("", router)
+        if first:
+            registrations = api._router_registrations
+            registrations.insert(0, registrations.pop())
 
 
 _ROUTERS: list = []

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from agents.agentd.config import AgentConfig, ConfigError, merge_config
 from agents.models import Agent
-from factory.services import templates as factory_templates
+from factory.models import Template
 from portal import roles
 from portal.actors import Actor
 from portal.refusals import Refused
@@ -283,7 +283,7 @@ def check_config_changes(config_changes: object) -> dict[str, Any]:
 
 
 def _check_template(key: str) -> None:
-    keys = [t.key for t in factory_templates.current_templates(include_inactive=True)]
+    keys = list(Template.objects.order_by("key").values_list("key", flat=True).distinct())
     if key not in keys:
         raise ServicingRefused(
             f"No template {key!r}; templates: {', '.join(keys) or 'none'}.", "invalid"

@@ -34,6 +34,7 @@ from agents.management.bulk_cli import STATE_STYLES, BulkCommands, add_bulk_argu
 from agents.management.errors_cli import ErrorCommands, add_error_arguments
 from agents.models import ACTIONS, Agent, Operation
 from agents.schemas import agent_out
+from portal import extensions
 from portal.actors import Actor
 from portal.cli import JobProgress, dumps, refusals_as_command_errors, watch_job
 from portal.refusals import BadFilter
@@ -45,6 +46,15 @@ LIST_FIELDS = ("slug", "name", "state", "health", "pending_action", "runtime", "
 # 2, a usage error, as argparse gives for an option it cannot parse.
 BAD_FILTER = 2
 OPERATION_POLL_SECONDS = 0.2
+
+
+def publish_built_release(image_version: str, tag: str, actor: Actor) -> str:
+    """After a build: publish the image ``tag`` as the fleet-wide release ``image_version``,
+    unless that release exists. Servicing does it (agents may not import it), registered as the
+    ``publish_built_image`` lookup; answers its sentence, or "" when no app publishes releases."""
+    return extensions.lookup(
+        "publish_built_image", default="", actor=actor, version=image_version, artifact=tag
+    )
 
 
 class Command(BulkCommands, ErrorCommands, BaseCommand):
@@ -81,7 +91,8 @@ class Command(BulkCommands, ErrorCommands, BaseCommand):
         undo.add_argument("operation_id", metavar="operation-id")
         build = sub.add_parser(
             "build-image",
-            help="Build the agent image waooaw/agentd:<version> on the Docker engine.",
+            help="Build the agent image waooaw/agentd:<version> on the Docker engine and publish "
+            "it as the fleet's release <version> (unless that release exists).",
         )
         build.add_argument(
             "--version",
@@ -204,6 +215,10 @@ class Command(BulkCommands, ErrorCommands, BaseCommand):
         except RuntimeFailure as failure:
             raise CommandError(failure.message) from None
         self.stdout.write(tag)
+        # On stderr: stdout stays the tag alone, for scripts that read it.
+        published = publish_built_release(image_version, tag, Actor.command("agents build-image"))
+        if published:
+            self.stderr.write(published)
 
     def _seed(self, **options) -> None:
         created, links = services.seed_platform_agents(Actor.command("agents seed"))
