@@ -65,7 +65,10 @@ def test_only_an_admin_publishes(fleet, request, actor_fixture) -> None:
         ({"config_changes": ["task_block_ms"]}, "config_changes must be a JSON object"),
         ({"config_changes": {"task_block_ms": "fast"}}, "config_changes: task_block_ms"),
         ({"config_changes": {"task_max_failures": 0}}, "config_changes: task_max_failures"),
-        ({"template": "no-such-template"}, "No template 'no-such-template'; templates: api, blank, data, memory"),
+        (
+            {"template": "no-such-template"},
+            "No template 'no-such-template'; templates: api, blank, data, memory",
+        ),
         ({"changelog": 5}, "changelog must be text."),
     ],
 )
