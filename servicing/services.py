@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from agents.agentd.config import AgentConfig, ConfigError, merge_config
@@ -422,14 +422,20 @@ def publish_built_image(actor: Actor, version: str, artifact: str) -> str:
     """After ``agents build-image`` built ``artifact``: publish it as the fleet-wide release
     ``version`` unless that exists. Answers a sentence saying what happened (a refusal too: the
     image was built whatever the registry says)."""
-    existing = Release.objects.fleet_wide().filter(version=version).first()
-    if existing is not None:
-        return (
-            f"Release {existing.version} exists already for the fleet (#{existing.pk}, "
-            f"{existing.artifact}); not published again."
-        )
     try:
+        existing = Release.objects.fleet_wide().filter(version=version).first()
+        if existing is not None:
+            return (
+                f"Release {existing.version} exists already for the fleet (#{existing.pk}, "
+                f"{existing.artifact}); not published again."
+            )
         release = publish(actor, version, artifact, changelog=f"Image {artifact} built.")
     except (ServicingRefused, PermissionDenied) as refused:
         return f"Not published as a release: {refused}"
+    except DatabaseError as exc:
+        # The image is built whatever the registry says: say why it is not a release yet.
+        return (
+            f"Not published as a release: the database did not answer ({exc.__class__.__name__}); "
+            f"run `manage.py servicing publish {version} --artifact {artifact}` once it does."
+        )
     return f"Published release {release.version} for the fleet (#{release.pk}, {release.artifact})."
