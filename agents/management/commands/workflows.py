@@ -26,8 +26,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from agents.management.workflow_cli import follow_run, run_failed
+from agents.management.workflow_cli import status_text as _status
 from agents.workflows import registry, services
-from agents.workflows.models import Role, RunStatus, StepRun, WorkflowRun
+from agents.workflows.models import Role, WorkflowRun
 from agents.workflows.schemas import (
     accepted_out,
     definition_out,
@@ -36,16 +38,10 @@ from agents.workflows.schemas import (
     run_out,
 )
 from portal.actors import Actor
-from portal.cli import JobProgress, dumps, refusals_as_command_errors, watch_job
+from portal.cli import dumps, refusals_as_command_errors
 from portal.refusals import BadFilter, Refused
 
 REFUSED = 2
-FOLLOW_POLL_SECONDS = 0.3
-STYLES = {
-    "succeeded": "green", "failed": "red", "cancelled": "yellow", "rolled_back": "yellow",
-    "rolling_back": "magenta", "running": "cyan", "paused": "yellow", "queued": "cyan",
-    "skipped": "bright_black", "pending": "bright_black",
-}  # fmt: skip
 DEADLINE_LABELS = {"on_time": "on time", "at_risk": "at risk", "late": "late"}
 
 
@@ -359,41 +355,7 @@ class Command(BaseCommand):
     def _follow(self, run: WorkflowRun, *, json: bool) -> None:
         """Watch the run until it ends, printing each step as its status changes; exit 1 unless
         it succeeded."""
-        seen: dict[tuple[str, str], tuple[str, int]] = {}
-
-        def poll() -> JobProgress:
-            run.refresh_from_db()
-            rows = StepRun.objects.filter(run=run, current=True).only(
-                "step_id", "role", "title", "status", "attempt", "error", "started_at",
-                "finished_at", "position",
-            ).order_by("role", "position")  # fmt: skip
-            for row in rows:
-                key = (row.role, row.step_id)
-                if seen.get(key) != (row.status, row.attempt):
-                    if key in seen or row.status != "pending":
-                        self._transition(row)
-                    seen[key] = (row.status, row.attempt)
-            return JobProgress(
-                status=run.get_status_display().lower(),
-                finished=run.is_finished,
-                succeeded=run.status == RunStatus.SUCCEEDED,
-                picked_up=run.is_finished or any(r.started_at for r in rows),
-                done=run.completed_steps,
-                total=run.total_steps or None,
-                counts=f"✓ {run.completed_steps} ✗ {run.failed_steps}",
-            )
-
-        try:
-            exit_status = watch_job(
-                poll, console=self.err, label=f"#{run.pk} {run.title}",
-                no_worker_hint="Its steps wait for a Celery worker.",
-                poll_seconds=FOLLOW_POLL_SECONDS,
-            )  # fmt: skip
-        except KeyboardInterrupt:
-            raise CommandError(
-                f"Stopped watching run #{run.pk}; it goes on. `manage.py workflows show {run.pk}` "
-                f"shows it, `workflows cancel {run.pk}` stops it."
-            ) from None
+        exit_status = follow_run(run, self.err)
         if json:
             self.stdout.write(dumps(run_detail_out(run)))
         else:
@@ -403,25 +365,7 @@ class Command(BaseCommand):
                 markup=False,
             )
         if exit_status:
-            raise CommandError(
-                f"Run #{run.pk} {run.get_status_display().lower()}"
-                + (f": {run.error}" if run.error else ".")
-                + (
-                    f" `manage.py workflows retry {run.pk}` previews a retry."
-                    if run.status == RunStatus.FAILED
-                    else ""
-                ),  # fmt: skip
-                returncode=1,
-            )
-
-    def _transition(self, row: StepRun) -> None:
-        who = row.step_id if row.role == Role.FORWARD else f"↶ {row.step_id}"
-        text = Text.assemble(f"  {who} ({row.title}): ", _status(row.status))
-        if row.attempt > 1:
-            text.append(f" (attempt {row.attempt})")
-        if row.status == "failed" and row.error:
-            text.append(f": {row.error}", style="red")
-        self.err.print(text)
+            raise run_failed(run, f"Run #{run.pk}")
 
 
 def _follow_options(parser) -> None:
@@ -447,10 +391,6 @@ def _parameters(pairs: list[str]) -> dict[str, str]:
             )
         values[name.strip()] = value
     return values
-
-
-def _status(status: str) -> Text:
-    return Text(status, style=STYLES.get(status, ""))
 
 
 def _when(moment) -> str:

@@ -34,7 +34,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from agents.workflows.models import Role, RunStatus, StepRun, WorkflowRun
+from agents.management.workflow_cli import follow_run, run_failed
+from agents.management.workflow_cli import status_text as _status
+from agents.workflows.models import WorkflowRun
 from agents.workflows.schemas import run_detail_out
 from factory.models import Draft, SandboxRun, Template
 from factory.schemas import (
@@ -55,11 +57,6 @@ POLL_SECONDS = 0.3
 LOG_LINES = 10
 TEXT_FIELDS = {"name", "slug", "description", "tier", "owner"}
 PAIR_FIELDS = {"environment", "secrets"}
-STYLES = {
-    "succeeded": "green", "passed": "green", "failed": "red", "error": "red",
-    "cancelled": "yellow", "rolled_back": "yellow", "rolling_back": "magenta",
-    "running": "cyan", "queued": "cyan", "pending": "bright_black", "skipped": "bright_black",
-}  # fmt: skip
 
 
 class Command(BaseCommand):
@@ -276,50 +273,7 @@ class Command(BaseCommand):
     def _follow(self, draft: Draft, run: WorkflowRun, *, json: bool) -> None:
         """Watch the creation's run until it ends, printing each step as its status changes; exit
         1 unless it succeeded."""
-        seen: dict[tuple[str, str], tuple[str, int]] = {}
-
-        def poll() -> JobProgress:
-            run.refresh_from_db()
-            rows = (
-                StepRun.objects.filter(run=run, current=True)
-                .only(
-                    "step_id",
-                    "role",
-                    "title",
-                    "status",
-                    "attempt",
-                    "error",
-                    "started_at",
-                    "position",
-                )  # fmt: skip
-                .order_by("role", "position")
-            )
-            for row in rows:
-                key = (row.role, row.step_id)
-                if seen.get(key) != (row.status, row.attempt):
-                    if key in seen or row.status != "pending":
-                        self._transition(row)
-                    seen[key] = (row.status, row.attempt)
-            return JobProgress(
-                status=run.get_status_display().lower(),
-                finished=run.is_finished,
-                succeeded=run.status == RunStatus.SUCCEEDED,
-                picked_up=run.is_finished or any(r.started_at for r in rows),
-                done=run.completed_steps,
-                total=run.total_steps or None,
-                counts=f"✓ {run.completed_steps} ✗ {run.failed_steps}",
-            )
-
-        try:
-            exit_status = watch_job(
-                poll, console=self.err, label=f"#{run.pk} {run.title}",
-                no_worker_hint="Its steps wait for a Celery worker.", poll_seconds=POLL_SECONDS,
-            )  # fmt: skip
-        except KeyboardInterrupt:
-            raise CommandError(
-                f"Stopped watching run #{run.pk}; the creation goes on. `manage.py workflows show "
-                f"{run.pk}` shows it, `workflows cancel {run.pk}` stops it."
-            ) from None
+        exit_status = follow_run(run, self.err, goes_on="the creation goes on")
         draft = creation.sync(draft)
         if json:
             self.stdout.write(dumps(run_detail_out(run)))
@@ -329,25 +283,7 @@ class Command(BaseCommand):
                 markup=False,
             )
         if exit_status:
-            raise CommandError(
-                f"Creating {draft.agent_slug}: run #{run.pk} {run.get_status_display().lower()}"
-                + (f": {run.error}" if run.error else ".")
-                + (
-                    f" `manage.py workflows retry {run.pk}` previews a retry."
-                    if run.status == RunStatus.FAILED
-                    else ""
-                ),  # fmt: skip
-                returncode=1,
-            )
-
-    def _transition(self, row: StepRun) -> None:
-        who = row.step_id if row.role == Role.FORWARD else f"↶ {row.step_id}"
-        text = Text.assemble(f"  {who} ({row.title}): ", _status(row.status))
-        if row.attempt > 1:
-            text.append(f" (attempt {row.attempt})")
-        if row.status == "failed" and row.error:
-            text.append(f": {row.error}", style="red")
-        self.err.print(text)
+            raise run_failed(run, f"Creating {draft.agent_slug}: run #{run.pk}")
 
     # --- shared -----------------------------------------------------------------------------------
 
@@ -419,7 +355,3 @@ def _log_text(text: str) -> str:
     if not isinstance(line, dict) or "message" not in line:
         return text
     return f"{line.get('level', '')} {line.get('event', '')}: {line['message']}".strip()
-
-
-def _status(status: str) -> Text:
-    return Text(status, style=STYLES.get(status, ""))
