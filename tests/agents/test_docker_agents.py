@@ -225,7 +225,9 @@ def test_docker_kill_makes_the_agent_errored_and_the_monitor_restarts_it(
     failed = wait_for(lambda: cache.transitions.filter(action="fail").first())
     assert (failed.from_state, failed.to_state) == (State.RUNNING, State.ERRORED)
     assert failed.details["exit_code"] == 137 and failed.details["signal"] == 9
-    assert failed.actor == "system:monitor"
+    # The monitor finds an exit by the engine's event or, when that event is late (a loaded
+    # machine), by its next reconciliation: both read the same exit code from the engine.
+    assert failed.actor in ("system:monitor", "system:reconciliation")
     assert failed.reason == "process killed by SIGKILL (exit code 137)"
 
     wait_for(
