@@ -118,3 +118,78 @@ class Release(models.Model):
     @property
     def parsed_version(self) -> versions.Version:
         return versions.parse(self.version)
+
+
+class Strategy(models.TextChoices):
+    ROLLING = "rolling", "Rolling"
+    BLUE_GREEN = "blue-green", "Blue-green"
+    CANARY = "canary", "Canary"
+
+
+class UpgradeStatus(models.TextChoices):
+    SCHEDULED = "scheduled", "Waiting for its window"
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    SUCCEEDED = "succeeded", "Succeeded"
+    ROLLED_BACK = "rolled_back", "Rolled back"
+    FAILED = "failed", "Failed"
+    ABORTED = "aborted", "Aborted"
+
+
+ACTIVE_UPGRADE = (UpgradeStatus.SCHEDULED, UpgradeStatus.RUNNING, UpgradeStatus.PAUSED)
+
+
+class Upgrade(models.Model):
+    """One agent taken from one version to another by a strategy, run as a workflow; the row
+    is what the servicing pages show: where it is, the measurements at each step, the outcome."""
+
+    agent = models.ForeignKey("agents.Agent", on_delete=models.PROTECT, related_name="upgrades")
+    from_version = models.CharField(max_length=versions.MAX_LENGTH)
+    to_version = models.CharField(max_length=versions.MAX_LENGTH)
+    release = models.ForeignKey(Release, on_delete=models.PROTECT, null=True, blank=True)
+    strategy = models.CharField(max_length=20, choices=Strategy.choices)
+    # The canary's traffic shares, in percent, ending at 100.
+    steps = models.JSONField(default=list, blank=True)
+    gates = models.JSONField(default=dict, blank=True)
+    config = models.JSONField(
+        default=dict, blank=True, help_text="The agentd config the new version runs with."
+    )
+    replicas = models.PositiveIntegerField(default=1)
+    restore_data = models.BooleanField(default=False)
+    downgrade = models.BooleanField(default=False)
+    not_before = models.DateTimeField(null=True, blank=True)
+    window_note = models.CharField(max_length=300, blank=True)
+    status = models.CharField(
+        max_length=20, choices=UpgradeStatus.choices, default=UpgradeStatus.SCHEDULED
+    )
+    phase = models.CharField(max_length=200, blank=True)
+    weight = models.PositiveSmallIntegerField(default=0, help_text="The new version's share now.")
+    # One row per measured step: both versions' figures (the A/B table) and the gates' verdicts.
+    measurements = models.JSONField(default=list, blank=True)
+    backup = models.JSONField(default=dict, blank=True)
+    outcome = models.TextField(blank=True)
+    run = models.ForeignKey(
+        "agents.WorkflowRun", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    requested_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent"],
+                condition=Q(status__in=["scheduled", "running", "paused"]),
+                name="upgrade_one_active_per_agent",
+                violation_error_message="This agent already has an upgrade under way.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent} {self.from_version} → {self.to_version} ({self.strategy})"
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_UPGRADE
