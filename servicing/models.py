@@ -168,6 +168,11 @@ class Upgrade(models.Model):
     measurements = models.JSONField(default=list, blank=True)
     backup = models.JSONField(default=dict, blank=True)
     outcome = models.TextField(blank=True)
+    # What a person asked of the running upgrade ("promote", "pause", "resume", "abort",
+    # "rollback"); its steps read it at their next look, so every door acts the same way.
+    command = models.CharField(max_length=20, blank=True)
+    command_reason = models.CharField(max_length=300, blank=True)
+    command_by = models.CharField(max_length=200, blank=True)
     run = models.ForeignKey(
         "agents.WorkflowRun", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
