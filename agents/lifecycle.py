@@ -79,6 +79,11 @@ ACTIONS: list[str] = [action.name for action in _TABLE]
 ACTION_LABELS: dict[str, tuple[str, str]] = {
     action.name: (action.label, action.doing) for action in [*_TABLE, FAIL]
 }
+# Not a transition: the pending marker an agent carries while servicing replaces its replicas.
+UPGRADE = "upgrade"
+ACTION_LABELS[UPGRADE] = ("Upgrade", "upgrading")
+SCALE = "scale"
+ACTION_LABELS[SCALE] = ("Scale", "scaling")
 
 # The steps that take an agent from each state to RUNNING (bringing a dependency up).
 STEPS_TO_RUNNING: dict[str, list[str]] = {

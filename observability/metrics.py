@@ -91,6 +91,7 @@ class Scrape:
 
     processed: float = 0.0
     failed: float = 0.0
+    dead_lettered: float = 0.0
     cpu_seconds: float = 0.0
     memory_bytes: float = 0.0
     queue_depth: float | None = None
@@ -116,6 +117,8 @@ def parse_exposition(text: str) -> Scrape:
             scrape.processed = value
         elif name == contract.METRIC_TASKS_FAILED:
             scrape.failed = value
+        elif name == contract.METRIC_TASKS_DEAD_LETTERED:
+            scrape.dead_lettered = value
         elif name == contract.METRIC_CPU_SECONDS:
             scrape.cpu_seconds = value
         elif name == contract.METRIC_RESIDENT_MEMORY:
@@ -189,7 +192,7 @@ def _sample(agent: Agent, now: datetime, client: redis.Redis) -> MetricSample:
         return sample
     scrapes = []
     for replica, port in enumerate(ports):
-        scrape = _fetch(f"http://127.0.0.1:{port}/metrics")
+        scrape = fetch_scrape(f"http://127.0.0.1:{port}/metrics")
         if scrape is not None:
             scrapes.append((replica, scrape))
     if not scrapes:
@@ -205,7 +208,8 @@ def _sample(agent: Agent, now: datetime, client: redis.Redis) -> MetricSample:
     return sample
 
 
-def _fetch(url: str) -> Scrape | None:
+def fetch_scrape(url: str) -> Scrape | None:
+    """One replica's /metrics, parsed; None when it does not answer."""
     try:
         with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_SECONDS) as response:
             text = response.read().decode("utf-8", "replace")

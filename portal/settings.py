@@ -184,6 +184,8 @@ FACTORY_DRAFT_TTL_HOURS = env.int("FACTORY_DRAFT_TTL_HOURS", 72, minimum=1, maxi
 FACTORY_SANDBOX_TIMEOUT_SECONDS = env.int(
     "FACTORY_SANDBOX_TIMEOUT_SECONDS", 60, minimum=5, maximum=3600
 )
+# Servicing: where upgrades keep their data snapshots, and how long they keep them.
+SERVICING_BACKUP_ROOT = Path(env.str("SERVICING_BACKUP_ROOT", str(VAR_DIR / "backups")))
 CELERY_BEAT_SCHEDULE["factory-expire-drafts"] = {
     "task": "factory.expire_drafts",
     "schedule": 600.0,

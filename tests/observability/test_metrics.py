@@ -94,7 +94,7 @@ def test_scraping_a_busy_agent_gives_rates_percentiles_and_memory(seeded, bring_
 
 def _worked(port: int) -> bool:
     """agentd's own counters: most of the 40 tasks done, and some attempts failed."""
-    scrape = metrics._fetch(f"http://127.0.0.1:{port}/metrics")
+    scrape = metrics.fetch_scrape(f"http://127.0.0.1:{port}/metrics")
     return scrape is not None and scrape.processed >= 30 and scrape.failed >= 1
 
 
