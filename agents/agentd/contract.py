@@ -31,6 +31,35 @@ def task_stream(slug: str) -> str:
     return f"agents:{slug}:tasks"
 
 
+def version_stream(slug: str, version: str) -> str:
+    """The stream of tasks addressed to one version of the agent only: during an upgrade (two
+    versions side by side) the portal's preview tests and the canary's share go here, and only
+    replicas of that version read it."""
+    return f"agents:{slug}:tasks:v{version}"
+
+
+def routing_key(slug: str) -> str:
+    """The hash that says which version takes which tasks of the agent's main stream (fields
+    below). No hash, or one without ``serving``: every replica takes everything."""
+    return f"agents:{slug}:routing"
+
+
+# The version whose replicas read the main stream.
+ROUTING_SERVING = "serving"
+# A version that takes a share of the main stream's tasks, or "".
+ROUTING_CANARY = "canary"
+# The canary's share in percent, 0 to 100.
+ROUTING_WEIGHT = "weight"
+
+
+def canary_bucket(key: str) -> int:
+    """The bucket, 0 to 99, of a task's key (its ``task_id``, else its message id): a task goes to
+    the canary when its bucket is below the canary's weight. Derived from the key alone, so a
+    redelivered task is routed the same way by every replica."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % 100
+
+
 def dead_letters(slug: str) -> str:
     """The stream a task goes to once it has failed every retry."""
     return f"agents:{slug}:dlq"
@@ -195,6 +224,12 @@ METRIC_TASKS_FAILED = "agentd_tasks_failed_total"
 METRIC_TASKS_DEAD_LETTERED = "agentd_tasks_dead_lettered_total"
 # Tasks handed on to another agent (config ``forward``), labelled ``to`` (its slug).
 METRIC_TASKS_FORWARDED = "agentd_tasks_forwarded_total"
+# Tasks of the main stream handed to another version's stream (see routing_key), labelled
+# ``to_version``.
+METRIC_TASKS_ROUTED = "agentd_tasks_routed_total"
+# Always 1, labelled ``version``: the agentd version of the replica, so its figures can be
+# attributed to a version.
+METRIC_BUILD_INFO = "agentd_build_info"
 METRIC_QUEUE_DEPTH = "agentd_queue_depth"
 METRIC_QUEUE_PENDING = "agentd_queue_pending"
 METRIC_DEAD_LETTER_DEPTH = "agentd_dead_letter_depth"
