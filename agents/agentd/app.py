@@ -202,7 +202,12 @@ class Agent:
         labels = {"slug": self.settings.slug, "replica": str(self.settings.replica)}
         targets = [entry.to for entry in self._config.forward]
         return render_metrics(
-            self._metrics.snapshot(), labels, stats, targets, self._worker.probes()
+            self._metrics.snapshot(),
+            labels,
+            stats,
+            targets,
+            self._worker.probes(),
+            version=self.settings.version,
         )
 
     def config(self) -> dict[str, Any]:

@@ -23,6 +23,8 @@ class MetricsSnapshot:
     dead_lettered: int
     # Tasks forwarded per target agent slug.
     forwarded: Mapping[str, int]
+    # Main-stream tasks handed on to another version's stream, per version.
+    routed: Mapping[str, int]
     bucket_counts: tuple[int, ...]
     latency_sum: float
     latency_count: int
@@ -60,6 +62,7 @@ class Metrics:
         self._failed = 0
         self._dead_lettered = 0
         self._forwarded: dict[str, int] = {}
+        self._routed: dict[str, int] = {}
         # One slot per bucket plus the last for observations above the largest bucket (+Inf).
         self._bucket_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self._latency_sum = 0.0
@@ -83,6 +86,10 @@ class Metrics:
         with self._lock:
             self._forwarded[to] = self._forwarded.get(to, 0) + 1
 
+    def task_routed(self, to_version: str) -> None:
+        with self._lock:
+            self._routed[to_version] = self._routed.get(to_version, 0) + 1
+
     def snapshot(self) -> MetricsSnapshot:
         with self._lock:
             return MetricsSnapshot(
@@ -90,6 +97,7 @@ class Metrics:
                 failed=self._failed,
                 dead_lettered=self._dead_lettered,
                 forwarded=dict(self._forwarded),
+                routed=dict(self._routed),
                 bucket_counts=tuple(self._bucket_counts),
                 latency_sum=self._latency_sum,
                 latency_count=self._latency_count,
@@ -127,13 +135,15 @@ def render_metrics(
     queue: QueueStats | None,
     forward_targets: Iterable[str] = (),
     probes: Iterable[ProbeStatus] = (),
+    version: str = "",
 ) -> str:
     """The Prometheus text exposition of everything agentd measures.
 
     The queue gauges are left out when Redis cannot be asked: a missing series is Prometheus's way
     of saying "unknown", a zero would be a lie. Every agent forwarded to, and every one the config
     names now, has a forwarded series, so a rate can be taken from the first forward on. The
-    probes' series are there once the monitoring template has checked a target.
+    probes' series are there once the monitoring template has checked a target. The routed
+    series are there once a task was handed on to another version (see ``routing``).
     """
     lines: list[str] = []
 
@@ -144,6 +154,14 @@ def render_metrics(
     family(
         contract.METRIC_UP, "gauge", "1 while the agent process runs and serves its endpoints.", 1
     )
+    lines.extend(
+        _header(
+            contract.METRIC_BUILD_INFO,
+            "gauge",
+            "Always 1; labelled with this replica's agent version.",
+        )
+    )
+    lines.append(_sample(contract.METRIC_BUILD_INFO, {**labels, "version": version}, 1))
     family(
         contract.METRIC_TASKS_PROCESSED,
         "counter",
@@ -172,6 +190,17 @@ def render_metrics(
     )
     for to, count in sorted(forwarded.items()):
         lines.append(_sample(contract.METRIC_TASKS_FORWARDED, {**labels, "to": to}, count))
+    if snapshot.routed:
+        lines.extend(
+            _header(
+                contract.METRIC_TASKS_ROUTED,
+                "counter",
+                "Main-stream tasks handed on to another version's stream, by that version.",
+            )
+        )
+        for to_version, count in sorted(snapshot.routed.items()):
+            target = {**labels, "to_version": to_version}
+            lines.append(_sample(contract.METRIC_TASKS_ROUTED, target, count))
     lines.extend(_histogram(snapshot, labels))
     if queue is not None:
         family(

@@ -18,6 +18,9 @@ old one closed, between two tasks.
 
 A task that completes is handed on, in the transaction that completes it, to the agents the
 config's ``forward`` list draws, as new tasks on their streams: real agent-to-agent traffic.
+
+While two versions run side by side, ``routing.VersionRouter`` says which streams a replica reads
+and hands on the tasks that are another version's; all that follows acts on the task's stream.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from .handlers import Handler, Task, TaskError
 from .log import JsonLogger
 from .metrics import Metrics, ProbeStatus, QueueStats
 from .records import BadPayload, hops, task_payload
+from .routing import VersionRouter
 
 CLAIM_BATCH = 10
 # The longest wait between two looks for abandoned or claimed tasks (XAUTOCLAIM).
@@ -164,6 +168,7 @@ class TaskWorker:
         self._config = config
         self._metrics = metrics
         self._log = logger
+        self._router = VersionRouter(keys.slug, version, keys.group, metrics, logger)
         self._on_ready = on_ready
         self._rng = rng or random.Random()
         self._stopping = threading.Event()
@@ -235,7 +240,7 @@ class TaskWorker:
                     # One dedicated connection (made here, it connects at once) whose id
                     # identifies the blocking read for CLIENT UNBLOCK.
                     client = connect(self._redis_url, WORKER_SOCKET_TIMEOUT, single_connection=True)
-                self._ensure_group(client)
+                self._router.ensure_groups(client)
                 self._client_id = client.client_id()
                 if outage:
                     self._log.info("redis_reconnected", "Redis answers again; consuming tasks")
@@ -267,21 +272,14 @@ class TaskWorker:
             client.close()
         self.close_handlers()
 
-    def _ensure_group(self, client: redis.Redis) -> None:
-        try:
-            # From id 0, so tasks queued before the agent's first start are not skipped.
-            client.xgroup_create(self.keys.stream, self.keys.group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
     def _consume(self, client: redis.Redis) -> None:
         next_claim = 0.0
         while not self._stopping.is_set():
             self._take_new_handler()
             config = self._config()
+            streams = self._router.streams(client)
             if time.monotonic() >= next_claim:
-                claimed = self._claim_stale(client, config)
+                claimed = self._claim_stale(client, config, streams)
                 # After a full batch there may be more waiting: look again at once.
                 # At least every CLAIM_LOOK_SECONDS: an operator's claim (the portal's XCLAIM
                 # marks the entries long idle) is taken within a second, not a retry interval.
@@ -291,8 +289,9 @@ class TaskWorker:
                     else min(config.task_retry_ms / 1000, CLAIM_LOOK_SECONDS)
                 )
                 next_claim = time.monotonic() + delay
-                for message_id, fields in claimed:
-                    self._process(client, message_id, fields)
+                for stream, message_id, fields in claimed:
+                    if not self._router.hand_on(client, stream, message_id, fields):
+                        self._process(client, stream, message_id, fields)
                     if self._stopping.is_set():
                         return
                 continue
@@ -303,45 +302,49 @@ class TaskWorker:
                 client.xreadgroup(
                     self.keys.group,
                     self.keys.consumer,
-                    {self.keys.stream: ">"},
+                    dict.fromkeys(streams, ">"),
                     count=1,
                     block=block_ms,
                 ),
             )
-            for _stream, messages in response or []:
+            for stream, messages in response or []:
                 for message_id, fields in messages:
-                    self._process(client, message_id, fields)
+                    if not self._router.hand_on(client, stream, message_id, fields):
+                        self._process(client, stream, message_id, fields)
 
     def _claim_stale(
-        self, client: redis.Redis, config: AgentConfig
-    ) -> list[tuple[str, dict[str, str]]]:
+        self, client: redis.Redis, config: AgentConfig, streams: list[str]
+    ) -> list[tuple[str, str, dict[str, str]]]:
         """Take over tasks that failed, or were abandoned, at least ``task_retry_ms`` ago."""
         # Idle time counts from delivery, so a task's own processing time is added: otherwise a
         # slow task could be claimed by another replica while it is still being worked on.
         longest_task_ms = int(self._handler.longest_task_seconds() * 1000)
         min_idle_ms = config.task_retry_ms + config.faults.latency_ms + longest_task_ms
-        response = client.xautoclaim(
-            self.keys.stream,
-            self.keys.group,
-            self.keys.consumer,
-            min_idle_time=min_idle_ms,
-            start_id="0-0",
-            count=CLAIM_BATCH,
-        )
         claimed = []
-        for message_id, fields in response[1]:
-            if message_id is None or fields is None:
-                continue  # deleted from the stream while pending; Redis drops it from the group
-            claimed.append((message_id, fields))
+        for stream in streams:
+            response = client.xautoclaim(
+                stream,
+                self.keys.group,
+                self.keys.consumer,
+                min_idle_time=min_idle_ms,
+                start_id="0-0",
+                count=CLAIM_BATCH,
+            )
+            for message_id, fields in response[1]:
+                if message_id is None or fields is None:
+                    continue  # deleted from the stream while pending; Redis drops it from the group
+                claimed.append((stream, message_id, fields))
         return claimed
 
-    def _process(self, client: redis.Redis, message_id: str, fields: dict[str, str]) -> None:
+    def _process(
+        self, client: redis.Redis, stream: str, message_id: str, fields: dict[str, str]
+    ) -> None:
         self._take_new_handler()
         config = self._config()
         if replies.wants_answer(fields) and replies.already_answered(
             client, self.keys.slug, fields
         ):
-            self._skip_answered(client, message_id, fields)
+            self._skip_answered(client, stream, message_id, fields)
             return
         self._log.debug("task_started", f"processing task {message_id}", task_id=message_id)
         started = time.monotonic()
@@ -359,16 +362,17 @@ class TaskWorker:
             output, error = self._handle(message_id, fields, payload)
         elapsed = time.monotonic() - started
         if error is not None:
-            self._record_failure(client, message_id, fields, error, elapsed, config)
+            self._record_failure(client, stream, message_id, fields, error, elapsed, config)
             return
         forward_to = self._draw_forwards(message_id, fields, config)
         outcome = None
         if replies.wants_answer(fields):
-            tried = len(records.attempts(client.hget(self.keys.attempts, message_id)))
+            field = self._router.failure_field(stream, message_id)
+            tried = len(records.attempts(client.hget(self.keys.attempts, field)))
             outcome = replies.Outcome(
                 contract.REPLY_SUCCEEDED, output, "", round(elapsed * 1000), tried + 1
             )
-        forwards = self._complete(client, message_id, fields, forward_to, outcome)
+        forwards = self._complete(client, stream, message_id, fields, forward_to, outcome)
         self._metrics.task_processed(elapsed)
         self._log.debug(
             "task_processed",
@@ -405,6 +409,7 @@ class TaskWorker:
     def _complete(
         self,
         client: redis.Redis,
+        stream: str,
         message_id: str,
         fields: dict[str, str],
         forward_to: list[str],
@@ -413,10 +418,7 @@ class TaskWorker:
         """Acknowledge, delete and count the task and add its forwarded tasks, in one
         transaction; answers each forward's target with its new task id or its error."""
         pipeline = client.pipeline(transaction=True)
-        pipeline.xack(self.keys.stream, self.keys.group, message_id)
-        pipeline.xdel(self.keys.stream, message_id)
-        pipeline.hdel(self.keys.failures, message_id)
-        pipeline.hdel(self.keys.attempts, message_id)
+        self._router.queue_removal(pipeline, stream, message_id)
         pipeline.hincrby(self.keys.counters, contract.COUNTER_PROCESSED, 1)
         pipeline.hincrby(self.keys.producers, fields.get(contract.FIELD_PRODUCER, ""), 1)
         if outcome is not None:
@@ -485,6 +487,7 @@ class TaskWorker:
     def _record_failure(
         self,
         client: redis.Redis,
+        stream: str,
         message_id: str,
         fields: dict[str, str],
         error: str,
@@ -493,12 +496,13 @@ class TaskWorker:
     ) -> None:
         # Read, then written back in the transaction that counts the failure: only the consumer
         # holding the task writes its attempts.
-        attempts = records.attempts(client.hget(self.keys.attempts, message_id))
+        field = self._router.failure_field(stream, message_id)
+        attempts = records.attempts(client.hget(self.keys.attempts, field))
         attempts.append({"at": epoch_ms(), "error": error, "replica": self.keys.consumer})
         pipeline = client.pipeline(transaction=True)
-        pipeline.hincrby(self.keys.failures, message_id, 1)
+        pipeline.hincrby(self.keys.failures, field, 1)
         pipeline.hincrby(self.keys.counters, contract.COUNTER_FAILED, 1)
-        pipeline.hset(self.keys.attempts, message_id, json.dumps(attempts))
+        pipeline.hset(self.keys.attempts, field, json.dumps(attempts))
         failures = int(pipeline.execute()[0])
         self._metrics.task_failed(elapsed)
         max_failures = config.task_max_failures
@@ -512,11 +516,12 @@ class TaskWorker:
                 max_failures=max_failures,
             )
             return
-        self._dead_letter(client, message_id, fields, error, failures, attempts, elapsed)
+        self._dead_letter(client, stream, message_id, fields, error, failures, attempts, elapsed)
 
     def _dead_letter(
         self,
         client: redis.Redis,
+        stream: str,
         message_id: str,
         fields: dict[str, str],
         error: str,
@@ -540,10 +545,7 @@ class TaskWorker:
         }
         pipeline = client.pipeline(transaction=True)
         pipeline.xadd(self.keys.dead_letters, dead_letter)
-        pipeline.xack(self.keys.stream, self.keys.group, message_id)
-        pipeline.xdel(self.keys.stream, message_id)
-        pipeline.hdel(self.keys.failures, message_id)
-        pipeline.hdel(self.keys.attempts, message_id)
+        self._router.queue_removal(pipeline, stream, message_id)
         pipeline.hincrby(self.keys.counters, contract.COUNTER_DEAD_LETTERED, 1)
         pipeline.hincrby(self.keys.producers, fields.get(contract.FIELD_PRODUCER, ""), 1)
         pipeline.hincrby(self.keys.dead_letter_groups, fingerprint, 1)
@@ -578,14 +580,13 @@ class TaskWorker:
             now_ms=epoch_ms(),
         )
 
-    def _skip_answered(self, client: redis.Redis, message_id: str, fields: dict[str, str]) -> None:
+    def _skip_answered(
+        self, client: redis.Redis, stream: str, message_id: str, fields: dict[str, str]
+    ) -> None:
         """A task whose id was answered before (a redelivery, a producer sending it twice):
         acknowledged and removed, not processed again."""
         pipeline = client.pipeline(transaction=True)
-        pipeline.xack(self.keys.stream, self.keys.group, message_id)
-        pipeline.xdel(self.keys.stream, message_id)
-        pipeline.hdel(self.keys.failures, message_id)
-        pipeline.hdel(self.keys.attempts, message_id)
+        self._router.queue_removal(pipeline, stream, message_id)
         pipeline.execute()
         self._log.info(
             "task_already_answered",
