@@ -5,7 +5,9 @@ The portal writes the routing hash (``contract.routing_key``). Replicas of the s
 read the agent's main stream and hand each task whose key falls in the canary's share on to the
 canary's own stream (``contract.version_stream``); every replica also reads its own version's
 stream, where the portal's preview tests and the canary's share arrive. Without the hash every
-replica reads the main stream and takes everything, as before routing existed.
+replica reads the main stream and takes everything, as before routing existed. A replica reads
+the hash at most every ROUTING_REFRESH_SECONDS, so for that long after a change it may still act
+on the old routing: wait that long before moving a version's leftovers (:func:`move_tasks`).
 
 Moving a task from one stream to another is one script (it adds the copy, acknowledges and
 deletes the original), so an interrupted move loses and doubles nothing, and a task someone else
