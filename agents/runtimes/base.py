@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -99,6 +99,9 @@ class ReplicaStatus:
     signal: int | None = None
     started_at: float | None = None
     oom: bool = False  # the exit was an out-of-memory kill
+    # The agentd version this replica runs (replicas of two versions run side by side during an
+    # upgrade); "" where the runtime cannot tell.
+    version: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -295,3 +298,62 @@ class Runtime(abc.ABC):
     def remove_orphan(self, slug: str) -> dict[str, Any]:
         """Delete resources labelled for ``slug`` that no agent of the portal owns."""
         return {"removed": []}
+
+    # --- per-replica operations (upgrades: blue-green, canary, rolling) ------------------------
+
+    # Said after a refusal of the per-replica operations and of backup/restore; runtimes that
+    # upgrade their own way say how.
+    replica_ops_instead = (
+        "upgrade the agent as a whole instead: stop it, deploy the new version, start it."
+    )
+    backup_instead = "copy the agent's data with the runtime's own tools instead."
+
+    def launch_replicas(self, spec: AgentSpec, replicas: Sequence[int]) -> dict[str, Any]:
+        """Start exactly ``replicas`` (numbers) with this spec's version and config, beside
+        whatever else of the agent runs, readiness-gated like :meth:`start`.
+
+        Numbers beyond the reserved ports get new free ports, reserved like :meth:`provision`
+        does. A number already running is left when it runs ``spec.version``
+        (``already_running``) and refused otherwise. A failure stops only what this call
+        started and raises the :class:`RuntimeFailure`. Answers ``{"runtime", "replicas":
+        [{"replica", "port", "pid" or "container_id", "version", "already_running"}],
+        "duration_seconds"}``.
+        """
+        raise RuntimeFailure(
+            f"The {self.name} runtime cannot launch single replicas; {self.replica_ops_instead}",
+            reason="bad_config",
+            details={"runtime": self.name, "operation": "launch_replicas"},
+        )
+
+    def stop_replicas(self, spec: AgentSpec, replicas: Sequence[int]) -> dict[str, Any]:
+        """Stop exactly ``replicas`` gracefully (SIGTERM, ``grace_seconds``, then kill);
+        stopping a stopped one is no error.
+
+        A replica stopped this way is no longer reported by :meth:`status` until it is launched
+        or started again, so it never looks like a crash; replicas numbered ``spec.replicas``
+        or more are forgotten (their records removed, their ports released)."""
+        raise RuntimeFailure(
+            f"The {self.name} runtime cannot stop single replicas; {self.replica_ops_instead}",
+            reason="bad_config",
+            details={"runtime": self.name, "operation": "stop_replicas"},
+        )
+
+    def backup_data(self, spec: AgentSpec, destination: str) -> dict[str, Any]:
+        """Write a tar.gz snapshot of the agent's data to the file ``destination``; answers
+        ``{"runtime", "path", "bytes", "sha256", "files"}``."""
+        raise RuntimeFailure(
+            f"The {self.name} runtime cannot back up an agent's data; {self.backup_instead}",
+            reason="bad_config",
+            details={"runtime": self.name, "operation": "backup_data"},
+        )
+
+    def restore_data(self, spec: AgentSpec, source: str) -> dict[str, Any]:
+        """Replace the agent's data with that of the archive :meth:`backup_data` wrote to
+        ``source`` (the agent may be running); a missing or corrupt archive, or one with a path
+        outside its directory, is refused before anything changes. Answers like
+        :meth:`backup_data`."""
+        raise RuntimeFailure(
+            f"The {self.name} runtime cannot restore an agent's data; {self.backup_instead}",
+            reason="bad_config",
+            details={"runtime": self.name, "operation": "restore_data"},
+        )

@@ -9,6 +9,7 @@ engine's own error) in ``details``.
 from __future__ import annotations
 
 import signal
+from collections.abc import Sequence
 from typing import Any
 
 from ..agentd.contract import BAD_CONFIG_MARKER, EXIT_BAD_CONFIG, EXIT_BIND_FAILED
@@ -126,3 +127,28 @@ def signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+# --- per-replica operations ------------------------------------------------------------------
+
+
+def replica_numbers(spec: AgentSpec, replicas: Sequence[int]) -> list[int]:
+    """The distinct replica numbers asked for, in order; refuses anything but whole numbers
+    from 0."""
+    numbers = list(replicas)
+    if any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in numbers):
+        raise RuntimeFailure(
+            f"replica numbers of {spec.name} are whole numbers from 0; got {numbers}.",
+            reason="bad_config",
+            details={"replicas": [str(n) for n in numbers]},
+        )
+    return sorted(set(numbers))
+
+
+def runs_other_version(spec: AgentSpec, replica: int, running: str) -> RuntimeFailure:
+    return RuntimeFailure(
+        f"replica {replica} of {spec.name} already runs version {running or '(unknown)'}; "
+        f"stop it before launching {spec.version} there.",
+        reason="bad_config",
+        details={"replica": replica, "version": running, "wanted": spec.version},
+    )

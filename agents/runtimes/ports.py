@@ -49,36 +49,75 @@ def pick_free_port(port_range: tuple[int, int], taken: set[int]) -> int:
 
 def reserve_ports(
     spec: AgentSpec,
-    current: Iterable[int],
+    current: Iterable[int | None],
     reserved_by_others: set[int],
     port_range: tuple[int, int],
 ) -> tuple[list[int], list[int]]:
     """The ports of the agent's replicas: ``current`` (kept even if something holds one now:
     starting then names the holder rather than the agent moving silently), topped up with free
-    ones nobody has reserved. Answers them and the ones added."""
-    ports = list(current)
-    taken = reserved_by_others | set(ports)
+    ones nobody has reserved, also where a port was released (None). Answers them and the ones
+    added."""
+    ports = list(current)[: spec.replicas]
+    ports += [None] * (spec.replicas - len(ports))
+    taken = reserved_by_others | {port for port in ports if port is not None}
     added = []
-    while len(ports) < spec.replicas:
-        port = pick_free_port(port_range, taken)
-        taken.add(port)
-        ports.append(port)
-        added.append(port)
-    ports = ports[: spec.replicas]
-    check_distinct(spec, ports)
-    return ports, added
+    for index, port in enumerate(ports):
+        if port is None:
+            port = pick_free_port(port_range, taken)
+            taken.add(port)
+            ports[index] = port
+            added.append(port)
+    chosen = [port for port in ports if port is not None]
+    check_distinct(spec, chosen)
+    return chosen, added
 
 
-def replica_ports(spec: AgentSpec, reserved: list[int]) -> list[int]:
+def reserve_replica_ports(
+    current: list[int | None],
+    replicas: Iterable[int],
+    reserved_by_others: set[int],
+    port_range: tuple[int, int],
+) -> tuple[list[int | None], dict[int, int], list[int]]:
+    """Ports for the replica numbers ``replicas``, indexed by number in ``current`` (None: not
+    reserved): reserved ones are kept, the others get free ports nobody has reserved. Answers
+    the new list, the port of each replica asked for, and the replicas given a new port."""
+    ports = list(current)
+    taken = reserved_by_others | {port for port in ports if port is not None}
+    chosen: dict[int, int] = {}
+    added = []
+    for replica in replicas:
+        ports += [None] * (replica + 1 - len(ports))
+        port = ports[replica]
+        if port is None:
+            port = pick_free_port(port_range, taken)
+            taken.add(port)
+            ports[replica] = port
+            added.append(replica)
+        chosen[replica] = port
+    return ports, chosen, added
+
+
+def release_replica_ports(current: list[int | None], replicas: Iterable[int]) -> list[int | None]:
+    """``current`` without the ports of ``replicas`` (None in their place; none at the end)."""
+    ports = list(current)
+    for replica in replicas:
+        if replica < len(ports):
+            ports[replica] = None
+    while ports and ports[-1] is None:
+        ports.pop()
+    return ports
+
+
+def replica_ports(spec: AgentSpec, reserved: list[int | None]) -> list[int]:
     """The first ``spec.replicas`` of the ports provision ``reserved``; refuses too few."""
-    if len(reserved) < spec.replicas:
+    ports = [port for port in reserved[: spec.replicas] if port is not None]
+    if len(ports) < spec.replicas:
         raise RuntimeFailure(
-            f"{spec.name} has {len(reserved)} port(s) reserved for {spec.replicas} replicas; "
+            f"{spec.name} has {len(ports)} port(s) reserved for {spec.replicas} replicas; "
             "provision it again to reserve the rest.",
             reason="bad_config",
             details={"ports": reserved, "replicas": spec.replicas},
         )
-    ports = reserved[: spec.replicas]
     check_distinct(spec, ports)
     return ports
 

@@ -81,6 +81,13 @@ class KubernetesRuntime(Runtime):
 
     name = "kubernetes"
     poll_interval = 0.25
+    replica_ops_instead = (
+        "the kubernetes runtime upgrades through its Deployment's rolling update and is not "
+        "supported for blue-green or canary upgrades here."
+    )
+    backup_instead = (
+        "back up the pods' volumes with the cluster's own tools (a volume snapshot, Velero)."
+    )
 
     def __init__(
         self,

@@ -65,7 +65,7 @@ class Layout:
         reserved: set[int] = set()
         for ports_file in self.root.glob("*/ports.json"):
             if ports_file.parent.name != slug:
-                reserved.update(read_json(ports_file, []))
+                reserved.update(p for p in read_json(ports_file, []) if isinstance(p, int))
         return reserved
 
     @contextlib.contextmanager

@@ -28,6 +28,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SHIM_EXIT_TIMEOUT = 3.0
 # cpu_percent compares two samples: the first measure of a process waits this long for its second.
 CPU_SAMPLE_SECONDS = 0.1
+# Written by stop_replicas in the directory of a replica it stopped on purpose: status does not
+# report it (it neither runs nor crashed) until it is launched again.
+RETIRED = "retired"
 # The only variables agents inherit from the portal's environment: the portal's own secrets
 # (database URL, secret key, OAuth credentials) must not leak into every agent.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME")
@@ -91,7 +94,7 @@ class ReplicaProcesses:
         replica_dir = self.layout.replica_dir(spec.slug, replica)
         data_dir = replica_dir / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("pid", "shim.pid", "exit.json", STOP_REQUESTED):
+        for name in ("pid", "shim.pid", "exit.json", STOP_REQUESTED, RETIRED):
             (replica_dir / name).unlink(missing_ok=True)
         config_file = replica_dir / "config.json"
         write_json(config_file, spec.config)
@@ -121,6 +124,7 @@ class ReplicaProcesses:
         launch = {
             "slug": spec.slug,
             "replica": replica,
+            "version": spec.version,
             "port": port,
             "argv": argv,
             "env": env,
@@ -256,6 +260,18 @@ class ReplicaProcesses:
 
 
 # --- launching helpers -----------------------------------------------------------------------
+
+
+def launched_version(launch: dict[str, Any]) -> str:
+    """The version a replica was launched with, from its ``launch.json`` (older records hold
+    it only in agentd's command line)."""
+    if launch.get("version"):
+        return str(launch["version"])
+    argv = launch.get("argv") or []
+    for flag, value in zip(argv, argv[1:], strict=False):
+        if flag == "--version":
+            return str(value)
+    return ""
 
 
 def _base_environment() -> dict[str, str]:

@@ -6,7 +6,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,23 @@ from ..base import (
     RuntimeFailure,
     RuntimeStatus,
 )
-from ..failures import port_in_use
-from ..ports import pick_free_port, port_is_free, replica_ports, reserve_ports
+from ..failures import port_in_use, replica_numbers, runs_other_version
+from ..ports import (
+    pick_free_port,
+    port_is_free,
+    release_replica_ports,
+    replica_ports,
+    reserve_ports,
+    reserve_replica_ports,
+)
 from ..probe import answered_by, endpoint_answer
+from ..shim import STOP_REQUESTED
+from . import backups
 from .events import EVENTS_MAXLEN, EVENTS_STREAM, EventPublisher, read_events
 from .failures import never_ready, shim_failure, start_failure
 from .files import Layout, read_json, read_pid, wait_for_file, write_json
 from .logfiles import LogFollower, iso_timestamp, read_log
-from .processes import ReplicaProcesses, create_time, status_of
+from .processes import RETIRED, ReplicaProcesses, create_time, launched_version, status_of
 
 # Outside Linux's default ephemeral range (32768-60999), so outgoing connections do not take them.
 DEFAULT_PORT_RANGE = (20000, 29999)
@@ -76,14 +85,21 @@ class LocalRuntime(Runtime):
         directory = self.layout.agent_dir(spec)
         _check_replicas(spec)
         with self.layout.lock("ports"):
+            recorded = read_json(directory / "ports.json", [])
+            # Replicas launched beyond the count (an upgrade under way) keep their ports.
+            beyond = [
+                port if self.processes.agentd(spec.slug, replica) is not None else None
+                for replica, port in enumerate(recorded)
+                if replica >= spec.replicas
+            ]
             ports, added = reserve_ports(
                 spec,
-                list(spec.ports) or read_json(directory / "ports.json", []),
-                self.layout.ports_reserved_by_others(spec.slug),
+                list(spec.ports) or recorded,
+                self.layout.ports_reserved_by_others(spec.slug) | {p for p in beyond if p},
                 self.port_range,
             )
             directory.mkdir(parents=True, exist_ok=True)
-            write_json(directory / "ports.json", ports)
+            write_json(directory / "ports.json", release_replica_ports([*ports, *beyond], []))
         data_dirs = []
         for replica in range(spec.replicas):
             data = self.layout.replica_dir(spec.slug, replica) / "data"
@@ -175,7 +191,7 @@ class LocalRuntime(Runtime):
                     (directory / name).unlink(missing_ok=True)
                 for replica in self.layout.replica_numbers(spec.slug):
                     replica_dir = self.layout.replica_dir(spec.slug, replica)
-                    for name in ("launch.json", "config.json", "pid", "shim.pid", "exit.json"):
+                    for name in RECORDS:
                         (replica_dir / name).unlink(missing_ok=True)
         self._publisher.publish(
             RuntimeEvent(
@@ -193,10 +209,13 @@ class LocalRuntime(Runtime):
         for replica in self.layout.known_replicas(spec):
             replica_dir = self.layout.replica_dir(spec.slug, replica)
             pid = read_pid(replica_dir / "pid")
-            port = read_json(replica_dir / "launch.json", {}).get("port")
+            launch = read_json(replica_dir / "launch.json", {})
+            port, version = launch.get("port"), launched_version(launch)
             process = self.processes.agentd(spec.slug, replica)
-            if replica >= spec.replicas and process is None:
-                continue  # a replica from before a scale-down, long gone
+            if process is None and (replica >= spec.replicas or (replica_dir / RETIRED).exists()):
+                # From before a scale-down, or stopped on purpose by stop_replicas: neither
+                # runs nor crashed.
+                continue
             if process is not None:
                 paused = status_of(process) == psutil.STATUS_STOPPED
                 replicas.append(
@@ -206,6 +225,7 @@ class LocalRuntime(Runtime):
                         pid=process.pid,
                         port=port,
                         started_at=create_time(process),
+                        version=version,
                     )
                 )
             elif pid is not None:
@@ -220,6 +240,7 @@ class LocalRuntime(Runtime):
                         signal=ended.get("signal"),
                         started_at=ended.get("started_at"),
                         oom=bool(ended.get("oom")),
+                        version=version,
                     )
                 )
             else:
@@ -289,17 +310,140 @@ class LocalRuntime(Runtime):
         }
         return sorted(slugs)
 
-    # --- start and stop ------------------------------------------------------------------
+    # --- per-replica operations (upgrades) ----------------------------------------------
 
-    def _start(self, spec: AgentSpec) -> dict[str, Any]:
+    def launch_replicas(self, spec: AgentSpec, replicas: Sequence[int]) -> dict[str, Any]:
+        """Start exactly ``replicas`` with this spec's version and config, beside the agent's
+        other replicas; numbers beyond the reserved ports get new ones (kept in ports.json)."""
+        numbers = replica_numbers(spec, replicas)
+        with self.layout.lock(f"agent-{spec.slug}"):
+            return self._launch_replicas(spec, numbers)
+
+    def stop_replicas(self, spec: AgentSpec, replicas: Sequence[int]) -> dict[str, Any]:
+        """Stop exactly ``replicas`` like :meth:`stop`; then those numbered ``spec.replicas``
+        or more are forgotten (records deleted, ports released; data and logs kept) and the
+        others marked retired, so that status reports neither (nor a crash)."""
+        numbers = replica_numbers(spec, replicas)
+        with self.layout.lock(f"agent-{spec.slug}"):
+            stopped = self._stop(spec, numbers)
+            forgotten = self._retire(spec, numbers)
+        return {**stopped, "forgotten": forgotten}
+
+    def backup_data(self, spec: AgentSpec, destination: str) -> dict[str, Any]:
+        """Every replica's ``data`` directory, as ``replica-<n>/data/...`` in a tar.gz."""
+        self.layout.agent_dir(spec)  # validates the slug
+        return {"runtime": self.name, **backups.backup(self.layout, spec.slug, destination)}
+
+    def restore_data(self, spec: AgentSpec, source: str) -> dict[str, Any]:
+        """Put back each replica's data from the archive, file by file (atomically), while the
+        agent runs or not; replicas the archive does not hold are left as they are."""
+        self.layout.agent_dir(spec)
+        with self.layout.lock(f"agent-{spec.slug}"):
+            return {"runtime": self.name, **backups.restore(self.layout, spec.slug, source)}
+
+    def _launch_replicas(self, spec: AgentSpec, numbers: list[int]) -> dict[str, Any]:
         began = time.monotonic()
         self.processes.reap_shims()
+        self._check_deployed(spec)
+        to_launch = []
+        for replica in numbers:
+            if (
+                self.processes.agentd(spec.slug, replica) is None
+                and self.processes.shim(spec.slug, replica) is None
+            ):
+                to_launch.append(replica)
+                continue
+            launch = read_json(self.layout.replica_dir(spec.slug, replica) / "launch.json", {})
+            if launched_version(launch) != spec.version:
+                raise runs_other_version(spec, replica, launched_version(launch))
+        ports, added = self._reserve_replica_ports(spec, numbers)
+        launched: list[int] = []
+        try:
+            for replica in to_launch:
+                if not port_is_free(ports[replica]):
+                    raise port_in_use(spec, replica, ports[replica])
+            for replica in to_launch:
+                self.processes.launch(spec, replica, ports[replica])
+                launched.append(replica)
+            ready = self._await_ready(spec, ports, began + spec.ready_timeout, numbers)
+        except BaseException:
+            # A failed launch leaves nothing of its own: what it started is stopped (and
+            # retired or forgotten), the ports it reserved are released.
+            self._stop(spec, launched)
+            self._retire(spec, launched)
+            self._release_ports(spec, added)
+            raise
+        return {
+            "runtime": self.name,
+            "replicas": [
+                {**ready[r], "version": spec.version, "already_running": r not in to_launch}
+                for r in numbers
+            ],
+            "new_ports": {str(r): ports[r] for r in added},
+            "duration_seconds": round(time.monotonic() - began, 3),
+        }
+
+    def _retire(self, spec: AgentSpec, replicas: Iterable[int]) -> list[int]:
+        """Mark stopped ``replicas`` as stopped on purpose; forget those beyond the spec's
+        count. Answers the forgotten ones."""
+        forgotten = []
+        for replica in replicas:
+            replica_dir = self.layout.replica_dir(spec.slug, replica)
+            if self.processes.agentd(spec.slug, replica) is not None:
+                continue  # would not stop: still reported, as it runs
+            if replica < spec.replicas:
+                if replica_dir.is_dir():
+                    write_json(replica_dir / RETIRED, time.time())
+                continue
+            for name in (*RECORDS, STOP_REQUESTED):
+                (replica_dir / name).unlink(missing_ok=True)
+            forgotten.append(replica)
+        self._release_ports(spec, forgotten)
+        return forgotten
+
+    def _reserve_replica_ports(
+        self, spec: AgentSpec, replicas: list[int]
+    ) -> tuple[dict[int, int], list[int]]:
+        """The port of each of ``replicas``: the spec's or the recorded one, else a new free
+        one, recorded. Answers them and the replicas given a new port."""
+        ports_file = self.layout.agent_dir(spec) / "ports.json"
+        with self.layout.lock("ports"):
+            recorded = read_json(ports_file, None)
+            if recorded is None:
+                self._ports(spec)  # raises: not provisioned
+            current = [*spec.ports, *recorded[len(spec.ports) :]]
+            current, chosen, added = reserve_replica_ports(
+                current, replicas, self.layout.ports_reserved_by_others(spec.slug), self.port_range
+            )
+            if added:
+                write_json(ports_file, [*recorded, *current[len(recorded) :]])
+        return chosen, added
+
+    def _release_ports(self, spec: AgentSpec, replicas: list[int]) -> None:
+        """Release the ports of ``replicas`` numbered ``spec.replicas`` or more."""
+        beyond = [replica for replica in replicas if replica >= spec.replicas]
+        if not beyond:
+            return
+        ports_file = self.layout.agent_dir(spec) / "ports.json"
+        with self.layout.lock("ports"):
+            recorded = read_json(ports_file, None)
+            if recorded is not None:
+                write_json(ports_file, release_replica_ports(recorded, beyond))
+
+    def _check_deployed(self, spec: AgentSpec) -> None:
         if not (self.layout.agent_dir(spec) / "spec.json").exists():
             raise RuntimeFailure(
                 f"{spec.name} is not deployed on the local runtime; deploy it before starting it.",
                 reason="not_found",
                 details={"slug": spec.slug},
             )
+
+    # --- start and stop ------------------------------------------------------------------
+
+    def _start(self, spec: AgentSpec) -> dict[str, Any]:
+        began = time.monotonic()
+        self.processes.reap_shims()
+        self._check_deployed(spec)
         _check_replicas(spec)
         ports = self._ports(spec)
         # A live shim without agentd yet is a launch in progress (an interrupted start being
@@ -333,10 +477,15 @@ class LocalRuntime(Runtime):
         }
 
     def _await_ready(
-        self, spec: AgentSpec, ports: list[int], deadline: float
+        self,
+        spec: AgentSpec,
+        ports: Sequence[int] | Mapping[int, int],
+        deadline: float,
+        replicas: Iterable[int] | None = None,
     ) -> dict[int, dict[str, Any]]:
-        """Wait until every replica answers /readyz with 200; raise as soon as one cannot."""
-        pending = set(range(spec.replicas))
+        """Wait until every replica (all the spec's, or ``replicas``) answers /readyz with 200;
+        raise as soon as one cannot. ``ports`` is indexed by replica number."""
+        pending = set(range(spec.replicas) if replicas is None else replicas)
         ready: dict[int, dict[str, Any]] = {}
         last_answer: dict[int, dict[str, Any]] = {}
         began = time.monotonic()
@@ -428,6 +577,9 @@ class LocalRuntime(Runtime):
 
 
 # --- helpers ----------------------------------------------------------------------------
+
+# A replica's records besides its data and logs (deleted by remove, or when it is forgotten).
+RECORDS = ("launch.json", "config.json", "pid", "shim.pid", "exit.json", RETIRED)
 
 
 def _check_replicas(spec: AgentSpec) -> None:
