@@ -216,6 +216,7 @@ def replica_status(replica: int, inspected: dict[str, Any] | None) -> DockerRepl
         exit_code=exit_code,
         signal=exit_signal(exit_code),
         started_at=engine_time(state.get("StartedAt")),
+        version=str(labels.get(VERSION_LABEL) or ""),
         container_id=inspected.get("Id"),
         name=str(inspected.get("Name") or "").lstrip("/") or None,
         oom_killed=bool(state.get("OOMKilled")),

@@ -46,6 +46,9 @@ STOP_POLL_SECONDS = 0.1
 # when the container was last started is remembered longer, so it outlives the stop it follows.
 STOP_MARK_MARGIN_SECONDS = 60
 START_MARK_SECONDS = 3600
+# A replica stopped on purpose by stop_replicas stays out of status this long (unless started
+# again); the upgrade that stopped it has long replaced or restarted it by then.
+RETIRED_MARK_SECONDS = 30 * 24 * 3600
 MARK_KEY = "runtime:docker:{what}:{container_id}"
 # This process's marks: (what, container id) -> (wall time in ns, monotonic expiry).
 _marks: dict[tuple[str, str], tuple[int, float]] = {}
@@ -78,6 +81,19 @@ class StopRequests:
     def started(self, container_id: str) -> None:
         """The portal is starting this container again: its next ``die`` is not that stop."""
         self._set("start", container_id, START_MARK_SECONDS)
+
+    def retire(self, container_id: str) -> None:
+        """The portal stopped this container on purpose and means it to stay stopped (one
+        replica of a running agent, during an upgrade): it is neither running nor crashed."""
+        self._set("retired", container_id, RETIRED_MARK_SECONDS)
+
+    def is_retired(self, container_id: str, started_at: float | None) -> bool:
+        """Whether this container was retired after it last started (``started_at``, a Unix
+        time): starting it again ends its retirement."""
+        retired = self._get("retired", container_id)
+        if retired is None:
+            return False
+        return started_at is None or started_at * 1_000_000_000 < retired
 
     def was_requested(self, container_id: str, at: int) -> bool:
         """Whether the ``die`` of this container at ``at`` (ns) is a stop the portal asked for."""

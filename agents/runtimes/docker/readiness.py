@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..base import AgentSpec, RuntimeFailure
@@ -18,7 +19,7 @@ POLL_INTERVAL = 0.1
 def await_ready(
     resources: Resources,
     spec: AgentSpec,
-    ports: list[int],
+    ports: Sequence[int] | Mapping[int, int],
     records: dict[int, dict[str, Any]],
     deadline: float,
 ) -> dict[int, dict[str, Any]]:
@@ -81,7 +82,11 @@ def await_ready(
 
 
 def _ready_record(
-    replica: int, inspected: dict[str, Any], ports: list[int], began: float, how: str
+    replica: int,
+    inspected: dict[str, Any],
+    ports: Sequence[int] | Mapping[int, int],
+    began: float,
+    how: str,
 ) -> dict[str, Any]:
     state = inspected["State"]
     return {

@@ -194,13 +194,18 @@ class Resources:
 
     def ports(self, spec: AgentSpec) -> list[int]:
         """The replicas' ports: the spec's, else those provision recorded on the volume."""
+        return replica_ports(spec, self.reserved_ports(spec))
+
+    def reserved_ports(self, spec: AgentSpec) -> list[int]:
+        """Every port reserved for the agent, by replica: the spec's, else those provision
+        recorded on the volume (replicas launched beyond them keep theirs on the container)."""
         ports = list(spec.ports)
         if not ports:
             volume = self.volume(spec.slug)
             if volume is None:
                 raise failures.not_provisioned(spec)
             ports = label_ports(volume.get("Labels") or {})
-        return replica_ports(spec, ports)
+        return ports
 
     def ports_reserved_by_others(self, slug: str) -> set[int]:
         reserved: set[int] = set()

@@ -7,7 +7,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -26,9 +26,10 @@ from ..base import (
     RuntimeFailure,
     RuntimeStatus,
 )
+from ..failures import replica_numbers
 from ..images import connect_engine, engine_unreachable
 from ..ports import reserve_ports
-from . import failures
+from . import backups, failures
 from .containers import (
     AGENT_LABEL,
     MANAGED_FILTER,
@@ -37,8 +38,6 @@ from .containers import (
     container_name,
     is_live,
     label_ports,
-    labelled_replica,
-    labels_of,
     name_of,
     replica_status,
     volume_name,
@@ -47,6 +46,7 @@ from .drift import find_drift
 from .events import StopRequests, event_stream, translate_event
 from .logs import Follower, follow_lines, read_lines
 from .readiness import await_ready
+from .replicas import launch, retire, stop_containers
 from .resources import Resources
 from .stats import replica_stats
 
@@ -262,8 +262,16 @@ class DockerRuntime(Runtime):
         for replica in sorted(set(range(spec.replicas)) | set(found)):
             inspected = found.get(replica)
             status = replica_status(replica, inspected)
-            if replica >= spec.replicas and status.state not in ("running", "paused"):
-                continue  # a replica from before a scale-down, not running
+            if status.state not in ("running", "paused") and (
+                replica >= spec.replicas
+                or (
+                    status.container_id is not None
+                    and self.stop_requests.is_retired(status.container_id, status.started_at)
+                )
+            ):
+                # From before a scale-down, or stopped on purpose by stop_replicas: neither
+                # runs nor crashed.
+                continue
             replicas.append(status)
         return RuntimeStatus(spec.slug, replicas)
 
@@ -429,6 +437,41 @@ class DockerRuntime(Runtime):
                 removed.append(name_of(inspected))
         return {"runtime": self.name, "removed": removed}
 
+    # --- per-replica operations (upgrades) ----------------------------------------------
+
+    def launch_replicas(self, spec: AgentSpec, replicas: Sequence[int]) -> dict[str, Any]:
+        """Create and start the containers of exactly ``replicas`` from this spec (its image
+        ``<repository>:<version>``); numbers beyond the reserved ports get new ones, kept in
+        their container's labels."""
+        check_spec(spec)
+        numbers = replica_numbers(spec, replicas)
+        with self._agent_lock(spec.slug), self._engine(), _ports_lock:
+            return launch(self.resources, self.stop_requests, spec, numbers, self.port_range)
+
+    def stop_replicas(self, spec: AgentSpec, replicas: Sequence[int]) -> dict[str, Any]:
+        """Stop exactly ``replicas`` like :meth:`stop`; then delete the containers of those
+        numbered ``spec.replicas`` or more and retire the others (status leaves them out until
+        they start again). The volume is kept."""
+        check_spec(spec)
+        numbers = replica_numbers(spec, replicas)
+        with self._agent_lock(spec.slug), self._engine():
+            found = self.resources.containers(spec.slug)
+            stopped = self._stop(spec, [found[r] for r in numbers if r in found])
+            forgotten = retire(self.resources, self.stop_requests, spec, numbers)
+        return {**stopped, "forgotten": forgotten}
+
+    def backup_data(self, spec: AgentSpec, destination: str) -> dict[str, Any]:
+        """The agent's volume as ``data/...`` in a tar.gz at ``destination``."""
+        check_spec(spec)
+        with self._engine():
+            return {"runtime": self.name, **backups.backup(self.resources, spec, destination)}
+
+    def restore_data(self, spec: AgentSpec, source: str) -> dict[str, Any]:
+        """Make the agent's volume hold exactly the archive's files (it may be running)."""
+        check_spec(spec)
+        with self._agent_lock(spec.slug), self._engine():
+            return {"runtime": self.name, **backups.restore(self.resources, spec, source)}
+
     # --- start and stop ------------------------------------------------------------------
 
     def _start(self, spec: AgentSpec) -> dict[str, Any]:
@@ -482,35 +525,7 @@ class DockerRuntime(Runtime):
         }
 
     def _stop(self, spec: AgentSpec, containers: Iterable[dict[str, Any]]) -> dict[str, Any]:
-        began = time.monotonic()
-        timeout = max(1, round(spec.grace_seconds))
-        stopped = []
-        for inspected in containers:
-            if not is_live(inspected):
-                continue
-            container_id = inspected["Id"]
-            self.stop_requests.mark(container_id, spec.grace_seconds)
-            with contextlib.suppress(docker.errors.NotFound):
-                if inspected["State"].get("Paused"):
-                    self.api.unpause(container_id)
-                self.api.stop(container_id, timeout=timeout)
-            after = self.resources.inspect(container_id) or inspected
-            status = replica_status(labelled_replica(labels_of(after)) or 0, after)
-            stopped.append(
-                {
-                    "replica": status.replica,
-                    "container_id": container_id,
-                    "exit_code": status.exit_code,
-                    "signal": status.signal,
-                    "killed_after_grace": status.exit_code == 137 and not status.oom_killed,
-                }
-            )
-        return {
-            "runtime": self.name,
-            "replicas": stopped,
-            "stopped": len(stopped),
-            "duration_seconds": round(time.monotonic() - began, 3),
-        }
+        return stop_containers(self.resources, self.stop_requests, spec, containers)
 
     def _pause(self, spec: AgentSpec, pause: bool) -> dict[str, Any]:
         check_spec(spec)
