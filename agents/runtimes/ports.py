@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psutil
@@ -108,7 +108,7 @@ def release_replica_ports(current: list[int | None], replicas: Iterable[int]) ->
     return ports
 
 
-def replica_ports(spec: AgentSpec, reserved: list[int | None]) -> list[int]:
+def replica_ports(spec: AgentSpec, reserved: Sequence[int | None]) -> list[int]:
     """The first ``spec.replicas`` of the ports provision ``reserved``; refuses too few."""
     ports = [port for port in reserved[: spec.replicas] if port is not None]
     if len(ports) < spec.replicas:

@@ -82,7 +82,7 @@ class KubernetesRuntime(Runtime):
     name = "kubernetes"
     poll_interval = 0.25
     replica_ops_instead = (
-        "the kubernetes runtime upgrades through its Deployment's rolling update and is not "
+        "it upgrades through its Deployment's rolling update and is not "
         "supported for blue-green or canary upgrades here."
     )
     backup_instead = (
