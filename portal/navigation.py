@@ -86,8 +86,8 @@ SECTIONS = [
         "servicing",
         "Servicing",
         "refresh",
-        "section",
-        "Upgrades, rollbacks, backups and maintenance.",
+        "servicing:index",
+        "Versions, upgrades with gates and roll-back, windows, scaling.",
     ),
     Section("helpdesk", "Help Desk", "life", "section", "Customers, trials and support."),
 ]

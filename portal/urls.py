@@ -24,6 +24,7 @@ urlpatterns = [
     path("queues/", include("observability.queue_urls")),
     path("workflows/", include("agents.workflows.urls")),
     path("factory/", include("factory.urls")),
+    path("servicing/", include("servicing.urls")),
     path("", include("social_django.urls", namespace="social")),
     path("<slug:slug>/", views.section, name="section"),
 ]
