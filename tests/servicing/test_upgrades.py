@@ -5,85 +5,16 @@ data snapshot; scaling. Every task sent is answered exactly once."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 from pathlib import Path
 
-import psutil
 import pytest
 
-from agents import services as agent_services
-from agents.models import Agent, Operation
-from portal.actors import Actor
-from servicing import services
-from servicing.models import Release, UpgradeStatus
+from servicing.models import UpgradeStatus
 from servicing.services import ServicingRefused
 from servicing.upgrades import requests, traffic
-from tests.servicing.upgrade_kit import Load, drive, versions_running
+from tests.servicing.upgrade_kit import drive, versions_running
 
 QUICK = {"min_tasks": 60, "min_step_seconds": 1, "verify_seconds": 2}
-
-
-@pytest.fixture(autouse=True)
-def roots(tmp_path_factory, settings):
-    agents_root = tmp_path_factory.mktemp("agents")
-    settings.AGENT_ROOT = agents_root
-    settings.SERVICING_BACKUP_ROOT = tmp_path_factory.mktemp("backups")
-    settings.AGENT_READY_TIMEOUT_SECONDS = 15
-    settings.AGENT_STOP_GRACE_SECONDS = 5
-    yield agents_root
-    for process in psutil.process_iter(["cmdline"]):
-        with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
-            if any(str(agents_root) in part for part in process.info["cmdline"] or []):
-                os.kill(process.pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def running(fleet, redis_client):
-    """Bring an agent up on the local runtime (its queue empty)."""
-
-    def up(slug: str, replicas: int = 1) -> Agent:
-        agent = fleet[slug]
-        for key in redis_client.scan_iter(f"agents:{slug}:*"):
-            redis_client.delete(key)
-        Agent.objects.filter(pk=agent.pk).update(replicas=replicas)
-        agent.refresh_from_db()
-        actor = Actor.command("test")
-        for action in ("provision", "deploy", "start"):
-            operation = agent_services.request_action(agent, action, actor, enqueue=False)
-            operation = agent_services.run_operation(str(operation.pk))
-            assert operation.status == Operation.Status.SUCCEEDED, operation.error
-        agent.refresh_from_db()
-        return agent
-
-    return up
-
-
-@pytest.fixture
-def publish(fleet):
-    services.register_first_release(Actor.command("test"))  # 1.0.0, as `manage.py up` does
-
-    def make(version: str, config_changes: dict | None = None) -> Release:
-        return services.publish(
-            Actor.command("test"), version, "local", f"Release {version}.", config_changes
-        )
-
-    return make
-
-
-@pytest.fixture
-def load():
-    loads: list[Load] = []
-
-    def start(agent: Agent, tag: str, rate: float = 150.0) -> Load:
-        running_load = Load(agent.slug, tag, rate).start()
-        loads.append(running_load)
-        return running_load
-
-    yield start
-    for running_load in loads:
-        running_load.stop()
 
 
 def test_a_canary_moves_traffic_by_its_steps_measures_both_versions_and_finishes(

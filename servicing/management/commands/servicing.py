@@ -4,6 +4,8 @@ servicing releases [--agent SLUG] [--json]
 servicing publish VERSION --artifact IMAGE [--agent SLUG | --template KEY] [--changelog TEXT]
                   [--config JSON] [--json]
 servicing bad|pin|unpin RELEASE --reason TEXT [--json]
+servicing upgrade|upgrades|upgrade-show|promote|pause|resume|abort|rollback|scale|config ...
+    (see ``servicing/management/upgrades_cli.py``)
 each acting as ``--as USERNAME`` (with that user's role) or, by default, as the shell's Admin.
 
 RELEASE is a release's id, or its version when one release has it (the fleet's when several
@@ -26,6 +28,7 @@ from rich.text import Text
 from portal.actors import Actor
 from portal.cli import dumps, refusals_as_command_errors
 from servicing import services
+from servicing.management import upgrades_cli
 from servicing.models import Release
 from servicing.schemas import release_out, releases_out
 
@@ -68,6 +71,7 @@ class Command(BaseCommand):
             acting.add_argument("release", metavar="RELEASE", help="Its id, or its version.")
             acting.add_argument("--reason", required=True, help="Why; kept in the audit trail.")
             _common(acting)
+        upgrades_cli.add_parsers(sub, _common)
 
     def handle(self, *args, command: str, **options) -> None:
         out = cast("TextIO", self.stdout._out)
@@ -77,6 +81,10 @@ class Command(BaseCommand):
         with refusals_as_command_errors(REFUSED):
             if command in PIN_ACTIONS:
                 self._act(command, **options)
+            elif command in upgrades_cli.COMMANDS:
+                status = upgrades_cli.handle(self, command, options)
+                if status:
+                    raise CommandError(f"servicing {command} did not succeed.", returncode=status)
             else:
                 getattr(self, f"_{command}")(**options)
 
