@@ -60,6 +60,20 @@ def canary_bucket(key: str) -> int:
     return int.from_bytes(digest[:8], "big") % 100
 
 
+def routing_sequence(slug: str) -> str:
+    """A counter the serving replicas draw a number from for each main-stream task while a
+    canary takes a share: the numbers, spread by :func:`spread_bucket`, give the canary exactly
+    its share of every hundred tasks."""
+    return f"agents:{slug}:routing:seq"
+
+
+def spread_bucket(sequence: int) -> int:
+    """The bucket, 0 to 99, of the ``sequence``-th task: 61 is prime to 100, so every hundred
+    consecutive numbers fill each bucket once, and the canary's buckets are spread among them
+    rather than bunched."""
+    return (sequence * 61) % 100
+
+
 def dead_letters(slug: str) -> str:
     """The stream a task goes to once it has failed every retry."""
     return f"agents:{slug}:dlq"

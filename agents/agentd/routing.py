@@ -219,7 +219,14 @@ class VersionRouter:
         routing = self.routing(client) if stream == self.main_stream else None
         if routing is None:
             return False
-        to_version = routing.target(fields.get(contract.FIELD_TASK_ID) or message_id)
+        if routing.canary and 0 < routing.weight < 100:
+            # A share drawn by count, not by hash: exact over every hundred tasks, so the
+            # canary's measured share is its weight and not the weight give or take chance.
+            number = int(client.incr(contract.routing_sequence(self.slug)))
+            bucket = contract.spread_bucket(number)
+            to_version = routing.canary if bucket < routing.weight else routing.serving
+        else:
+            to_version = routing.target(fields.get(contract.FIELD_TASK_ID) or message_id)
         if to_version == self.version:
             return False
         target = contract.version_stream(self.slug, to_version)

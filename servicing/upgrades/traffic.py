@@ -24,6 +24,9 @@ from agents.models import Agent
 from agents.runtimes.base import AgentSpec, RuntimeFailure
 
 SMOKE_TASKS = 5
+# How long after a routing change every replica acts on it (agentd reads it this often), and
+# a task read just before has been handed on.
+ROUTING_SETTLE_SECONDS = routing.ROUTING_REFRESH_SECONDS + 0.5
 logger = logging.getLogger(__name__)
 
 
@@ -95,7 +98,7 @@ def hand_back(agent: Agent, version: str) -> int:
     """Move what is left on ``version``'s own stream back to the agent's stream."""
     # A replica may act on the routing it read up to ROUTING_REFRESH_SECONDS ago: wait that
     # out, so none sends a task straight back to the stream being emptied.
-    time.sleep(routing.ROUTING_REFRESH_SECONDS)
+    time.sleep(ROUTING_SETTLE_SECONDS)
     return routing.move_tasks(
         client(),
         contract.version_stream(agent.slug, version),

@@ -321,9 +321,10 @@ class Cutover(StepKind):
             serving = upgrade.to_version if weight >= 100 else upgrade.from_version
             canary = "" if weight >= 100 else upgrade.to_version
             traffic.route(agent, serving, canary, 0 if weight >= 100 else weight)
-            readings = gates.read_replicas(traffic.ports_of(traffic.live_or_none(agent)))
-            ctx.save_state(index=index, weight=weight, baseline=gates.snapshot(readings),
-                           began=time.time(), failures=0)  # fmt: skip
+            # Replicas take up a new routing within ROUTING_REFRESH_SECONDS: the step is
+            # measured from then on, so the share is this step's and not the last one's.
+            ctx.save_state(index=index, weight=weight, baseline=None, failures=0,
+                           settles_at=time.time() + traffic.ROUTING_SETTLE_SECONDS)  # fmt: skip
             Upgrade.objects.filter(pk=upgrade.pk).update(weight=weight)
         return self.poll(ctx)
 
@@ -335,6 +336,11 @@ class Cutover(StepKind):
         if stop:
             return trip(upgrade, f"The upgrade was {stop}.", manual=True)
         weight, index = ctx.state["weight"], ctx.state["index"]
+        if ctx.state.get("baseline") is None:
+            if time.time() < ctx.state.get("settles_at", 0):
+                return Wait(0.2, f"Moving {weight} % of traffic to {upgrade.to_version}.")
+            readings = gates.read_replicas(traffic.ports_of(traffic.live_or_none(upgrade.agent)))
+            ctx.save_state(baseline=gates.snapshot(readings), began=time.time())
         settings_ = gates.parse_gates(upgrade.gates)
         figures, unhealthy = _figures(upgrade, ctx.state["baseline"])
         old, new = figures.get(upgrade.from_version), figures.get(upgrade.to_version)

@@ -208,8 +208,8 @@ def test_a_canary_takes_its_share_and_every_task_is_answered_once(
     versions = answered_by(queue_redis, reply_stream, tasks)
     assert len(versions) == tasks
     to_green = [task_id for task_id, version in versions.items() if version == GREEN]
-    assert 22 <= 100 * len(to_green) / tasks <= 38
-    assert all(contract.canary_bucket(task_id) < 30 for task_id in to_green)
+    # Drawn by count: 30 of every hundred, so exactly its share (give or take a redelivery).
+    assert abs(len(to_green) - 120) <= 2, len(to_green)
     assert processed(blue, green) == tasks
     blue_metrics = blue.metrics()
     assert blue_metrics.value("agentd_tasks_routed_total", to_version=GREEN) == len(to_green)

@@ -25,8 +25,9 @@ def test_a_canary_moves_traffic_by_its_steps_measures_both_versions_and_finishes
     tasks = load(cache, "canary")
 
     upgrade = requests.request_upgrade(
-        operator_actor, cache, "1.1.0", "canary", steps=[10, 50, 100], gate_settings=QUICK
-    )
+        operator_actor, cache, "1.1.0", "canary", steps=[10, 50, 100],
+        gate_settings={**QUICK, "min_tasks": 200},
+    )  # fmt: skip
     upgrade = drive(upgrade)
     answers = tasks.settle()
 
@@ -38,8 +39,8 @@ def test_a_canary_moves_traffic_by_its_steps_measures_both_versions_and_finishes
     steps = [row for row in upgrade.measurements if row.get("verdict") == "passed"]
     assert [row["step"] for row in steps][:3] == ["10 %", "50 %", "100 %"]
     for row in steps[:2]:
-        assert row["tasks"] >= QUICK["min_tasks"]
-        assert abs(row["share"] - row["weight"]) <= 12, row  # measured, not assumed
+        assert row["tasks"] >= 200
+        assert abs(row["share"] - row["weight"]) <= 5, row  # measured, not assumed
         assert row["old"]["processed"] > 0 and row["new"]["processed"] > 0
         assert row["new"]["p95_ms"] is not None
     by_version = tasks.check_exactly_once(answers)
