@@ -8,7 +8,7 @@ servicing upgrade-show ID [--json]
 servicing promote|pause|resume|abort ID [--reason TEXT]
 servicing rollback SLUG [--reason TEXT] [--restore-data] [--follow] [--json]
 servicing scale SLUG REPLICAS [--json]
-servicing config SLUG (--set JSON | --rollback) [--json]
+servicing config SLUG (--set JSON [--rollout [--gate NAME=VALUE ...]] | --rollback) [--json]
 
 ``--follow`` watches the upgrade's workflow with the shared run watcher (exit 0 only when it
 succeeded). Every subcommand calls ``servicing.upgrades.requests`` (or the agents' live config
@@ -25,6 +25,7 @@ from rich.table import Table
 
 from agents import services as agent_services
 from agents.management.workflow_cli import follow_run, status_text
+from portal import inputs
 from portal.cli import dumps
 from servicing import services
 from servicing.models import Upgrade, UpgradeStatus
@@ -88,6 +89,10 @@ def add_parsers(sub, common) -> None:
     how = config.add_mutually_exclusive_group(required=True)
     how.add_argument("--set", dest="patch", metavar="JSON", help="e.g. '{\"task_block_ms\": 500}'")
     how.add_argument("--rollback", action="store_true", help="Put back the previous config.")
+    config.add_argument("--rollout", action="store_true",
+                        help="With --set: roll it out like a version (replica by replica, "
+                        "gated) instead of patching the running replicas at once.")  # fmt: skip
+    config.add_argument("--gate", action="append", default=[], metavar="NAME=VALUE")
     common(config)
 
 
@@ -100,12 +105,25 @@ def _json_arg(text: str | None, flag: str) -> Any:
     if text is None:
         return None
     try:
-        return jsonlib.loads(text)
+        value = jsonlib.loads(text)
     except ValueError as error:
         raise CommandError(
             f"{flag} is not JSON ({error}); give an object such as '{{\"task_block_ms\": 500}}'.",
             returncode=REFUSED,
         ) from None
+    if _has_nul(value):  # a "\u0000" escape: PostgreSQL cannot store it (the API refuses it too)
+        raise CommandError(f"{flag} {inputs.NUL_REASON}", returncode=REFUSED)
+    return value
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def _gates(pairs: list[str]) -> dict[str, float]:
@@ -256,8 +274,19 @@ def _scale(command, agent, replicas, json, **options) -> int:
     return 0
 
 
-def _config(command, agent, patch, rollback, json, **options) -> int:
+def _config(command, agent, patch, rollback, rollout, gate, json, **options) -> int:
     chosen = services.get_agent(agent)
+    if rollout:
+        if patch is None:
+            raise CommandError("--rollout goes with --set JSON.", returncode=REFUSED)
+        upgrade = requests.rollout_config(
+            command.actor, chosen, _json_arg(patch, "--set"), gate_settings=_gates(gate)
+        )
+        if json:
+            command.stdout.write(dumps(upgrade_out(upgrade)))
+            return 0
+        _print_upgrade(command, upgrade)
+        return 0
     if rollback:
         applied = agent_services.roll_back_config(chosen, command.actor)
     else:

@@ -23,6 +23,7 @@ from servicing.upgrades import requests
 from servicing.upgrades.schemas import (
     CommandIn,
     RollbackIn,
+    RolloutIn,
     ScaleIn,
     ScaleOut,
     UpgradeIn,
@@ -79,6 +80,20 @@ def scale_agent(request: HttpRequest, slug: str, payload: ScaleIn):
     actor = Actor.from_request(request)
     actor.require(roles.OPERATE, "scale agents")
     return requests.scale(actor, services.get_agent(slug), payload.replicas)
+
+
+@agent_router.post(
+    "/agents/{slug}/config/rollout",
+    response={202: UpgradeOut, **ACT},
+    summary="Roll a config change out like a version: replica by replica, gated",
+)
+def rollout_config(request: HttpRequest, slug: str, payload: RolloutIn):
+    actor = Actor.from_request(request)
+    actor.require(roles.OPERATE, "change an agent's config")
+    upgrade = requests.rollout_config(
+        actor, services.get_agent(slug), payload.config, gate_settings=payload.gates
+    )
+    return Status(202, upgrade_out(upgrade))
 
 
 @router.get(

@@ -132,10 +132,12 @@ def finish(upgrade: Upgrade) -> None:
         locked = Upgrade.objects.select_for_update().get(pk=upgrade.pk)
         if not locked.active:
             return
-        agent = _free(
-            locked.agent_id, version=locked.to_version, config=locked.config,
-            replicas=locked.replicas,
-        )  # fmt: skip
+        before = Agent.objects.only("config").get(pk=locked.agent_id).config
+        changes: dict[str, Any] = {"version": locked.to_version, "config": locked.config,
+                                   "replicas": locked.replicas}  # fmt: skip
+        if locked.config != before:  # the config before is kept for a one-click roll-back
+            changes.update(previous_config=before, config_changed_at=timezone.now())
+        agent = _free(locked.agent_id, **changes)
         record_ports(agent, {r["replica"]: r for r in traffic.live_replicas(agent)}, agent.replicas)
         agent.save(update_fields=["runtime_details"])
         locked.status, locked.finished_at, locked.weight = (

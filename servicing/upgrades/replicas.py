@@ -31,15 +31,25 @@ def stop(agent: Agent, spec: AgentSpec, numbers: list[int]) -> dict[str, Any]:
     return agent_services.runtime_for(agent).stop_replicas(spec, numbers)
 
 
-def converge(agent: Agent, spec: AgentSpec, count: int, on_step=None) -> dict[str, Any]:
+def converge(
+    agent: Agent,
+    spec: AgentSpec,
+    count: int,
+    on_step=None,
+    *,
+    force: bool = False,
+    done: frozenset[int] = frozenset(),
+) -> dict[str, Any]:
     """Replicas 0..count-1 running ``spec.version``, one at a time (each new one ready before
-    the next is touched), and every other replica of the agent stopped."""
+    the next is touched), and every other replica of the agent stopped. ``force`` replaces
+    replicas that run the version already (a new config rolled out), except those ``done``."""
     began = time.monotonic()
     replaced = []
     for number in range(count):
         live = {item["replica"]: item for item in traffic.live_replicas(agent)}
         current = live.get(number)
-        if current is not None and current["version"] == spec.version:
+        same = current is not None and current["version"] == spec.version
+        if same and (not force or number in done):
             continue
         if current is not None:
             stop(agent, spec, [number])

@@ -18,6 +18,7 @@ from agents.agentd.config import ConfigError
 from agents.lifecycle import SCALE
 from agents.models import Agent
 from agents.runtimes.base import RuntimeFailure
+from agents.services.liveconfig import merged
 from agents.workflows import services as workflows
 from agents.workflows.models import RunStatus
 from portal import roles
@@ -25,7 +26,7 @@ from portal.actors import Actor
 from portal.models import AuditEntry
 from portal.services import record_audit
 from servicing import services
-from servicing.models import ACTIVE_UPGRADE, Strategy, Upgrade, UpgradeStatus
+from servicing.models import ACTIVE_UPGRADE, Release, Strategy, Upgrade, UpgradeStatus
 from servicing.services import ServicingRefused
 from servicing.upgrades import gates, lifecycle, traffic
 from servicing.upgrades import replicas as replicas_
@@ -139,15 +140,27 @@ def request_upgrade(
     else:
         not_before, note = _window(actor, agent, override, now or timezone.now())
     downgrade = services.versions.is_downgrade(agent.version, release.version)
+    return _start(
+        actor, agent, release, release.version, strategy, steps_, gates_, count, config_,
+        restore_data=bool(restore_data), downgrade=downgrade, not_before=not_before, note=note,
+        audit={"window_override": override or None},
+    )  # fmt: skip
+
+
+def _start(
+    actor: Actor, agent: Agent, release: Release | None, target: str, strategy: str,
+    steps: list[int], gate_settings: dict, count: int, config: dict, *, restore_data: bool,
+    downgrade: bool, not_before, note: str, audit: dict,
+) -> Upgrade:  # fmt: skip
+    """Create the upgrade and start its workflow, in one transaction with the audit entry."""
     try:
         with transaction.atomic():
             upgrade = Upgrade.objects.create(
-                agent=agent, from_version=agent.version, to_version=release.version,
-                release=release, strategy=strategy, steps=steps_,
-                gates={k: v for k, v in gates_.items() if v != gates.DEFAULT_GATES[k]},
-                config=config_, replicas=count, restore_data=bool(restore_data),
-                downgrade=downgrade, not_before=not_before, window_note=note,
-                requested_by=actor.label[:200],
+                agent=agent, from_version=agent.version, to_version=target, release=release,
+                strategy=strategy, steps=steps,
+                gates={k: v for k, v in gate_settings.items() if v != gates.DEFAULT_GATES[k]},
+                config=config, replicas=count, restore_data=restore_data, downgrade=downgrade,
+                not_before=not_before, window_note=note, requested_by=actor.label[:200],
                 phase=f"Waiting for its window: {note}" if not_before else "Queued",
             )  # fmt: skip
             run = workflows.start(actor, NAME, {"upgrade": str(upgrade.pk), "agent": agent.slug})
@@ -155,10 +168,10 @@ def request_upgrade(
             upgrade.save(update_fields=["run"])
             record_audit(
                 actor, "servicing.upgrade.request", target=f"agent:{agent.slug}",
-                upgrade=upgrade.pk, from_version=agent.version, to_version=release.version,
-                strategy=strategy, steps=steps_, replicas=count, downgrade=downgrade,
-                not_before=not_before.isoformat() if not_before else None,
-                window_override=override or None, workflow=run.pk,
+                upgrade=upgrade.pk, from_version=agent.version, to_version=target,
+                strategy=strategy, steps=steps, replicas=count, downgrade=downgrade,
+                not_before=not_before.isoformat() if not_before else None, workflow=run.pk,
+                **audit,
             )  # fmt: skip
     except IntegrityError:
         raise ServicingRefused(
@@ -166,6 +179,32 @@ def request_upgrade(
             "conflict",
         ) from None
     return upgrade
+
+
+def rollout_config(
+    actor: Actor, agent: Agent, patch: object, *, gate_settings: object = None
+) -> Upgrade:
+    """Roll a config change out like a version: replica by replica (one first, beside the
+    others, smoke-tested), readiness-gated, the gates watched afterwards, and rolled back by
+    itself when one trips. The hot patch (``PATCH .../config``) is the instant alternative."""
+    actor.require(roles.OPERATE, "change an agent's config")
+    checked = agent_services.check_patch(agent, patch)  # a bad patch: 400 naming the key
+    try:
+        gates_ = gates.parse_gates(gate_settings)
+    except gates.GateError as error:
+        raise ServicingRefused(str(error), "invalid") from None
+    config = merged(agent.config or {}, checked)
+    if config == (agent.config or {}):
+        raise ServicingRefused(f"{agent.name} runs this config already.", "conflict")
+    problem = lifecycle.blocker(agent)
+    if problem:
+        raise ServicingRefused(problem, "conflict")
+    release = next((r for r in services.releases_for(agent) if r.version == agent.version), None)
+    return _start(
+        actor, agent, release, agent.version, Strategy.ROLLING, [], gates_, agent.replicas,
+        config, restore_data=False, downgrade=False, not_before=None, note="",
+        audit={"config_rollout": checked},
+    )  # fmt: skip
 
 
 def _window(actor: Actor, agent: Agent, override: str, now: datetime) -> tuple[Any, str]:
@@ -240,6 +279,7 @@ def command(actor: Actor, upgrade: Upgrade, action: object, reason: object = "")
         )  # fmt: skip
     if action in ("abort", "rollback") and locked.status == UpgradeStatus.SCHEDULED:
         _end_before_start(actor, locked, action)
+        locked.refresh_from_db()  # answer it as it is now: ended
     return locked
 
 

@@ -23,6 +23,11 @@ class UpgradeIn(Schema):
     override_window: str = ""  # Admin: upgrade now, outside the window, with this reason
 
 
+class RolloutIn(Schema):
+    config: Any = None  # the patch: agentd config keys, checked as PATCH .../config checks them
+    gates: Any = None
+
+
 class RollbackIn(Schema):
     reason: str = ""
     restore_data: bool = False

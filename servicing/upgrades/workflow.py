@@ -303,7 +303,11 @@ class Cutover(StepKind):
                 raise _Tripped(verdict)
 
         try:
-            result = replicas.converge(agent, new_spec(upgrade), count, on_step=replaced)
+            result = replicas.converge(
+                agent, new_spec(upgrade), count, on_step=replaced,
+                force=upgrade.from_version == upgrade.to_version,  # a config rolled out
+                done=frozenset(ctx.state.get("replaced", [])),
+            )  # fmt: skip
         except _Tripped as tripped:
             return trip(upgrade, str(tripped))
         except RuntimeFailure as failure:

@@ -164,3 +164,37 @@ def test_a_finished_upgrade_rolls_back_with_its_data_restored(
     assert versions_running(cache) == {0: "1.0.0"}
     assert (data / "state.txt").read_text() == "before"
     tasks.check_exactly_once(tasks.settle())
+
+
+def test_a_config_change_rolls_out_like_a_version_replica_by_replica(
+    running, publish, load, operator_actor
+):
+    cache = running("wow-cache", replicas=2)
+    publish("1.1.0")  # (not used: the version stays)
+    tasks = load(cache, "config")
+    before = {number: port for number, port in enumerate(cache.runtime_details["ports"])}
+
+    upgrade = requests.rollout_config(
+        operator_actor, cache, {"task_retry_ms": 1500}, gate_settings=QUICK
+    )
+    assert upgrade.from_version == upgrade.to_version == "1.0.0"
+    upgrade = drive(upgrade)
+    answers = tasks.settle()
+
+    assert upgrade.status == UpgradeStatus.SUCCEEDED, upgrade.outcome
+    cache.refresh_from_db()
+    assert cache.config["task_retry_ms"] == 1500
+    assert cache.previous_config.get("task_retry_ms") != 1500  # kept for a one-click roll-back
+    for port in before.values():  # each replica was replaced and runs the new config
+        assert live_config(port)["task_retry_ms"] == 1500
+    tasks.check_exactly_once(answers)
+    with pytest.raises(ServicingRefused, match="runs this config already"):
+        requests.rollout_config(operator_actor, cache, {"task_retry_ms": 1500})
+
+
+def live_config(port: int) -> dict:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=3) as answer:
+        return json.loads(answer.read())
