@@ -227,9 +227,12 @@ def judge(
     *,
     unhealthy: list[str] = (),
     need_tasks: bool = True,
+    latency_baseline: VersionFigures | None = None,
 ) -> Verdict:
     """The checks of one moment. ``need_tasks`` False judges health alone (blue-green preview,
-    a step with no traffic expected)."""
+    a step with no traffic expected). The new version's p95 is compared with the old one's
+    now, or with ``latency_baseline`` (the old version's when it still took traffic) once the
+    old version takes none."""
     old = old or VersionFigures("")
     new = new or VersionFigures("")
     tasks = int(old.processed + new.processed)
@@ -258,18 +261,21 @@ def judge(
         if new.dead_lettered > gates["max_dead_letters"]:
             failed.append("dead_letters")
             reasons.append(f"{int(new.dead_lettered)} task(s) dead-lettered by {new.version}")
-        old_p95, new_p95 = old.latency_ms(0.95), new.latency_ms(0.95)
+        reference = old
+        if old.buckets.get("+Inf", 0) < MIN_LATENCY_SAMPLES and latency_baseline is not None:
+            reference = latency_baseline
+        old_p95, new_p95 = reference.latency_ms(0.95), new.latency_ms(0.95)
         if (
             old_p95
             and new_p95
-            and old.buckets.get("+Inf", 0) >= MIN_LATENCY_SAMPLES
+            and reference.buckets.get("+Inf", 0) >= MIN_LATENCY_SAMPLES
             and new.buckets.get("+Inf", 0) >= MIN_LATENCY_SAMPLES
             and new_p95 > old_p95 * (1 + gates["max_latency_increase"] / 100)
         ):
             failed.append("latency")
             reasons.append(
                 f"p95 {new_p95:g} ms is more than {gates['max_latency_increase']:g} % over "
-                f"{old.version}'s {old_p95:g} ms"
+                f"{reference.version}'s {old_p95:g} ms"
             )
     if failed:
         return Verdict("failed", reasons, failed, share, tasks)

@@ -348,10 +348,12 @@ class Cutover(StepKind):
         settings_ = gates.parse_gates(upgrade.gates)
         figures, unhealthy = _figures(upgrade, ctx.state["baseline"])
         old, new = figures.get(upgrade.from_version), figures.get(upgrade.to_version)
-        if weight >= 100 and ctx.state.get("previous_old"):
-            # At 100 % the old version takes nothing: compare with what it did a step before.
-            old = gates.VersionFigures.from_dict(ctx.state["previous_old"])
-        verdict = gates.judge(settings_, old, new, unhealthy=unhealthy)
+        # At 100 % the old version takes nothing: its latency a step before is the reference.
+        previous = ctx.state.get("previous_old")
+        verdict = gates.judge(
+            settings_, old, new, unhealthy=unhealthy,
+            latency_baseline=gates.VersionFigures.from_dict(previous) if previous else None,
+        )  # fmt: skip
         elapsed = time.time() - ctx.state["began"]
         label = f"{weight} %"
         if verdict.outcome == "failed":
@@ -385,7 +387,9 @@ class Cutover(StepKind):
         if index + 1 >= len(upgrade.steps):
             return Done({"steps": upgrade.steps}, log=f"Canary reached 100 % in "
                         f"{len(upgrade.steps)} step(s).")  # fmt: skip
-        ctx.save_state(index=index + 1, previous_old=old.to_dict() if old else None)
+        if old is not None and old.processed:
+            ctx.save_state(previous_old=old.to_dict())
+        ctx.save_state(index=index + 1)
         return self.start(ctx)
 
 
@@ -471,15 +475,18 @@ class Verify(StepKind):
         # The old version's latency, as measured before the cutover, is what the new one's is
         # compared with.
         previous = next((row["old"] for row in reversed(upgrade.measurements)
-                         if row.get("old")), None)  # fmt: skip
-        old = gates.VersionFigures.from_dict(previous) if previous else None
-        verdict = gates.judge(settings_, old, new, unhealthy=unhealthy)
+                         if (row.get("old") or {}).get("processed")), None)  # fmt: skip
+        verdict = gates.judge(
+            settings_, figures.get(upgrade.from_version), new, unhealthy=unhealthy,
+            latency_baseline=gates.VersionFigures.from_dict(previous) if previous else None,
+        )  # fmt: skip
         elapsed = time.time() - ctx.state["began"]
         if verdict.outcome == "failed":
             failures = int(ctx.state.get("failures", 0)) + 1
             ctx.save_state(failures=failures)
             if failures >= settings_["failure_limit"]:
-                record(upgrade, _row("verify", 100, verdict, None, new, "tripped"))
+                record(upgrade, _row("verify", 100, verdict, figures.get(upgrade.from_version),
+                                     new, "tripped"))  # fmt: skip
                 return trip(upgrade, f"The {', '.join(verdict.failed_gates)} gate tripped while "
                             f"verifying: {'; '.join(verdict.reasons)}.", gate=True)  # fmt: skip
             return Wait(1.0, "A check failed while verifying.")
@@ -492,7 +499,7 @@ class Verify(StepKind):
             set_phase(upgrade, f"Verify inconclusive: {verdict.reasons[0]}; waiting for traffic "
                       "(promote to finish, or roll back)", status=UpgradeStatus.PAUSED)  # fmt: skip
             return Wait(2.0, verdict.reasons[0])
-        record(upgrade, _row("verify", 100, verdict, None, new,
+        record(upgrade, _row("verify", 100, verdict, figures.get(upgrade.from_version), new,
                              "promoted by hand" if promoted else "passed"))  # fmt: skip
         ctx.save_state(finishing=True)
         return self._finish(ctx, upgrade)

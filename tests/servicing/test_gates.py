@@ -95,3 +95,13 @@ def test_figures_are_differences_from_the_baseline_and_a_restart_counts_from_zer
 def test_bad_gate_settings_are_refused_naming_the_gate(raw, message):
     with pytest.raises(gates.GateError, match=message):
         gates.parse_gates(raw)
+
+
+def test_once_the_old_version_takes_nothing_its_earlier_latency_is_the_reference():
+    earlier = figures("1.0.0", 180, latency=0.02)
+    idle = VersionFigures("1.0.0")
+    slow = judge(GATES, idle, figures("1.1.0", 240, latency=0.2), latency_baseline=earlier)
+    assert slow.failed_gates == ["latency"] and "1.0.0's" in slow.reasons[0]
+    assert slow.share == 100.0  # the share is what each version did now, not a step before
+    fine = judge(GATES, idle, figures("1.1.0", 240, latency=0.02), latency_baseline=earlier)
+    assert fine.outcome == "passed"
