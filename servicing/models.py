@@ -198,3 +198,51 @@ class Upgrade(models.Model):
     @property
     def active(self) -> bool:
         return self.status in ACTIVE_UPGRADE
+
+
+class WindowKind(models.TextChoices):
+    ALLOW = "allow", "Allow"
+    DENY = "deny", "Deny"
+
+
+class MaintenanceWindow(models.Model):
+    """When upgrades may run (allow) or must not (deny): a cron expression for when the window
+    opens, how long it stays open, in a time zone; for the fleet, one tier or one agent. A deny
+    window wins over an allow window; an agent with no allow window may be upgraded any time a
+    deny window does not cover. Changed only through ``servicing.windows`` (Admin, audited)."""
+
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=WindowKind.choices, default=WindowKind.ALLOW)
+    cron = models.CharField(
+        max_length=100, help_text="When it opens: minute hour day month weekday"
+    )
+    duration_minutes = models.PositiveIntegerField(help_text="How long it stays open (1-10080).")
+    timezone = models.CharField(max_length=64, default="UTC", help_text="IANA name: Europe/Paris")
+    tier = models.CharField(max_length=20, blank=True, help_text="Only agents of this tier.")
+    agent = models.ForeignKey(
+        "agents.Agent", on_delete=models.PROTECT, null=True, blank=True,
+        related_name="maintenance_windows", help_text="Only this agent.",
+    )  # fmt: skip
+    enabled = models.BooleanField(default=True)
+    reason = models.TextField(blank=True)
+    created_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["kind", "name", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(agent__isnull=True) | Q(tier=""),
+                name="window_one_scope",
+                violation_error_message="A window is for one agent or one tier, not both.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.name}"
+
+    @property
+    def scope_label(self) -> str:
+        if self.agent_id is not None:
+            return f"agent {self.agent.slug}"
+        return f"tier {self.tier}" if self.tier else "fleet"

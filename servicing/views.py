@@ -24,7 +24,7 @@ from agents.workflows.models import StepRun
 from portal import roles
 from portal.actors import Actor
 from portal.htmx import answers_refusals, htmx_partial, toast
-from servicing import services, versions
+from servicing import services, versions, windows
 from servicing.models import ACTIVE_UPGRADE, Release, Strategy, Upgrade
 from servicing.services import ServicingRefused
 from servicing.upgrades import requests, traffic
@@ -40,10 +40,6 @@ def _actor(request: HttpRequest) -> Actor:
 
 
 def _next_window(agent: Agent, now) -> str:
-    try:
-        from servicing import windows
-    except ImportError:  # pragma: no cover
-        return ""
     opening = windows.next_opening(agent, now)
     if opening.open:
         return "open now"

@@ -25,7 +25,7 @@ from portal import roles
 from portal.actors import Actor
 from portal.models import AuditEntry
 from portal.services import record_audit
-from servicing import services
+from servicing import services, windows
 from servicing.models import ACTIVE_UPGRADE, Release, Strategy, Upgrade, UpgradeStatus
 from servicing.services import ServicingRefused
 from servicing.upgrades import gates, lifecycle, traffic
@@ -36,15 +36,6 @@ DEFAULT_CANARY_STEPS = [10, 50, 100]
 MAX_STEPS = 10
 MAX_REPLICAS = 20
 COMMANDS = ("promote", "pause", "resume", "abort", "rollback")
-
-
-def _windows():
-    """The maintenance windows' service, when that part of servicing is installed."""
-    try:
-        from servicing import windows
-    except ImportError:  # pragma: no cover - windows ship with servicing
-        return None
-    return windows
 
 
 def parse_strategy(value: object) -> str:
@@ -209,9 +200,6 @@ def rollout_config(
 
 def _window(actor: Actor, agent: Agent, override: str, now: datetime) -> tuple[Any, str]:
     """When the upgrade may begin (None: now) and a sentence saying why."""
-    windows = _windows()
-    if windows is None:
-        return None, ""
     opening = windows.next_opening(agent, now)
     if opening.open:
         return None, ""

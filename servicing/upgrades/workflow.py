@@ -35,6 +35,7 @@ from agents.runtimes.base import RuntimeFailure
 from agents.workflows import registry
 from agents.workflows.definitions import Definition, Parameter, Retry, Step
 from agents.workflows.kinds import Done, Failed, Result, StepContext, StepKind, Wait, register_kind
+from servicing import windows
 from servicing.models import Strategy, Upgrade, UpgradeStatus
 from servicing.upgrades import backups, gates, replicas, traffic
 from servicing.upgrades.lifecycle import (
@@ -121,6 +122,14 @@ class Plan(StepKind):
         if stop:
             return Failed(f"The upgrade was {stop} before it began.", retryable=False)
         now = timezone.now()
+        if upgrade.not_before and now >= upgrade.not_before:
+            # The windows may have changed while it waited: ask again when its time comes.
+            opening = windows.next_opening(upgrade.agent, now)
+            if not opening.open and opening.starts_at is not None:
+                Upgrade.objects.filter(pk=upgrade.pk).update(
+                    not_before=opening.starts_at, window_note=opening.explanation[:300]
+                )
+                upgrade.refresh_from_db()
         if upgrade.not_before and now < upgrade.not_before:
             set_phase(upgrade, f"Waiting for its window: {upgrade.window_note}",
                       status=UpgradeStatus.SCHEDULED)  # fmt: skip
