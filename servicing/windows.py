@@ -296,11 +296,13 @@ def _label(window: MaintenanceWindow | None) -> str:
 def _why_closed(window: MaintenanceWindow | None) -> str:
     if window is not None and window.kind == WindowKind.DENY:
         return f"inside the deny window {_label(window)}"
-    return "outside every allow window" + (f" (e.g. {_label(window)})" if window else "")
+    if window is not None:
+        return f"outside the allow window {_label(window)}"
+    return "outside every allow window"
 
 
 def _outside(deciding, moment: datetime, opener) -> str:
     zone = _zone(opener) if opener is not None else (_zone(deciding) if deciding else UTC)
     local = moment.astimezone(zone)
-    via = f" ({_label(opener)})" if opener is not None else ""
+    via = f" ({_label(opener)})" if opener is not None and opener != deciding else ""
     return f"{_why_closed(deciding)}; next opening {local:%Y-%m-%d %H:%M %Z}{via}"

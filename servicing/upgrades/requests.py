@@ -151,8 +151,8 @@ def _start(
                 strategy=strategy, steps=steps,
                 gates={k: v for k, v in gate_settings.items() if v != gates.DEFAULT_GATES[k]},
                 config=config, replicas=count, restore_data=restore_data, downgrade=downgrade,
-                not_before=not_before, window_note=note, requested_by=actor.label[:200],
-                phase=f"Waiting for its window: {note}" if not_before else "Queued",
+                not_before=not_before, window_note=note[:300], requested_by=actor.label[:200],
+                phase=(f"Waiting for its window: {note}" if not_before else "Queued")[:200],
             )  # fmt: skip
             run = workflows.start(actor, NAME, {"upgrade": str(upgrade.pk), "agent": agent.slug})
             upgrade.run = run

@@ -158,16 +158,17 @@ def test_an_upgrade_asked_outside_its_window_waits_for_it(
 ):
     cache = running("wow-cache")
     publish("1.1.0")
-    window = windows.create_window(
-        admin_actor, name="Later", cron="0 3 * * *", duration_minutes=60, agent="wow-cache"
-    )
+    window = windows.create_window(  # a long name: the sentence still fits the upgrade's row
+        admin_actor, name="Later" + "x" * 95, cron="0 3 * * *", duration_minutes=60,
+        timezone="America/Argentina/ComodRivadavia", agent="wow-cache",
+    )  # fmt: skip
     now = at("2026-12-04T12:00:00+00:00")
 
     upgrade = requests.request_upgrade(operator_actor, cache, "1.1.0", "rolling", now=now)
 
     assert upgrade.status == UpgradeStatus.SCHEDULED
-    assert upgrade.not_before == at("2026-12-05T03:00:00+00:00")
-    assert "'Later'" in upgrade.window_note
+    assert upgrade.not_before == at("2026-12-05T03:00:00-03:00")
+    assert upgrade.window_note.startswith("outside the allow window 'Laterxx")
     with pytest.raises(PermissionDenied):  # only an Admin may override the window
         requests.request_upgrade(operator_actor, cache, "1.1.0", "rolling", now=now,
                                  override_window="urgent")  # fmt: skip
