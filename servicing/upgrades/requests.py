@@ -152,7 +152,8 @@ def _start(
                 gates={k: v for k, v in gate_settings.items() if v != gates.DEFAULT_GATES[k]},
                 config=config, replicas=count, restore_data=restore_data, downgrade=downgrade,
                 not_before=not_before, window_note=note[:300], requested_by=actor.label[:200],
-                phase=(f"Waiting for its window: {note}" if not_before else "Queued")[:200],
+                phase="Waiting for its window" if not_before else "Queued",
+                status=UpgradeStatus.SCHEDULED if not_before else UpgradeStatus.RUNNING,
             )  # fmt: skip
             run = workflows.start(actor, NAME, {"upgrade": str(upgrade.pk), "agent": agent.slug})
             upgrade.run = run
@@ -260,27 +261,23 @@ def command(actor: Actor, upgrade: Upgrade, action: object, reason: object = "")
         locked.command_reason, locked.command_by = why, actor.label[:200]
         if action == "resume" and locked.status == UpgradeStatus.PAUSED:
             locked.status = UpgradeStatus.RUNNING
-        locked.save(update_fields=["command", "command_reason", "command_by", "status"])
+        ended = action in ("abort", "rollback") and locked.started_at is None
+        if ended:  # its plan has not begun: nothing moved, so it ends here and now
+            locked.status, locked.finished_at = UpgradeStatus.ABORTED, timezone.now()
+            locked.phase = "Aborted before it began"
+            locked.outcome = f"{action} by {actor.label} before it began" + (
+                f": {why}" if why else ""
+            )
+        locked.save()
         record_audit(
             actor, f"servicing.upgrade.{action}", target=f"agent:{locked.agent.slug}",
             upgrade=locked.pk, reason=why,
         )  # fmt: skip
-    if action in ("abort", "rollback") and locked.status == UpgradeStatus.SCHEDULED:
-        _end_before_start(actor, locked, action)
-        locked.refresh_from_db()  # answer it as it is now: ended
-    return locked
-
-
-def _end_before_start(actor: Actor, upgrade: Upgrade, action: str) -> None:
-    """An upgrade still waiting for its window has moved nothing: cancel its run and end it."""
-    if upgrade.run_id is not None:
-        run = workflows.get_run(upgrade.run_id)
+    if ended and locked.run_id is not None:
+        run = workflows.get_run(locked.run_id)
         if run.status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED):
             workflows.cancel(run, actor)
-    Upgrade.objects.filter(pk=upgrade.pk, status=UpgradeStatus.SCHEDULED).update(
-        status=UpgradeStatus.ABORTED, finished_at=timezone.now(), phase="Aborted before it began",
-        outcome=f"{action} by {actor.label} before its window",
-    )  # fmt: skip
+    return locked
 
 
 def sync(upgrade: Upgrade) -> Upgrade:
@@ -297,10 +294,11 @@ def sync(upgrade: Upgrade) -> Upgrade:
             locked = Upgrade.objects.select_for_update().get(pk=upgrade.pk)
             if locked.active:
                 lifecycle._free(locked.agent_id)
-                locked.status = UpgradeStatus.FAILED
+                stopped = locked.command in ("abort", "rollback")  # before it moved anything
+                locked.status = UpgradeStatus.ABORTED if stopped else UpgradeStatus.FAILED
                 locked.finished_at = timezone.now()
                 locked.outcome = (locked.outcome or error or "The upgrade's run ended.")[:2000]
-                locked.phase = "Failed"
+                locked.phase = "Aborted" if stopped else "Failed"
                 locked.save()
         upgrade.refresh_from_db()
     return upgrade

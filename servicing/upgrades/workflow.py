@@ -131,11 +131,15 @@ class Plan(StepKind):
                 )
                 upgrade.refresh_from_db()
         if upgrade.not_before and now < upgrade.not_before:
-            set_phase(upgrade, f"Waiting for its window: {upgrade.window_note}",
+            set_phase(upgrade, "Waiting for its window",
                       status=UpgradeStatus.SCHEDULED)  # fmt: skip
             return Wait(min(30.0, (upgrade.not_before - now).total_seconds()),
                         f"Waiting for the window at {upgrade.not_before:%Y-%m-%d %H:%M %Z}.")  # fmt: skip
         with transaction.atomic():
+            # Locked with the upgrade, so an abort before it began and this start serialise.
+            upgrade = Upgrade.objects.select_for_update().get(pk=upgrade.pk)
+            if not upgrade.active or _asked_to_stop(upgrade):
+                return Failed("The upgrade was ended before it began.", retryable=False)
             agent = Agent.objects.select_for_update().get(pk=upgrade.agent_id)
             problem = blocker(agent, upgrade)
             if problem:

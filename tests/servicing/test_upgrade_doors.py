@@ -89,7 +89,9 @@ def test_an_operator_upgrades_through_the_api_and_steers_it(cache, as_operator, 
     assert answer["id"] == upgrade.pk and answer["agent"] == "wow-cache"
     assert (answer["from_version"], answer["to_version"]) == ("1.0.0", "1.1.0")
     assert answer["strategy"] == "canary" and answer["steps"] == [10, 50, 100]
-    assert answer["status"] == UpgradeStatus.SCHEDULED == upgrade.status
+    # Queued: running, its plan not begun (no window applies, so it waits for none).
+    assert answer["status"] == UpgradeStatus.RUNNING == upgrade.status
+    assert answer["phase"] == "Queued" and upgrade.started_at is None
     assert answer["gates"] == GATES and answer["requested_by"] == "user:otto"
     assert answer["workflow_id"] is not None and answer["workflow_id"] == upgrade.run_id
     (entry,) = audits("servicing.upgrade.request")
@@ -109,7 +111,7 @@ def test_an_operator_upgrades_through_the_api_and_steers_it(cache, as_operator, 
         r["id"] for r in as_viewer.get(UPGRADES, {"agent": "wow-cache"}).json()["upgrades"]
     ] == [upgrade.pk]
     assert as_viewer.get(UPGRADES, {"agent": "wow-memory"}).json()["upgrades"] == []
-    assert len(as_viewer.get(UPGRADES, {"status": "scheduled"}).json()["upgrades"]) == 1
+    assert len(as_viewer.get(UPGRADES, {"status": "running"}).json()["upgrades"]) == 1
     assert as_viewer.get(UPGRADES, {"status": "succeeded"}).json()["upgrades"] == []
     unknown_agent = as_viewer.get(UPGRADES, {"agent": "no-such-agent"})
     assert unknown_agent.status_code == 400
@@ -131,7 +133,7 @@ def test_an_operator_upgrades_through_the_api_and_steers_it(cache, as_operator, 
     resume = post(as_operator, f"{UPGRADES}/{upgrade.pk}/resume", {})
     assert resume.status_code == 409 and "is not paused" in resume.json()["detail"]
     upgrade.refresh_from_db()
-    assert upgrade.command == "" and upgrade.status == UpgradeStatus.SCHEDULED
+    assert upgrade.command == "" and upgrade.status == UpgradeStatus.RUNNING
     assert not audits("servicing.upgrade.abort") and not audits("servicing.upgrade.resume")
 
     aborted = post(as_operator, f"{UPGRADES}/{upgrade.pk}/abort", {"reason": "wrong day"})
@@ -158,7 +160,7 @@ def test_an_operator_upgrades_through_the_api_and_steers_it(cache, as_operator, 
 
     # The abort freed the agent: it may be upgraded again.
     assert post(as_operator, url, body).status_code == 202
-    assert Upgrade.objects.filter(status=UpgradeStatus.SCHEDULED).count() == 1
+    assert Upgrade.objects.filter(status=UpgradeStatus.RUNNING).count() == 1
 
 
 def test_bad_upgrade_requests_are_refused_and_create_nothing(cache, publish, as_operator):
@@ -480,7 +482,7 @@ def test_an_upgrade_started_from_the_page_is_shown_and_steered(cache, as_operato
     assert as_viewer.post(abort, {"reason": "no"}).status_code == 403
     assert as_viewer.post(abort, {"reason": "no"}, HTTP_HX_REQUEST="true").status_code == 403
     upgrade.refresh_from_db()
-    assert upgrade.command == "" and upgrade.status == UpgradeStatus.SCHEDULED
+    assert upgrade.command == "" and upgrade.status == UpgradeStatus.RUNNING
     assert not audits("servicing.upgrade.abort")
 
     done = as_operator.post(abort, {"reason": "not today"}, follow=True)
