@@ -25,3 +25,5 @@ class ServicingConfig(AppConfig):
         # ``agents build-image`` publishes the image it built as a release through this lookup
         # (agents may not import servicing).
         extensions.add_lookup("publish_built_image", services.publish_built_image)
+        # A deploy (single or bulk) of an agent whose version is pinned is refused.
+        extensions.add_lookup("version_pinned", services.version_pinned)

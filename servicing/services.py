@@ -177,6 +177,18 @@ def versions_of(agent: Agent) -> dict[str, Any]:
     }
 
 
+def version_pinned(agent: Agent) -> str:
+    """Why ``agent``'s own version may not be deployed: a release of it that applies to the
+    agent is pinned ("" when none is). The ``version_pinned`` lookup, asked before a deploy."""
+    pinned = next((r for r in releases_for(agent) if r.version == agent.version and r.pinned), None)
+    if pinned is None:
+        return ""
+    return (
+        f"{agent.name}'s version {agent.version} is pinned ({pinned.pinned_reason}); upgrade it "
+        f"to another release, or an Admin unpins {agent.version}."
+    )
+
+
 def check_target(agent: Agent, version: object, *, allow_downgrade: bool = False) -> Release:
     """The release ``agent`` may be taken to at ``version``, or the refusal: not a version, no
     such release for it, a pinned one, the version it runs, or an older one unless

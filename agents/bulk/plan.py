@@ -16,7 +16,7 @@ from agents.models import (
     BulkOperation,
     State,
 )
-from agents.services.actions import illegal_action_message
+from agents.services.actions import illegal_action_message, pinned_version
 from agents.services.graph import DependencyGraph, names_of
 from agents.services.refusals import ActionRefused
 from portal import roles
@@ -305,6 +305,8 @@ def plan_bulk(
             item.skip(
                 "busy", f"{agent.name} is already {agent.pending_label}; wait until that finishes."
             )
+        elif "deploy" in steps and (pinned := pinned_version(agent)):
+            item.skip("pinned", pinned)
         elif agent.pk in busy_in:
             item.skip(
                 "busy",

@@ -29,7 +29,7 @@ from agents.placement import runtime_effect
 from agents.runtimes import RuntimeFailure
 from agents.services.graph import DependencyGraph, names_of, transitive_dependencies
 from agents.services.refusals import UNAVAILABLE, ActionRefused, Conflict, NeedsConfirmation
-from portal import roles, work
+from portal import extensions, roles, work
 from portal.actors import Actor
 from portal.models import ActorStamped, AuditEntry
 from portal.services import record_audit
@@ -117,6 +117,11 @@ def check_action(
         check.allowed, check.code = False, "busy"
         check.message = f"{agent.name} is already {agent.pending_label}; wait until that finishes."
         return check
+    if action == "deploy":
+        pinned = pinned_version(agent)
+        if pinned:
+            check.allowed, check.code, check.message = False, "pinned", pinned
+            return check
     if lifecycle.action(action).needs_running_dependencies:
         check.missing_dependencies = [
             dep for dep in transitive_dependencies(agent, graph) if dep.state != State.RUNNING
@@ -142,6 +147,12 @@ def check_action(
             if dependent.state in (State.RUNNING, State.SUSPENDED)
         ]
     return check
+
+
+def pinned_version(agent: Agent) -> str:
+    """Why ``agent``'s version may not be deployed (a release the servicing app pinned), or "".
+    Asked through a lookup: agents does not import servicing."""
+    return extensions.lookup("version_pinned", default="", agent=agent)
 
 
 def available_actions(

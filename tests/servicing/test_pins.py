@@ -129,3 +129,28 @@ def test_pinning_twice_and_unpinning_an_unpinned_release_are_refused(release) ->
         .count()
         == 1
     )
+
+
+def test_a_pinned_version_is_deployed_by_no_single_or_bulk_action(fleet, admin_actor):
+    from agents import services as agent_services
+    from agents.bulk import plan as bulk_plan
+    from agents.models import Agent
+
+    services.register_first_release(admin_actor)
+    release = services.publish(admin_actor, "1.3.0", "local")
+    services.pin(admin_actor, release, "breaks the cache")
+    Agent.objects.filter(slug="wow-cache").update(version="1.3.0")
+    cache = Agent.objects.get(slug="wow-cache")
+
+    check = agent_services.check_action(cache, "provision", admin_actor)
+    assert check.allowed  # only a deploy puts the version anywhere
+    provision = agent_services.request_action(cache, "provision", admin_actor, enqueue=False)
+    agent_services.run_operation(str(provision.pk))
+    cache.refresh_from_db()
+    check = agent_services.check_action(cache, "deploy", admin_actor)
+    assert not check.allowed and check.code == "pinned"
+    assert "version 1.3.0 is pinned (breaks the cache)" in check.message
+    planned = bulk_plan.plan_bulk("deploy", [cache])
+    assert planned.items[0].code == "pinned"
+    services.unpin(admin_actor, release, "fixed")
+    assert agent_services.check_action(cache, "deploy", admin_actor).allowed
