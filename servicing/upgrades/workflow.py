@@ -389,8 +389,8 @@ class Cutover(StepKind):
             verdict.outcome == "inconclusive" or elapsed < settings_["min_step_seconds"]
         ):
             share = "" if verdict.share is None else f", {verdict.share:g} % on the new version"
-            set_phase(upgrade, f"Canary at {label}: {verdict.tasks} of "
-                      f"{int(settings_['min_tasks'])} tasks{share}",
+            set_phase(upgrade, f"Canary at {label}: {verdict.tasks} tasks so far (judged from "
+                      f"{int(settings_['min_tasks'])}){share}",
                       status=UpgradeStatus.RUNNING)  # fmt: skip
             return Wait(1.0, verdict.reasons[0])
         record(upgrade, _row(label, weight, verdict, old, new,
