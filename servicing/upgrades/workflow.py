@@ -53,6 +53,11 @@ logger = logging.getLogger(__name__)
 
 NAME = "servicing-upgrade"
 UPGRADE_ID = "${params.upgrade}"
+# Plan may wait for a window up to the windows' horizon; cutover and verify wait for traffic
+# (a step with too few tasks is extended, or paused for a person) at most a day, then the
+# upgrade rolls back by itself.
+WINDOW_WAIT_SECONDS = 36 * 24 * 3600
+TRAFFIC_WAIT_SECONDS = 24 * 3600
 
 
 def definition() -> Definition:
@@ -69,6 +74,7 @@ def definition() -> Definition:
         ),
         steps=(
             Step("plan", "servicing_plan", title="Plan", inputs=inputs,
+                 timeout_seconds=WINDOW_WAIT_SECONDS,
                  compensation=Step("close", "servicing_close", title="Close and pin",
                                    inputs=inputs, retry=undo)),
             Step("backup", "servicing_backup", title="Backup", inputs=inputs, after=("plan",),
@@ -83,12 +89,12 @@ def definition() -> Definition:
             Step("test", "servicing_test", title="Test", inputs=inputs, after=("deploy",),
                  timeout_seconds=120),
             Step("cutover", "servicing_cutover", title="Cutover", inputs=inputs,
-                 after=("test",),
+                 after=("test",), timeout_seconds=TRAFFIC_WAIT_SECONDS,
                  compensation=Step("switch-back", "servicing_switch_back",
                                    title="Move traffic back", inputs=inputs, retry=undo,
                                    timeout_seconds=300)),
             Step("verify", "servicing_verify", title="Verify", inputs=inputs,
-                 after=("cutover",)),
+                 after=("cutover",), timeout_seconds=TRAFFIC_WAIT_SECONDS),
         ),
         roll_back_on_failure=True, subject_kind="agent", subject_parameter="agent",
         max_parallel=1,

@@ -183,3 +183,14 @@ def test_an_upgrade_asked_outside_its_window_waits_for_it(
         action="servicing.upgrade.request", detail__window_override="security fix"
     ).exists()
     assert window.pk
+
+
+def test_an_upgrade_may_wait_for_a_window_as_far_ahead_as_openings_are_looked_for():
+    """Its plan step must not time out first (it did, at the engine's default of 300 s)."""
+    from servicing.upgrades import workflow
+
+    definition = workflow.definition()
+    assert definition.step("plan").timeout_seconds > windows.HORIZON.total_seconds()
+    # Waiting for traffic (a canary step or verify with too few tasks) lasts a day at most.
+    assert definition.step("cutover").timeout_seconds >= 24 * 3600
+    assert definition.step("verify").timeout_seconds >= 24 * 3600
