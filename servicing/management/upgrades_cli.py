@@ -160,13 +160,18 @@ def _print_upgrade(command, upgrade: Upgrade) -> None:
         for row in rows:
             old, new = row.get("old") or {}, row.get("new") or {}
             table.add_row(
-                str(row.get("step")), f"{row.get('share')}", str(row.get("tasks", "")),
-                f"{old.get('error_rate')}", f"{old.get('p95_ms')}", f"{new.get('error_rate')}",
-                f"{new.get('p95_ms')}", str(row.get("verdict", "")),
+                str(row.get("step")), _shown(row.get("share"), " %"), _shown(row.get("tasks")),
+                _shown(old.get("error_rate"), " %"), _shown(old.get("p95_ms"), " ms"),
+                _shown(new.get("error_rate"), " %"), _shown(new.get("p95_ms"), " ms"),
+                str(row.get("verdict", "")),
             )  # fmt: skip
         console.print(table)
     if upgrade.outcome:
         console.print(f"  {upgrade.outcome}", markup=False)
+
+
+def _shown(value, unit: str = "") -> str:
+    return "-" if value is None or value == "" else f"{value}{unit}"
 
 
 def _follow(command, upgrade: Upgrade) -> int:
