@@ -11,15 +11,13 @@ from dataclasses import dataclass, field
 
 import redis
 from django.conf import settings
-from django.utils import timezone
 
 from agents.agentd import contract
 from agents.models import Agent
 from agents.runtimes.probe import endpoint_answer
-from agents.workflows import engine
-from agents.workflows.models import ACTIVE, STEP_BUSY, StepRun
 from servicing.models import Upgrade
 from servicing.upgrades import requests
+from tests.agents.workflows.conftest import drive as drive_run
 
 
 @dataclass
@@ -96,25 +94,14 @@ class Load:
 def drive(upgrade: Upgrade, timeout: float = 90.0, *, until=None) -> Upgrade:
     """Carry out the upgrade's due steps here, as a worker would, until its run ends (or
     ``until(upgrade)``)."""
-    run = upgrade.run
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run.refresh_from_db()
+
+    def reached(_run) -> bool:
         upgrade.refresh_from_db()
-        if until is not None and until(upgrade):
-            return upgrade
-        if run.status not in ACTIVE:
-            return requests.sync(upgrade)
-        due = [
-            row.pk
-            for row in StepRun.objects.filter(run=run, current=True, status__in=STEP_BUSY)
-            if row.wake_at is None or row.wake_at <= timezone.now()
-        ]
-        for pk in due:
-            engine.run_step(pk)
-        if not due:
-            time.sleep(0.05)
-    raise AssertionError(f"upgrade {upgrade.pk} still {upgrade.status} ({upgrade.phase})")
+        return until is not None and until(upgrade)
+
+    drive_run(upgrade.run, timeout, until=reached)
+    upgrade.refresh_from_db()
+    return requests.sync(upgrade)
 
 
 def versions_running(agent: Agent) -> dict[int, str]:
