@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Q
 
@@ -28,6 +29,8 @@ from servicing.models import MaintenanceWindow, WindowKind
 from servicing.services import ServicingRefused
 
 HORIZON = timedelta(days=35)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)  # the times the doors take for "when"
+LATEST = datetime(9998, 12, 31, tzinfo=UTC)
 MAX_DURATION_MINUTES = 7 * 24 * 60
 MAX_FIRES_PER_WINDOW = 5000
 FIELDS = ("name", "kind", "cron", "duration_minutes", "timezone", "tier", "agent", "enabled",
@@ -210,10 +213,61 @@ def delete_window(actor: Actor, window: MaintenanceWindow, reason: object = "") 
 # --- asking ---------------------------------------------------------------------------------------
 
 
+def _applying_to(agent: Agent) -> Q:
+    return Q(agent__isnull=True, tier="") | Q(agent=agent) | Q(agent__isnull=True, tier=agent.tier)
+
+
 def windows_for(agent: Agent) -> list[MaintenanceWindow]:
     """The enabled windows that apply to ``agent``: the fleet's, its tier's and its own."""
-    scope = Q(agent__isnull=True, tier="") | Q(agent=agent) | Q(agent__isnull=True, tier=agent.tier)
-    return list(MaintenanceWindow.objects.filter(scope, enabled=True).select_related("agent"))
+    return list(
+        MaintenanceWindow.objects.filter(_applying_to(agent), enabled=True).select_related("agent")
+    )
+
+
+def list_windows(
+    actor: Actor, agent: Agent | None = None, tier: object = None
+) -> list[MaintenanceWindow]:
+    """Every window, enabled or not (any role); with ``agent``, those that apply to it (the
+    fleet's, its tier's, its own); with ``tier``, the fleet's and that tier's."""
+    if not actor.has(roles.VIEW):
+        raise PermissionDenied("You need a role to see maintenance windows. Ask an Admin.")
+    found = MaintenanceWindow.objects.select_related("agent")
+    if agent is not None and tier is not None:
+        raise _refuse("tier", "filter by agent or by tier, not both.")
+    if agent is not None:
+        found = found.filter(_applying_to(agent))
+    if tier is not None:
+        chosen = _text(tier, "tier", 20, required=True)
+        if chosen not in Tier.values:
+            raise _refuse("tier", f"{chosen!r} is not a tier; use {', '.join(Tier.values)}.")
+        found = found.filter(agent__isnull=True, tier__in=["", chosen])
+    return list(found)
+
+
+def parse_moment(value: object, field: str = "at") -> datetime:
+    """An ISO 8601 time with its offset (``2026-12-05T02:00:00+01:00``, ``...Z``), in UTC: what
+    the doors take for "when" (a query string may have turned the offset's ``+`` into a space)."""
+    text = _text(value, field, 40, required=True)
+    moment = None
+    for candidate in (text, text[:-6] + "+" + text[-5:] if text[-6:-5] == " " else text):
+        try:
+            moment = datetime.fromisoformat(candidate)
+            break
+        except ValueError:
+            continue
+    if moment is None:
+        raise _refuse(field, f"{text!r} is not a time; use ISO 8601 with an offset, e.g. "
+                      "2026-12-05T02:00:00+01:00 or 2026-12-05T01:00:00Z.")  # fmt: skip
+    if moment.tzinfo is None:
+        raise _refuse(field, f"{text!r} has no offset; add one (+01:00, or Z for UTC).")
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:
+        moment = datetime.min.replace(tzinfo=UTC)
+    if not EARLIEST <= moment <= LATEST:  # openings are looked for up to 35 days after it
+        raise _refuse(field, f"{text!r} is out of range; give a time from {EARLIEST.year} to "
+                      f"{LATEST.year}.")  # fmt: skip
+    return moment
 
 
 def _zone(window: MaintenanceWindow) -> ZoneInfo:
@@ -254,6 +308,8 @@ def _state(allows, denies, at: datetime) -> tuple[bool, MaintenanceWindow | None
 def next_opening(agent: Agent, at: datetime) -> Opening:
     """Whether ``agent`` may be upgraded at ``at``; if not, the next time it may (within 35
     days), with the window that decides and a sentence a person reads."""
+    if at.tzinfo is None:
+        raise ValueError("next_opening needs an aware datetime (timezone.now(), say).")
     at = at.astimezone(UTC).replace(microsecond=0)
     windows = windows_for(agent)
     allows = [w for w in windows if w.kind == WindowKind.ALLOW]
