@@ -9,7 +9,7 @@ class ServicingConfig(AppConfig):
         # Imported here, not at the top: models and the other apps are ready only now.
         from portal import extensions
         from portal.startup import STARTUP_STEPS
-        from servicing import api, services
+        from servicing import api, services, windows_api
         from servicing.upgrades import api as upgrade_api
         from servicing.upgrades import workflow
 
@@ -22,6 +22,7 @@ class ServicingConfig(AppConfig):
         extensions.add_api_router(api.agent_router, first=True)
         extensions.add_api_router(upgrade_api.router)  # /api/platform/servicing/upgrades
         extensions.add_api_router(upgrade_api.agent_router, first=True)  # .../upgrade, rollback
+        extensions.add_api_router(windows_api.router)  # /api/platform/servicing/windows
         # ``agents build-image`` publishes the image it built as a release through this lookup
         # (agents may not import servicing).
         extensions.add_lookup("publish_built_image", services.publish_built_image)
