@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from django.core.exceptions import PermissionDenied
 
+from portal.actors import Actor
 from portal.models import AuditEntry
 from servicing import windows
 from servicing.models import MaintenanceWindow, UpgradeStatus
@@ -89,6 +90,104 @@ def test_daylight_saving_changes_follow_the_windows_zone(nightly, fleet, moment,
         assert opening.open or opening.starts_at is not None
         start = opening.starts_at or at(moment)
         assert 2 <= start.astimezone(windows.ZoneInfo("Europe/Paris")).hour <= 4
+
+
+def test_the_night_clocks_go_forward_the_window_opens_at_the_first_hour_after_the_gap(
+    nightly, fleet
+):
+    # 2026-03-29: 02:00 CET does not exist in Paris (clocks jump to 03:00 CEST).
+    opening = windows.next_opening(fleet["wow-cache"], at("2026-03-29T01:30:00+01:00"))
+    assert not opening.open and opening.starts_at == at("2026-03-29T03:00:00+02:00")
+    # It stays open its duration in real minutes: two hours, until 05:00 CEST.
+    assert windows.next_opening(fleet["wow-cache"], at("2026-03-29T04:59:00+02:00")).open
+    assert not windows.next_opening(fleet["wow-cache"], at("2026-03-29T05:00:00+02:00")).open
+
+
+def test_the_night_clocks_go_back_the_window_covers_02_00_to_04_00_paris_time(nightly, fleet):
+    # 2026-10-25: 02:00-03:00 happens twice in Paris (CEST, then CET); the window opens at the
+    # first 02:00 and, opened again at the second, lasts until 04:00 CET: three real hours.
+    cache = fleet["wow-cache"]
+    assert not windows.next_opening(cache, at("2026-10-25T01:59:00+02:00")).open
+    assert windows.next_opening(cache, at("2026-10-25T02:00:00+02:00")).open
+    assert windows.next_opening(cache, at("2026-10-25T02:30:00+01:00")).open
+    assert windows.next_opening(cache, at("2026-10-25T03:59:00+01:00")).open
+    closed = windows.next_opening(cache, at("2026-10-25T04:00:00+01:00"))
+    assert not closed.open and closed.starts_at == at("2026-10-26T02:00:00+01:00")
+    assert "next opening 2026-10-26 02:00 CET" in closed.explanation
+
+
+def test_a_tier_window_applies_to_that_tiers_agents(fleet, admin_actor):
+    from agents.models import Agent
+
+    windows.create_window(admin_actor, name="Customers", cron="0 3 * * *", duration_minutes=60,
+                          tier="customer")  # fmt: skip
+    Agent.objects.filter(slug="wow-support").update(tier="customer")
+    customer = Agent.objects.get(slug="wow-support")
+    noon = at("2026-12-04T12:00:00+00:00")
+    opening = windows.next_opening(customer, noon)
+    assert not opening.open and opening.starts_at == at("2026-12-05T03:00:00+00:00")
+    assert opening.window.name == "Customers"
+    assert windows.next_opening(customer, at("2026-12-05T03:30:00+00:00")).open
+
+
+def test_a_disabled_window_does_not_apply(fleet, admin_actor):
+    windows.create_window(admin_actor, name="Off", cron="0 2 * * *", duration_minutes=60,
+                          enabled=False)  # fmt: skip
+    assert windows.windows_for(fleet["wow-cache"]) == []
+    assert windows.next_opening(fleet["wow-cache"], at("2026-12-04T12:00:00+00:00")).open
+
+
+def test_nothing_opening_within_35_days_says_so(fleet, admin_actor):
+    windows.create_window(admin_actor, name="Yearly", cron="0 2 1 6 *", duration_minutes=60)
+    opening = windows.next_opening(fleet["wow-cache"], at("2026-12-04T12:00:00+00:00"))
+    assert not opening.open and opening.starts_at is None and opening.window.name == "Yearly"
+    assert opening.explanation.endswith("no window opens in the next 35 days")
+
+
+def test_a_naive_moment_is_a_programming_error(fleet):
+    with pytest.raises(ValueError, match="aware"):
+        windows.next_opening(fleet["wow-cache"], datetime(2026, 12, 4, 12, 0))
+
+
+def test_any_role_lists_windows_by_agent_or_tier(fleet, admin_actor, viewer_actor):
+    windows.create_window(admin_actor, name="Fleet", cron="0 2 * * *", duration_minutes=60)
+    windows.create_window(admin_actor, name="Customers", cron="0 3 * * *", duration_minutes=60,
+                          tier="customer", enabled=False)  # fmt: skip
+    windows.create_window(admin_actor, name="Cache", cron="0 4 * * *", duration_minutes=60,
+                          agent="wow-cache")  # fmt: skip
+
+    def names(**filters) -> list[str]:
+        return [w.name for w in windows.list_windows(viewer_actor, **filters)]
+
+    assert names() == ["Cache", "Customers", "Fleet"]
+    assert names(agent=fleet["wow-cache"]) == ["Cache", "Fleet"]
+    assert names(tier="customer") == ["Customers", "Fleet"]
+    with pytest.raises(ServicingRefused, match="^tier:"):
+        names(tier="gold")
+    with pytest.raises(PermissionDenied):
+        windows.list_windows(Actor(kind="user", user=None))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-12-05T02:00:00+01:00", "2026-12-05T01:00:00+00:00"),
+        ("2026-12-05T01:00:00Z", "2026-12-05T01:00:00+00:00"),
+        ("2026-12-05T02:00:00 01:00", "2026-12-05T01:00:00+00:00"),  # a "+" a URL made a space
+    ],
+)
+def test_a_moment_is_read_with_its_offset(text, expected):
+    assert windows.parse_moment(text) == datetime.fromisoformat(expected)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "tomorrow", "2026-12-05T02:00:00", "0001-01-01T00:00:00+14:00", "9999-12-31Z",
+             "2026-12-05\x00"],
+)  # fmt: skip
+def test_a_moment_without_offset_or_out_of_range_is_refused(text):
+    with pytest.raises(ServicingRefused, match="^at:") as refused:
+        windows.parse_moment(text)
+    assert refused.value.status == 400
 
 
 def test_tier_and_agent_windows_apply_only_to_theirs(fleet, admin_actor):
