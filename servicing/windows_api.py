@@ -6,7 +6,7 @@ Each route calls one function of ``servicing.windows``, which checks the role, v
 refusal names the field), audits, and refuses with a sentence answered ``{"detail", "code"}``:
 400 bad input (a cron that does not parse, an unknown time zone, a duration out of bounds, a
 query parameter naming no agent), 403 role, 404 no such window. The schemas here are also what
-``manage.py servicing windows ... --json`` prints.
+``manage.py servicing windows|window-add|window-next --json`` prints.
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ class OpeningOut(Schema):
     starts_at: datetime | None  # when closed: the next opening (null: none within 35 days)
     window: WindowOut | None  # the window that decides (null: no window applies)
     explanation: str
+    windows: list[WindowOut]  # the enabled windows that apply: the fleet's, its tier's, its own
 
 
 def window_out(window: MaintenanceWindow) -> WindowOut:
@@ -103,11 +104,17 @@ def windows_out(found: list[MaintenanceWindow]) -> Windows:
     return Windows(windows=[window_out(window) for window in found])
 
 
-def opening_out(agent_slug: str, at: datetime, opening: windows.Opening) -> OpeningOut:
+def opening_out(
+    agent_slug: str,
+    at: datetime,
+    opening: windows.Opening,
+    applying: list[MaintenanceWindow] | None = None,
+) -> OpeningOut:
     return OpeningOut(
         agent=agent_slug, at=at, open=opening.open, starts_at=opening.starts_at,
         window=window_out(opening.window) if opening.window is not None else None,
         explanation=opening.explanation,
+        windows=[window_out(window) for window in applying or []],
     )  # fmt: skip
 
 
@@ -158,7 +165,8 @@ def next_opening(request: HttpRequest, agent: str | None = None, at: str | None 
         raise ServicingRefused("agent: is required (?agent=<slug>).", "invalid")
     chosen = agent_named(agent)
     moment = windows.parse_moment(at) if at is not None else timezone.now()
-    return opening_out(chosen.slug, moment, windows.next_opening(chosen, moment))
+    opening = windows.next_opening(chosen, moment)
+    return opening_out(chosen.slug, moment, opening, windows.windows_for(chosen))
 
 
 @router.post(
