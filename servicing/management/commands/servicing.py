@@ -6,17 +6,15 @@ servicing publish VERSION --artifact IMAGE [--agent SLUG | --template KEY] [--ch
 servicing bad|pin|unpin RELEASE --reason TEXT [--json]
 servicing upgrade|upgrades|upgrade-show|promote|pause|resume|abort|rollback|scale|config ...
     (see ``servicing/management/upgrades_cli.py``)
-servicing windows list [--agent SLUG | --tier TIER] [--json]
-servicing windows add NAME --cron "0 2 * * *" --duration MINUTES [--timezone ZONE] [--deny]
-                  [--agent SLUG | --tier TIER] [--disabled] [--reason TEXT] [--json]
-servicing windows remove ID [--reason TEXT]
-servicing windows next --agent SLUG [--at ISO-8601] [--json]
+servicing windows|window-add|window-remove|window-next ...
+    (see ``servicing/management/windows_cli.py``)
 each acting as ``--as USERNAME`` (with that user's role) or, by default, as the shell's Admin.
 
 RELEASE is a release's id, or its version when one release has it (the fleet's when several
 do). Every door calls the same ``servicing.services`` (windows: ``servicing.windows``);
-``--json`` prints what the API answers (``servicing.schemas``, ``servicing.windows_api``). Exit status: 0 done, 2 refused or bad input (a version that is not one,
-a release published already, a role that may not, an unknown agent or release).
+``--json`` prints what the API answers (``servicing.schemas``, ``servicing.windows_api``).
+Exit status: 0 done, 2 refused or bad input (a version that is not one, a release published
+already, a role that may not, an unknown agent or release).
 """
 
 from __future__ import annotations
@@ -26,18 +24,16 @@ from typing import Any, TextIO, cast
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone as django_timezone
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from portal.actors import Actor
 from portal.cli import dumps, refusals_as_command_errors
-from servicing import services, windows
-from servicing.management import upgrades_cli
-from servicing.models import MaintenanceWindow, Release, WindowKind
+from servicing import services
+from servicing.management import upgrades_cli, windows_cli
+from servicing.models import Release
 from servicing.schemas import release_out, releases_out
-from servicing.windows_api import opening_out, window_out, windows_out
 
 REFUSED = 2
 PIN_ACTIONS = {"bad": services.mark_bad, "pin": services.pin, "unpin": services.unpin}
@@ -79,7 +75,7 @@ class Command(BaseCommand):
             acting.add_argument("--reason", required=True, help="Why; kept in the audit trail.")
             _common(acting)
         upgrades_cli.add_parsers(sub, _common)
-        _add_window_parsers(sub)
+        windows_cli.add_parsers(sub, _common)
 
     def handle(self, *args, command: str, **options) -> None:
         out = cast("TextIO", self.stdout._out)
@@ -89,10 +85,9 @@ class Command(BaseCommand):
         with refusals_as_command_errors(REFUSED):
             if command in PIN_ACTIONS:
                 self._act(command, **options)
-            elif command == "windows":
-                getattr(self, f"_windows_{options.pop('windows_command')}")(**options)
-            elif command in upgrades_cli.COMMANDS:
-                status = upgrades_cli.handle(self, command, options)
+            elif command in upgrades_cli.COMMANDS or command in windows_cli.COMMANDS:
+                cli = upgrades_cli if command in upgrades_cli.COMMANDS else windows_cli
+                status = cli.handle(self, command, options)
                 if status:
                     raise CommandError(f"servicing {command} did not succeed.", returncode=status)
             else:
@@ -141,98 +136,6 @@ class Command(BaseCommand):
             return
         label = f"{changed.version} ({_scope(changed)}, #{changed.pk})"
         self.console.print(DONE[action].format(release=label), markup=False)
-
-    # --- maintenance windows ---------------------------------------------------------------
-
-    def _windows_list(self, agent: str | None, tier: str | None, json: bool, **options) -> None:
-        chosen = None if agent is None else services.get_agent(agent)
-        found = windows.list_windows(self.actor, chosen, tier)
-        if json:
-            self.stdout.write(dumps(windows_out(found)))
-            return
-        if not found:
-            self.console.print("No maintenance windows: agents may be upgraded at any time. "
-                               "`manage.py servicing windows add` adds one.")  # fmt: skip
-            return
-        table = Table(box=None, header_style="bold")
-        for column in ("ID", "NAME", "KIND", "CRON", "ZONE", "MINUTES", "SCOPE", "ENABLED"):
-            table.add_column(column)
-        for window in found:
-            table.add_row(
-                str(window.pk), window.name, window.kind, window.cron, window.timezone,
-                str(window.duration_minutes), window.scope_label,
-                "yes" if window.enabled else Text("no", "yellow"),
-            )  # fmt: skip
-        self.console.print(table)
-
-    def _windows_add(self, name: str, cron: str, duration: str, timezone: str, deny: bool,
-                     agent: str | None, tier: str, disabled: bool, reason: str, json: bool,
-                     **options) -> None:  # fmt: skip
-        window = windows.create_window(
-            self.actor, name=name, kind=WindowKind.DENY if deny else WindowKind.ALLOW, cron=cron,
-            duration_minutes=duration, timezone=timezone, agent=agent or "", tier=tier,
-            enabled=not disabled, reason=reason,
-        )  # fmt: skip
-        if json:
-            self.stdout.write(dumps(window_out(window)))
-            return
-        self.console.print(f"Added {_window_label(window)}.", markup=False)
-
-    def _windows_remove(self, window: str, reason: str, **options) -> None:
-        found = windows.get_window(window)
-        label = _window_label(found)
-        windows.delete_window(self.actor, found, reason)
-        self.console.print(f"Removed {label}.", markup=False)
-
-    def _windows_next(self, agent: str, at: str | None, json: bool, **options) -> None:
-        chosen = services.get_agent(agent)
-        moment = windows.parse_moment(at) if at is not None else django_timezone.now()
-        opening = windows.next_opening(chosen, moment)
-        if json:
-            self.stdout.write(dumps(opening_out(chosen.slug, moment, opening)))
-            return
-        state = "open now" if opening.open else "closed"
-        self.console.print(f"{chosen.slug}: {state}: {opening.explanation}.", markup=False)
-
-
-def _add_window_parsers(sub) -> None:
-    group = sub.add_parser("windows", help="Maintenance windows: when upgrades may run.")
-    windows_sub = group.add_subparsers(dest="windows_command", required=True)
-    listing = windows_sub.add_parser("list", help="The windows (any role).")
-    scope = listing.add_mutually_exclusive_group()
-    scope.add_argument("--agent", metavar="SLUG", help="Those that apply to this agent.")
-    scope.add_argument("--tier", default=None, help="The fleet's and this tier's.")
-    _common(listing)
-    add = windows_sub.add_parser("add", help="Add a window (Admin).")
-    add.add_argument("name")
-    add.add_argument("--cron", required=True,
-                     help="When it opens: minute hour day month weekday, e.g. '0 2 * * *'.")  # fmt: skip
-    add.add_argument("--duration", required=True, metavar="MINUTES",
-                     help="How long it stays open, 1 to 10080 minutes.")  # fmt: skip
-    add.add_argument("--timezone", default="UTC", help="IANA name, e.g. Europe/Paris.")
-    add.add_argument("--deny", action="store_true", help="No upgrades then (wins over allow).")
-    scope = add.add_mutually_exclusive_group()
-    scope.add_argument("--agent", metavar="SLUG", help="For this agent only.")
-    scope.add_argument("--tier", default="", help="For the agents of this tier only.")
-    add.add_argument("--disabled", action="store_true", help="Added, but not applied yet.")
-    add.add_argument("--reason", default="", help="Why; kept with it and in the audit trail.")
-    _common(add)
-    remove = windows_sub.add_parser("remove", help="Remove a window (Admin).")
-    remove.add_argument("window", metavar="ID", help="Its id (`servicing windows list`).")
-    remove.add_argument("--reason", default="", help="Why; kept in the audit trail.")
-    _common(remove)
-    upcoming = windows_sub.add_parser(
-        "next", help="Whether an agent may be upgraded now, else when its window opens."
-    )
-    upcoming.add_argument("--agent", required=True, metavar="SLUG")
-    upcoming.add_argument("--at", default=None, metavar="ISO-8601",
-                          help="Ask about this time instead of now, e.g. 2026-12-05T02:00+01:00.")  # fmt: skip
-    _common(upcoming)
-
-
-def _window_label(window: MaintenanceWindow) -> str:
-    return (f"{window.kind} window '{window.name}' (#{window.pk}: {window.cron} "
-            f"{window.timezone}, {window.duration_minutes} min, {window.scope_label})")  # fmt: skip
 
 
 def _common(parser) -> None:
