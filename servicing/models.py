@@ -243,6 +243,6 @@ class MaintenanceWindow(models.Model):
 
     @property
     def scope_label(self) -> str:
-        if self.agent_id is not None:
+        if self.agent is not None:
             return f"agent {self.agent.slug}"
         return f"tier {self.tier}" if self.tier else "fleet"

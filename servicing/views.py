@@ -52,7 +52,7 @@ def _rows(actor: Actor) -> list[dict[str, Any]]:
         u.agent_id: requests.sync(u)
         for u in Upgrade.objects.filter(status__in=ACTIVE_UPGRADE).select_related("agent")
     }
-    last = {}
+    last: dict[int, Upgrade] = {}
     for upgrade in Upgrade.objects.exclude(status__in=ACTIVE_UPGRADE).order_by("-created_at"):
         last.setdefault(upgrade.agent_id, upgrade)
     releases = list(Release.objects.select_related("agent"))
@@ -76,16 +76,16 @@ def _rows(actor: Actor) -> list[dict[str, Any]]:
             key=lambda v: versions.parse(v).sort_key,
             reverse=True,
         )
-        upgrade = active.get(agent.pk)
+        under_way = active.get(agent.pk)
         replicas = []
-        if upgrade is not None and agent.state == State.RUNNING:
+        if under_way is not None and agent.state == State.RUNNING:
             try:
                 replicas = traffic.live_replicas(agent)
             except RuntimeFailure:
                 replicas = []
         rows.append({
             "agent": agent, "newest": newest, "available": available, "pinned": pinned,
-            "upgrade": upgrade, "last": last.get(agent.pk), "replicas": replicas,
+            "upgrade": under_way, "last": last.get(agent.pk), "replicas": replicas,
             "window": _next_window(agent, now),
         })  # fmt: skip
     return rows
@@ -172,17 +172,17 @@ def upgrade(request: HttpRequest) -> HttpResponse:
 
 
 def _steps(upgrade: Upgrade) -> list[dict[str, Any]]:
-    rows = {}
+    rows: dict[tuple[str, str], StepRun] = {}
     if upgrade.run_id:
         for row in StepRun.objects.filter(run_id=upgrade.run_id, current=True).order_by("position"):
             rows[(row.role, row.step_id)] = row
     steps = []
     for step_id in STEP_IDS:
-        row = rows.get(("forward", step_id))
+        found = rows.get(("forward", step_id))
         steps.append({
             "id": step_id, "title": step_id.capitalize(),
-            "status": row.status if row else "pending",
-            "detail": (row.detail or row.error or row.log or "") if row else "",
+            "status": found.status if found else "pending",
+            "detail": (found.detail or found.error or found.log or "") if found else "",
         })  # fmt: skip
     undo = [row for (role, _), row in rows.items() if role == "compensation"]
     return steps + [

@@ -175,6 +175,10 @@ def _shown(value, unit: str = "") -> str:
 
 
 def _follow(command, upgrade: Upgrade) -> int:
+    if upgrade.run is None:
+        raise CommandError(
+            f"Upgrade #{upgrade.pk} has no workflow run to follow.", returncode=REFUSED
+        )
     status = follow_run(upgrade.run, command.console, goes_on="the upgrade goes on")
     upgrade = requests.sync(Upgrade.objects.select_related("agent").get(pk=upgrade.pk))
     _print_upgrade(command, upgrade)

@@ -5,48 +5,120 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agents', '0008_factory_fields'),
-        ('servicing', '0001_initial'),
+        ("agents", "0008_factory_fields"),
+        ("servicing", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Upgrade',
+            name="Upgrade",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('from_version', models.CharField(max_length=50)),
-                ('to_version', models.CharField(max_length=50)),
-                ('strategy', models.CharField(choices=[('rolling', 'Rolling'), ('blue-green', 'Blue-green'), ('canary', 'Canary')], max_length=20)),
-                ('steps', models.JSONField(blank=True, default=list)),
-                ('gates', models.JSONField(blank=True, default=dict)),
-                ('config', models.JSONField(blank=True, default=dict, help_text='The agentd config the new version runs with.')),
-                ('replicas', models.PositiveIntegerField(default=1)),
-                ('restore_data', models.BooleanField(default=False)),
-                ('downgrade', models.BooleanField(default=False)),
-                ('not_before', models.DateTimeField(blank=True, null=True)),
-                ('window_note', models.CharField(blank=True, max_length=300)),
-                ('status', models.CharField(choices=[('scheduled', 'Waiting for its window'), ('running', 'Running'), ('paused', 'Paused'), ('succeeded', 'Succeeded'), ('rolled_back', 'Rolled back'), ('failed', 'Failed'), ('aborted', 'Aborted')], default='scheduled', max_length=20)),
-                ('phase', models.CharField(blank=True, max_length=200)),
-                ('weight', models.PositiveSmallIntegerField(default=0, help_text="The new version's share now.")),
-                ('measurements', models.JSONField(blank=True, default=list)),
-                ('backup', models.JSONField(blank=True, default=dict)),
-                ('outcome', models.TextField(blank=True)),
-                ('command', models.CharField(blank=True, max_length=20)),
-                ('command_reason', models.CharField(blank=True, max_length=300)),
-                ('command_by', models.CharField(blank=True, max_length=200)),
-                ('requested_by', models.CharField(max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('agent', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='upgrades', to='agents.agent')),
-                ('release', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, to='servicing.release')),
-                ('run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='agents.workflowrun')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("from_version", models.CharField(max_length=50)),
+                ("to_version", models.CharField(max_length=50)),
+                (
+                    "strategy",
+                    models.CharField(
+                        choices=[
+                            ("rolling", "Rolling"),
+                            ("blue-green", "Blue-green"),
+                            ("canary", "Canary"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("steps", models.JSONField(blank=True, default=list)),
+                ("gates", models.JSONField(blank=True, default=dict)),
+                (
+                    "config",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text="The agentd config the new version runs with.",
+                    ),
+                ),
+                ("replicas", models.PositiveIntegerField(default=1)),
+                ("restore_data", models.BooleanField(default=False)),
+                ("downgrade", models.BooleanField(default=False)),
+                ("not_before", models.DateTimeField(blank=True, null=True)),
+                ("window_note", models.CharField(blank=True, max_length=300)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("scheduled", "Waiting for its window"),
+                            ("running", "Running"),
+                            ("paused", "Paused"),
+                            ("succeeded", "Succeeded"),
+                            ("rolled_back", "Rolled back"),
+                            ("failed", "Failed"),
+                            ("aborted", "Aborted"),
+                        ],
+                        default="scheduled",
+                        max_length=20,
+                    ),
+                ),
+                ("phase", models.CharField(blank=True, max_length=200)),
+                (
+                    "weight",
+                    models.PositiveSmallIntegerField(
+                        default=0, help_text="The new version's share now."
+                    ),
+                ),
+                ("measurements", models.JSONField(blank=True, default=list)),
+                ("backup", models.JSONField(blank=True, default=dict)),
+                ("outcome", models.TextField(blank=True)),
+                ("command", models.CharField(blank=True, max_length=20)),
+                ("command_reason", models.CharField(blank=True, max_length=300)),
+                ("command_by", models.CharField(blank=True, max_length=200)),
+                ("requested_by", models.CharField(max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="upgrades",
+                        to="agents.agent",
+                    ),
+                ),
+                (
+                    "release",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        to="servicing.release",
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="agents.workflowrun",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-pk'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('status__in', ['scheduled', 'running', 'paused'])), fields=('agent',), name='upgrade_one_active_per_agent', violation_error_message='This agent already has an upgrade under way.')],
+                "ordering": ["-created_at", "-pk"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("status__in", ["scheduled", "running", "paused"])),
+                        fields=("agent",),
+                        name="upgrade_one_active_per_agent",
+                        violation_error_message="This agent already has an upgrade under way.",
+                    )
+                ],
             },
         ),
     ]

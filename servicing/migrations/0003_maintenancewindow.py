@@ -5,32 +5,77 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agents', '0008_factory_fields'),
-        ('servicing', '0002_upgrade'),
+        ("agents", "0008_factory_fields"),
+        ("servicing", "0002_upgrade"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='MaintenanceWindow',
+            name="MaintenanceWindow",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('kind', models.CharField(choices=[('allow', 'Allow'), ('deny', 'Deny')], default='allow', max_length=10)),
-                ('cron', models.CharField(help_text='When it opens: minute hour day month weekday', max_length=100)),
-                ('duration_minutes', models.PositiveIntegerField(help_text='How long it stays open (1-10080).')),
-                ('timezone', models.CharField(default='UTC', help_text='IANA name: Europe/Paris', max_length=64)),
-                ('tier', models.CharField(blank=True, help_text='Only agents of this tier.', max_length=20)),
-                ('enabled', models.BooleanField(default=True)),
-                ('reason', models.TextField(blank=True)),
-                ('created_by', models.CharField(max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('agent', models.ForeignKey(blank=True, help_text='Only this agent.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='maintenance_windows', to='agents.agent')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("allow", "Allow"), ("deny", "Deny")],
+                        default="allow",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "cron",
+                    models.CharField(
+                        help_text="When it opens: minute hour day month weekday", max_length=100
+                    ),
+                ),
+                (
+                    "duration_minutes",
+                    models.PositiveIntegerField(help_text="How long it stays open (1-10080)."),
+                ),
+                (
+                    "timezone",
+                    models.CharField(
+                        default="UTC", help_text="IANA name: Europe/Paris", max_length=64
+                    ),
+                ),
+                (
+                    "tier",
+                    models.CharField(
+                        blank=True, help_text="Only agents of this tier.", max_length=20
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                ("reason", models.TextField(blank=True)),
+                ("created_by", models.CharField(max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Only this agent.",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="maintenance_windows",
+                        to="agents.agent",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['kind', 'name', 'pk'],
-                'constraints': [models.CheckConstraint(condition=models.Q(('agent__isnull', True), ('tier', ''), _connector='OR'), name='window_one_scope', violation_error_message='A window is for one agent or one tier, not both.')],
+                "ordering": ["kind", "name", "pk"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("agent__isnull", True), ("tier", ""), _connector="OR"),
+                        name="window_one_scope",
+                        violation_error_message="A window is for one agent or one tier, not both.",
+                    )
+                ],
             },
         ),
     ]

@@ -13,7 +13,7 @@ passes and never fails.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,7 +143,8 @@ def read_replicas(replicas: Iterable[tuple[int, int]]) -> list[ReplicaReading]:
     for replica, port in replicas:
         health = endpoint_answer(port, "/healthz")
         ready = endpoint_answer(port, "/readyz")
-        body = health.get("body") if isinstance(health.get("body"), dict) else {}
+        answered = health.get("body")
+        body: dict[str, Any] = answered if isinstance(answered, dict) else {}
         readings.append(
             ReplicaReading(
                 replica=replica,
@@ -225,7 +226,7 @@ def judge(
     old: VersionFigures | None,
     new: VersionFigures | None,
     *,
-    unhealthy: list[str] = (),
+    unhealthy: Sequence[str] = (),
     need_tasks: bool = True,
     latency_baseline: VersionFigures | None = None,
 ) -> Verdict:

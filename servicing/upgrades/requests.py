@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -20,7 +20,7 @@ from agents.models import Agent
 from agents.runtimes.base import RuntimeFailure
 from agents.services.liveconfig import merged
 from agents.workflows import services as workflows
-from agents.workflows.models import RunStatus
+from agents.workflows.models import RunStatus, WorkflowRun
 from portal import roles
 from portal.actors import Actor
 from portal.models import AuditEntry
@@ -122,7 +122,7 @@ def request_upgrade(
     if problem:
         raise ServicingRefused(problem, "conflict")
     try:
-        config_ = lifecycle.new_config(agent, release, dict(config or {}))
+        config_ = lifecycle.new_config(agent, release, dict(cast("Mapping", config or {})))
     except ConfigError as error:
         raise ServicingRefused(f"config: {error}", "invalid") from None
     override = override_window.strip() if isinstance(override_window, str) else ""
@@ -285,11 +285,9 @@ def sync(upgrade: Upgrade) -> Upgrade:
     something to undo, or was cancelled from the workflow page) is closed as failed."""
     if not upgrade.active or upgrade.run_id is None:
         return upgrade
-    run_status = type(upgrade.run).objects.filter(pk=upgrade.run_id).values_list(
-        "status", flat=True
-    ).first()  # fmt: skip
-    if run_status in (RunStatus.FAILED, RunStatus.CANCELLED):
-        error = type(upgrade.run).objects.get(pk=upgrade.run_id).error
+    run = WorkflowRun.objects.filter(pk=upgrade.run_id).only("status", "error").first()
+    if run is not None and run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
+        error = run.error
         with transaction.atomic():
             locked = Upgrade.objects.select_for_update().get(pk=upgrade.pk)
             if locked.active:

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import redis
 from django.conf import settings
@@ -137,8 +137,11 @@ def send_smoke(agent: Agent, version: str, tag: str, count: int = SMOKE_TASKS) -
 
 def smoke_replies(tag: str) -> dict[str, dict[str, str]]:
     """The replies to the smoke tasks of ``tag`` so far, by task id."""
-    replies = {}
-    for _id, fields in client().xrange(contract.reply_stream(tag), count=1000):
+    replies: dict[str, dict[str, str]] = {}
+    entries = cast(
+        "list[tuple[str, dict[str, str]]]", client().xrange(contract.reply_stream(tag), count=1000)
+    )
+    for _id, fields in entries:
         replies[fields.get(contract.REPLY_TASK_ID, "")] = fields
     return replies
 
