@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import docker
@@ -131,17 +131,7 @@ def launch(
         to_start.append(replica)
     started: list[int] = []
     try:
-        for replica in to_start:
-            container_id = records[replica]["Id"]
-            stop_requests.started(container_id)
-            try:
-                resources.api.start(container_id)
-            except docker.errors.APIError as error:
-                explanation = str(error.explanation or error)
-                raise failures.engine_refused_start(
-                    spec, replica, ports[replica], explanation, container_id
-                ) from error
-            started.append(replica)
+        start_containers(resources, stop_requests, spec, records, ports, to_start, started)
         ready = await_ready(resources, spec, ports, records, began + spec.ready_timeout)
     except BaseException:
         # Leave nothing of this call's: stop what it started, delete the containers it made
@@ -169,3 +159,27 @@ def launch(
 def _port_label(inspected: dict[str, Any] | None) -> int | None:
     value = str(labels_of(inspected or {}).get(PORT_LABEL, ""))
     return int(value) if value.isdigit() else None
+
+
+def start_containers(
+    resources: Resources,
+    stop_requests: StopRequests,
+    spec: AgentSpec,
+    records: dict[int, dict[str, Any]],
+    ports: Sequence[int] | dict[int, int],
+    numbers: Iterable[int],
+    started: list[int],
+) -> None:
+    """Start the containers (made already) of replicas ``numbers``, adding each to ``started``
+    as it starts, so that a caller whose start fails knows what to stop."""
+    for replica in numbers:
+        container_id = records[replica]["Id"]
+        stop_requests.started(container_id)
+        try:
+            resources.api.start(container_id)
+        except docker.errors.APIError as error:
+            explanation = str(error.explanation or error)
+            raise failures.engine_refused_start(
+                spec, replica, ports[replica], explanation, container_id
+            ) from error
+        started.append(replica)

@@ -29,7 +29,7 @@ from ..base import (
 from ..failures import replica_numbers
 from ..images import connect_engine, engine_unreachable
 from ..ports import reserve_ports
-from . import backups, failures
+from . import backups
 from .containers import (
     AGENT_LABEL,
     MANAGED_FILTER,
@@ -46,7 +46,7 @@ from .drift import find_drift
 from .events import StopRequests, event_stream, translate_event
 from .logs import Follower, follow_lines, read_lines
 from .readiness import await_ready
-from .replicas import launch, retire, stop_containers
+from .replicas import launch, retire, start_containers, stop_containers
 from .resources import Resources
 from .stats import replica_stats
 
@@ -492,17 +492,9 @@ class DockerRuntime(Runtime):
             to_start.append(replica)
         started: list[int] = []
         try:
-            for replica in to_start:
-                container_id = records[replica]["Id"]
-                self.stop_requests.started(container_id)
-                try:
-                    self.api.start(container_id)
-                except docker.errors.APIError as error:
-                    explanation = str(error.explanation or error)
-                    raise failures.engine_refused_start(
-                        spec, replica, ports[replica], explanation, container_id
-                    ) from error
-                started.append(replica)
+            start_containers(
+                self.resources, self.stop_requests, spec, records, ports, to_start, started
+            )
             ready = await_ready(self.resources, spec, ports, records, began + spec.ready_timeout)
         except BaseException:
             # A failed start leaves nothing half-running: stop what this call started.
