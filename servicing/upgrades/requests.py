@@ -307,7 +307,12 @@ def active_upgrade(agent: Agent) -> Upgrade | None:
 
 
 def rollback_agent(
-    actor: Actor, agent: Agent, reason: object = "", *, restore_data: bool = False
+    actor: Actor,
+    agent: Agent,
+    reason: object = "",
+    *,
+    restore_data: bool = False,
+    gate_settings: object = None,
 ) -> Upgrade:
     """Roll ``agent`` back: the upgrade under way is rolled back at its next look; otherwise the
     last upgrade that succeeded is undone by a rolling upgrade back to the version it left, with
@@ -334,7 +339,7 @@ def rollback_agent(
     upgrade = request_upgrade(
         actor, agent, last.from_version, Strategy.ROLLING,
         config=(last.backup or {}).get("config"), allow_downgrade=True,
-        replicas=(last.backup or {}).get("replicas"), urgent=True,
+        replicas=(last.backup or {}).get("replicas"), gate_settings=gate_settings, urgent=True,
     )  # fmt: skip
     if last.release is not None and not last.release.pinned:
         services.pin(

@@ -134,6 +134,8 @@ def celery_worker_process(test_database_url: str, redis_url: str, tmp_path_facto
         "AGENT_REDIS_URL": redis_url,
         "AGENT_ROOT": str(agent_root),
         "FACTORY_SANDBOX_ROOT": str(sandbox_root),
+        # Upgrades' data snapshots, kept out of the project's var/ (a dev portal's are there).
+        "SERVICING_BACKUP_ROOT": str(tmp_path_factory.mktemp("worker-backups")),
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
     }

@@ -60,8 +60,8 @@ def platform(settings, transactional_db, agent_worker):
             operation = agent_services.run_operation(str(operation.pk))
             assert operation.status == Operation.Status.SUCCEEDED, operation.error
     yield {agent.slug: agent for agent in Agent.objects.all()}
-    # The worker keeps its snapshots in its own SERVICING_BACKUP_ROOT (the project's var/ when
-    # the worker's environment does not name one): take away the ones these upgrades made.
+    # The worker keeps its snapshots in its own SERVICING_BACKUP_ROOT (a temporary folder the
+    # browser conftest gives it): take away the ones these upgrades made all the same.
     for upgrade in Upgrade.objects.all():
         snapshot = ((upgrade.backup or {}).get("data") or {}).get("path")
         if snapshot:

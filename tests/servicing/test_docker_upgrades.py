@@ -251,7 +251,9 @@ def test_a_finished_blue_green_rolls_back_with_the_volume_snapshot_restored(
     write_state(new, "after")
     cache.refresh_from_db()
 
-    back = requests.rollback_agent(operator_actor, cache, "bad data", restore_data=True)
+    back = requests.rollback_agent(
+        operator_actor, cache, "bad data", restore_data=True, gate_settings=QUICK
+    )
     assert back.downgrade and back.to_version == "1.0.0"
     back.refresh_from_db()
     assert "data restored" in back.outcome

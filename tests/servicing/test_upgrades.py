@@ -154,7 +154,9 @@ def test_a_finished_upgrade_rolls_back_with_its_data_restored(
     (data / "state.txt").write_text("after")
     cache.refresh_from_db()
 
-    back = requests.rollback_agent(operator_actor, cache, "bad data", restore_data=True)
+    back = requests.rollback_agent(
+        operator_actor, cache, "bad data", restore_data=True, gate_settings=QUICK
+    )
     assert back.downgrade and back.to_version == "1.0.0"
     upgrade.release.refresh_from_db()
     assert upgrade.release.pinned  # the version rolled back from is pinned
