@@ -89,7 +89,13 @@ SECTIONS = [
         "servicing:index",
         "Versions, upgrades with gates and roll-back, windows, scaling.",
     ),
-    Section("helpdesk", "Help Desk", "life", "section", "Customers, trials and support."),
+    Section(
+        "helpdesk",
+        "Help Desk",
+        "life",
+        "helpdesk:index",
+        "Customers, their agents and interactions, diagnoses, quick fixes, playbooks, tickets.",
+    ),
 ]
 
 SECTIONS_BY_SLUG = {section.slug: section for section in SECTIONS}

@@ -186,6 +186,34 @@ FACTORY_SANDBOX_TIMEOUT_SECONDS = env.int(
 )
 # Servicing: where upgrades keep their data snapshots, and how long they keep them.
 SERVICING_BACKUP_ROOT = Path(env.str("SERVICING_BACKUP_ROOT", str(VAR_DIR / "backups")))
+# The help desk: how often agentd's interaction records are read into the database; whether
+# Viewers see customers' contact details masked; how far a trial may be extended at once and in
+# all; how long temporary access may be granted for.
+HELPDESK_INGEST_SECONDS = env.int("HELPDESK_INGEST_SECONDS", 2, minimum=1, maximum=3600)
+HELPDESK_MASK_CONTACTS = env.bool("HELPDESK_MASK_CONTACTS", False)
+HELPDESK_TRIAL_MAX_EXTENSION_DAYS = env.int(
+    "HELPDESK_TRIAL_MAX_EXTENSION_DAYS", 30, minimum=1, maximum=365
+)
+HELPDESK_TRIAL_MAX_RESETS = env.int("HELPDESK_TRIAL_MAX_RESETS", 2, minimum=0, maximum=100)
+HELPDESK_GRANT_MAX_HOURS = env.int("HELPDESK_GRANT_MAX_HOURS", 72, minimum=1, maximum=24 * 90)
+# Ticket sync, each system off unless its URL is set (see README "Help desk: tickets").
+ZENDESK_URL = env.str("ZENDESK_URL", "").rstrip("/")
+ZENDESK_EMAIL = env.str("ZENDESK_EMAIL", "")
+ZENDESK_API_TOKEN = env.secret("ZENDESK_API_TOKEN")
+ZENDESK_WEBHOOK_SECRET = env.secret("ZENDESK_WEBHOOK_SECRET")
+JIRA_URL = env.str("JIRA_URL", "").rstrip("/")
+JIRA_EMAIL = env.str("JIRA_EMAIL", "")
+JIRA_API_TOKEN = env.secret("JIRA_API_TOKEN")
+JIRA_PROJECT = env.str("JIRA_PROJECT", "SUP")
+JIRA_WEBHOOK_SECRET = env.secret("JIRA_WEBHOOK_SECRET")
+for _name, _url in (("ZENDESK_URL", ZENDESK_URL), ("JIRA_URL", JIRA_URL)):
+    if _url and not _url.startswith(("http://", "https://")):
+        raise ImproperlyConfigured(f"{_name} must be an http:// or https:// URL (or empty: off).")
+CELERY_BEAT_SCHEDULE["helpdesk-ingest-interactions"] = {
+    "task": "helpdesk.ingest_interactions",
+    "schedule": float(HELPDESK_INGEST_SECONDS),
+}
+CELERY_BEAT_SCHEDULE["helpdesk-sweep"] = {"task": "helpdesk.sweep", "schedule": 30.0}
 CELERY_BEAT_SCHEDULE["factory-expire-drafts"] = {
     "task": "factory.expire_drafts",
     "schedule": 600.0,

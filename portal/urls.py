@@ -25,6 +25,7 @@ urlpatterns = [
     path("workflows/", include("agents.workflows.urls")),
     path("factory/", include("factory.urls")),
     path("servicing/", include("servicing.urls")),
+    path("helpdesk/", include("helpdesk.urls")),
     path("", include("social_django.urls", namespace="social")),
     path("<slug:slug>/", views.section, name="section"),
 ]

@@ -195,6 +195,16 @@ REPLY_CUSTOMER = "customer"  # the task's customer, when it had one
 REPLY_SUCCEEDED = "succeeded"
 REPLY_DEAD_LETTERED = "dead_lettered"
 
+# Every task done for a customer (it has a FIELD_CUSTOMER), succeeded or dead-lettered, is also
+# added to this one stream, in the transaction that acknowledges it: the portal's help desk reads
+# it into its interactions (and deletes what it has stored). Its fields are the reply's (without
+# the output) plus these.
+INTERACTIONS = "customers:interactions"
+INTERACTIONS_MAXLEN = 1_000_000
+INTERACTION_KIND = "kind"  # the payload's "kind" or "op", else the agent's template
+INTERACTION_PRODUCER = "producer"  # the task's FIELD_PRODUCER
+INTERACTION_AT = "at"  # when it ended, epoch ms
+
 # What agentd adds to a task when it dead-letters it (every field of the task is kept).
 DLQ_ERROR = "error"  # the last attempt's error
 DLQ_FAILURES = "failures"  # how many attempts failed

@@ -94,3 +94,54 @@ def queue_answer(
         contract.REPLY_MAXLEN,
         *pairs,
     )
+
+
+def task_kind(fields: dict[str, str], template: str) -> str:
+    """What a task was, in a word: its payload's ``kind`` or ``op``, else the template."""
+    try:
+        payload = json.loads(fields.get(contract.FIELD_PAYLOAD) or "{}")
+    except (ValueError, TypeError):
+        return template
+    if isinstance(payload, dict):
+        for name in ("kind", "op"):
+            value = payload.get(name)
+            if isinstance(value, str) and value.strip():
+                return value.strip()[:60]
+    return template
+
+
+def queue_interaction(
+    pipeline: Any,
+    *,
+    slug: str,
+    consumer: str,
+    version: str,
+    template: str,
+    message_id: str,
+    fields: dict[str, str],
+    outcome: Outcome,
+    now_ms: int,
+) -> None:
+    """Add the task's record to :data:`contract.INTERACTIONS` when it was done for a customer
+    (``pipeline`` is the transaction that acknowledges or dead-letters it)."""
+    customer = fields.get(contract.FIELD_CUSTOMER, "")
+    if not customer:
+        return
+    record = {
+        contract.REPLY_CUSTOMER: customer,
+        contract.REPLY_AGENT: slug,
+        contract.REPLY_MESSAGE_ID: message_id,
+        contract.REPLY_TASK_ID: fields.get(contract.FIELD_TASK_ID, ""),
+        contract.REPLY_STATUS: outcome.status,
+        contract.REPLY_ERROR: outcome.error[:500],
+        contract.REPLY_DURATION_MS: str(outcome.duration_ms),
+        contract.REPLY_ATTEMPTS: str(outcome.attempts),
+        contract.REPLY_VERSION: version,
+        contract.REPLY_REPLICA: consumer,
+        contract.INTERACTION_KIND: task_kind(fields, template),
+        contract.INTERACTION_PRODUCER: fields.get(contract.FIELD_PRODUCER, ""),
+        contract.INTERACTION_AT: str(now_ms),
+    }
+    pipeline.xadd(
+        contract.INTERACTIONS, record, maxlen=contract.INTERACTIONS_MAXLEN, approximate=True
+    )

@@ -366,7 +366,7 @@ class TaskWorker:
             return
         forward_to = self._draw_forwards(message_id, fields, config)
         outcome = None
-        if replies.wants_answer(fields):
+        if replies.wants_answer(fields) or fields.get(contract.FIELD_CUSTOMER):
             field = self._router.failure_field(stream, message_id)
             tried = len(records.attempts(client.hget(self.keys.attempts, field)))
             outcome = replies.Outcome(
@@ -550,10 +550,10 @@ class TaskWorker:
         pipeline.hincrby(self.keys.producers, fields.get(contract.FIELD_PRODUCER, ""), 1)
         pipeline.hincrby(self.keys.dead_letter_groups, fingerprint, 1)
         pipeline.hset(self.keys.dead_letter_labels, fingerprint, label)
-        if replies.wants_answer(fields):
-            elapsed_ms = 0
-            outcome = replies.Outcome(contract.REPLY_DEAD_LETTERED, {}, error, elapsed_ms, failures)
-            self._answer(pipeline, message_id, fields, outcome)
+        outcome = replies.Outcome(
+            contract.REPLY_DEAD_LETTERED, {}, error, round(elapsed * 1000), failures
+        )
+        self._answer(pipeline, message_id, fields, outcome)
         dead_letter_id = pipeline.execute()[0]
         self._metrics.task_dead_lettered()
         self._log.warning(
@@ -569,15 +569,30 @@ class TaskWorker:
     def _answer(
         self, pipeline: Any, message_id: str, fields: dict[str, str], outcome: replies.Outcome
     ) -> None:
-        replies.queue_answer(
+        """The task's reply (when it asked for one) and its interaction record (when it was
+        done for a customer), in ``pipeline``."""
+        now_ms = epoch_ms()
+        if replies.wants_answer(fields):
+            replies.queue_answer(
+                pipeline,
+                slug=self.keys.slug,
+                consumer=self.keys.consumer,
+                version=self._version,
+                message_id=message_id,
+                fields=fields,
+                outcome=outcome,
+                now_ms=now_ms,
+            )
+        replies.queue_interaction(
             pipeline,
             slug=self.keys.slug,
             consumer=self.keys.consumer,
             version=self._version,
+            template=self._handler.template,
             message_id=message_id,
             fields=fields,
             outcome=outcome,
-            now_ms=epoch_ms(),
+            now_ms=now_ms,
         )
 
     def _skip_answered(

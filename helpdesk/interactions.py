@@ -1,0 +1,142 @@
+"""Interactions: the tasks agents did for customers, read from agentd's interaction stream
+(``contract.INTERACTIONS``) into :class:`~helpdesk.models.Interaction` rows.
+
+agentd adds a record in the same transaction that acknowledges (or dead-letters) a task that
+names a customer. :func:`ingest_interactions` (a Celery beat job every
+``HELPDESK_INGEST_SECONDS``) reads them through a consumer group, stores them with one insert
+that ignores a task already stored, and only then acknowledges and deletes them: a worker killed
+anywhere in between reads them again and stores nothing twice. Records of a customer the help
+desk does not know are acknowledged and counted, not stored (there is no one to show them to).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis
+from django.db import transaction
+
+from agents.agentd import contract
+from agents.models import Agent
+from helpdesk.models import Customer, Interaction, Outcome
+from observability.queues.catalog import agent_redis
+
+logger = logging.getLogger(__name__)
+
+GROUP = "helpdesk"
+CONSUMER = "ingest"
+BATCH = 2000
+OUTCOMES = {
+    contract.REPLY_SUCCEEDED: Outcome.SUCCEEDED,
+    contract.REPLY_DEAD_LETTERED: Outcome.DEAD_LETTERED,
+}
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """Records read: stored (or found stored already: a redelivery), for no known customer,
+    unreadable (missing or malformed fields)."""
+
+    stored: int = 0
+    unknown_customer: int = 0
+    unreadable: int = 0
+
+    def __add__(self, other: Ingested) -> Ingested:
+        return Ingested(
+            self.stored + other.stored,
+            self.unknown_customer + other.unknown_customer,
+            self.unreadable + other.unreadable,
+        )
+
+
+def ensure_group(client: redis.Redis) -> None:
+    try:
+        client.xgroup_create(contract.INTERACTIONS, GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def ingest_interactions(max_batches: int = 50, client: redis.Redis | None = None) -> Ingested:
+    """Store what agentd recorded since the last call (at most ``max_batches`` × BATCH), first
+    what an earlier call read but did not acknowledge."""
+    client = client or agent_redis()
+    ensure_group(client)
+    total = Ingested()
+    # "0": this consumer's own pending records (a call that died before acknowledging them);
+    # ">": new ones.
+    for start in ("0", ">"):
+        for _ in range(max_batches):
+            response = client.xreadgroup(
+                GROUP, CONSUMER, {contract.INTERACTIONS: start}, count=BATCH
+            )
+            entries = response[0][1] if response else []
+            entries = [(message_id, fields) for message_id, fields in entries if fields]
+            if not entries:
+                break
+            total += _store(client, entries)
+            if len(entries) < BATCH:
+                break
+    return total
+
+
+def _store(client: redis.Redis, entries: list[tuple[str, dict[str, str]]]) -> Ingested:
+    keys = {fields.get(contract.REPLY_CUSTOMER, "") for _, fields in entries}
+    slugs = {fields.get(contract.REPLY_AGENT, "") for _, fields in entries}
+    customers = dict(Customer.objects.filter(key__in=keys).values_list("key", "id"))
+    agents = dict(Agent.objects.filter(slug__in=slugs).values_list("slug", "id"))
+    rows, unknown, unreadable = [], 0, 0
+    for _, fields in entries:
+        customer_id = customers.get(fields.get(contract.REPLY_CUSTOMER, ""))
+        if customer_id is None:
+            unknown += 1
+            continue
+        row = _row(fields, customer_id, agents)
+        if row is None:
+            unreadable += 1
+            continue
+        rows.append(row)
+    with transaction.atomic():
+        Interaction.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+    ids = [message_id for message_id, _ in entries]
+    pipeline = client.pipeline(transaction=True)
+    pipeline.xack(contract.INTERACTIONS, GROUP, *ids)
+    pipeline.xdel(contract.INTERACTIONS, *ids)
+    pipeline.execute()
+    if unknown or unreadable:
+        logger.info(
+            "interactions: %d of %d records name no known customer, %d unreadable",
+            unknown, len(entries), unreadable,
+        )  # fmt: skip
+    return Ingested(len(rows), unknown, unreadable)
+
+
+def _row(fields: dict[str, str], customer_id: int, agents: dict[str, int]) -> Interaction | None:
+    slug = fields.get(contract.REPLY_AGENT, "")
+    message_id = fields.get(contract.REPLY_MESSAGE_ID, "")
+    outcome = OUTCOMES.get(fields.get(contract.REPLY_STATUS, ""))
+    try:
+        at_ms = int(fields.get(contract.INTERACTION_AT, ""))
+        latency = max(0, int(fields.get(contract.REPLY_DURATION_MS) or 0))
+        attempts = max(1, int(fields.get(contract.REPLY_ATTEMPTS) or 1))
+    except ValueError:
+        return None
+    if not slug or not message_id or outcome is None:
+        return None
+    return Interaction(
+        customer_id=customer_id,
+        agent_id=agents.get(slug),
+        agent_slug=slug[:63],
+        message_id=message_id[:40],
+        kind=(fields.get(contract.INTERACTION_KIND) or "")[:60],
+        outcome=outcome,
+        latency_ms=min(latency, 2**31 - 1),
+        error=(fields.get(contract.REPLY_ERROR) or "")[:500],
+        attempts=min(attempts, 32767),
+        version=(fields.get(contract.REPLY_VERSION) or "")[:50],
+        replica=(fields.get(contract.REPLY_REPLICA) or "")[:100],
+        producer=(fields.get(contract.INTERACTION_PRODUCER) or "")[:120],
+        at=datetime.fromtimestamp(at_ms / 1000, tz=UTC),
+    )
