@@ -1,5 +1,8 @@
 from django.apps import AppConfig
 
+# The parts of the help desk; each has ``setup.register()``, ``urls`` and ``cli``.
+PARTS = ("tickets", "detective", "actions", "playbooks")
+
 
 class HelpdeskConfig(AppConfig):
     name = "helpdesk"
@@ -7,4 +10,11 @@ class HelpdeskConfig(AppConfig):
 
     def ready(self) -> None:
         # Imported here, not at the top: models and the other apps are ready only now.
-        from helpdesk import tasks  # noqa: F401 (registers the Celery tasks)
+        from importlib import import_module
+
+        from helpdesk import api, tasks  # noqa: F401 (tasks registers the Celery tasks)
+        from portal import extensions
+
+        extensions.add_api_router(api.router)  # /api/platform/helpdesk
+        for part in PARTS:
+            import_module(f"helpdesk.{part}.setup").register()

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -8,4 +8,8 @@ app_name = "helpdesk"
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("", include("helpdesk.tickets.urls")),
+    path("", include("helpdesk.detective.urls")),
+    path("", include("helpdesk.actions.urls")),
+    path("", include("helpdesk.playbooks.urls")),
 ]

@@ -167,3 +167,29 @@ def dumps(value: object) -> str:
     """``value`` as JSON, written as the API writes it (schemas by their fields, times in ISO
     8601), so a script reads the same from ``--json`` and from the API."""
     return json.dumps(value, indent=2, cls=NinjaJSONEncoder)
+
+
+# --- acting as someone: ``--as USERNAME`` and ``--json`` ----------------------------------------
+
+REFUSED = 2
+
+
+def add_common_options(parser) -> None:
+    """``--as USERNAME`` and ``--json``, which every acting subcommand takes."""
+    parser.add_argument("--as", dest="as_user", default=None, metavar="USERNAME",
+                        help="Act as this user, with their role (default: the shell's Admin).")  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="JSON, as the API answers.")
+
+
+def command_actor(name: str, username: str | None):
+    """The actor a command acts as: ``username`` with their role, or the shell's Admin."""
+    from django.contrib.auth import get_user_model
+
+    from portal.actors import Actor
+
+    if username is None:
+        return Actor.command(name)
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise CommandError(f"No user {username[:60]!r}; --as takes a username.", returncode=REFUSED)
+    return Actor.command(name, user=user)

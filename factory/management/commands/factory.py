@@ -28,7 +28,6 @@ import json as jsonlib
 from functools import partial
 from typing import Any, NoReturn, TextIO, cast
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 from rich.table import Table
@@ -49,8 +48,15 @@ from factory.schemas import (
 )
 from factory.services import creation, sandbox, templates
 from factory.services.refusals import FactoryRefused
-from portal.actors import Actor
-from portal.cli import InlineJob, JobProgress, dumps, refusals_as_command_errors, watch_job
+from portal.cli import (
+    InlineJob,
+    JobProgress,
+    add_common_options,
+    command_actor,
+    dumps,
+    refusals_as_command_errors,
+    watch_job,
+)
 
 REFUSED = 2
 POLL_SECONDS = 0.3
@@ -88,7 +94,7 @@ class Command(BaseCommand):
         width = None if out.isatty() else 200  # piped: wide lines, not 80-column wrapping
         self.console = Console(file=out, highlight=False, soft_wrap=True, width=width)
         self.err = Console(file=err, highlight=False, soft_wrap=True)
-        self.actor = _actor(f"factory {command}", options.pop("as_user", None))
+        self.actor = command_actor(f"factory {command}", options.pop("as_user", None))
         with refusals_as_command_errors(REFUSED):
             getattr(self, f"_{command}")(**options)
 
@@ -303,18 +309,7 @@ def _config_options(parser, *, name: bool = True) -> None:
         help="A field of the configuration (repeat for more): slug=acme-memory, owner=Acme, "
         "settings.max_keys=500, resources.replicas=2, secrets='API_KEY=x;OTHER=y'.",
     )  # fmt: skip
-    parser.add_argument("--as", dest="as_user", default=None, metavar="USERNAME",
-                        help="Act as this user, with their role (default: the shell's Admin).")  # fmt: skip
-    parser.add_argument("--json", action="store_true", help="JSON, as the API answers.")
-
-
-def _actor(name: str, username: str | None) -> Actor:
-    if username is None:
-        return Actor.command(name)
-    user = get_user_model().objects.filter(username=username).first()
-    if user is None:
-        raise CommandError(f"No user {username[:60]!r}; --as takes a username.", returncode=REFUSED)
-    return Actor.command(name, user=user)
+    add_common_options(parser)
 
 
 def _config(sets: list[str]) -> dict[str, Any]:

@@ -22,14 +22,12 @@ from __future__ import annotations
 import json as jsonlib
 from typing import Any, TextIO, cast
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from portal.actors import Actor
-from portal.cli import dumps, refusals_as_command_errors
+from portal.cli import add_common_options, command_actor, dumps, refusals_as_command_errors
 from servicing import services
 from servicing.management import upgrades_cli, windows_cli
 from servicing.models import Release
@@ -52,7 +50,7 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="command", required=True)
         listing = sub.add_parser("releases", help="The releases, newest version first.")
         listing.add_argument("--agent", metavar="SLUG", help="Only those that apply to it.")
-        _common(listing)
+        add_common_options(listing)
         publish = sub.add_parser("publish", help="Publish a release (Admin).")
         publish.add_argument("version", help="MAJOR.MINOR.PATCH, e.g. 1.1.0 or 1.1.0-rc.1.")
         publish.add_argument("--artifact", required=True,
@@ -64,7 +62,7 @@ class Command(BaseCommand):
         publish.add_argument("--changelog", default="", help="What changed.")
         publish.add_argument("--config", metavar="JSON", default=None,
                              help="agentd config keys it changes by default, as a JSON object.")  # fmt: skip
-        _common(publish)
+        add_common_options(publish)
         for action, text in (
             ("bad", "Mark a release bad (Operator); it is pinned too."),
             ("pin", "Pin a release (Admin): no upgrade takes an agent to it."),
@@ -73,15 +71,15 @@ class Command(BaseCommand):
             acting = sub.add_parser(action, help=text)
             acting.add_argument("release", metavar="RELEASE", help="Its id, or its version.")
             acting.add_argument("--reason", required=True, help="Why; kept in the audit trail.")
-            _common(acting)
-        upgrades_cli.add_parsers(sub, _common)
-        windows_cli.add_parsers(sub, _common)
+            add_common_options(acting)
+        upgrades_cli.add_parsers(sub, add_common_options)
+        windows_cli.add_parsers(sub, add_common_options)
 
     def handle(self, *args, command: str, **options) -> None:
         out = cast("TextIO", self.stdout._out)
         width = None if out.isatty() else 200  # piped: wide lines, not 80-column wrapping
         self.console = Console(file=out, highlight=False, soft_wrap=True, width=width)
-        self.actor = _actor(f"servicing {command}", options.pop("as_user", None))
+        self.actor = command_actor(f"servicing {command}", options.pop("as_user", None))
         with refusals_as_command_errors(REFUSED):
             if command in PIN_ACTIONS:
                 self._act(command, **options)
@@ -136,21 +134,6 @@ class Command(BaseCommand):
             return
         label = f"{changed.version} ({_scope(changed)}, #{changed.pk})"
         self.console.print(DONE[action].format(release=label), markup=False)
-
-
-def _common(parser) -> None:
-    parser.add_argument("--as", dest="as_user", default=None, metavar="USERNAME",
-                        help="Act as this user, with their role (default: the shell's Admin).")  # fmt: skip
-    parser.add_argument("--json", action="store_true", help="JSON, as the API answers.")
-
-
-def _actor(name: str, username: str | None) -> Actor:
-    if username is None:
-        return Actor.command(name)
-    user = get_user_model().objects.filter(username=username).first()
-    if user is None:
-        raise CommandError(f"No user {username[:60]!r}; --as takes a username.", returncode=REFUSED)
-    return Actor.command(name, user=user)
 
 
 def _config(text: str | None) -> Any:

@@ -1,0 +1,5 @@
+"""The actions pages, under /helpdesk/ (included by ``helpdesk.urls``)."""
+
+from __future__ import annotations
+
+urlpatterns: list = []

@@ -1,0 +1,1 @@
+"""Playbooks: runbooks as versioned data, dry-run, then run against a customer as a workflow with approvals for destructive steps."""

@@ -1,0 +1,5 @@
+"""The tickets pages, under /helpdesk/ (included by ``helpdesk.urls``)."""
+
+from __future__ import annotations
+
+urlpatterns: list = []
