@@ -4,6 +4,11 @@ Short-term keys live in the process, each with a time to live, and are gone when
 stops. Long-term keys live in files under ``<data dir>/memory/``, one per key (named by the
 key's SHA-256, holding the key and its value), written atomically (a temporary file, then
 ``os.replace``), so they survive restarts and a crash never leaves half a value.
+
+A key put by a task that carries a customer is kept as that customer's (the customer is stored
+beside the value), so ``forget_customer`` (the help desk's "clear cache") deletes exactly the
+keys of the task's customer, in both scopes, and answers how many. Keys stay one namespace: a
+key is the same key whoever reads it, as the agents sharing a memory expect.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from . import checks
 from .base import Handler, HandlerContext, Invalid, Settings, Task, TaskError
 
 OPS = ("put", "get", "forget", "keys")
+# An operator's op, not one agents use (so not offered in OPS' error message): forget every key
+# of the task's customer.
+FORGET_CUSTOMER = "forget_customer"
 SCOPES = ("short", "long")
 MAX_KEY_LENGTH = 200
 VALUE_SUFFIX = ".json"
@@ -51,9 +59,9 @@ class MemoryHandler(Handler):
         self._default_ttl = settings["default_ttl_seconds"]
         self._max_keys = settings["max_keys"]
         self._max_value_bytes = settings["max_value_bytes"]
-        # key -> (monotonic deadline, value as JSON text): a stored value cannot be changed by
-        # whoever holds the decoded one.
-        self._short: dict[str, tuple[float, str]] = {}
+        # key -> (monotonic deadline, value as JSON text, customer or ""): a stored value cannot
+        # be changed by whoever holds the decoded one.
+        self._short: dict[str, tuple[float, str, str]] = {}
         self._directory = context.data_dir / "memory"
         try:
             self._directory.mkdir(parents=True, exist_ok=True)
@@ -65,6 +73,8 @@ class MemoryHandler(Handler):
 
     def handle(self, task: Task) -> dict[str, Any]:
         payload = task.payload
+        if payload.get("op") == FORGET_CUSTOMER:
+            return self._forget_customer(task.customer)
         try:
             op = checks.choice("op", checks.value_of(payload, "op"), OPS)
             scope = checks.choice("scope", payload.get("scope") or "short", SCOPES)
@@ -74,14 +84,14 @@ class MemoryHandler(Handler):
         except Invalid as exc:
             raise TaskError(str(exc)) from exc
         if op == "put":
-            return self._put(key, scope, payload)
+            return self._put(key, scope, payload, task.customer)
         if op == "get":
             found, value = self._get(key, scope)
             return {"op": op, "key": key, "scope": scope, "found": found, "value": value}
         forgotten = self._forget(key, scope)
         return {"op": op, "key": key, "scope": scope, "forgotten": forgotten}
 
-    def _put(self, key: str, scope: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def _put(self, key: str, scope: str, payload: dict[str, Any], customer: str) -> dict[str, Any]:
         if "value" not in payload:
             raise TaskError("value is missing: put stores the payload's value (any JSON)")
         text = json.dumps(payload["value"], separators=(",", ":"))
@@ -94,7 +104,7 @@ class MemoryHandler(Handler):
         if scope == "long":
             if ttl is not None:
                 raise TaskError("ttl_seconds applies to short-term keys only (scope short)")
-            self._put_long(key, text)
+            self._put_long(key, text, customer)
             return {"op": "put", "key": key, "scope": scope, "stored": True}
         try:
             ttl = (
@@ -105,7 +115,7 @@ class MemoryHandler(Handler):
         self._drop_expired()
         if key not in self._short and len(self._short) >= self._max_keys:
             raise TaskError(self._full_message("short-term"))
-        self._short[key] = (time.monotonic() + ttl, text)
+        self._short[key] = (time.monotonic() + ttl, text, customer)
         return {"op": "put", "key": key, "scope": scope, "stored": True, "expires_in_seconds": ttl}
 
     def _get(self, key: str, scope: str) -> tuple[bool, Any]:
@@ -130,6 +140,28 @@ class MemoryHandler(Handler):
         self._drop_expired()
         return self._short.pop(key, None) is not None
 
+    def _forget_customer(self, customer: str) -> dict[str, Any]:
+        """Delete every key the customer's tasks put, in both scopes; answers how many."""
+        if not customer:
+            raise TaskError(
+                "forget_customer deletes the keys of the task's customer: send the task with a "
+                "customer field"
+            )
+        self._drop_expired()
+        short = [key for key, entry in self._short.items() if entry[2] == customer]
+        for key in short:
+            del self._short[key]
+        long = 0
+        for path in self._value_files():
+            record = self._read_record(path)
+            if record is not None and record.get("customer") == customer:
+                path.unlink(missing_ok=True)
+                long += 1
+        return {
+            "op": FORGET_CUSTOMER, "customer": customer, "short": len(short), "long": long,
+            "deleted": len(short) + long,
+        }  # fmt: skip
+
     def _keys(self, scope: str) -> list[str]:
         if scope == "short":
             self._drop_expired()
@@ -141,12 +173,13 @@ class MemoryHandler(Handler):
                 keys.append(stored[0])
         return sorted(keys)
 
-    def _put_long(self, key: str, value_text: str) -> None:
+    def _put_long(self, key: str, value_text: str, customer: str) -> None:
         path = self._path(key)
         if not path.exists() and len(self._value_files()) >= self._max_keys:
             raise TaskError(self._full_message("long-term"))
         # The key is stored beside the value: the file name is only its hash.
-        record = f'{{"key":{json.dumps(key)},"value":{value_text}}}'
+        owner = f',"customer":{json.dumps(customer)}' if customer else ""
+        record = f'{{"key":{json.dumps(key)},"value":{value_text}{owner}}}'
         try:
             descriptor, temporary = tempfile.mkstemp(
                 dir=self._directory, prefix=".", suffix=TEMPORARY_SUFFIX
@@ -164,13 +197,19 @@ class MemoryHandler(Handler):
             raise TaskError(f"cannot store long-term key {key!r}: {exc.strerror}") from exc
 
     def _read_long(self, path: Path) -> tuple[str, Any] | None:
+        record = self._read_record(path)
+        if record is None:
+            return None
+        return record["key"], record["value"]
+
+    def _read_record(self, path: Path) -> dict[str, Any] | None:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
             raise TaskError(f"cannot read long-term value file {path.name}: {exc}") from exc
-        return record["key"], record["value"]
+        return record
 
     def _value_files(self) -> list[Path]:
         return [
@@ -184,7 +223,7 @@ class MemoryHandler(Handler):
 
     def _drop_expired(self) -> None:
         now = time.monotonic()
-        for key in [key for key, (deadline, _) in self._short.items() if deadline <= now]:
+        for key in [key for key, (deadline, *_) in self._short.items() if deadline <= now]:
             del self._short[key]
 
     def _full_message(self, scope_name: str) -> str:
