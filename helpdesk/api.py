@@ -9,8 +9,8 @@ from __future__ import annotations
 from django.http import HttpRequest
 from ninja import Router
 
-from helpdesk import customers
-from helpdesk.schemas import SearchResults, search_out
+from helpdesk import customers, overview
+from helpdesk.schemas import Overview, SearchResults, overview_out, search_out
 from portal.actors import Actor
 from portal.schemas import Problem
 
@@ -27,3 +27,15 @@ READ = {400: Problem, 403: Problem, 404: Problem}
 def search(request: HttpRequest, q: str = "", limit: int = customers.SEARCH_LIMIT):
     actor = Actor.from_request(request)
     return search_out(customers.search_customers(actor, q, limit))
+
+
+@router.get(
+    f"{ROOT}/customers/{{customer_id}}/overview",
+    response={200: Overview, **READ},
+    summary="One customer: profile, agents, recent issues, the last 50 interactions, events",
+)
+def customer_overview(request: HttpRequest, customer_id: str, failures: bool = False):
+    actor = Actor.from_request(request)
+    customers.require_viewer(actor)
+    found = customers.get_customer(customer_id)
+    return overview_out(overview.customer_overview(actor, found, failures_only=failures))

@@ -79,6 +79,11 @@ class Customer(models.Model):
         return self.key
 
     @property
+    def monthly_amount(self) -> str:
+        """What the customer pays a month, in dollars: "2,499.00"."""
+        return f"{self.monthly_amount_cents / 100:,.2f}"
+
+    @property
     def on_trial(self) -> bool:
         return self.status == SubscriptionStatus.TRIALING
 

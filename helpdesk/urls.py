@@ -8,6 +8,7 @@ app_name = "helpdesk"
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("customers/<str:key>/", views.customer, name="customer"),
     path("", include("helpdesk.tickets.urls")),
     path("", include("helpdesk.detective.urls")),
     path("", include("helpdesk.actions.urls")),
