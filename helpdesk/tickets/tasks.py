@@ -1,0 +1,13 @@
+"""The tickets' Celery task: send one outbox change (ids in, one service call)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from helpdesk.tickets import outbox
+
+
+@shared_task(name="helpdesk.send_ticket_change")
+def send_ticket_change(change_id: int) -> dict:
+    result = outbox.send_change(change_id)
+    return {"change": result.change_id, "outcome": result.outcome, "detail": result.detail}

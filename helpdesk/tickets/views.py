@@ -1,0 +1,135 @@
+"""The tickets panel's actions (htmx posts from the customer overview): create, create from a
+diagnosis, link, update, resolve. Each reads the form, calls one service and answers the
+re-rendered panel with a toast; without htmx it redirects to the customer's page."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from helpdesk.customers import get_customer, require_viewer
+from helpdesk.models import Customer
+from helpdesk.tickets import panel, services
+from portal import roles
+from portal.actors import Actor
+from portal.htmx import answers_refusals, htmx_partial
+
+PANEL = "helpdesk/tickets/_panel.html"
+
+
+def _back(key: str = "", **kwargs) -> str:
+    return reverse("helpdesk:customer", args=[key]) if key else "/helpdesk/"
+
+
+def _actor(request: HttpRequest) -> Actor:
+    actor = Actor.from_request(request)
+    require_viewer(actor)
+    return actor
+
+
+def _context(actor: Actor, customer: Customer) -> dict:
+    return {
+        "customer": customer,
+        "can_operate": actor.has(roles.OPERATE),
+        **panel.panel_context(actor, customer),
+    }
+
+
+def _answer(request: HttpRequest, actor: Actor, customer: Customer, said: str) -> HttpResponse:
+    if not htmx_partial(request):
+        from django.contrib import messages
+
+        messages.success(request, said)
+        return redirect(_back(customer.key))
+    html = render_to_string(PANEL, _context(actor, customer), request)
+    html += render_to_string(
+        "portal/toast.html", {"toast": said, "toast_level": "success"}, request
+    )
+    return HttpResponse(html)
+
+
+@require_GET
+@answers_refusals(_back)
+def tickets_panel(request: HttpRequest, key: str) -> HttpResponse:
+    """The panel alone (htmx refresh) or on a page of its own."""
+    actor = _actor(request)
+    customer = get_customer(key)
+    context = _context(actor, customer)
+    if htmx_partial(request):
+        return render(request, PANEL, context)
+    return render(request, "helpdesk/tickets/page.html", context)
+
+
+@require_POST
+@answers_refusals(_back)
+def create(request: HttpRequest, key: str) -> HttpResponse:
+    actor = _actor(request)
+    customer = get_customer(key)
+    diagnosis = None
+    if request.POST.get("diagnosis_id"):
+        diagnosis = services.get_diagnosis(customer, request.POST["diagnosis_id"])
+    ticket = services.create_ticket(
+        actor, customer, request.POST.get("system", ""), request.POST.get("subject", ""),
+        request.POST.get("body", ""), diagnosis,
+    )  # fmt: skip
+    return _answer(
+        request, actor, customer, f"Creating “{ticket.subject}” in {ticket.get_system_display()}…"
+    )
+
+
+@require_POST
+@answers_refusals(_back)
+def create_from_diagnosis(request: HttpRequest, key: str, diagnosis_id: int) -> HttpResponse:
+    actor = _actor(request)
+    customer = get_customer(key)
+    diagnosis = services.get_diagnosis(customer, diagnosis_id)
+    ticket = services.create_ticket(
+        actor, customer, request.POST.get("system", ""), request.POST.get("subject", ""),
+        request.POST.get("body", ""), diagnosis,
+    )  # fmt: skip
+    return _answer(
+        request, actor, customer,
+        f"Creating a {ticket.get_system_display()} ticket from diagnosis #{diagnosis.pk}…",
+    )  # fmt: skip
+
+
+@require_POST
+@answers_refusals(_back)
+def link(request: HttpRequest, key: str) -> HttpResponse:
+    actor = _actor(request)
+    customer = get_customer(key)
+    ticket = services.link_ticket(
+        actor, customer, request.POST.get("system", ""), request.POST.get("number", "")
+    )
+    return _answer(request, actor, customer, f"Linked {ticket.number}.")
+
+
+@require_POST
+@answers_refusals(_back)
+def update(request: HttpRequest, key: str, ticket_id: int) -> HttpResponse:
+    actor = _actor(request)
+    customer = get_customer(key)
+    ticket = services.get_ticket(ticket_id, customer=customer)
+    status = request.POST.get("status") or None
+    assignee = request.POST.get("assignee")
+    if assignee is not None and assignee.strip() == ticket.assignee:
+        assignee = None  # the form shows the current assignee: unchanged means no change
+    ticket = services.update_ticket(
+        actor, ticket, status=None if status == ticket.status else status,
+        assignee=assignee, comment=request.POST.get("comment") or None,
+    )  # fmt: skip
+    return _answer(request, actor, customer, f"{ticket.number or 'Ticket'} updated; sending…")
+
+
+@require_POST
+@answers_refusals(_back)
+def resolve(request: HttpRequest, key: str, ticket_id: int) -> HttpResponse:
+    actor = _actor(request)
+    customer = get_customer(key)
+    ticket = services.get_ticket(ticket_id, customer=customer)
+    keep = request.POST.get("keep", "")
+    ticket = services.resolve_conflict(actor, ticket, keep)
+    return _answer(request, actor, customer, f"{ticket.number}: kept {keep}.")
