@@ -1,8 +1,11 @@
-"""What the help desk's detective register when the app is ready (API routers, lookups, workflow
-step kinds, sweeps); called from ``HelpdeskConfig.ready``."""
+"""What the help desk's detective registers when the app is ready: its API routes; called from
+``HelpdeskConfig.ready``."""
 
 from __future__ import annotations
 
 
 def register() -> None:
-    pass
+    from helpdesk.detective import api
+    from portal import extensions
+
+    extensions.add_api_router(api.router)

@@ -1,0 +1,145 @@
+"""The pieces detectors build candidates from: a candidate cause, its evidence lines with links,
+its fix, and the small readings of signals several detectors share."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.urls import reverse
+
+from agents.models import Agent, State
+from helpdesk.detective.signals import AgentSignals
+
+# The fixes a diagnosis may offer, each done by ``helpdesk.actions.services.run_action``.
+FIX_ACTIONS = (
+    "restart-agent",
+    "scale-agent",
+    "clear-cache",
+    "reset-trial",
+    "resend-email",
+    "grant-access",
+    "redrive-dead-letters",
+    "rollback-version",
+    "rollback-config",
+)
+
+AUTH_PATTERN = re.compile(
+    r"\b(?:401|403)\b|unauthori[sz]ed|forbidden|invalid[ _-](?:api[ _-]?)?(?:key|token|credential)"
+    r"|authenticat\w*[ _-](?:fail|error|required)|(?:token|credentials?|key)[ _-](?:expired|revoked)"
+    r"|expired[ _-](?:token|credential|key)|access[ _-]denied|permission[ _-]denied"
+    r"|bad credentials|not authenticated",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class Candidate:
+    cause: str
+    title: str
+    score: float  # evidence strength (0..1+), before the symptom's weight
+    evidence: list[dict] = field(default_factory=list)
+    fix: dict | None = None
+    agent: str = ""  # the agent the cause is about ("" for the customer's account)
+
+    def as_dict(self, confidence: float) -> dict:
+        return {
+            "cause": self.cause,
+            "title": self.title,
+            "confidence": round(confidence, 3),
+            "score": round(self.score, 3),
+            "agent": self.agent,
+            "evidence": self.evidence,
+            "fix": self.fix,
+        }
+
+
+def line(text: str, figure: object = None, link: str = "") -> dict:
+    item: dict = {"text": text}
+    if figure is not None:
+        item["figure"] = figure
+    if link:
+        item["link"] = link
+    return item
+
+
+def fix(action: str, agent: str, label: str, **params: object) -> dict:
+    assert action in FIX_ACTIONS, action
+    return {"action": action, "agent": agent, "params": params, "label": label}
+
+
+def agent_link(agent: Agent) -> str:
+    return reverse("agents:detail", args=[agent.slug])
+
+
+def queue_link(agent: Agent) -> str:
+    return reverse("queues:detail", args=[f"agents:{agent.slug}:tasks"])
+
+
+def error_link(error_id: int) -> str:
+    return reverse("agents:error", args=[error_id])
+
+
+def upgrade_link(upgrade_id: int) -> str:
+    return reverse("servicing:upgrade", args=[upgrade_id])
+
+
+def ago(now: datetime, moment: datetime | None) -> str:
+    if moment is None:
+        return "never"
+    seconds = max(0.0, (now - moment).total_seconds())
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86_400:.0f} days ago"
+
+
+def expected_up(a: AgentSignals) -> bool:
+    """The agent should be serving (it is running or fell over), as opposed to never deployed,
+    stopped by someone, or revoked."""
+    return a.agent.state in (State.RUNNING, State.ERRORED, State.DEPLOYED)
+
+
+def log_tail(a: AgentSignals, count: int = 3, pattern: re.Pattern | None = None) -> list[dict]:
+    lines = [t for t in a.log_lines if pattern is None or pattern.search(t)]
+    return [line(text[:300], link=agent_link(a.agent)) for text in lines[-count:]]
+
+
+def failure_rise(a: AgentSignals, moment: datetime) -> tuple[float, float, int]:
+    """(failure share before ``moment``, after it, failures after) from the buckets."""
+    before, after = a.before(moment), a.since(moment)
+    return before.failure_share, after.failure_share, after.failed
+
+
+def recent_crashes(a: AgentSignals, now: datetime, within: timedelta = timedelta(hours=1)) -> list:
+    return [t for t in a.transitions if t.action == "fail" and t.at >= now - within]
+
+
+def had_oom(a: AgentSignals, now: datetime) -> bool:
+    if (a.agent.last_exit or {}).get("oom") and a.agent.state == State.ERRORED:
+        return True
+    if any(e.rule == "out_of_memory" for e in a.errors):
+        return True
+    return any((t.details or {}).get("oom") for t in recent_crashes(a, now))
+
+
+def changed_config_at(a: AgentSignals, now: datetime, within: timedelta) -> datetime | None:
+    moment = a.agent.config_changed_at
+    if moment is None or a.agent.previous_config is None or moment < now - within:
+        return None
+    return moment
+
+
+def upgraded_at(a: AgentSignals, now: datetime, within: timedelta):
+    """The newest upgrade that took the agent to the version it runs, and when it did."""
+    for upgrade in a.upgrades:
+        if upgrade.to_version != a.agent.version or upgrade.status in ("rolled_back", "aborted"):
+            continue
+        moment = upgrade.finished_at or upgrade.started_at or upgrade.created_at
+        if moment >= now - within:
+            return upgrade, moment
+    return None, None
