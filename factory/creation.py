@@ -29,6 +29,7 @@ from agents.workflows.kinds import Done, Failed, Result, StepContext, StepKind, 
 from agents.workflows.steps import AgentTask, LifecycleAction, agent_redis
 from factory.models import Draft, SandboxRun
 from factory.services import drafts, sandbox, validation
+from portal import extensions
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,10 @@ class Register(StepKind):
         try:
             with transaction.atomic():
                 agent = agent_services.register_agent(new, ctx.actor)
+                # A Customer-tier agent whose owner names a help-desk customer is theirs.
+                extensions.lookup(
+                    "link_customer_agent", agent=agent, owner=new.owner_team, actor=ctx.actor
+                )
                 ctx.save_state(agent=agent.slug)
         except ActionRefused as refused:
             return Failed(refused.message, retryable=False)

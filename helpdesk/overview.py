@@ -19,7 +19,7 @@ from django.db.models.functions import TruncDay
 from django.urls import reverse
 from django.utils import timezone
 
-from agents.models import Agent, AgentError, AgentTransition
+from agents.models import Agent, AgentError, AgentTransition, State
 from helpdesk.customers import require_viewer
 from helpdesk.models import AccessGrant, Contact, Customer, Interaction, Outcome, Ticket
 from observability.queues import catalog, figures
@@ -121,6 +121,7 @@ def customer_overview(actor: Actor, customer: Customer, *, failures_only: bool =
         customer.email = mask_email(customer.email) if customer.email else ""
     agents = list(
         Agent.objects.filter(customer_link__customer=customer)
+        .exclude(state=State.REVOKED)
         .annotate(
             open_errors=Count("errors", filter=Q(errors__status__in=AgentError.OPEN_STATUSES))
         )

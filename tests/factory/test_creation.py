@@ -114,3 +114,21 @@ def test_keep_on_failure_leaves_what_was_made_for_debugging(catalog, operator_ac
     creation.cancel(creation.sync(Draft.objects.get(pk=draft.pk)), operator_actor)
     assert drive(run).status == RunStatus.ROLLED_BACK
     assert not Agent.objects.filter(slug="acme-kept").exists()
+
+
+def test_a_customer_agent_is_linked_to_the_help_desk_customer_its_owner_names(
+    catalog, operator_actor, redis_client
+) -> None:
+    from helpdesk.models import Customer, CustomerAgent
+
+    acme = Customer.objects.create(key="acme-corp", company_name="Acme Corp")
+    draft = new_draft(catalog["blank"], operator_actor, name="Acme Helper", slug="acme-helper",
+                      tier="customer", owner="acme corp")  # fmt: skip
+    run = drive(creation.create(draft, operator_actor).run)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert CustomerAgent.objects.get(agent__slug="acme-helper").customer == acme
+    # An owner that names no customer makes an agent of nobody's.
+    other = new_draft(catalog["blank"], operator_actor, name="Initech Helper",
+                      slug="initech-helper", tier="customer", owner="Initech")  # fmt: skip
+    assert drive(creation.create(other, operator_actor).run).status == RunStatus.SUCCEEDED
+    assert not CustomerAgent.objects.filter(agent__slug="initech-helper").exists()
