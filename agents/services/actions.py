@@ -105,7 +105,7 @@ def check_action(
             "unknown",
         )
     check = ActionCheck(action, True)
-    if not actor.has(roles.OPERATE):
+    if not may_operate(actor, agent):
         check.allowed, check.code = False, "forbidden"
         check.message = f"You cannot {action} agents: it needs the Operator role and you are {actor.role or 'without a role'}."
         return check
@@ -147,6 +147,18 @@ def check_action(
             if dependent.state in (State.RUNNING, State.SUSPENDED)
         ]
     return check
+
+
+def may_operate(actor: Actor, agent: Agent) -> bool:
+    """Whether ``actor`` may take lifecycle actions on ``agent``: the Operator role, or the
+    Operator role scoped to this agent (the help desk's temporary access, asked through the
+    ``scoped_role`` lookup: agents does not import the help desk)."""
+    if actor.has(roles.OPERATE):
+        return True
+    if actor.user is None or actor.assumed_role:
+        return False
+    scoped = extensions.lookup("scoped_role", user=actor.user, agent=agent)
+    return scoped in roles.ROLES and roles.role_allows(scoped, roles.OPERATE)
 
 
 def pinned_version(agent: Agent) -> str:
@@ -213,7 +225,8 @@ def _request_action(
         raise ActionRefused(
             f"{action!r} is not an action; use one of {', '.join(ACTIONS)}.", code="unknown"
         )
-    actor.require(roles.OPERATE, f"{action} agents")
+    if not may_operate(actor, agent):
+        actor.require(roles.OPERATE, f"{action} agents")
     try:
         operation = _record_request(
             agent, action, actor, reason, with_dependencies, confirm, enqueue

@@ -14,8 +14,8 @@ from helpdesk.refusals import HelpdeskRefused
 from observability.queues.models import RedriveJob
 from portal.models import AuditEntry
 from tests.agentd.test_handlers import ask
-from tests.helpdesk.actions_kit import (  # noqa: F401 (fixtures)
-    agent_root,
+from tests.helpdesk import actions_kit as kit
+from tests.helpdesk.actions_kit import (
     bring_up,
     dead_letter,
     link_agent,
@@ -23,6 +23,8 @@ from tests.helpdesk.actions_kit import (  # noqa: F401 (fixtures)
     run_pending_operations,
 )
 from tests.helpdesk.conftest import make_customer
+
+agent_root = kit.agent_root  # a fixture
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("agent_root")]
 
