@@ -164,6 +164,12 @@ def _sent(change: TicketChange, ticket: Ticket, remote: RemoteTicket, now: datet
             setattr(ticket, name, value[:300] if name == "subject" else value[:200])
         ticket.sync_state = SyncState.IN_SYNC
         ticket.sync_problem = ""
+    elif ticket.sync_state == SyncState.CONFLICT:
+        # Our comment moved the remote's version: their side is what the remote now holds.
+        ticket.conflict = {
+            **ticket.conflict,
+            "theirs": {**remote.fields(), "version": remote.version},
+        }
     ticket.remote_version = remote.version
     ticket.last_synced_at = now
     ticket.save()
@@ -249,11 +255,3 @@ def send_due(now: datetime | None = None, limit: int = SEND_BATCH) -> list[SendR
         if all(results[change_id].outcome == "waiting" for change_id in due):
             break
     return list(results.values())
-
-
-def sweep() -> None:
-    """Enqueue every due change (the beat's sweep; postponed and retried ones come back here)."""
-    from helpdesk.tickets.tasks import send_ticket_change
-
-    for change_id in due_changes():
-        send_ticket_change.delay(change_id)

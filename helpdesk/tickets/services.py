@@ -256,6 +256,9 @@ def create_ticket(
             idempotency_key=key,
         )
         _enqueue(change)
+        TicketComment.objects.create(
+            ticket=ticket, author=actor.label[:200], body=body_text, from_portal=True
+        )
         record_audit(
             actor, "helpdesk.ticket_create", target=f"{customer.key}/{system}",
             ticket=ticket.pk, subject=subject_text, diagnosis=diagnosis.pk if diagnosis else None,

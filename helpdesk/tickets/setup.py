@@ -6,10 +6,10 @@ from __future__ import annotations
 
 def register() -> None:
     from helpdesk import tasks
-    from helpdesk.tickets import api, outbox
-    from helpdesk.tickets import tasks as ticket_tasks  # noqa: F401 (registers the task)
+    from helpdesk.tickets import api
+    from helpdesk.tickets import tasks as ticket_tasks
     from portal import extensions
 
     extensions.add_api_router(api.router)
-    if outbox.sweep not in tasks.SWEEPS:
-        tasks.SWEEPS.append(outbox.sweep)
+    if ticket_tasks.sweep not in tasks.SWEEPS:
+        tasks.SWEEPS.append(ticket_tasks.sweep)
