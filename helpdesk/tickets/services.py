@@ -390,6 +390,12 @@ def update_ticket(
                 "first (`helpdesk tickets resolve ID --keep theirs|ours`).",
                 "conflict",
             )
+        if ticket.external_id.startswith("pending-") and not _has_pending(ticket):
+            raise HelpdeskRefused(
+                f"This ticket never reached {ticket.get_system_display()} ({ticket.sync_problem}); "
+                "create it again.",
+                "conflict",
+            )
         changes = {k: v for k, v in changes.items() if getattr(ticket, k) != v}
         if not changes and not comment_text:
             raise HelpdeskRefused(

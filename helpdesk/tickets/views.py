@@ -9,6 +9,7 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
 
 from helpdesk.customers import get_customer, require_viewer
 from helpdesk.models import Customer
@@ -52,6 +53,7 @@ def _answer(request: HttpRequest, actor: Actor, customer: Customer, said: str) -
 
 
 @require_GET
+@vary_on_headers("HX-Request")
 @answers_refusals(_back)
 def tickets_panel(request: HttpRequest, key: str) -> HttpResponse:
     """The panel alone (htmx refresh) or on a page of its own."""

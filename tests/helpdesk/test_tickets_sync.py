@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
@@ -415,18 +416,22 @@ def test_an_incoming_change_during_a_conflict_updates_their_side_only(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_webhook_over_real_http_reaches_the_portal(zendesk, operator_actor, acme, live_server):
+def test_the_fake_calls_our_webhook_over_real_http(zendesk, operator_actor, acme, live_server):
     import requests
 
     ticket = _created(operator_actor, acme)
-    zendesk.change_behind(int(ticket.external_id), status="pending")
-    body, headers = zendesk.webhook(int(ticket.external_id))
+    zendesk.webhook_url = f"{live_server.url}/api/platform/helpdesk/webhooks/zendesk"
     answer = requests.post(
-        f"{live_server.url}/api/platform/helpdesk/webhooks/zendesk", data=body,
-        headers={**headers, "Content-Type": "application/json"}, timeout=10,
-    )  # fmt: skip
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["result"] == "applied"
+        f"{settings.ZENDESK_URL}/_fake/change",
+        json={"ticket": ticket.number, "status": "pending", "comment": "Waiting on the customer"},
+        timeout=10,
+    )
+    assert answer.json()["webhook_status"] == 200
+    ticket.refresh_from_db()
+    assert ticket.status == "pending"
+    assert ticket.comments.filter(body="Waiting on the customer", from_portal=False).exists()
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.result == "applied" and delivery.source == "127.0.0.1"
 
 
 # --- off ----------------------------------------------------------------------------------------
@@ -444,3 +449,61 @@ def test_a_system_that_is_off_says_so(systems_off, operator_actor, acme):
                            content_type="application/json")  # fmt: skip
     assert answer.status_code == 503 and answer.json()["code"] == "unavailable"
     assert not Ticket.objects.exists() and not TicketChange.objects.exists()
+
+
+# --- reads and sends that fail ------------------------------------------------------------------
+
+
+def test_a_link_while_rate_limited_says_when_to_try_again(zendesk, operator_actor, acme):
+    remote = zendesk.add_ticket("Slow")
+    zendesk.rate_limit_next(retry_after=45)
+    with pytest.raises(HelpdeskRefused) as refused:
+        services.link_ticket(operator_actor, acme, "zendesk", str(remote["id"]))
+    assert refused.value.code == "rate_limited" and "45 s" in refused.value.message
+    assert not Ticket.objects.exists()
+
+
+def test_a_read_retries_a_5xx_with_backoff(jira, operator_actor, acme):
+    issue = jira.add_issue("Flaky")
+    jira.fail_next(503, times=2)
+    ticket = services.link_ticket(operator_actor, acme, "jira", issue["key"])
+    assert ticket.number == issue["key"]
+    assert [c["status"] for c in jira.calls("GET", "/issue/")][:3] == [503, 503, 200]
+
+
+def test_a_send_to_an_unreachable_remote_is_retried_with_backoff(
+    zendesk, settings, operator_actor, acme
+):
+    services.create_ticket(operator_actor, acme, "zendesk", "Down", "b")
+    zendesk.stop()
+    change = TicketChange.objects.get()
+    first = outbox.send_change(change.pk)
+    assert first.outcome == "retry" and "could not be reached" in first.detail
+    change.refresh_from_db()
+    wait = (change.next_attempt_at - timezone.now()).total_seconds()
+    assert 10 < wait <= outbox.backoff(1)
+    change.next_attempt_at = timezone.now()
+    change.save()
+    assert outbox.send_change(change.pk).outcome == "retry"
+    change.refresh_from_db()
+    assert change.attempts == 2 and (change.next_attempt_at - timezone.now()).total_seconds() > 20
+
+
+def test_a_ticket_that_never_reached_the_remote_cannot_be_updated(zendesk, operator_actor, acme):
+    ticket = services.create_ticket(operator_actor, acme, "zendesk", "Refused", "b")
+    zendesk.fail_next(422)
+    assert [r.outcome for r in outbox.send_due()] == ["failed"]
+    ticket.refresh_from_db()
+    assert ticket.sync_state == SyncState.FAILED
+    with pytest.raises(HelpdeskRefused) as refused:
+        services.update_ticket(operator_actor, ticket, status="open")
+    assert "create it again" in refused.value.message
+
+
+def test_an_update_queued_while_creating_goes_after_the_create(jira, operator_actor, acme):
+    ticket = services.create_ticket(operator_actor, acme, "jira", "Fast", "b")
+    services.update_ticket(operator_actor, ticket, status="In Progress")
+    assert [r.outcome for r in outbox.send_due()] == ["sent", "sent"]
+    ticket.refresh_from_db()
+    assert jira.issues[ticket.number]["fields"]["status"]["name"] == "In Progress"
+    assert ticket.sync_state == SyncState.IN_SYNC

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+import requests
 
 EMAIL = "portal@waooaw.test"
 TOKEN = "api-token-for-tests"
@@ -75,6 +76,10 @@ class FakeRemote:
                     "method": self.command, "path": url.path, "query": parse_qs(url.query),
                     "headers": dict(self.headers), "body": json.loads(raw) if raw else None,
                 }  # fmt: skip
+                if url.path.startswith("/_fake/"):  # the test's (or demo's) controls
+                    status, body, headers = fake.control(record)
+                    self._answer(status, body, headers)
+                    return
                 with fake.lock:
                     fake.requests.append(record)
                     if not fake.authorised(self.headers.get("Authorization", "")):
@@ -85,6 +90,9 @@ class FakeRemote:
                     else:
                         status, body, headers = fake.route(record)
                 record["status"] = status
+                self._answer(status, body, headers)
+
+            def _answer(self, status: int, body: Any, headers: dict[str, str]) -> None:
                 data = b"" if body is None else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -104,6 +112,37 @@ class FakeRemote:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+
+    # --- webhooks to the portal ----------------------------------------------------------------
+
+    webhook_url = ""  # where change_behind(..., notify=True) and the controls deliver
+
+    def send_webhook(self, delivery: tuple[bytes, dict[str, str]], url: str = "") -> int:
+        """Call the portal's webhook endpoint over HTTP with ``delivery``; its status."""
+        body, headers = delivery
+        answer = requests.post(
+            url or self.webhook_url, data=body,
+            headers={**headers, "Content-Type": "application/json"}, timeout=10,
+        )  # fmt: skip
+        return answer.status_code
+
+    def control(self, request: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        """``POST /_fake/change {"ticket", "status"|"assignee"|"comment"|...}``: a person
+        changes the ticket here, and the signed webhook goes to ``webhook_url`` (when set).
+        ``GET /_fake/state``: everything the fake holds."""
+        if request["method"] == "GET" and request["path"] == "/_fake/state":
+            return 200, self.state(), {}
+        if request["method"] == "POST" and request["path"] == "/_fake/change":
+            fields = dict(request["body"] or {})
+            ref = fields.pop("ticket")
+            self.change_behind(ref, **fields)
+            status = self.send_webhook(self.webhook(ref, comment=bool(fields.get("comment")))) \
+                if self.webhook_url else None  # fmt: skip
+            return 200, {"ticket": ref, "webhook_status": status}, {}
+        return 404, {"error": "no such control"}, {}
+
+    def state(self) -> dict[str, Any]:
+        raise NotImplementedError
 
     def authorised(self, header: str) -> bool:
         return header == "Basic " + base64.b64encode(self.auth_text().encode()).decode()
@@ -168,10 +207,10 @@ class FakeZendesk(FakeRemote):
             "author_id": author_id, "created_at": self.clock.strftime("%Y-%m-%dT%H:%M:%SZ"),
         }  # fmt: skip
 
-    def change_behind(self, ticket_id: int, *, comment: str = "", **fields: Any) -> dict:
+    def change_behind(self, ticket_id: int | str, *, comment: str = "", **fields: Any) -> dict:
         """A person changes the ticket on Zendesk: a new ``updated_at``."""
         with self.lock:
-            ticket = self.tickets[int(ticket_id)]
+            ticket = self.tickets[int(str(ticket_id).upper().removeprefix("ZD-"))]
             if "assignee" in fields:
                 email = fields.pop("assignee")
                 ticket["assignee_id"] = self.user(email) if email else None
@@ -181,6 +220,10 @@ class FakeZendesk(FakeRemote):
             ticket["updated_at"] = self.stamp()
             self.last_author[ticket["id"]] = HUMAN
             return ticket
+
+    def state(self) -> dict[str, Any]:
+        with self.lock:
+            return {"tickets": list(self.tickets.values())}
 
     def route(self, request: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
         method, path, body = request["method"], request["path"], request["body"] or {}
@@ -246,12 +289,12 @@ class FakeZendesk(FakeRemote):
         return 200, {"ticket": ticket, "audit": audit}, {}
 
     def webhook(
-        self, ticket_id: int, *, secret: str = ZENDESK_SECRET, delivery_id: str = "",
+        self, ticket_id: int | str, *, secret: str = ZENDESK_SECRET, delivery_id: str = "",
         comment: bool = False, timestamp: str = "", tamper: bool = False,
     ) -> tuple[bytes, dict[str, str]]:  # fmt: skip
         """The signed event delivery Zendesk sends about the ticket as it is now."""
         with self.lock:
-            ticket = dict(self.tickets[int(ticket_id)])
+            ticket = dict(self.tickets[int(str(ticket_id).upper().removeprefix("ZD-"))])
             last = self.comments[ticket["id"]][-1]
         detail = {
             "id": str(ticket["id"]), "status": str(ticket["status"]).upper(),
@@ -366,6 +409,10 @@ class FakeJira(FakeRemote):
     def _touch(self, key: str) -> None:
         self.issues[key]["fields"]["updated"] = self.stamp()
         self.last_author[key] = EMAIL
+
+    def state(self) -> dict[str, Any]:
+        with self.lock:
+            return {"issues": list(self.issues.values())}
 
     def route(self, request: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
         method, path, body = request["method"], request["path"], request["body"] or {}
@@ -509,3 +556,35 @@ def deliver(client, system: str, delivery: tuple[bytes, dict[str, str]]):
     return client.post(
         HOOK_PATH.format(system=system), data=body, content_type="application/json", **extra
     )
+
+
+def main() -> None:
+    """Run both fakes on their own (a demo or a browser test): prints the settings to give the
+    portal; ``POST /_fake/change`` on a fake changes a ticket there and calls the portal's
+    webhook, signed."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--portal", default="http://127.0.0.1:8000", help="The portal's base URL.")
+    args = parser.parse_args()
+    zendesk, jira = FakeZendesk(), FakeJira()
+    hooks = f"{args.portal.rstrip('/')}{HOOK_PATH}"
+    zendesk.webhook_url, jira.webhook_url = (
+        hooks.format(system="zendesk"),
+        hooks.format(system="jira"),
+    )
+    print(f"ZENDESK_URL={zendesk.start()} ZENDESK_EMAIL={EMAIL} ZENDESK_API_TOKEN={TOKEN} "
+          f"ZENDESK_WEBHOOK_SECRET={ZENDESK_SECRET}", flush=True)  # fmt: skip
+    print(f"JIRA_URL={jira.start()} JIRA_EMAIL={EMAIL} JIRA_API_TOKEN={TOKEN} JIRA_PROJECT=SUP "
+          f"JIRA_WEBHOOK_SECRET={JIRA_SECRET}", flush=True)  # fmt: skip
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        zendesk.stop()
+        jira.stop()
+
+
+if __name__ == "__main__":
+    main()
