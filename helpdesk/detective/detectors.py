@@ -143,10 +143,10 @@ def _crash(signals: Signals, a: AgentSignals) -> Candidate | None:
     if ev.had_oom(a, now):
         score *= 0.3
     rules = {e.rule for e in a.errors}
+    changed = ev.changed_config_at(a, now, CHANGE_WINDOW)
     if rules & {"bad_config", "not_ready_after_config_change"} or (
-        ev.changed_config_at(a, now, CHANGE_WINDOW) and crashes
-        and min(t.at for t in crashes) >= ev.changed_config_at(a, now, CHANGE_WINDOW)
-    ):  # fmt: skip
+        changed is not None and crashes and ev.follows(changed, min(t.at for t in crashes))
+    ):
         score *= 0.5
     if "dependency_down" in rules:
         score *= 0.5
@@ -264,18 +264,20 @@ def _bad_config(signals: Signals, a: AgentSignals) -> Candidate | None:
     changed = ev.changed_config_at(a, now, CHANGE_WINDOW)
     if changed is None:
         return None
-    before, after, failed_after = ev.failure_rise(a, changed)
+    before, after, failed_after, rose = ev.failure_rise(a, changed)
     config_errors = [
         e for e in a.errors
         if e.classification == "configuration" or e.rule in ("bad_config", "not_ready_after_config_change")
     ]  # fmt: skip
-    crashed_after = [t for t in ev.recent_crashes(a, now, CHANGE_WINDOW) if t.at >= changed]
-    rose = failed_after >= 3 and after >= 0.15 and after >= 2 * before + 0.05
+    crashed_after = ev.crashes_after(a, now, changed)
     if not (rose or config_errors or crashed_after):
         return None
+    onset = ev.failure_onset(a, changed) if rose else None
     score = 0.45 + (0.3 * _clamp((after - before) / 0.5) if rose else 0.0)
     score += 0.3 if config_errors else 0.0
     score += 0.15 if crashed_after else 0.0
+    if not (ev.follows(changed, onset) or config_errors or crashed_after):
+        score *= 0.5  # the failures began long after the change: a weak link
     if ev.had_oom(a, now):
         score *= 0.5
     items = [
@@ -285,6 +287,9 @@ def _bad_config(signals: Signals, a: AgentSignals) -> Candidate | None:
     if rose:
         items.append(line(f"Failures since: {after:.0%} of tasks ({failed_after}), before: {before:.0%}",
                           round(after, 3)))  # fmt: skip
+    if onset is not None:
+        items.append(line(f"They began {ev.ago(onset, changed).removesuffix(' ago')} after the change",
+                          round((onset - changed).total_seconds())))  # fmt: skip
     for error in config_errors[:2]:
         items.append(line(f"Root cause: {error.root_cause}", error.rule, ev.error_link(error.pk)))
     if crashed_after:
@@ -302,18 +307,20 @@ def _bad_version(signals: Signals, a: AgentSignals) -> Candidate | None:
     upgrade, moment = ev.upgraded_at(a, now, UPGRADE_WINDOW)
     if upgrade is None:
         return None
-    before, after, failed_after = ev.failure_rise(a, moment)
-    rose = failed_after >= 3 and after >= 0.15 and after >= 2 * before + 0.05
+    before, after, failed_after, rose = ev.failure_rise(a, moment)
     slow_before, slow_after = a.latency_before(moment), a.latency_since(moment)
     slower = bool(
         slow_before and slow_after and slow_after >= 2 * slow_before and slow_after >= 500
     )
-    crashed_after = [t for t in ev.recent_crashes(a, now, UPGRADE_WINDOW) if t.at >= moment]
+    crashed_after = ev.crashes_after(a, now, moment)
     if not (rose or slower or crashed_after):
         return None
+    onset = ev.failure_onset(a, moment) if rose else None
     score = 0.45 + (0.3 * _clamp((after - before) / 0.5) if rose else 0.0)
     score += 0.2 if slower else 0.0
     score += 0.15 if crashed_after else 0.0
+    if rose and not (ev.follows(moment, onset) or slower or crashed_after):
+        score *= 0.5  # the failures began long after the upgrade: a weak link
     link = ev.upgrade_link(upgrade.pk)
     items = [
         line(f"Upgraded {upgrade.from_version} → {upgrade.to_version} {ev.ago(now, moment)}",
@@ -351,7 +358,7 @@ def _dead_letter_storm(signals: Signals, a: AgentSignals) -> Candidate | None:
     if count < STORM_MIN:
         return None
     score = _clamp(0.45 + 0.25 * math.log10(count / STORM_MIN), 0.45, 0.85)
-    if ev.changed_config_at(a, now, CHANGE_WINDOW) or ev.upgraded_at(a, now, UPGRADE_WINDOW)[0]:
+    if ev.recent_change_explains(a, now):
         score *= 0.45  # a change explains the failures better
     failing_text = " ".join(e for slug, e, _ in signals.failing_errors if slug == agent.slug)
     if ev.AUTH_PATTERN.search(failing_text):
@@ -396,7 +403,7 @@ def _slow_performance(signals: Signals, a: AgentSignals) -> Candidate | None:
     cpu = a.metric.cpu_percent if a.metric is not None else None
     if cpu is not None and cpu >= CPU_HIGH:
         score += 0.1
-    if ev.upgraded_at(a, now, UPGRADE_WINDOW)[0] is not None:
+    if ev.upgraded_at(a, now, timedelta(hours=6))[0] is not None:
         score *= 0.6
     if a.queue is not None and a.queue.pending >= BACKLOG_MIN * 5:
         score *= 0.6

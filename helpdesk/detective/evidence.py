@@ -3,6 +3,7 @@ its fix, and the small readings of signals several detectors share."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -10,7 +11,7 @@ from datetime import datetime, timedelta
 from django.urls import reverse
 
 from agents.models import Agent, State
-from helpdesk.detective.signals import AgentSignals
+from helpdesk.detective.signals import BUCKET_SECONDS, AgentSignals
 
 # The fixes a diagnosis may offer, each done by ``helpdesk.actions.services.run_action``.
 FIX_ACTIONS = (
@@ -109,10 +110,65 @@ def log_tail(a: AgentSignals, count: int = 3, pattern: re.Pattern | None = None)
     return [line(text[:300], link=agent_link(a.agent)) for text in lines[-count:]]
 
 
-def failure_rise(a: AgentSignals, moment: datetime) -> tuple[float, float, int]:
-    """(failure share before ``moment``, after it, failures after) from the buckets."""
+# Failure share assumed before a change when little traffic came before it: a platform-typical
+# 2 %, worth PRIOR_TASKS tasks of evidence (so a quiet "before" does not make any failure a rise).
+BASELINE_FAILURE_SHARE = 0.02
+PRIOR_TASKS = 20
+# How unlikely the failures since a change must be under the rate before it (a z-score).
+RISE_Z = 3.0
+
+
+def failure_rise(a: AgentSignals, moment: datetime) -> tuple[float, float, int, bool]:
+    """(failure share before ``moment``, after it, failures after, whether the rise is real):
+    real when at least five tasks failed since, and that many failures would be more than
+    RISE_Z standard deviations above the rate before (smoothed towards the baseline)."""
     before, after = a.before(moment), a.since(moment)
-    return before.failure_share, after.failure_share, after.failed
+    rate = (before.failed + BASELINE_FAILURE_SHARE * PRIOR_TASKS) / (before.total + PRIOR_TASKS)
+    expected = after.total * rate
+    spread = math.sqrt(max(after.total * rate * (1 - rate), 1e-9))
+    real = after.failed >= 5 and (after.failed - expected) / spread >= RISE_Z
+    return before.failure_share, after.failure_share, after.failed, real
+
+
+# A change explains failures (or crashes) that begin within this long after it.
+ONSET_WINDOW = timedelta(minutes=60)
+
+
+def failure_onset(a: AgentSignals, moment: datetime) -> datetime | None:
+    """When failures began after ``moment``: the first bucket since then whose failure share
+    stands out from the rate before (at least 15 %, three times that rate, two failures)."""
+    before = a.before(moment)
+    rate = (before.failed + BASELINE_FAILURE_SHARE * PRIOR_TASKS) / (before.total + PRIOR_TASKS)
+    for bucket in sorted(a.buckets, key=lambda b: b.start):
+        if bucket.start + timedelta(seconds=BUCKET_SECONDS) <= moment or not bucket.total:
+            continue
+        if bucket.failed >= 2 and bucket.failed / bucket.total >= max(0.15, 3 * rate):
+            return max(bucket.start, moment)
+    return None
+
+
+def follows(moment: datetime, later: datetime | None) -> bool:
+    """``later`` came soon enough after ``moment`` to be its consequence."""
+    return later is not None and timedelta(0) <= later - moment <= ONSET_WINDOW
+
+
+def crashes_after(a: AgentSignals, now: datetime, moment: datetime) -> list:
+    """Crashes within ONSET_WINDOW after ``moment``."""
+    return [t for t in recent_crashes(a, now, timedelta(days=3)) if follows(moment, t.at)]
+
+
+def recent_change_explains(a: AgentSignals, now: datetime) -> bool:
+    """A config change or an upgrade of the last day that the agent's failures began soon
+    after (or, without failing tasks to date them, one of the last hour)."""
+    moments = [
+        changed_config_at(a, now, timedelta(hours=24)),
+        upgraded_at(a, now, timedelta(hours=24))[1],
+    ]
+    for moment in (m for m in moments if m is not None):
+        onset = failure_onset(a, moment)
+        if follows(moment, onset) or (onset is None and now - moment <= ONSET_WINDOW):
+            return True
+    return False
 
 
 def recent_crashes(a: AgentSignals, now: datetime, within: timedelta = timedelta(hours=1)) -> list:
