@@ -45,9 +45,10 @@ class PlaybookForm(forms.ModelForm):
         if self.saved is not None:
             return True
         data = {name: self.cleaned_data[name] for name in FORM_FIELDS if name != "slug"}
+        slug = self.instance.slug if self.instance.pk else self.cleaned_data["slug"]
         try:
             assert self.actor is not None
-            self.saved = services.save_version(self.actor, self.cleaned_data["slug"], data)
+            self.saved = services.save_version(self.actor, slug, data)
         except (HelpdeskRefused, PermissionDenied) as refused:
             self.add_error(None, f"Not saved: {refused}")
             return False
