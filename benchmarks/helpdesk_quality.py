@@ -111,20 +111,24 @@ class World:
     """Writes a case's customer, its agents and their noise; hands the fault injector what it
     needs."""
 
-    def __init__(self, client, rng: random.Random) -> None:
+    def __init__(self, client, rng: random.Random, prefix: str = "quality") -> None:
         from tests.helpdesk import detective_kit as kit
 
-        self.kit, self.client, self.rng = kit, client, rng
-        self.dependency = kit.agent(None, "bench-shared-store", name="Bench Shared Store")
+        self.kit, self.client, self.rng, self.prefix = kit, client, rng, prefix
+        self.dependency = kit.agent(
+            None, f"{prefix}-shared-store", name=f"{prefix.title()} Shared Store"
+        )
 
     def customer(self, case: Case):
         from agents.models import State
 
         kit, rng = self.kit, self.rng
-        owner = kit.customer(f"bench-{case.number}", f"Bench Customer {case.number}")
+        owner = kit.customer(
+            f"{self.prefix}-{case.number}", f"{self.prefix.title()} Customer {case.number}"
+        )
         agents = []
         for index in range(rng.randint(2, 4)):
-            made = kit.agent(owner, f"bench-{case.number}-a{index}", replicas=rng.randint(1, 3),
+            made = kit.agent(owner, f"{self.prefix}-{case.number}-a{index}", replicas=rng.randint(1, 3),
                              memory_mb=rng.choice([256, 512, 1024]))  # fmt: skip
             if rng.random() < 0.5:
                 made.dependencies.add(self.dependency)
@@ -230,7 +234,7 @@ def _dependency(w: World, owner, agents, case: Case) -> None:
 
     target = w.rng.choice(agents)
     down = w.kit.agent(
-        None, f"bench-{case.number}-dep", state=w.rng.choice([State.STOPPED, State.ERRORED])
+        None, f"{w.prefix}-{case.number}-dep", state=w.rng.choice([State.STOPPED, State.ERRORED])
     )
     target.dependencies.add(down)
     w.kit.traffic(owner, target, since=timedelta(minutes=w.rng.randint(10, 50)), count=w.rng.randint(10, 40),
@@ -379,15 +383,22 @@ def plan(cases: int, rng: random.Random) -> list[Case]:
     return planned
 
 
-def run(cases: int = 60, seed: int = 7, learn: bool = False, verbose: bool = False) -> dict:
-    """Inject, diagnose and score ``cases`` faults (Django set up, an empty database)."""
+def run(
+    cases: int = 60,
+    seed: int = 7,
+    learn: bool = False,
+    verbose: bool = False,
+    prefix: str = "quality",
+) -> dict:
+    """Inject, diagnose and score ``cases`` faults (Django set up and migrated). Customers and
+    agents are named ``<prefix>-<n>``: call again with another prefix in the same database."""
     from helpdesk.detective import services
     from observability.queues.catalog import agent_redis
     from portal.actors import Actor
 
     rng = random.Random(seed)
     client = agent_redis()
-    world = World(client, rng)
+    world = World(client, rng, prefix)
     operator = Actor.command("helpdesk-quality")
     results: list[Result] = []
     for case in plan(cases, rng):

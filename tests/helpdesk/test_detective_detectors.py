@@ -280,3 +280,39 @@ def test_a_payment_that_failed_long_ago_says_nothing(shop):
     owner.last_payment_failed_at = timezone.now() - timedelta(days=90)
     owner.save()
     assert "payment_failure" not in found(owner)
+
+
+def test_failures_that_began_hours_after_a_config_change_point_at_it_only_weakly(shop):
+    owner, worker, _ = shop
+    kit.change_config(worker, ago=timedelta(hours=5))
+    kit.traffic(owner, worker, since=timedelta(minutes=40), count=40, failure_share=0.7)
+    late = found(owner)["bad_config"].score
+    kit.change_config(worker, ago=timedelta(minutes=45))
+    prompt = found(owner)["bad_config"]
+    assert late < prompt.score / 1.5
+    assert any("after the change" in item["text"] for item in prompt.evidence)
+
+
+def test_a_few_failures_after_a_change_are_not_a_rise(shop):
+    owner, worker, _ = shop
+    kit.change_config(worker, ago=timedelta(minutes=90))
+    kit.traffic(owner, worker, since=timedelta(minutes=80), count=3, failure_share=1.0)
+    assert "bad_config" not in found(owner)
+
+
+def test_dead_letters_right_after_a_config_change_are_put_down_to_it(shop, redis_client):
+    owner, worker, _ = shop
+    kit.dead_letters(redis_client, worker, 120, customer_key=owner.key, error="ValueError: v2")
+    kit.traffic(
+        owner,
+        worker,
+        since=timedelta(minutes=30),
+        count=40,
+        failure_share=0.8,
+        error="ValueError: v2",
+    )
+    alone = found(owner)["dead_letter_storm"].score
+    kit.change_config(worker, ago=timedelta(minutes=35))
+    causes = found(owner)
+    assert causes["dead_letter_storm"].score < alone
+    assert causes["bad_config"].score > causes["dead_letter_storm"].score
