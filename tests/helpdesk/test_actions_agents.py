@@ -3,16 +3,22 @@ dead letters on the session's Redis, memory stores answering ``forget_customer``
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.db import connection
 
-from agents.models import AgentTransition, Operation
+from agents.models import Agent, AgentTransition, Operation
+from agents.services.liveconfig import patch_config
 from agents.workflows.steps import agent_redis
 from helpdesk.actions import services
 from helpdesk.actions.services import ActionResult, describe_action, run_action
 from helpdesk.refusals import HelpdeskRefused
 from observability.queues.models import RedriveJob
 from portal.models import AuditEntry
+from portal.refusals import Refused
 from tests.agentd.test_handlers import ask
 from tests.helpdesk import actions_kit as kit
 from tests.helpdesk.actions_kit import (
@@ -181,3 +187,104 @@ def test_clear_cache_without_a_memory_store_is_refused(acme, operator_actor):
         "No memory store serves Acme Corp: Acme Corp's agents or WowCache are not running the "
         "memory template. Nothing was deleted; start the memory agent first."
     )
+
+
+def test_scale_runs_the_customers_agent_on_more_replicas(acme, operator_actor, redis_client):
+    agent = bring_up(link_agent(acme, new_slug("acme-bot")), redis_client)
+    assert describe_action(acme, "scale-agent", agent=agent.slug, params={"replicas": 2}) == (
+        f"Scale {agent.name} from 1 to 2 replica(s)."
+    )
+
+    result = run_action(
+        operator_actor, acme, "scale-agent", agent=agent.slug, params={"replicas": "2"}
+    )
+
+    agent.refresh_from_db()
+    assert result.ok and agent.replicas == 2 and result.details["was"] == 1
+    assert result.message.startswith(f"{agent.name} runs 2 replica(s) now (was 1), in ")
+    assert len(agent.runtime_details.get("ports") or []) >= 2
+    # The same count again: servicing refuses, and says so.
+    with pytest.raises(Refused, match="runs 2 replica\\(s\\) already"):
+        run_action(operator_actor, acme, "scale-agent", agent=agent.slug, params={"replicas": 2})
+
+
+def test_rollback_config_puts_the_previous_config_back_on_the_running_agent(
+    acme, operator_actor, redis_client
+):
+    agent = bring_up(link_agent(acme, new_slug("acme-bot")), redis_client)
+    before = dict(agent.config)
+    patch_config(agent, {"task_retry_ms": 77}, operator_actor)
+    agent.refresh_from_db()
+    assert agent.config["task_retry_ms"] == 77
+
+    result = run_action(operator_actor, acme, "rollback-config", agent=agent.slug)
+
+    agent.refresh_from_db()
+    assert result.ok, result.message
+    assert agent.config == before and agent.previous_config is None
+    assert [r["applied"] for r in result.details["replicas"]] == [True]
+    with pytest.raises(Refused, match="has no earlier config to go back to"):
+        run_action(operator_actor, acme, "rollback-config", agent=agent.slug)
+
+
+def test_rollback_version_without_an_upgrade_to_undo_is_refused_by_servicing(
+    acme, operator_actor, redis_client
+):
+    agent = bring_up(link_agent(acme, new_slug("acme-bot")), redis_client)
+    with pytest.raises(Refused) as refused:
+        run_action(operator_actor, acme, "rollback-version", agent=agent.slug)
+    assert refused.value.message == (
+        f"{agent.name} has no upgrade to roll back: it runs {agent.version}, and no finished "
+        "upgrade took it there."
+    )
+    entry = AuditEntry.objects.get(action="helpdesk.action.rollback-version")
+    assert entry.outcome == "refused"
+
+
+def test_restart_with_wait_answers_once_the_agent_is_back(acme, operator_actor, redis_client):
+    agent = bring_up(link_agent(acme, new_slug("acme-bot")), redis_client)
+    stop = threading.Event()
+
+    def worker() -> None:  # the agents' worker, carrying out what is requested
+        while not stop.is_set():
+            run_pending_operations(Agent.objects.get(pk=agent.pk))
+            time.sleep(0.1)
+        connection.close()
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+        result = run_action(
+            operator_actor, acme, "restart-agent", agent=agent.slug, params={"wait": True}
+        )
+    finally:
+        stop.set()
+        thread.join(10)
+
+    assert result.ok and result.details["status"] == "succeeded"
+    assert result.message == f"Restarted {agent.name} (operation {result.details['operation']})."
+
+
+def test_clear_cache_reaches_wowcache_too_when_it_runs_the_memory_template(
+    acme, operator_actor, redis_client
+):
+    own = bring_up(link_agent(acme, new_slug("acme-memory"), MEMORY), redis_client)
+    shared = bring_up(
+        Agent.objects.create(slug="wow-cache", name="WowCache", config=MEMORY), redis_client
+    )
+    client = agent_redis()
+    for store, key in ((own, "a"), (shared, "b"), (shared, "c")):
+
+        class Running:
+            slug = store.slug
+
+        payload = {"op": "put", "key": key, "value": 1}
+        assert ask(client, Running, payload, 15, customer="acme-corp")["status"] == "succeeded"
+
+    result = run_action(operator_actor, acme, "clear-cache")
+
+    assert result.ok
+    assert (
+        result.message == f"Deleted 3 cached key(s) of Acme Corp: 1 on {own.slug}, 2 on wow-cache."
+    )
+    assert [s["agent"] for s in result.details["stores"]] == [own.slug, "wow-cache"]
