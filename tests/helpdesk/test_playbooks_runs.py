@@ -260,3 +260,29 @@ def test_agent_not_responding_restarts_the_unhealthy_agent_after_approval(
     output = StepRun.objects.get(run=run, step_id="restart", current=True).output
     assert list(output["results"]) == [sick.slug]
     assert not Operation.objects.filter(agent=well, action="restart").exists()
+
+
+def test_a_worker_that_never_saw_the_playbook_registers_its_definition_before_a_step(
+    acme, operator_actor
+):
+    from celery.signals import task_prerun
+
+    from agents.workflows import engine, registry
+
+    services.seed_playbooks(SEEDER)
+    expired_trial(acme)
+    record = services.run_playbook(
+        operator_actor, acme, services.get_playbook("trial-not-activating"), ["trial"]
+    )
+    run = record.workflow_run
+    registry._DEFINITIONS.pop(run.definition)  # as in a fresh worker process
+    assert engine.definition_of(run) is None
+
+    class Task:
+        name = engine.RUN_STEP_TASK
+
+    step = StepRun.objects.filter(run=run).first()
+    task_prerun.send(sender=Task, task_id="t", task=Task, args=(step.pk,), kwargs={})
+
+    assert engine.definition_of(run).title == "Playbook: Trial not activating v1 (selected steps)"
+    assert drive(run).status == "succeeded"
