@@ -1,7 +1,7 @@
 """Finding customers: one by its key, and search as you type.
 
 Search looks at the company name, domain and billing email, every contact's name and email, the
-customer's agents (slug and name) and its tickets' numbers. It is fuzzy (pg_trgm word
+customer's agents (slug and name) and its tickets' numbers. It is fuzzy (pg_trgm strict word
 similarity, so "acme corp", "acm" and "acne" all find Acme Corp) and ranked: an exact match of
 the whole text first, then a prefix, then by similarity, with each hit saying which field
 matched. One SQL statement per search, served by the trigram indexes, whatever the number of
@@ -20,13 +20,13 @@ from helpdesk.models import KEY_MAX, Customer
 from helpdesk.refusals import HelpdeskRefused
 from portal import roles
 from portal.actors import Actor
-from portal.services import record_audit
 
 SEARCH_MAX_CHARS = 100
 SEARCH_LIMIT = 20
 SEARCH_LIMIT_MAX = 100
-# Word similarity (0..1) a fuzzy hit needs. pg_trgm's default (0.6) misses one-letter typos in
-# short words ("acne" for "acme").
+# Strict word similarity (0..1) a fuzzy hit needs: pg_trgm's default (0.5) misses one-letter
+# typos in short words ("acne" for "acme"). Strict, so that whole words are compared: "acne corp"
+# is nearer "Acme Corp" than "Wayne Corp".
 SIMILARITY = 0.3
 _KEY = re.compile(r"^[-a-zA-Z0-9_]+$")
 
@@ -60,17 +60,15 @@ class Hit:
     agents_count: int
 
 
-# Each branch: (customer id, score, field, matched text). An exact match scores 3, a prefix of
-# the field (or of one of its words) 2, otherwise the word similarity (0..1).
-_BRANCH = """
-    SELECT {id} AS customer_id,
-           CASE WHEN lower({col}) = %(exact)s THEN 3.0
-                WHEN lower({col}) LIKE %(prefix)s OR lower({col}) LIKE %(word_prefix)s THEN 2.0
-                ELSE word_similarity(%(exact)s, lower({col})) END AS score,
-           '{field}' AS field, {col} AS text
-      FROM {table}
-     WHERE {col} <> '' AND ({col} ILIKE %(contains)s OR %(exact)s <%% {col})
-"""
+# Search runs in tiers, each one statement over every source (a UNION ALL of one branch per
+# field, each with its own LIMIT), and stops at the first tier that found enough customers:
+#   1. exact or prefix matches of the whole field, by the ``lower(field)`` pattern index in
+#      order (so the exact match, the shortest, comes first): score 3 exact, 2 prefix;
+#   2. the text inside the field (a word of it, a part of an email), by the GIN trigram index:
+#      1 + the similarity;
+#   3. only when nothing was found yet, fuzzy (typos): the strict word similarity, by the same
+#      index.
+# A branch answers (customer id, score, field, matched text).
 _SOURCES = [
     ("helpdesk_customer", "id", "company_name", "company"),
     ("helpdesk_customer", "id", "domain", "domain"),
@@ -79,24 +77,39 @@ _SOURCES = [
     ("helpdesk_contact", "customer_id", "email", "contact"),
     ("helpdesk_ticket", "customer_id", "number", "ticket"),
 ]
-_AGENT_BRANCH = """
-    SELECT link.customer_id,
-           CASE WHEN lower(a.{col}) = %(exact)s THEN 3.0
-                WHEN lower(a.{col}) LIKE %(prefix)s THEN 2.0
-                ELSE word_similarity(%(exact)s, lower(a.{col})) END AS score,
-           'agent' AS field, a.{col} AS text
-      FROM helpdesk_customeragent link JOIN agents_agent a ON a.id = link.agent_id
-     WHERE a.{col} ILIKE %(contains)s OR %(exact)s <%% a.{col}
-"""
-_SQL = (
-    "SELECT DISTINCT ON (customer_id) customer_id, score, field, text FROM ("
-    + " UNION ALL ".join(
-        [_BRANCH.format(table=t, id=i, col=c, field=f) for t, i, c, f in _SOURCES]
-        + [_AGENT_BRANCH.format(col=c) for c in ("slug", "name")]
-    )
-    + ") hits ORDER BY customer_id, score DESC"
-)
-_RANKED = f"SELECT * FROM ({_SQL}) best ORDER BY score DESC, customer_id LIMIT %(limit)s"
+# Customers' agents: few beside the customers' own rows (one or a few each), read by a join.
+_AGENT_COLUMNS = ("slug", "name")
+_AGENTS = "helpdesk_customeragent link JOIN agents_agent a ON a.id = link.agent_id"
+
+_PREFIX = """(SELECT {id}, CASE WHEN lower({col}) = %(exact)s THEN 3.0 ELSE 2.0 END, '{field}', {col}
+      FROM {table} WHERE lower({col}) LIKE %(prefix)s ORDER BY lower({col}) LIMIT %(limit)s)"""
+_INSIDE = """(SELECT {id}, 1.0 + strict_word_similarity(%(exact)s, lower({col})) AS s, '{field}', {col}
+      FROM {table} WHERE {col} ILIKE %(contains)s ORDER BY s DESC LIMIT %(limit)s)"""
+_FUZZY = """(SELECT {id}, strict_word_similarity(%(exact)s, lower({col})) AS s, '{field}', {col}
+      FROM {table} WHERE %(exact)s <<%% {col} ORDER BY s DESC LIMIT %(limit)s)"""
+
+
+# Typos are looked for in names only: emails, domains, slugs and ticket numbers are typed whole.
+_NAMES = {"company_name", "name"}
+
+
+def _tier(branch: str, columns: set[str] | None = None) -> str:
+    parts = [
+        branch.format(table=t, id=i, col=c, field=f)
+        for t, i, c, f in _SOURCES
+        if columns is None or c in columns
+    ]
+    parts += [
+        branch.format(table=_AGENTS, id="link.customer_id", col=f"a.{column}", field="agent")
+        for column in _AGENT_COLUMNS
+        if columns is None or column in columns
+    ]
+    return " UNION ALL ".join(parts)
+
+
+# (SQL, the shortest text it helps with: a trigram index cannot help with one or two letters)
+TIERS = [(_tier(_PREFIX), 1), (_tier(_INSIDE), 3), (_tier(_FUZZY, _NAMES), 3)]
+FUZZY = 2
 
 
 def _like(text: str) -> str:
@@ -132,55 +145,26 @@ def search_customers(actor: Actor, q: object, limit: object = SEARCH_LIMIT) -> l
         return []
     exact = text.lower()
     like = _like(exact)
-    params = {
-        "exact": exact,
-        "prefix": f"{like}%",
-        "word_prefix": f"% {like}%",
-        "contains": f"%{like}%",
-        "limit": limit,
-    }
+    params = {"exact": exact, "prefix": f"{like}%", "contains": f"%{like}%", "limit": limit}
+    best: dict[int, tuple[float, str, str]] = {}
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL pg_trgm.word_similarity_threshold = %s", [SIMILARITY])
-        cursor.execute(_RANKED, params)
-        rows = cursor.fetchall()
-    ids = [row[0] for row in rows]
-    customers = Customer.objects.filter(id__in=ids).annotate(agents_count=Count("links"))
-    by_id = {customer.id: customer for customer in customers}
+        cursor.execute("SET LOCAL pg_trgm.strict_word_similarity_threshold = %s", [SIMILARITY])
+        for tier, (sql, shortest) in enumerate(TIERS):
+            if len(exact) < shortest or (tier == FUZZY and best):
+                continue
+            cursor.execute(sql, params)
+            for customer_id, score, field, matched in cursor.fetchall():
+                if customer_id not in best or score > best[customer_id][0]:
+                    best[customer_id] = (float(score), field, matched)
+            if len(best) >= limit:
+                break
+    ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))[:limit]
+    found = Customer.objects.filter(id__in=[cid for cid, _ in ranked]).annotate(
+        agents_count=Count("links")
+    )
+    by_id = {customer.id: customer for customer in found}
     return [
-        Hit(by_id[cid], float(score), field, text_, by_id[cid].agents_count)
-        for cid, score, field, text_ in rows
+        Hit(by_id[cid], score, field, matched, by_id[cid].agents_count)
+        for cid, (score, field, matched) in ranked
         if cid in by_id
     ]
-
-
-# --- changing customers (the admin's door) -----------------------------------------------------
-
-
-def save_customer(actor: Actor, customer: Customer, changed: list[str]) -> Customer:
-    """Create or change a customer (Admin), audited with the fields changed."""
-    actor.require(roles.MANAGE, "change customers")
-    adding = customer.pk is None
-    with transaction.atomic():
-        customer.full_clean()
-        customer.save()
-        record_audit(
-            actor, "helpdesk.customer.create" if adding else "helpdesk.customer.change",
-            target=customer.key, fields=sorted(changed),
-        )  # fmt: skip
-    return customer
-
-
-def delete_customer(actor: Actor, customer: Customer) -> None:
-    """Delete a customer with its contacts, links, interactions and tickets (Admin); its agents
-    stay in the registry, owned by no one."""
-    actor.require(roles.MANAGE, "delete customers")
-    with transaction.atomic():
-        key = customer.key
-        customer.delete()
-        record_audit(actor, "helpdesk.customer.delete", target=key)
-
-
-def save_contacts(actor: Actor, customer: Customer, changed: list[str]) -> None:
-    """Audit a change to a customer's contacts (the admin saved them)."""
-    actor.require(roles.MANAGE, "change customers' contacts")
-    record_audit(actor, "helpdesk.contacts.change", target=customer.key, contacts=changed)

@@ -10,14 +10,27 @@ API calls ``customer_id``. Everything that changes these rows goes through ``hel
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from portal.models import ActorStamped
 
 KEY_MAX = 63
+
+
+def search_indexes(model: str, field: str) -> list:
+    """The two indexes search uses on a field: ``lower(field)`` in pattern order (exact and
+    prefix matches, in order, by an index scan) and a GIN trigram index (substring and fuzzy
+    matches; GiST would order by distance, but answers ILIKE ten times slower)."""
+    return [
+        models.Index(
+            OpClass(Lower(field), name="text_pattern_ops"), name=f"{model}_{field}_prefix"[:30]
+        ),
+        GinIndex(fields=[field], opclasses=["gin_trgm_ops"], name=f"{model}_{field}_trgm"[:30]),
+    ]
 
 
 class Plan(models.TextChoices):
@@ -63,12 +76,11 @@ class Customer(models.Model):
 
     class Meta:
         ordering = ["company_name"]
+        # Search (helpdesk.customers): a prefix index and a trigram index per field searched.
         indexes = [
-            GinIndex(
-                name="customer_company_trgm", fields=["company_name"], opclasses=["gin_trgm_ops"]
-            ),
-            GinIndex(name="customer_domain_trgm", fields=["domain"], opclasses=["gin_trgm_ops"]),
-            GinIndex(name="customer_email_trgm", fields=["email"], opclasses=["gin_trgm_ops"]),
+            *search_indexes("customer", "company_name"),
+            *search_indexes("customer", "domain"),
+            *search_indexes("customer", "email"),
         ]
 
     def __str__(self) -> str:
@@ -100,10 +112,7 @@ class Contact(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["customer", "email"], name="contact_unique_email")
         ]
-        indexes = [
-            GinIndex(name="contact_name_trgm", fields=["name"], opclasses=["gin_trgm_ops"]),
-            GinIndex(name="contact_email_trgm", fields=["email"], opclasses=["gin_trgm_ops"]),
-        ]
+        indexes = [*search_indexes("contact", "name"), *search_indexes("contact", "email")]
 
     def __str__(self) -> str:
         return f"{self.name} <{self.email}>"
@@ -217,9 +226,7 @@ class Ticket(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["system", "external_id"], name="ticket_once")
         ]
-        indexes = [
-            GinIndex(name="ticket_number_trgm", fields=["number"], opclasses=["gin_trgm_ops"]),
-        ]
+        indexes = [*search_indexes("ticket", "number")]
 
     def __str__(self) -> str:
         return f"{self.number} {self.subject}"
