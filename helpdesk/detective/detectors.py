@@ -23,7 +23,7 @@ from helpdesk.models import SubscriptionStatus
 
 BACKLOG_MIN = 100
 LAG_MIN_SECONDS = 120
-DRAIN_SECONDS = 600
+DRAIN_SECONDS = 300
 MAX_REPLICAS = 20
 SLOW_P95_MS = 2000
 CHANGE_WINDOW = timedelta(hours=24)
@@ -64,18 +64,24 @@ def _scale_target(a: AgentSignals, backlog: int) -> tuple[int, str]:
     throughput = a.metric.throughput if a.metric is not None else None
     if not throughput and q is not None and q.out_rate:
         throughput = q.out_rate
-    inflow = (q.in_rate if q is not None else None) or 0.0
+    measured_inflow = q.in_rate if q is not None else None
+    inflow = measured_inflow or 0.0
     if throughput and throughput > 0:
         per_replica = throughput / replicas
         needed = (inflow + backlog / DRAIN_SECONDS) / per_replica
         target = math.ceil(needed)
+        said_inflow = (
+            f"inflow {inflow:.2f}/s" if measured_inflow is not None else "inflow not measured"
+        )
         how = (
-            f"{per_replica:.2f} tasks/s per replica; inflow {inflow:.2f}/s plus the backlog "
-            f"drained in {DRAIN_SECONDS // 60} min needs {needed:.1f} replicas"
+            f"{per_replica:.2f} tasks/s per replica; {said_inflow}, plus the backlog drained "
+            f"in {DRAIN_SECONDS // 60} min, needs {needed:.1f} replicas"
         )
     else:
         target = replicas * 2
         how = "no throughput measured: doubling"
+    if target <= replicas:
+        how += f"; at least one more than the {replicas} that let it pile up"
     return int(_clamp(target, replicas + 1, MAX_REPLICAS)), how
 
 
