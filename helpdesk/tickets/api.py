@@ -110,7 +110,7 @@ def resolve(request: HttpRequest, ticket_id: str, payload: ResolveIn):
     response={200: Deliveries, **READ},
     summary="The newest webhook deliveries from Zendesk and Jira, refused ones included (Admin)",
 )
-def deliveries(request: HttpRequest, limit: int = 100):
+def deliveries(request: HttpRequest, limit: str = "100"):
     return deliveries_out(webhooks.recent_deliveries(Actor.from_request(request), limit))
 
 
