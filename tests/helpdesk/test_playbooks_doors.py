@@ -184,3 +184,17 @@ def test_admin_adds_a_playbook_and_only_admins_edit(seeded, as_admin, as_operato
     assert response.status_code == 302, response.content.decode()[:2000]
     assert Playbook.objects.get(slug="my-playbook").version == 1
     assert as_operator.get(reverse("admin:helpdesk_playbook_changelist")).status_code in (302, 403)
+
+
+def test_the_customer_page_carries_both_panels(seeded, acme, as_operator, as_viewer):
+    from tests.helpdesk.actions_kit import link_agent
+
+    link_agent(acme, "acme-bot")
+    operator_page = as_operator.get("/helpdesk/customers/acme-corp/").content.decode()
+    viewer_page = as_viewer.get("/helpdesk/customers/acme-corp/").content.decode()
+
+    for page in (operator_page, viewer_page):
+        assert 'id="hd-actions"' in page and 'id="hd-playbooks"' in page
+        assert 'data-playbook="agent-not-responding"' in page
+    assert 'data-action="restart-agent"' in operator_page
+    assert 'data-action="restart-agent"' not in viewer_page
