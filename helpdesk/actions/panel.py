@@ -14,6 +14,7 @@ from helpdesk.actions.cache import MEMORY_TEMPLATE
 from helpdesk.actions.services import SPECS
 from helpdesk.customers import require_viewer
 from helpdesk.models import Customer, CustomerAgent
+from portal import roles
 from portal.actors import Actor
 
 AGENT_ACTIONS = ("restart-agent", "redrive-dead-letters", "rollback-config", "rollback-version")
@@ -26,7 +27,13 @@ def panel_context(actor: Actor, customer: Customer) -> dict[str, Any]:
         .select_related("agent")
         .order_by("agent__slug")
     )
+    active = grants.active_grants(customer)
+    user_id = getattr(actor.user, "pk", None)
+    granted = not actor.has(roles.OPERATE) and any(
+        g.grantee_id == user_id and g.role == roles.OPERATOR for g in active
+    )
     return {
+        "granted": granted,
         "action_agents": [
             {
                 "agent": link.agent,
@@ -35,7 +42,7 @@ def panel_context(actor: Actor, customer: Customer) -> dict[str, Any]:
             for link in links
         ],
         "agent_actions": [SPECS[name] for name in AGENT_ACTIONS],
-        "active_grants": grants.active_grants(customer),
+        "active_grants": active,
         "email_kinds": EMAIL_KINDS,
         "trial_max_days": settings.HELPDESK_TRIAL_MAX_EXTENSION_DAYS,
         "grant_max_hours": settings.HELPDESK_GRANT_MAX_HOURS,

@@ -207,3 +207,29 @@ def test_panel_renders_buttons_for_operators_only(acme, operator_actor, viewer_a
     assert 'data-action="restart-agent"' in operating and "hx-confirm=" in operating
     assert 'data-action="restart-agent"' not in viewing
     assert "Quick actions need the Operator role." in viewing
+
+
+def test_a_viewer_with_a_grant_gets_the_restart_buttons_of_this_customer(
+    acme, viewer, viewer_actor, operator_actor, as_viewer
+):
+    from django.template.loader import render_to_string
+
+    link_agent(acme, "acme-bot")
+    render = lambda: render_to_string(  # noqa: E731
+        "helpdesk/actions/_panel.html",
+        {"customer": acme, "can_operate": False, **panel.panel_context(viewer_actor, acme)},
+    )
+    assert 'data-action="restart-agent"' not in render()
+
+    from helpdesk.actions.services import run_action
+
+    run_action(
+        operator_actor, acme, "grant-access", params={"username": viewer.username, "hours": 1}
+    )
+
+    html = render()
+    assert 'data-action="restart-agent"' in html and 'data-action="reset-trial"' not in html
+    # The restart itself is refused by the agent's state (DRAFT), not by the role.
+    url = reverse("helpdesk:action", args=["acme-corp", "restart-agent"])
+    answer = as_viewer.post(url, {"agent": "acme-bot"}, HTTP_HX_REQUEST="true")
+    assert answer.status_code == 409 and "is DRAFT" in answer.content.decode()
