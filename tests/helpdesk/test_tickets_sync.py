@@ -507,3 +507,49 @@ def test_an_update_queued_while_creating_goes_after_the_create(jira, operator_ac
     ticket.refresh_from_db()
     assert jira.issues[ticket.number]["fields"]["status"]["name"] == "In Progress"
     assert ticket.sync_state == SyncState.IN_SYNC
+
+
+# --- a real worker ------------------------------------------------------------------------------
+
+
+def _wait_for(check, seconds: float = 15.0):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_sends_on_commit_and_the_sweep_sends_after_retry_after(
+    zendesk, operator_actor, acme, redis_client
+):
+    from celery.contrib.testing.worker import start_worker
+
+    from helpdesk.tickets import tasks
+    from portal.celery import app as celery_app
+
+    with start_worker(celery_app, pool="solo", perform_ping_check=False):
+        ticket = services.create_ticket(operator_actor, acme, "zendesk", "Via a worker", "b")
+        assert _wait_for(
+            lambda: Ticket.objects.filter(pk=ticket.pk, sync_state=SyncState.IN_SYNC).exists()
+        )
+        ticket.refresh_from_db()
+        zendesk.rate_limit_next(retry_after=1)
+        services.update_ticket(operator_actor, ticket, status="open")
+        change = TicketChange.objects.get(kind="update")
+        assert _wait_for(lambda: TicketChange.objects.get(pk=change.pk).attempts == 1)
+        assert TicketChange.objects.get(pk=change.pk).status == OutboxStatus.PENDING
+        assert len(zendesk.calls("PUT")) == 1  # the 429; not sent again before Retry-After
+        tasks.sweep()  # too early: nothing is due
+        assert _wait_for(lambda: False, 0.5) is False and len(zendesk.calls("PUT")) == 1
+        assert _wait_for(
+            lambda: timezone.now() >= TicketChange.objects.get(pk=change.pk).next_attempt_at, 3
+        )
+        tasks.sweep()
+        assert _wait_for(lambda: TicketChange.objects.get(pk=change.pk).status == OutboxStatus.SENT)
+    assert [c["status"] for c in zendesk.calls("PUT")] == [429, 200]
+    assert zendesk.tickets[int(ticket.external_id)]["status"] == "open"

@@ -61,7 +61,7 @@ class FakeRemote:
 
     # --- the server ---------------------------------------------------------------------------
 
-    def start(self) -> str:
+    def start(self, port: int = 0) -> str:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -104,7 +104,7 @@ class FakeRemote:
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
@@ -567,6 +567,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--portal", default="http://127.0.0.1:8000", help="The portal's base URL.")
+    parser.add_argument("--zendesk-port", type=int, default=0)
+    parser.add_argument("--jira-port", type=int, default=0)
     args = parser.parse_args()
     zendesk, jira = FakeZendesk(), FakeJira()
     hooks = f"{args.portal.rstrip('/')}{HOOK_PATH}"
@@ -574,9 +576,9 @@ def main() -> None:
         hooks.format(system="zendesk"),
         hooks.format(system="jira"),
     )
-    print(f"ZENDESK_URL={zendesk.start()} ZENDESK_EMAIL={EMAIL} ZENDESK_API_TOKEN={TOKEN} "
+    print(f"ZENDESK_URL={zendesk.start(args.zendesk_port)} ZENDESK_EMAIL={EMAIL} ZENDESK_API_TOKEN={TOKEN} "
           f"ZENDESK_WEBHOOK_SECRET={ZENDESK_SECRET}", flush=True)  # fmt: skip
-    print(f"JIRA_URL={jira.start()} JIRA_EMAIL={EMAIL} JIRA_API_TOKEN={TOKEN} JIRA_PROJECT=SUP "
+    print(f"JIRA_URL={jira.start(args.jira_port)} JIRA_EMAIL={EMAIL} JIRA_API_TOKEN={TOKEN} JIRA_PROJECT=SUP "
           f"JIRA_WEBHOOK_SECRET={JIRA_SECRET}", flush=True)  # fmt: skip
     try:
         while True:
