@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Count
@@ -20,6 +21,7 @@ from helpdesk.models import KEY_MAX, Customer
 from helpdesk.refusals import HelpdeskRefused
 from portal import roles
 from portal.actors import Actor
+from portal.services import record_audit
 
 SEARCH_MAX_CHARS = 100
 SEARCH_LIMIT = 20
@@ -145,7 +147,12 @@ def search_customers(actor: Actor, q: object, limit: object = SEARCH_LIMIT) -> l
         return []
     exact = text.lower()
     like = _like(exact)
-    params = {"exact": exact, "prefix": f"{like}%", "contains": f"%{like}%", "limit": limit}
+    params: dict[str, Any] = {
+        "exact": exact,
+        "prefix": f"{like}%",
+        "contains": f"%{like}%",
+        "limit": limit,
+    }
     best: dict[int, tuple[float, str, str]] = {}
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL pg_trgm.strict_word_similarity_threshold = %s", [SIMILARITY])
@@ -168,3 +175,36 @@ def search_customers(actor: Actor, q: object, limit: object = SEARCH_LIMIT) -> l
         for cid, (score, field, matched) in ranked
         if cid in by_id
     ]
+
+
+# --- changing customers (the admin's door) -----------------------------------------------------
+
+
+def save_customer(actor: Actor, customer: Customer, changed: list[str]) -> Customer:
+    """Create or change a customer (Admin), audited with the fields changed."""
+    actor.require(roles.MANAGE, "change customers")
+    adding = customer.pk is None
+    with transaction.atomic():
+        customer.full_clean()
+        customer.save()
+        record_audit(
+            actor, "helpdesk.customer.create" if adding else "helpdesk.customer.change",
+            target=customer.key, fields=sorted(changed),
+        )  # fmt: skip
+    return customer
+
+
+def delete_customer(actor: Actor, customer: Customer) -> None:
+    """Delete a customer with its contacts, links, interactions and tickets (Admin); its agents
+    stay in the registry, owned by no one."""
+    actor.require(roles.MANAGE, "delete customers")
+    with transaction.atomic():
+        key = customer.key
+        customer.delete()
+        record_audit(actor, "helpdesk.customer.delete", target=key)
+
+
+def save_contacts(actor: Actor, customer: Customer, changed: list[str]) -> None:
+    """Audit a change to a customer's contacts (the admin saved them)."""
+    actor.require(roles.MANAGE, "change customers' contacts")
+    record_audit(actor, "helpdesk.contacts.change", target=customer.key, contacts=changed)

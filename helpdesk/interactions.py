@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from django.db import transaction
@@ -69,11 +70,12 @@ def ingest_interactions(max_batches: int = 50, client: redis.Redis | None = None
     # ">": new ones.
     for start in ("0", ">"):
         for _ in range(max_batches):
-            response = client.xreadgroup(
+            response: Any = client.xreadgroup(
                 GROUP, CONSUMER, {contract.INTERACTIONS: start}, count=BATCH
             )
-            entries = response[0][1] if response else []
-            entries = [(message_id, fields) for message_id, fields in entries if fields]
+            read = response[0][1] if response else []
+            # A record deleted while pending comes back without fields: nothing to store.
+            entries = [(message_id, fields) for message_id, fields in read if fields]
             if not entries:
                 break
             total += _store(client, entries)

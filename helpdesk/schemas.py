@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import cast
 
 from django.urls import reverse
 from ninja import Schema
@@ -155,7 +156,7 @@ def overview_out(view: overview.Overview) -> dict:
          "at": t.created_at, "link": t.url}
         for t in view.tickets if t.open
     ]  # fmt: skip
-    issues.sort(key=lambda issue: issue["at"], reverse=True)
+    issues.sort(key=lambda issue: cast("datetime", issue["at"]), reverse=True)
     return {
         "customer": {
             "customer_id": c.key, "company_name": c.company_name, "domain": c.domain,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from importlib import import_module
 from importlib.util import find_spec
+from typing import Any
 
 from django.db.models import Count, Max
 from django.http import Http404, HttpRequest, HttpResponse
@@ -47,7 +48,7 @@ def index(request: HttpRequest) -> HttpResponse:
     except HelpdeskRefused as refused:
         # Bad search text (NUL, too long): the page says why, answered 400.
         status, problem, q = 400, refused.message, q.replace("\x00", "")[:100]
-    context = {"q": q, "hits": hits, "problem": problem}
+    context: dict[str, Any] = {"q": q, "hits": hits, "problem": problem}
     if htmx_partial(request):
         return render(request, "helpdesk/index.html#results", context, status=status)
     context["total"] = Customer.objects.count()
@@ -94,7 +95,7 @@ def customer(request: HttpRequest, key: str) -> HttpResponse:
 
 def _panels(request: HttpRequest, actor: Actor, found: Customer, base: dict) -> list[str]:
     """Each part's panel, rendered: its template with its own context over the page's."""
-    panels = []
+    panels: list[str] = []
     for part in PANEL_ORDER:
         if part not in PARTS or find_spec(f"helpdesk.{part}.panel") is None:
             continue
