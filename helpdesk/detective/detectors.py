@@ -250,7 +250,7 @@ def _dependency_down(signals: Signals, a: AgentSignals) -> Candidate | None:
     ]  # fmt: skip
     if failing:
         items.append(line(f"{failing} of {a.traffic.total} tasks failed in the last hour", failing))
-    items += [line(t[:300], link=ev.agent_link(a.agent)) for t in mentions[-3:]]
+    items += ev.log_lines(a, mentions[-3:])
     return Candidate(
         "dependency_down",
         f"{a.agent.name}'s dependency {dep.name} is down",
@@ -452,7 +452,7 @@ def _auth_errors(signals: Signals, a: AgentSignals) -> Candidate | None:
         return None
     score = 0.55 + 0.06 * min(5, len(errors)) + 0.04 * min(3, len(logs))
     items = [line(f"Failed task: {text[:200]}", link=ev.agent_link(agent)) for text in errors[:3]]
-    items += [line(t[:300], link=ev.agent_link(agent)) for t in logs[-2:]]
+    items += ev.log_lines(a, logs[-2:])
     if a.traffic.failed:
         items.append(line(f"{a.traffic.failed} of {a.traffic.total} tasks failed in the last hour",
                           a.traffic.failed))  # fmt: skip

@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from agents.models import Agent, State
 from helpdesk.detective.signals import BUCKET_SECONDS, AgentSignals
+from portal import extensions
 
 # The fixes a diagnosis may offer, each done by ``helpdesk.actions.services.run_action``.
 FIX_ACTIONS = (
@@ -105,9 +106,18 @@ def expected_up(a: AgentSignals) -> bool:
     return a.agent.state in (State.RUNNING, State.ERRORED, State.DEPLOYED)
 
 
+def log_link(agent: Agent) -> str:
+    """The Logs page on the agent's lines (the agent's page when observability is not there)."""
+    return extensions.link("agent_logs", agent=agent.slug) or agent_link(agent)
+
+
+def log_lines(a: AgentSignals, lines: list[str]) -> list[dict]:
+    return [line(text[:300], link=log_link(a.agent)) for text in lines]
+
+
 def log_tail(a: AgentSignals, count: int = 3, pattern: re.Pattern | None = None) -> list[dict]:
     lines = [t for t in a.log_lines if pattern is None or pattern.search(t)]
-    return [line(text[:300], link=agent_link(a.agent)) for text in lines[-count:]]
+    return log_lines(a, lines[-count:])
 
 
 # Failure share assumed before a change when little traffic came before it: a platform-typical

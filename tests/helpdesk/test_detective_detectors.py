@@ -90,6 +90,8 @@ def test_a_crashed_agent_is_found_with_a_restart(shop):
     texts = " ".join(item["text"] for item in crash.evidence)
     assert "3 crash(es) in the last hour" in texts
     assert "ZeroDivisionError" in texts
+    logged = next(item for item in crash.evidence if "ZeroDivisionError" in item["text"])
+    assert logged["link"].startswith("/logs/?") and worker.slug in logged["link"]
     assert crash.evidence[0]["link"] == f"/agents/{worker.slug}/"
 
 
