@@ -187,6 +187,9 @@ def load(customers: int, interactions: int, seed: int = 42) -> dict:
          "error", "attempts", "version", "replica", "producer", "at"],
         interaction_rows(),
     )  # fmt: skip
+    from helpdesk.interactions import rebuild_days
+
+    rebuild_days()  # the per-day counts the ingester would have kept
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     return {"customers": len(ids), "agents": len(agents), "interactions": interactions,

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from agents.services.registry import NewAgent, register_agent
+from helpdesk import interactions
 from helpdesk.models import (
     Contact,
     Customer,
@@ -248,4 +249,5 @@ def _history(rng: random.Random, customers: dict[str, Customer], now) -> int:
                     producer=f"customer:{keys[customer_id]}", at=at,
                 ))  # fmt: skip
     Interaction.objects.bulk_create(rows, batch_size=5000, ignore_conflicts=True)
+    interactions.rebuild_days(list({row.customer_id for row in rows}))
     return len(rows)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import redis
-from django.db import transaction
+from django.db import connection, transaction
 
 from agents.agentd import contract
 from agents.models import Agent
@@ -37,8 +37,8 @@ OUTCOMES = {
 
 @dataclass(frozen=True)
 class Ingested:
-    """Records read: stored (or found stored already: a redelivery), for no known customer,
-    unreadable (missing or malformed fields)."""
+    """Records read: stored (new: one stored before, a redelivery, is not counted), for no
+    known customer, unreadable (missing or malformed fields)."""
 
     stored: int = 0
     unknown_customer: int = 0
@@ -101,7 +101,7 @@ def _store(client: redis.Redis, entries: list[tuple[str, dict[str, str]]]) -> In
             continue
         rows.append(row)
     with transaction.atomic():
-        Interaction.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+        stored = store_rows(rows)
     ids = [message_id for message_id, _ in entries]
     pipeline = client.pipeline(transaction=True)
     pipeline.xack(contract.INTERACTIONS, GROUP, *ids)
@@ -112,7 +112,7 @@ def _store(client: redis.Redis, entries: list[tuple[str, dict[str, str]]]) -> In
             "interactions: %d of %d records name no known customer, %d unreadable",
             unknown, len(entries), unreadable,
         )  # fmt: skip
-    return Ingested(len(rows), unknown, unreadable)
+    return Ingested(stored, unknown, unreadable)
 
 
 def _row(fields: dict[str, str], customer_id: int, agents: dict[str, int]) -> Interaction | None:
@@ -142,3 +142,65 @@ def _row(fields: dict[str, str], customer_id: int, agents: dict[str, int]) -> In
         producer=(fields.get(contract.INTERACTION_PRODUCER) or "")[:120],
         at=datetime.fromtimestamp(at_ms / 1000, tz=UTC),
     )
+
+
+# --- storing, with the per-day counts -------------------------------------------------------
+
+_COLUMNS = [
+    ("customer_id", "bigint"), ("agent_id", "bigint"), ("agent_slug", "text"),
+    ("message_id", "text"), ("kind", "text"), ("outcome", "text"), ("latency_ms", "integer"),
+    ("error", "text"), ("attempts", "smallint"), ("version", "text"), ("replica", "text"),
+    ("producer", "text"), ("at", "timestamptz"),
+]  # fmt: skip
+_INSERT = (
+    f"INSERT INTO helpdesk_interaction ({', '.join(name for name, _ in _COLUMNS)}) "
+    f"SELECT * FROM unnest({', '.join(f'%s::{kind}[]' for _, kind in _COLUMNS)}) "
+    "ON CONFLICT (agent_slug, message_id) DO NOTHING RETURNING customer_id, at, outcome"
+)
+_COUNT_DAYS = """
+    INSERT INTO helpdesk_interactionday (customer_id, day, succeeded, failed)
+    SELECT * FROM unnest(%s::bigint[], %s::date[], %s::integer[], %s::integer[])
+    ON CONFLICT (customer_id, day) DO UPDATE
+       SET succeeded = helpdesk_interactionday.succeeded + EXCLUDED.succeeded,
+           failed = helpdesk_interactionday.failed + EXCLUDED.failed
+"""
+
+
+def store_rows(rows: list[Interaction]) -> int:
+    """Insert ``rows`` (a task stored before is skipped) and add the new ones to their
+    customers' per-day counts; answers how many were new. Call it inside a transaction."""
+    if not rows:
+        return 0
+    columns = [[getattr(row, name) for row in rows] for name, _ in _COLUMNS]
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT, columns)
+        new = cursor.fetchall()
+        days: dict[tuple[int, date], list[int]] = {}
+        for customer_id, at, outcome in new:
+            counts = days.setdefault((customer_id, at.astimezone(UTC).date()), [0, 0])
+            counts[0 if outcome == Outcome.SUCCEEDED else 1] += 1
+        if days:
+            keys = sorted(days)  # one order for every writer: no deadlock between two
+            cursor.execute(
+                _COUNT_DAYS,
+                [[k[0] for k in keys], [k[1] for k in keys],
+                 [days[k][0] for k in keys], [days[k][1] for k in keys]],
+            )  # fmt: skip
+    return len(new)
+
+
+def rebuild_days(customer_ids: list[int] | None = None) -> None:
+    """Count the per-day figures again from the interactions themselves (of these customers,
+    or everyone's): after writing interactions some other way (the demo data, a benchmark)."""
+    where = "WHERE customer_id = ANY(%s)" if customer_ids is not None else ""
+    params = [customer_ids] if customer_ids is not None else []
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM helpdesk_interactionday {where}", params)
+        cursor.execute(
+            "INSERT INTO helpdesk_interactionday (customer_id, day, succeeded, failed) "
+            "SELECT customer_id, (at AT TIME ZONE 'UTC')::date, "
+            "count(*) FILTER (WHERE outcome = 'succeeded'), "
+            "count(*) FILTER (WHERE outcome <> 'succeeded') "
+            f"FROM helpdesk_interaction {where} GROUP BY 1, 2",
+            params,
+        )

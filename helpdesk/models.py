@@ -181,6 +181,25 @@ class Interaction(models.Model):
         return self.outcome != Outcome.SUCCEEDED
 
 
+class InteractionDay(models.Model):
+    """A customer's interactions counted per day (UTC), kept by the ingester in the transaction
+    that stores them: the overview's activity chart reads 30 rows, not a month of tasks."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["customer", "day"]
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "day"], name="interaction_day_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} {self.day}: {self.succeeded} ok, {self.failed} failed"
+
+
 class TicketSystem(models.TextChoices):
     ZENDESK = "zendesk", "Zendesk"
     JIRA = "jira", "Jira"

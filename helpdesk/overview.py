@@ -10,18 +10,25 @@ however many agents, interactions or events the customer has.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Q
-from django.db.models.functions import TruncDay
 from django.urls import reverse
 from django.utils import timezone
 
 from agents.models import Agent, AgentError, AgentTransition, State
 from helpdesk.customers import require_viewer
-from helpdesk.models import AccessGrant, Contact, Customer, Interaction, Outcome, Ticket
+from helpdesk.models import (
+    AccessGrant,
+    Contact,
+    Customer,
+    Interaction,
+    InteractionDay,
+    Outcome,
+    Ticket,
+)
 from observability.queues import catalog, figures
 from portal import roles
 from portal.actors import Actor
@@ -31,6 +38,7 @@ from servicing.models import Upgrade
 RECENT = 50
 ACTIVITY_DAYS = 30
 EVENTS = 40
+EVENT_DAYS = 7
 CONFIG_ACTIONS = ("agent.edit", "agent.config.patch", "agent.config.rollback", "agent.memory")
 
 
@@ -144,7 +152,10 @@ def customer_overview(actor: Actor, customer: Customer, *, failures_only: bool =
     if failures_only:
         recent = recent.exclude(outcome=Outcome.SUCCEEDED)
     interactions = list(recent.order_by("-at", "-id")[:RECENT])
-    since = interactions[-1].at if len(interactions) == RECENT else now - timedelta(days=7)
+    # The changes of the last week at least, and as far back as the interactions shown go.
+    since = now - timedelta(days=EVENT_DAYS)
+    if interactions:
+        since = min(since, interactions[-1].at)
     events = _events(agents, since)
     activity = _activity(customer, now)
     totals = {
@@ -174,19 +185,16 @@ def _queue_figures(rows: list[AgentRow]) -> None:
 
 
 def _activity(customer: Customer, now: datetime) -> list[Day]:
-    start = (now - timedelta(days=ACTIVITY_DAYS - 1)).replace(
-        hour=0, minute=0, second=0, microsecond=0
+    """The last ACTIVITY_DAYS days (UTC), from the per-day counts the ingester keeps."""
+    start = (
+        (now - timedelta(days=ACTIVITY_DAYS - 1))
+        .astimezone(UTC)
+        .replace(hour=0, minute=0, second=0, microsecond=0)
     )
-    counted = (
-        Interaction.objects.filter(customer=customer, at__gte=start)
-        .annotate(day=TruncDay("at"))
-        .values("day")
-        .annotate(
-            ok=Count("id", filter=Q(outcome=Outcome.SUCCEEDED)),
-            bad=Count("id", filter=~Q(outcome=Outcome.SUCCEEDED)),
-        )
-    )
-    by_day = {row["day"].date(): (row["ok"], row["bad"]) for row in counted}
+    by_day = {
+        row.day: (row.succeeded, row.failed)
+        for row in InteractionDay.objects.filter(customer=customer, day__gte=start.date())
+    }
     days = []
     for offset in range(ACTIVITY_DAYS):
         day = start + timedelta(days=offset)

@@ -12,7 +12,7 @@ import redis
 from agents.agentd import contract
 from agents.models import Agent
 from helpdesk import interactions
-from helpdesk.models import Interaction, Outcome
+from helpdesk.models import Interaction, InteractionDay, Outcome
 from tests.agentd.conftest import queue_redis, queue_task, start_agentd, wait_until  # noqa: F401
 
 FAST = {"task_retry_ms": 50, "task_block_ms": 50, "task_max_failures": 2}
@@ -49,6 +49,8 @@ def test_tasks_done_for_a_customer_become_interactions(acme, start_agentd, strea
     assert failed.error == "the task asked to fail (fail=1)" and failed.attempts == 2
     assert {r.agent.slug for r in rows} == {process.slug}
     assert stream.xlen(contract.INTERACTIONS) == 0  # stored, acknowledged and deleted
+    [day] = InteractionDay.objects.filter(customer=acme)
+    assert (day.succeeded, day.failed) == (3, 1)
 
 
 def test_records_read_by_an_ingester_that_died_are_stored_by_the_next(acme, start_agentd, stream):  # noqa: F811
@@ -67,6 +69,7 @@ def test_records_read_by_an_ingester_that_died_are_stored_by_the_next(acme, star
 
     assert done.stored == 4
     assert Interaction.objects.filter(customer=acme).count() == 4
+    assert InteractionDay.objects.get(customer=acme).succeeded == 4
     assert stream.xpending(contract.INTERACTIONS, interactions.GROUP)["pending"] == 0
 
 
@@ -86,6 +89,8 @@ def test_records_stored_but_not_acknowledged_are_not_stored_twice(acme, start_ag
     interactions.ingest_interactions(client=stream)
 
     assert Interaction.objects.filter(customer=acme).count() == 3
+    # Counted per day by whoever stored them first, never again.
+    assert not InteractionDay.objects.filter(customer=acme).exists()
     assert stream.xlen(contract.INTERACTIONS) == 0
 
 

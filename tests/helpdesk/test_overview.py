@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from agents.models import Agent, AgentError, AgentTransition, State
 from agents.services.registry import NewAgent, register_agent
-from helpdesk import overview
+from helpdesk import interactions, overview
 from helpdesk.models import CustomerAgent, Interaction, Outcome
 from portal.actors import Actor
 from tests.helpdesk.conftest import make_customer
@@ -41,6 +41,7 @@ def add_interactions(customer, agent, count: int, *, failed_every: int = 0, star
         )
         for n in range(count)
     )  # fmt: skip
+    interactions.rebuild_days([customer.pk])  # as the ingester would have counted them
 
 
 def test_the_last_50_interactions_newest_first(acme, viewer_actor):
