@@ -251,12 +251,21 @@ def _dependency_down(signals: Signals, a: AgentSignals) -> Candidate | None:
     if failing:
         items.append(line(f"{failing} of {a.traffic.total} tasks failed in the last hour", failing))
     items += ev.log_lines(a, mentions[-3:])
+    # The quick actions act on the customer's own agents only; a shared agent is brought back
+    # from its page (the first evidence line links there).
+    own = any(other.agent.pk == dep.pk for other in signals.agents)
+    if own and dep.state == State.ERRORED:
+        fix = ev.fix("restart-agent", dep.slug, f"Restart {dep.name}")
+    else:
+        fix = None
+        items.append(line(f"Bring {dep.name} back from its page ({dep.get_state_display()})",
+                          link=ev.agent_link(dep)))  # fmt: skip
     return Candidate(
         "dependency_down",
         f"{a.agent.name}'s dependency {dep.name} is down",
         _clamp(score),
         items,
-        ev.fix("restart-agent", dep.slug, f"Restart {dep.name}"),
+        fix,
         a.agent.slug,
     )
 
@@ -479,10 +488,12 @@ def _agent_stopped(signals: Signals, a: AgentSignals) -> Candidate | None:
     if by is not None:
         items.append(line(f"{by.action} by {by.actor}" + (f": {by.reason}" if by.reason else ""),
                           by.actor, reverse_history(agent.slug)))  # fmt: skip
+    # A restart takes a running or errored agent only: starting or resuming is done from the
+    # agent's page (no quick action starts a stopped agent).
     verb = "Resume" if agent.state == State.SUSPENDED else "Start"
+    items.append(line(f"{verb} {agent.name} from its page", link=ev.agent_link(agent)))
     return Candidate("agent_stopped", f"{agent.name} was {agent.get_state_display().lower()}",
-                     score, items, ev.fix("restart-agent", agent.slug, f"{verb} {agent.name}"),
-                     agent.slug)  # fmt: skip
+                     score, items, None, agent.slug)  # fmt: skip
 
 
 # --- the account -------------------------------------------------------------------------------

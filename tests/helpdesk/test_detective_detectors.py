@@ -131,8 +131,10 @@ def test_an_agent_stopped_by_someone_is_found(shop, operator):
     kit.set_fields(mailer, state=State.STOPPED)
     stopped = found(owner)["agent_stopped"]
     assert "stop by user:otto: maintenance" in stopped.evidence[1]["text"]
-    assert stopped.fix["action"] == "restart-agent"
-    assert stopped.fix["label"] == f"Start {mailer.name}"
+    # No quick action starts a stopped agent: the evidence says where to.
+    assert stopped.fix is None
+    assert stopped.evidence[-1] == {"text": f"Start {mailer.name} from its page",
+                                    "link": f"/agents/{mailer.slug}/"}  # fmt: skip
     # A stopped agent is not a crash, and its dependency checks are off.
     assert "crash" not in found(owner)
 
@@ -147,8 +149,21 @@ def test_a_dependency_down_is_found_and_its_restart_offered(shop):
     kit.log(worker, "ConnectionError: connection refused wow-cache-dep:6379")
     dep = found(owner)["dependency_down"]
     assert dep.agent == worker.slug
-    assert dep.fix["agent"] == "wow-cache-dep"
+    # A shared agent is not the customer's: brought back from its page, not by a quick action.
+    assert dep.fix is None and dep.evidence[-1]["link"] == "/agents/wow-cache-dep/"
     assert "connection refused" in " ".join(i["text"] for i in dep.evidence)
+
+
+def test_a_crashed_dependency_of_the_customers_own_is_restarted(shop):
+    owner, worker, mailer = shop
+    worker.dependencies.add(mailer)
+    kit.crash(mailer)
+    dep = found(owner)["dependency_down"]
+    assert (dep.agent, dep.fix["action"], dep.fix["agent"]) == (
+        worker.slug,
+        "restart-agent",
+        mailer.slug,
+    )
 
 
 def test_a_running_dependency_says_nothing(shop):
