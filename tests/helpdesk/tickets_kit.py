@@ -106,7 +106,8 @@ class FakeRemote:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.server_url
 
     def stop(self) -> None:
         if self.server is not None:
@@ -115,6 +116,7 @@ class FakeRemote:
 
     # --- webhooks to the portal ----------------------------------------------------------------
 
+    server_url = ""
     webhook_url = ""  # where change_behind(..., notify=True) and the controls deliver
 
     def send_webhook(self, delivery: tuple[bytes, dict[str, str]], url: str = "") -> int:
