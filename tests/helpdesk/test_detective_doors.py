@@ -316,3 +316,15 @@ def test_verdict_and_apply_from_the_page(expired, as_operator, operator_actor):
     assert again.status_code == 409
     bad = as_operator.post("/helpdesk/customers/late-co/diagnose/", {"symptom": "a\x00b"}, **HX)
     assert bad.status_code == 400 and b"NUL" in bad.content
+
+
+def test_applying_the_top_fix_asks_for_the_restart(broken, as_operator, operator_actor):
+    from agents.models import Operation
+
+    made = services.diagnose(operator_actor, broken, "agent not responding")
+    answer = post(as_operator, f"{API}/diagnoses/{made.pk}/apply", {"index": 0})
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["action"] == "restart-agent" and answer.json()["ok"] is True
+    operation = Operation.objects.get(agent__slug="broken-worker")
+    assert (operation.action, operation.actor) == ("restart", "user:otto")
+    assert AuditEntry.objects.filter(action="helpdesk.action.restart-agent").count() == 1
