@@ -252,7 +252,10 @@ class ZendeskClient(Client):
         if "status" in changes:
             body["status"] = changes["status"]
         if "assignee" in changes:
-            body["assignee_email"] = changes["assignee"] or None
+            if changes["assignee"]:
+                body["assignee_email"] = changes["assignee"]
+            else:
+                body["assignee_id"] = None  # unassigned
         if "subject" in changes:
             body["subject"] = changes["subject"]
         if "priority" in changes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from helpdesk.tickets import outbox
+from helpdesk.tickets import outbox, webhooks
 
 
 @shared_task(name="helpdesk.send_ticket_change")
@@ -15,6 +15,8 @@ def send_ticket_change(change_id: int) -> dict:
 
 
 def sweep() -> None:
-    """Enqueue every due change (the beat's sweep: postponed and retried ones come back here)."""
+    """Enqueue every due change (the beat's sweep: postponed and retried ones come back here),
+    and forget webhook deliveries older than a month."""
     for change_id in outbox.due_changes():
         send_ticket_change.delay(change_id)
+    webhooks.prune_deliveries()

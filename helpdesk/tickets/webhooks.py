@@ -338,6 +338,14 @@ def _add_comment(ticket: Ticket, comment: RemoteComment | None) -> bool:
 
 
 DELIVERIES_MAX = 500
+KEEP_DELIVERIES = timedelta(days=30)
+
+
+def prune_deliveries(now: datetime | None = None) -> int:
+    """Forget deliveries older than 30 days (the sweep); a replay that old is stale anyway."""
+    cutoff = (now or timezone.now()) - KEEP_DELIVERIES
+    deleted, _ = WebhookDelivery.objects.filter(received_at__lt=cutoff).delete()
+    return deleted
 
 
 def recent_deliveries(actor: Actor, limit: object = 100) -> list[WebhookDelivery]:

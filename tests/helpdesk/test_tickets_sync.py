@@ -553,3 +553,29 @@ def test_a_worker_sends_on_commit_and_the_sweep_sends_after_retry_after(
         assert _wait_for(lambda: TicketChange.objects.get(pk=change.pk).status == OutboxStatus.SENT)
     assert [c["status"] for c in zendesk.calls("PUT")] == [429, 200]
     assert zendesk.tickets[int(ticket.external_id)]["status"] == "open"
+
+
+def test_unassigning_goes_out_as_no_assignee(zendesk, operator_actor, acme):
+    ticket = _created(operator_actor, acme)
+    services.update_ticket(operator_actor, ticket, assignee="kim@support.example")
+    outbox.send_due()
+    ticket.refresh_from_db()
+    services.update_ticket(operator_actor, ticket, assignee="")
+    assert [r.outcome for r in outbox.send_due()] == ["sent"]
+    assert zendesk.calls("PUT")[-1]["body"]["ticket"]["assignee_id"] is None
+    assert zendesk.tickets[int(ticket.external_id)]["assignee_id"] is None
+    ticket.refresh_from_db()
+    assert ticket.assignee == ""
+
+
+def test_the_sweep_forgets_deliveries_older_than_a_month(zendesk, operator_actor, acme):
+    from helpdesk.tickets import webhooks
+
+    ticket = _created(operator_actor, acme)
+    deliver(Client(), "zendesk", zendesk.webhook(int(ticket.external_id), delivery_id="old"))
+    deliver(Client(), "zendesk", zendesk.webhook(int(ticket.external_id), delivery_id="new"))
+    WebhookDelivery.objects.filter(delivery_id="old").update(
+        received_at=timezone.now() - timedelta(days=31)
+    )
+    assert webhooks.prune_deliveries() == 1
+    assert list(WebhookDelivery.objects.values_list("delivery_id", flat=True)) == ["new"]

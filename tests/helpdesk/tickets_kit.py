@@ -278,8 +278,11 @@ class FakeZendesk(FakeRemote):
             if name in data:
                 ticket[name] = data[name]
         if "assignee_email" in data:
-            email = data["assignee_email"]
-            ticket["assignee_id"] = self.user(email) if email else None
+            ticket["assignee_id"] = self.user(data["assignee_email"])
+        if "assignee_id" in data:
+            if data["assignee_id"] is not None and str(data["assignee_id"]) not in self.users:
+                return 422, {"error": "RecordInvalid", "details": {"assignee": "invalid"}}, {}
+            ticket["assignee_id"] = data["assignee_id"]
         events = []
         if data.get("comment"):
             comment = self._comment(data["comment"]["body"], self.me)
