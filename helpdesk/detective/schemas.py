@@ -9,18 +9,20 @@ from ninja import Schema
 from helpdesk.models import Diagnosis
 
 
+# Inputs are taken as given and checked by the services, so a wrong type is refused like any
+# bad value: 400 with ``{"detail", "code"}`` naming the field.
 class DiagnoseIn(Schema):
-    symptom: str = ""
-    category: str = ""
+    symptom: Any = ""
+    category: Any = ""
 
 
 class VerdictIn(Schema):
-    verdict: str
-    actual_cause: str = ""
+    verdict: Any = ""
+    actual_cause: Any = ""
 
 
 class ApplyIn(Schema):
-    index: int = 0
+    index: Any = 0
 
 
 class CauseOut(Schema):
