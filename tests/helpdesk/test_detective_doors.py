@@ -339,3 +339,14 @@ def test_applying_the_top_fix_asks_for_the_restart(broken, as_operator, operator
     operation = Operation.objects.get(agent__slug="broken-worker")
     assert (operation.action, operation.actor) == ("restart", "user:otto")
     assert AuditEntry.objects.filter(action="helpdesk.action.restart-agent").count() == 1
+
+
+def test_the_api_documents_the_detective(as_viewer):
+    paths = as_viewer.get("/api/platform/openapi.json").json()["paths"]
+    assert {
+        "/api/platform/helpdesk/customers/{customer_id}/diagnose",
+        "/api/platform/helpdesk/customers/{customer_id}/diagnoses",
+        "/api/platform/helpdesk/diagnoses/{diagnosis_id}",
+        "/api/platform/helpdesk/diagnoses/{diagnosis_id}/verdict",
+        "/api/platform/helpdesk/diagnoses/{diagnosis_id}/apply",
+    } <= set(paths)
