@@ -30,7 +30,7 @@ from helpdesk.models import (
 )
 from helpdesk.refusals import HelpdeskRefused
 from helpdesk.tickets import clients
-from helpdesk.tickets.clients import RateLimited, Rejected, RemoteError, RemoteTicket, Transient
+from helpdesk.tickets.clients import RateLimited, Rejected, RemoteError, Transient
 from portal import roles
 from portal.actors import Actor
 from portal.services import record_audit
@@ -485,7 +485,3 @@ def conflict_sides(ticket: Ticket) -> list[dict[str, Any]]:
         for name in FIELDS
         if name in ours or (name in theirs and theirs.get(name) != getattr(ticket, name))
     ]
-
-
-def remote_fields(remote: RemoteTicket) -> dict[str, str]:
-    return {**remote.fields(), "version": remote.version}

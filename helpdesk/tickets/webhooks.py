@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -69,7 +69,6 @@ class Incoming:
     fields: dict[str, str]
     comment: RemoteComment | None = None
     author: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # --- signatures ---------------------------------------------------------------------------------
