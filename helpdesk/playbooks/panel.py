@@ -8,7 +8,7 @@ from typing import Any
 
 from helpdesk.customers import require_viewer
 from helpdesk.models import Customer, Playbook, PlaybookRun
-from helpdesk.playbooks import services
+from helpdesk.playbooks import services, workflow
 from portal.actors import Actor
 
 
@@ -16,8 +16,14 @@ def panel_context(
     actor: Actor, customer: Customer, dry_run: PlaybookRun | None = None
 ) -> dict[str, Any]:
     require_viewer(actor)
+    runs = services.recent_runs(customer)
+    for run in runs:
+        # The run's page draws its graph from the definition: have it in this process too
+        # (a query only for a run this process has not seen).
+        if run.workflow_run is not None:
+            workflow.ensure_registered(run.workflow_run)
     return {
         "playbooks": list(Playbook.objects.filter(active=True).order_by("title", "slug")),
-        "playbook_runs": services.recent_runs(customer),
+        "playbook_runs": runs,
         "dry_run": dry_run,
     }
