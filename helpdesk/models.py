@@ -245,7 +245,11 @@ class Ticket(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["system", "external_id"], name="ticket_once")
         ]
-        indexes = [*search_indexes("ticket", "number")]
+        indexes = [
+            *search_indexes("ticket", "number"),
+            # Similar past issues (the Issue Detective) compare symptoms with tickets' subjects.
+            GinIndex(name="ticket_subject_trgm", fields=["subject"], opclasses=["gin_trgm_ops"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.number} {self.subject}"

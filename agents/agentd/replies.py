@@ -96,6 +96,16 @@ def queue_answer(
     )
 
 
+def queue_outcome(pipeline: Any, *, template: str, **task: Any) -> None:
+    """How a task ended, in ``pipeline``: its reply when it asked for one
+    (:func:`queue_answer`), its interaction record when it was done for a customer
+    (:func:`queue_interaction`). ``task``: slug, consumer, version, message_id, fields,
+    outcome, now_ms."""
+    if wants_answer(task["fields"]):
+        queue_answer(pipeline, **task)
+    queue_interaction(pipeline, template=template, **task)
+
+
 def task_kind(fields: dict[str, str], template: str) -> str:
     """What a task was, in a word: its payload's ``kind`` or ``op``, else the template."""
     try:

@@ -569,31 +569,12 @@ class TaskWorker:
     def _answer(
         self, pipeline: Any, message_id: str, fields: dict[str, str], outcome: replies.Outcome
     ) -> None:
-        """The task's reply (when it asked for one) and its interaction record (when it was
-        done for a customer), in ``pipeline``."""
-        now_ms = epoch_ms()
-        if replies.wants_answer(fields):
-            replies.queue_answer(
-                pipeline,
-                slug=self.keys.slug,
-                consumer=self.keys.consumer,
-                version=self._version,
-                message_id=message_id,
-                fields=fields,
-                outcome=outcome,
-                now_ms=now_ms,
-            )
-        replies.queue_interaction(
-            pipeline,
-            slug=self.keys.slug,
-            consumer=self.keys.consumer,
-            version=self._version,
-            template=self._handler.template,
-            message_id=message_id,
-            fields=fields,
-            outcome=outcome,
-            now_ms=now_ms,
-        )
+        """The task's reply and its interaction record, where it has them, in ``pipeline``."""
+        replies.queue_outcome(
+            pipeline, slug=self.keys.slug, consumer=self.keys.consumer, version=self._version,
+            template=self._handler.template, message_id=message_id, fields=fields,
+            outcome=outcome, now_ms=epoch_ms(),
+        )  # fmt: skip
 
     def _skip_answered(
         self, client: redis.Redis, stream: str, message_id: str, fields: dict[str, str]
