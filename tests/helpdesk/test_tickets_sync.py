@@ -579,3 +579,42 @@ def test_the_sweep_forgets_deliveries_older_than_a_month(zendesk, operator_actor
     )
     assert webhooks.prune_deliveries() == 1
     assert list(WebhookDelivery.objects.values_list("delivery_id", flat=True)) == ["new"]
+
+
+def test_a_trigger_payload_with_an_email_and_the_latest_comment(zendesk, operator_actor, acme):
+    from tests.helpdesk.tickets_kit import zendesk_delivery
+
+    ticket = _created(operator_actor, acme)
+    payload = {"ticket": {
+        "id": int(ticket.external_id), "status": "Pending", "priority": "High",
+        "subject": "Agent down (again)", "assignee_email": "lee@support.example",
+        "updated_at": "2027-01-01T00:00:00Z",
+        "latest_comment": {"id": 77, "body": "Customer replied", "author_email": HUMAN},
+    }}  # fmt: skip
+    answer = deliver(Client(), "zendesk", zendesk_delivery(payload))
+    assert answer.json()["result"] == "applied"
+    ticket.refresh_from_db()
+    assert (ticket.status, ticket.priority, ticket.assignee) == (
+        "pending",
+        "high",
+        "lee@support.example",
+    )
+    assert ticket.subject == "Agent down (again)"
+    assert ticket.comments.get(external_id="77").author == HUMAN
+
+
+def test_a_delivery_about_no_linked_ticket_is_kept_and_ignored(zendesk, acme):
+    from tests.helpdesk.tickets_kit import zendesk_delivery
+
+    payload = {"ticket": {"id": 123456, "status": "open", "updated_at": "2027-01-01T00:00:00Z"}}
+    answer = deliver(Client(), "zendesk", zendesk_delivery(payload, delivery_id="lost-1"))
+    assert answer.status_code == 200 and answer.json()["result"] == "unknown"
+    assert WebhookDelivery.objects.get().delivery_id == "lost-1"
+
+
+def test_a_signed_delivery_that_is_not_a_ticket_is_a_400(zendesk, jira):
+    from tests.helpdesk.tickets_kit import zendesk_delivery
+
+    answer = deliver(Client(), "zendesk", zendesk_delivery({"hello": "world"}))
+    assert answer.status_code == 400 and "no ticket" in answer.json()["detail"]
+    assert WebhookDelivery.objects.get().result == "refused"

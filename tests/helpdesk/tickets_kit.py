@@ -320,19 +320,27 @@ class FakeZendesk(FakeRemote):
             "zendesk_event_version": "2022-11-06", "subject": f"zen:ticket:{ticket['id']}",
             "detail": detail, "event": event,
         }  # fmt: skip
-        body = json.dumps(payload).encode()
-        stamp = timestamp or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        signature = base64.b64encode(
-            hmac.new(secret.encode(), stamp.encode() + body, hashlib.sha256).digest()
-        ).decode()
-        if tamper:
-            body = body.replace(b'"status"', b'"status" ', 1)
-        headers = {
-            "X-Zendesk-Webhook-Signature": signature,
-            "X-Zendesk-Webhook-Signature-Timestamp": stamp,
-            "X-Zendesk-Webhook-Invocation-Id": delivery_id or str(uuid.uuid4()),
-        }
-        return body, headers
+        return zendesk_delivery(payload, secret, delivery_id, timestamp=timestamp, tamper=tamper)
+
+
+def zendesk_delivery(
+    payload: dict, secret: str = ZENDESK_SECRET, delivery_id: str = "", *,
+    timestamp: str = "", tamper: bool = False,
+) -> tuple[bytes, dict[str, str]]:  # fmt: skip
+    """``payload`` signed as Zendesk signs: base64 HMAC-SHA256 of the timestamp and the body."""
+    body = json.dumps(payload).encode()
+    stamp = timestamp or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    signature = base64.b64encode(
+        hmac.new(secret.encode(), stamp.encode() + body, hashlib.sha256).digest()
+    ).decode()
+    if tamper:
+        body = body.replace(b'"status"', b'"status" ', 1)
+    headers = {
+        "X-Zendesk-Webhook-Signature": signature,
+        "X-Zendesk-Webhook-Signature-Timestamp": stamp,
+        "X-Zendesk-Webhook-Invocation-Id": delivery_id or str(uuid.uuid4()),
+    }
+    return body, headers
 
 
 # --- Jira ---------------------------------------------------------------------------------------
