@@ -346,8 +346,16 @@ def link_ticket(actor: Actor, customer: Customer, system: object, number: object
                 ticket=ticket.pk, system=system,
             )  # fmt: skip
     except IntegrityError:
-        # Linked by someone else meanwhile: answer theirs (or refuse if another customer's).
-        return link_ticket(actor, customer, system, number)
+        # Linked by someone else meanwhile: answer that link (or refuse if another customer's).
+        linked = Ticket.objects.filter(system=system, external_id=remote.external_id).first()
+        if linked is None:
+            raise
+        if linked.customer_id != customer.pk:
+            raise HelpdeskRefused(
+                f"{linked.number} is linked to another customer already; unlink it there first.",
+                "conflict",
+            ) from None
+        return linked
     return ticket
 
 
