@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from django.conf import settings
+
 from agents import services as agent_services
 from agents.agentd import contract
 from agents.models import Agent, Operation
@@ -83,6 +85,67 @@ def _wait_for(operation: Operation) -> Operation:
 def describe_restart(customer: Customer, agent: Agent | None, params: dict) -> str:
     assert agent is not None
     return f"Restart {agent.name} (now {agent.state}): its replicas stop and start again."
+
+
+# --- start (or resume), raise the memory limit -------------------------------------------------
+
+STARTABLE = {"DEPLOYED": "start", "STOPPED": "start", "SUSPENDED": "resume"}
+
+
+def start(actor: Actor, customer: Customer, agent: Agent | None, params: dict) -> ActionResult:
+    """Start a stopped (or deployed) agent, resume a suspended one; refused in other states by
+    the lifecycle's own rules (its sentence says why)."""
+    assert agent is not None
+    action = STARTABLE.get(agent.state, "start")
+    operation = agent_services.request_action(
+        agent, action, actor, reason=_reason(customer, params)
+    )
+    verb = "Resuming" if action == "resume" else "Starting"
+    return ActionResult(
+        "start-agent", True,
+        f"{verb} {agent.name}: operation {operation.pk} runs now; its card shows when it is up.",
+        {"operation": str(operation.pk), "status": operation.status, "lifecycle": action},
+    )  # fmt: skip
+
+
+def describe_start(customer: Customer, agent: Agent | None, params: dict) -> str:
+    assert agent is not None
+    verb = "Resume" if STARTABLE.get(agent.state) == "resume" else "Start"
+    return f"{verb} {agent.name} (now {agent.state})."
+
+
+def _raised_memory(agent: Agent, params: dict) -> int:
+    ceiling = settings.AGENT_MEMORY_CEILING_MB
+    default = min(ceiling, max(agent.memory_mb * 2, agent.memory_mb + 128))
+    return p.whole(params, "memory_mb", 1, ceiling, default)
+
+
+def raise_memory(
+    actor: Actor, customer: Customer, agent: Agent | None, params: dict
+) -> ActionResult:
+    """Raise the agent's memory limit (agents' own service, up to AGENT_MEMORY_CEILING_MB),
+    then restart it so the new limit takes effect."""
+    assert agent is not None
+    memory_mb, was = _raised_memory(agent, params), agent.memory_mb
+    raised = agent_services.set_memory_limit(agent, memory_mb, actor)
+    operation = agent_services.request_action(
+        raised, "restart", actor, reason=_reason(customer, params) + f", memory {was} → {memory_mb} MiB",
+        confirm=p.flag(params, "confirm"),
+    )  # fmt: skip
+    return ActionResult(
+        "raise-memory", True,
+        f"{agent.name} may use {memory_mb} MiB now (was {was}); restarting it with the new limit "
+        f"(operation {operation.pk}).",
+        {"memory_mb": memory_mb, "was": was, "operation": str(operation.pk)},
+    )  # fmt: skip
+
+
+def describe_raise_memory(customer: Customer, agent: Agent | None, params: dict) -> str:
+    assert agent is not None
+    return (
+        f"Raise {agent.name}'s memory limit {agent.memory_mb} → {_raised_memory(agent, params)} MiB, "
+        "then restart it."
+    )
 
 
 # --- scale -------------------------------------------------------------------------------------

@@ -17,7 +17,9 @@ from helpdesk.models import Customer, CustomerAgent
 from portal import roles
 from portal.actors import Actor
 
-AGENT_ACTIONS = ("restart-agent", "redrive-dead-letters", "rollback-config", "rollback-version")
+AGENT_ACTIONS = (
+    "restart-agent", "raise-memory", "redrive-dead-letters", "rollback-config", "rollback-version",
+)  # fmt: skip
 
 
 def panel_context(actor: Actor, customer: Customer) -> dict[str, Any]:

@@ -31,15 +31,21 @@ from portal.services import record_audit
 __all__ = ["ACTIONS", "SPECS", "ActionResult", "describe_action", "run_action", "spec"]
 
 ACTIONS = (
-    "restart-agent", "scale-agent", "clear-cache", "reset-trial", "resend-email", "grant-access",
-    "revoke-access", "redrive-dead-letters", "rollback-version", "rollback-config",
+    "restart-agent", "start-agent", "scale-agent", "raise-memory", "clear-cache", "reset-trial",
+    "resend-email", "grant-access", "revoke-access", "redrive-dead-letters", "rollback-version",
+    "rollback-config",
 )  # fmt: skip
 
 _SPECS = (
     Spec("restart-agent", "Restart", "required", ("wait", "confirm", "reason"), True,
          fleet.restart, fleet.describe_restart, "Stop and start the agent's replicas."),
+    Spec("start-agent", "Start", "required", ("reason",), False,
+         fleet.start, fleet.describe_start, "Start a stopped agent, resume a suspended one."),
     Spec("scale-agent", "Scale", "required", ("replicas",), False,
          fleet.scale, fleet.describe_scale, "Run the agent on this many replicas."),
+    Spec("raise-memory", "Raise memory", "required", ("memory_mb", "confirm", "reason"), True,
+         fleet.raise_memory, fleet.describe_raise_memory,
+         "Raise the agent's memory limit (default: double), then restart it."),
     Spec("clear-cache", "Clear cache", "optional", (), True,
          cache.clear_cache, cache.describe_clear_cache,
          "Delete the customer's keys in its memory stores and WowCache."),
@@ -64,6 +70,8 @@ _SPECS = (
          "Put the agent's config before its last change back."),
 )  # fmt: skip
 SPECS: dict[str, Spec] = {s.name: s for s in _SPECS}
+# What a temporary grant on the customer's agents allows: their lifecycle.
+LIFECYCLE = ("restart-agent", "start-agent")
 assert tuple(SPECS) == ACTIONS
 
 
@@ -121,7 +129,7 @@ def _require(actor: Actor, found: Spec, customer: Customer, agent: Agent | None)
         return
     # Temporary access: Operator on this customer's agents, for lifecycle actions.
     scoped = agent is not None and grants.scoped_role(actor.user, agent) == roles.OPERATOR
-    if found.name == "restart-agent" and scoped:
+    if found.name in LIFECYCLE and scoped:
         return
     actor.require(roles.OPERATE, f"{found.label.lower()} for {customer.company_name}")
 

@@ -14,6 +14,8 @@ import math
 from collections.abc import Callable
 from datetime import timedelta
 
+from django.conf import settings
+
 from agents.models import State
 from helpdesk.detective import evidence as ev
 from helpdesk.detective.evidence import Candidate, line
@@ -216,14 +218,15 @@ def _out_of_memory(signals: Signals, a: AgentSignals) -> Candidate | None:
             )
             break
     items += ev.log_tail(a)
-    raised = max(agent.memory_mb * 2, agent.memory_mb + 128)
+    raised = min(settings.AGENT_MEMORY_CEILING_MB, max(agent.memory_mb * 2, agent.memory_mb + 128))
     return Candidate(
         "out_of_memory",
         f"{agent.name} runs out of memory ({agent.memory_mb} MiB limit)",
         score,
         items,
-        ev.fix("restart-agent", agent.slug,
-               f"Restart {agent.name} (then raise its limit {agent.memory_mb} → {raised} MiB)"),
+        ev.fix("raise-memory", agent.slug,
+               f"Raise {agent.name}'s memory {agent.memory_mb} → {raised} MiB and restart it",
+               memory_mb=raised),
         agent.slug,
     )  # fmt: skip
 
@@ -488,12 +491,10 @@ def _agent_stopped(signals: Signals, a: AgentSignals) -> Candidate | None:
     if by is not None:
         items.append(line(f"{by.action} by {by.actor}" + (f": {by.reason}" if by.reason else ""),
                           by.actor, reverse_history(agent.slug)))  # fmt: skip
-    # A restart takes a running or errored agent only: starting or resuming is done from the
-    # agent's page (no quick action starts a stopped agent).
     verb = "Resume" if agent.state == State.SUSPENDED else "Start"
-    items.append(line(f"{verb} {agent.name} from its page", link=ev.agent_link(agent)))
     return Candidate("agent_stopped", f"{agent.name} was {agent.get_state_display().lower()}",
-                     score, items, None, agent.slug)  # fmt: skip
+                     score, items, ev.fix("start-agent", agent.slug, f"{verb} {agent.name}"),
+                     agent.slug)  # fmt: skip
 
 
 # --- the account -------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from portal import extensions
 # The fixes a diagnosis may offer, each done by ``helpdesk.actions.services.run_action``.
 FIX_ACTIONS = (
     "restart-agent",
+    "start-agent",
+    "raise-memory",
     "scale-agent",
     "clear-cache",
     "reset-trial",

@@ -39,9 +39,9 @@ MEMORY = {"template": "memory", "task_retry_ms": 50, "task_block_ms": 50}
 
 def test_the_interface_the_issue_detective_calls():
     assert services.ACTIONS == (
-        "restart-agent", "scale-agent", "clear-cache", "reset-trial", "resend-email",
-        "grant-access", "revoke-access", "redrive-dead-letters", "rollback-version",
-        "rollback-config",
+        "restart-agent", "start-agent", "scale-agent", "raise-memory", "clear-cache",
+        "reset-trial", "resend-email", "grant-access", "revoke-access", "redrive-dead-letters",
+        "rollback-version", "rollback-config",
     )  # fmt: skip
     assert ActionResult("x", True, "m", {}).details == {}
 
@@ -288,3 +288,45 @@ def test_clear_cache_reaches_wowcache_too_when_it_runs_the_memory_template(
         result.message == f"Deleted 3 cached key(s) of Acme Corp: 1 on {own.slug}, 2 on wow-cache."
     )
     assert [s["agent"] for s in result.details["stores"]] == [own.slug, "wow-cache"]
+
+
+def test_start_brings_a_stopped_customer_agent_back(acme, operator_actor, redis_client):
+    agent = bring_up(link_agent(acme, new_slug("acme-bot")), redis_client)
+    Operation.objects.all().delete()
+    from agents import services as agent_services
+
+    agent_services.request_action(agent, "stop", operator_actor)
+    run_pending_operations(agent)
+    agent.refresh_from_db()
+    assert agent.state == "STOPPED"
+
+    result = run_action(operator_actor, acme, "start-agent", agent=agent.slug)
+
+    assert result.ok and result.details["lifecycle"] == "start"
+    [done] = run_pending_operations(agent)
+    assert done.status == Operation.Status.SUCCEEDED, done.error
+    assert agent.state == "RUNNING"
+    # Running already: the lifecycle's own refusal, nothing changed.
+    with pytest.raises(Refused):
+        run_action(operator_actor, acme, "start-agent", agent=agent.slug)
+
+
+def test_raise_memory_raises_the_limit_and_restarts(acme, operator_actor, redis_client, settings):
+    settings.AGENT_MEMORY_CEILING_MB = 1024
+    agent = bring_up(link_agent(acme, new_slug("acme-bot")), redis_client)
+    was = agent.memory_mb
+    Operation.objects.all().delete()
+
+    result = run_action(operator_actor, acme, "raise-memory", agent=agent.slug)
+
+    agent.refresh_from_db()
+    assert agent.memory_mb == min(1024, max(was * 2, was + 128)) == result.details["memory_mb"]
+    [done] = run_pending_operations(agent)
+    assert done.action == "restart" and done.status == Operation.Status.SUCCEEDED, done.error
+    # Past the ceiling: refused by agents' own rule, the limit unchanged.
+    with pytest.raises(Refused):
+        run_action(
+            operator_actor, acme, "raise-memory", agent=agent.slug, params={"memory_mb": 4096}
+        )
+    agent.refresh_from_db()
+    assert agent.memory_mb == result.details["memory_mb"]

@@ -108,6 +108,8 @@ def test_out_of_memory_outranks_the_crash_it_caused(shop):
     causes = found(owner)
     assert causes["out_of_memory"].score > causes["crash"].score
     assert "256 → 512 MiB" in causes["out_of_memory"].fix["label"]
+    assert causes["out_of_memory"].fix["action"] == "raise-memory"
+    assert causes["out_of_memory"].fix["params"] == {"memory_mb": 512}
 
 
 def test_memory_near_its_limit_is_found_without_a_kill(shop):
@@ -131,10 +133,9 @@ def test_an_agent_stopped_by_someone_is_found(shop, operator):
     kit.set_fields(mailer, state=State.STOPPED)
     stopped = found(owner)["agent_stopped"]
     assert "stop by user:otto: maintenance" in stopped.evidence[1]["text"]
-    # No quick action starts a stopped agent: the evidence says where to.
-    assert stopped.fix is None
-    assert stopped.evidence[-1] == {"text": f"Start {mailer.name} from its page",
-                                    "link": f"/agents/{mailer.slug}/"}  # fmt: skip
+    # The fix starts it again (the start-agent quick action).
+    assert stopped.fix == {"action": "start-agent", "agent": mailer.slug, "params": {},
+                           "label": f"Start {mailer.name}"}  # fmt: skip
     # A stopped agent is not a crash, and its dependency checks are off.
     assert "crash" not in found(owner)
 
