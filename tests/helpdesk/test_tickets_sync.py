@@ -618,3 +618,29 @@ def test_a_signed_delivery_that_is_not_a_ticket_is_a_400(zendesk, jira):
     answer = deliver(Client(), "zendesk", zendesk_delivery({"hello": "world"}))
     assert answer.status_code == 400 and "no ticket" in answer.json()["detail"]
     assert WebhookDelivery.objects.get().result == "refused"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_senders_at_once_send_a_change_once(zendesk, operator_actor, acme):
+    import threading
+
+    from django.db import connection
+
+    services.create_ticket(operator_actor, acme, "zendesk", "Raced", "b")
+    change = TicketChange.objects.get()
+    zendesk.delay = 0.5  # the first sender is still waiting for Zendesk when the second comes
+    results = []
+
+    def send() -> None:
+        try:
+            results.append(outbox.send_change(change.pk).outcome)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == ["busy", "sent"]
+    assert len(zendesk.calls("POST")) == 1 and len(zendesk.tickets) == 1

@@ -17,6 +17,7 @@ import json
 import random
 import re
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -80,6 +81,8 @@ class FakeRemote:
                     status, body, headers = fake.control(record)
                     self._answer(status, body, headers)
                     return
+                if fake.delay:
+                    time.sleep(fake.delay)
                 with fake.lock:
                     fake.requests.append(record)
                     if not fake.authorised(self.headers.get("Authorization", "")):
@@ -117,6 +120,7 @@ class FakeRemote:
     # --- webhooks to the portal ----------------------------------------------------------------
 
     server_url = ""
+    delay = 0.0  # seconds before each answer: a slow remote
     webhook_url = ""  # where change_behind(..., notify=True) and the controls deliver
 
     def send_webhook(self, delivery: tuple[bytes, dict[str, str]], url: str = "") -> int:
@@ -576,7 +580,6 @@ def main() -> None:
     portal; ``POST /_fake/change`` on a fake changes a ticket there and calls the portal's
     webhook, signed."""
     import argparse
-    import time
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--portal", default="http://127.0.0.1:8000", help="The portal's base URL.")
