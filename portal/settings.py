@@ -186,6 +186,15 @@ FACTORY_SANDBOX_TIMEOUT_SECONDS = env.int(
 )
 # Servicing: where upgrades keep their data snapshots, and how long they keep them.
 SERVICING_BACKUP_ROOT = Path(env.str("SERVICING_BACKUP_ROOT", str(VAR_DIR / "backups")))
+# Email (the help desk's notification emails): an SMTP server; the defaults reach one on this
+# machine. A server that does not answer makes "Resend email" answer 503, nothing else.
+EMAIL_HOST = env.str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env.secret("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", "WAOOAW Support <support@waooaw.local>")
 # The help desk: how often agentd's interaction records are read into the database; whether
 # Viewers see customers' contact details masked; how far a trial may be extended at once and in
 # all; how long temporary access may be granted for.
