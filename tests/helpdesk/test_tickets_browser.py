@@ -61,6 +61,17 @@ def portal_with_zendesk(zendesk, serve_portal, test_database_url, redis_url, tmp
 def test_a_ticket_from_a_diagnosis_and_its_status_coming_back(
     chromium, portal_with_zendesk, zendesk, operator, password, acme
 ):
+    from django.db import connections
+
+    try:
+        _story(chromium, portal_with_zendesk, zendesk, operator, password, acme)
+    finally:
+        # While Playwright runs, the ORM's calls get a connection of their own (another
+        # context): close it here, or the test database cannot be dropped at the end.
+        connections.close_all()
+
+
+def _story(chromium, portal_with_zendesk, zendesk, operator, password, acme) -> None:
     from django.contrib.auth.hashers import make_password
     from playwright.sync_api import expect
 
