@@ -14,6 +14,7 @@ Each calls the same services as the pages and the API; ``--json`` prints what th
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from rich.table import Table
@@ -34,6 +35,7 @@ def add_parsers(sub, common) -> None:
         "tickets",
         help="A customer's Zendesk and Jira tickets: list, create, link, update, resolve, sync.",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tickets.add_argument(
         "what", metavar="CUSTOMER|VERB",
