@@ -120,7 +120,25 @@ def _kill_processes_under(root: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def celery_worker_process(test_database_url: str, redis_url: str, tmp_path_factory):
+def fake_zendesk_port() -> int:
+    """The port the help desk's story starts its fake Zendesk on: the worker (started once for
+    the session) is pointed at it from the start, so the ticket it sends reaches the fake."""
+    from portal import embedded
+
+    return embedded.free_port()
+
+
+def zendesk_environment(port: int) -> dict[str, str]:
+    from tests.helpdesk.tickets_kit import EMAIL, TOKEN, ZENDESK_SECRET
+
+    return {"ZENDESK_URL": f"http://127.0.0.1:{port}", "ZENDESK_EMAIL": EMAIL,
+            "ZENDESK_API_TOKEN": TOKEN, "ZENDESK_WEBHOOK_SECRET": ZENDESK_SECRET}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(
+    test_database_url: str, redis_url: str, tmp_path_factory, fake_zendesk_port: int
+):
     """``celery -A portal worker`` on the test database and Redis; yields the agent root where
     the agents it starts keep their files (their command lines name it)."""
     from portal.celery import app as celery_app
@@ -138,6 +156,7 @@ def celery_worker_process(test_database_url: str, redis_url: str, tmp_path_facto
         "SERVICING_BACKUP_ROOT": str(tmp_path_factory.mktemp("worker-backups")),
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
+        **zendesk_environment(fake_zendesk_port),
     }
     # Work queued by earlier tests' requests is not for this worker.
     celery_app.control.purge()
@@ -177,3 +196,44 @@ def agent_worker(celery_worker_process: Path):
             shutil.rmtree(child, ignore_errors=True)
         else:
             child.unlink(missing_ok=True)
+
+
+# --- the help desk: a Daphne with Zendesk on and the worker's agent root, a fake Zendesk -------
+
+
+@pytest.fixture
+def helpdesk_portal(serve_portal, test_database_url, redis_url, agent_worker, tmp_path,
+                    fake_zendesk_port):  # fmt: skip
+    """Daphne with the worker's agent root (a scale from the page starts replicas there) and
+    Zendesk pointed at the fake's port, as the worker is."""
+    env = {
+        **os.environ, "DATABASE_URL": test_database_url, "REDIS_URL": redis_url,
+        "AGENT_ROOT": str(agent_worker), "LOG_LEVEL": "WARNING", "JIRA_URL": "",
+        **zendesk_environment(fake_zendesk_port),
+    }  # fmt: skip
+    with serve_portal(env, tmp_path) as base:
+        yield base
+
+
+@pytest.fixture
+def fake_zendesk(fake_zendesk_port, helpdesk_portal):
+    """A fake Zendesk (real HTTP) where the worker and the portal send, calling the portal's
+    webhook when a person changes a ticket on it (``POST /_fake/change``)."""
+    from tests.helpdesk.tickets_kit import HOOK_PATH, FakeZendesk
+
+    fake = FakeZendesk()
+    fake.start(fake_zendesk_port)
+    fake.webhook_url = helpdesk_portal + HOOK_PATH.format(system="zendesk")
+    yield fake
+    fake.stop()
+
+
+def wait_for(condition, timeout: float, what: str):
+    """``condition()`` once it is true (polled every 0.25 s); fails the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.25)
+    pytest.fail(f"waited {timeout:.0f} s for {what}")

@@ -1,77 +1,40 @@
 """Tickets in a real browser: an Operator creates a Zendesk ticket from Acme Corp's diagnosis on
 the tickets panel, the outbox sends it to the fake Zendesk, a person solves it there, and the
-signed webhook brings the status back to the page. At 375 px the panel fits.
+signed webhook brings the status back to the page; changed on both sides, the page shows both
+and keeps ours only when asked. At 375 px the panel fits.
 
-Daphne serves the real ASGI app (with ZENDESK_* pointing at the fake) on the test database;
-Debian's Chromium through Playwright. Skipped without Chromium (CI installs it).
+Daphne serves the real ASGI app on the test database, with ZENDESK_* pointing at the fake, as
+the Celery worker that sends is; Debian's Chromium through Playwright.
 """
 
 from __future__ import annotations
-
-import os
-import shutil
-from pathlib import Path
 
 import pytest
 import requests
 
 from helpdesk.models import Diagnosis, Ticket
-from helpdesk.tickets import outbox
-from tests.helpdesk import tickets_kit
-from tests.helpdesk.tickets_kit import EMAIL, HOOK_PATH, TOKEN, ZENDESK_SECRET
+from tests.browser.conftest import wait_for
+from tests.helpdesk.conftest import make_customer
 
-zendesk = tickets_kit.zendesk
-
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-results" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-
-
-@pytest.fixture
-def chromium(monkeypatch):
-    path = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but Chromium is missing.")
-        pytest.skip("Chromium is not installed (apt-get install chromium); CI runs this test.")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the ORM calls stay synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def portal_with_zendesk(zendesk, serve_portal, test_database_url, redis_url, tmp_path):
-    env = {
-        **os.environ, "DATABASE_URL": test_database_url, "REDIS_URL": redis_url,
-        "LOG_LEVEL": "WARNING", "ZENDESK_URL": zendesk.server_url, "ZENDESK_EMAIL": EMAIL,
-        "ZENDESK_API_TOKEN": TOKEN, "ZENDESK_WEBHOOK_SECRET": ZENDESK_SECRET, "JIRA_URL": "",
-    }  # fmt: skip
-    with serve_portal(env, tmp_path) as base:
-        zendesk.webhook_url = base + HOOK_PATH.format(system="zendesk")
-        yield base
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_ticket_from_a_diagnosis_and_its_status_coming_back(
-    chromium, portal_with_zendesk, zendesk, operator, password, acme
+    browser, helpdesk_portal, fake_zendesk, operator, password, screenshot
 ):
     from django.db import connections
 
+    acme = make_customer("acme-corp", "Acme Corp", domain="acme.com")
+
     try:
-        _story(chromium, portal_with_zendesk, zendesk, operator, password, acme)
+        _story(browser, helpdesk_portal, fake_zendesk, operator, password, acme, screenshot)
     finally:
         # While Playwright runs, the ORM's calls get a connection of their own (another
         # context): close it here, or the test database cannot be dropped at the end.
         connections.close_all()
 
 
-def _story(chromium, portal_with_zendesk, zendesk, operator, password, acme) -> None:
+def _story(browser, base, zendesk, operator, password, acme, screenshot) -> None:
     from django.contrib.auth.hashers import make_password
     from playwright.sync_api import expect
 
@@ -82,9 +45,7 @@ def _story(chromium, portal_with_zendesk, zendesk, operator, password, acme) -> 
         causes=[{"cause": "queue_backlog", "title": "Queue backlog", "confidence": 0.92,
                  "evidence": [{"text": "1,200 messages waiting"}], "fix": "scale workers 2 → 5"}],
     )  # fmt: skip
-    context = chromium.new_context(
-        base_url=portal_with_zendesk, viewport={"width": 1280, "height": 900}
-    )
+    context = browser.new_context(base_url=base, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(10_000)
     page = context.new_page()
     errors: list[str] = []
@@ -105,9 +66,10 @@ def _story(chromium, portal_with_zendesk, zendesk, operator, password, acme) -> 
     expect(panel).to_contain_text("being created")
     expect(page.locator("#toasts")).to_contain_text("Creating")
 
-    assert [r.outcome for r in outbox.send_due()] == ["sent"]  # what the worker would do
-    ticket = Ticket.objects.get()
+    wait_for(lambda: zendesk.tickets, 30, "the worker to send the ticket")
     (remote,) = zendesk.tickets.values()
+    ticket = wait_for(lambda: Ticket.objects.filter(external_id=str(remote["id"])).first(), 10,
+                      "its Zendesk id stored")  # fmt: skip
     assert "1,200 messages waiting" in remote["description"]
     page.reload()
     expect(panel.get_by_role("link", name=ticket.number)).to_be_visible()
@@ -126,17 +88,16 @@ def _story(chromium, portal_with_zendesk, zendesk, operator, password, acme) -> 
     panel.get_by_label("Status").select_option("open")
     panel.get_by_role("button", name="Send").click()
     expect(panel.locator(f"li[data-ticket='{ticket.pk}']")).to_contain_text("Sending")
-    assert [r.outcome for r in outbox.send_due()] == ["conflict"]
-    assert zendesk.tickets[remote["id"]]["status"] == "hold"
+    wait_for(lambda: Ticket.objects.get(pk=ticket.pk).sync_state == "conflict", 30,
+             "the worker to meet the conflict")  # fmt: skip
+    assert zendesk.tickets[remote["id"]]["status"] == "hold"  # theirs, not overwritten
     page.reload()
     conflict = panel.locator(f"[data-conflict='{ticket.pk}']")
     expect(conflict).to_contain_text("Changed on both sides")
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "helpdesk-tickets-conflict-375.png"), full_page=True)
+    screenshot(page, "helpdesk-tickets-conflict-375")
     conflict.get_by_role("button", name="Keep ours (send again)").click()
     expect(page.locator("#toasts")).to_contain_text("kept ours")
-    assert [r.outcome for r in outbox.send_due()] == ["sent"]
-    assert zendesk.tickets[remote["id"]]["status"] == "open"
+    wait_for(lambda: zendesk.tickets[remote["id"]]["status"] == "open", 30, "ours sent again")
     assert not errors, errors
     context.close()
