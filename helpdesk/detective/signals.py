@@ -13,6 +13,7 @@ their error groups from Redis. Detectors (``helpdesk.detective.detectors``) only
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +30,7 @@ from observability.models import Level, LogEntry, MetricSample
 from observability.queues import catalog
 from observability.queues import figures as queue_figures
 from observability.queues.deadletters import Group
+from observability.queues.models import QueueSample
 from servicing.models import Upgrade
 
 # How far back each kind of signal is read.
@@ -44,6 +46,8 @@ TRANSITIONS_MAX = 300
 FAILING_ERRORS = 10
 # Newest dead letters read per agent to count the customer's share of them.
 LETTERS_SAMPLED = 200
+# Inflow is judged over this long: a burst does not read as a rate that keeps coming.
+INFLOW_WINDOW = timedelta(minutes=5)
 
 
 @dataclass
@@ -297,6 +301,26 @@ def _read_traffic(signals: Signals, by_id: dict[int, AgentSignals], now: datetim
     signals.failing_errors = list(failing)
 
 
+def _sustained_inflow(looks: list, now) -> None:
+    """Each queue's inflow as what keeps coming, not a burst: the newest sample's rate, but no
+    more than the median of the last INFLOW_WINDOW (a one-off burst of 1,500 tasks read as
+    300 tasks/s would ask for twenty replicas). One query for every queue."""
+    names = [figures.ref.name for figures in looks if figures.in_rate is not None]
+    if not names:
+        return
+    rates: dict[str, list[float]] = {}
+    for name, rate in QueueSample.objects.filter(
+        queue_name__in=names, step=QueueSample.RAW, ts__gte=now - INFLOW_WINDOW,
+        in_rate__isnull=False,
+    ).values_list("queue_name", "in_rate"):  # fmt: skip
+        if rate is not None:
+            rates.setdefault(name, []).append(rate)
+    for figures in looks:
+        seen = rates.get(figures.ref.name)
+        if seen and figures.in_rate is not None:
+            figures.in_rate = min(figures.in_rate, statistics.median(seen))
+
+
 def _read_redis(signals: Signals, by_id: dict[int, AgentSignals], client) -> None:
     """Queue figures (one pipeline, the queue pages' own look), then every agent's dead-letter
     groups and newest letters (a second pipeline)."""
@@ -304,6 +328,7 @@ def _read_redis(signals: Signals, by_id: dict[int, AgentSignals], client) -> Non
     found = list(by_id.values())
     refs = [catalog.for_agent(a.agent) for a in found]
     looks = queue_figures.with_rates(queue_figures.look(refs, client, None))
+    _sustained_inflow(looks, signals.at)
     for agent_signals, figures in zip(found, looks, strict=True):
         agent_signals.queue = figures
         if figures.error:

@@ -334,3 +334,24 @@ def test_dead_letters_right_after_a_config_change_are_put_down_to_it(shop, redis
     causes = found(owner)
     assert causes["dead_letter_storm"].score < alone
     assert causes["bad_config"].score > causes["dead_letter_storm"].score
+
+
+def test_a_one_off_burst_is_not_read_as_an_inflow_that_keeps_coming(shop, redis_client):
+    from django.utils import timezone
+
+    from observability.queues.models import QueueSample
+
+    owner, worker, _ = shop
+    redis_client.delete(f"agents:{worker.slug}:tasks")
+    kit.backlog(redis_client, worker, 1200, oldest=timedelta(minutes=2))
+    now, name = timezone.now(), f"agents:{worker.slug}:tasks"
+    # A steady 1 task/s for five minutes, then the newest sample saw a burst of 1,500 tasks.
+    QueueSample.objects.bulk_create(
+        QueueSample(queue_name=name, ts=now - timedelta(seconds=5 * n), pending=0,
+                    in_rate=300.0 if n == 0 else 1.0, out_rate=2.0)
+        for n in range(60)
+    )  # fmt: skip
+    backlog = found(owner)["queue_backlog"]
+    # Judged on 1/s (not 300/s): 2/s over 2 replicas, 1 + 1200/300 s = 5/s → 5 replicas.
+    assert backlog.fix["params"]["replicas"] == 5
+    assert "inflow 1.00/s" in backlog.evidence[-1]["text"]
