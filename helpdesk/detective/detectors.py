@@ -112,7 +112,7 @@ def _queue_backlog(signals: Signals, a: AgentSignals) -> Candidate | None:
             len(q.consumers),
         ),
     ]
-    if a.metric is not None and a.metric.throughput is not None:
+    if a.metric is not None and a.metric.throughput:  # 0: not measured yet, not a stall
         items.append(
             line(f"Throughput {a.metric.throughput:.2f} tasks/s over {agent.replicas} replica(s)",
                  round(a.metric.throughput, 3))
