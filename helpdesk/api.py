@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from ninja import Router
 
 from helpdesk import customers, overview
+from helpdesk.refusals import HelpdeskRefused
 from helpdesk.schemas import Overview, SearchResults, overview_out, search_out
 from portal.actors import Actor
 from portal.schemas import Problem
@@ -24,9 +25,9 @@ READ = {400: Problem, 403: Problem, 404: Problem}
     response={200: SearchResults, **READ},
     summary="Customers matching q (company, domain, email, contact, agent, ticket), best first",
 )
-def search(request: HttpRequest, q: str = "", limit: int = customers.SEARCH_LIMIT):
+def search(request: HttpRequest, q: str = "", limit: str = ""):
     actor = Actor.from_request(request)
-    return search_out(customers.search_customers(actor, q, limit))
+    return search_out(customers.search_customers(actor, q, _whole(limit, customers.SEARCH_LIMIT)))
 
 
 @router.get(
@@ -34,8 +35,30 @@ def search(request: HttpRequest, q: str = "", limit: int = customers.SEARCH_LIMI
     response={200: Overview, **READ},
     summary="One customer: profile, agents, recent issues, the last 50 interactions, events",
 )
-def customer_overview(request: HttpRequest, customer_id: str, failures: bool = False):
+def customer_overview(request: HttpRequest, customer_id: str, failures: str = ""):
     actor = Actor.from_request(request)
     customers.require_viewer(actor)
     found = customers.get_customer(customer_id)
-    return overview_out(overview.customer_overview(actor, found, failures_only=failures))
+    only = _flag(failures, "failures")
+    return overview_out(overview.customer_overview(actor, found, failures_only=only))
+
+
+# Query parameters arrive as text and are read here, so a bad one is a 400 that names it (never
+# django-ninja's 422).
+TRUE, FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
+
+
+def _flag(value: str, name: str) -> bool:
+    text = value.strip().lower()
+    if text not in TRUE | FALSE:
+        raise HelpdeskRefused(f"{name}: say true or false, not {value[:40]!r}.", "invalid")
+    return text in TRUE
+
+
+def _whole(value: str, default: int) -> object:
+    """A whole number as ``search_customers`` checks it (its range); anything else as given,
+    which it refuses with the range."""
+    text = value.strip()
+    if not text:
+        return default
+    return int(text) if text.lstrip("-").isdigit() and len(text) < 12 else text

@@ -7,7 +7,8 @@ from portal.refusals import Refused
 
 class HelpdeskRefused(Refused):
     """Help desk work that will not be done: 400 ``invalid``, 403 ``forbidden``, 404
-    ``not_found``, 409 ``conflict``, 429 ``rate_limited``, 503 ``unavailable``."""
+    ``not_found``, 409 ``conflict`` and ``off`` (a part not configured here, say Zendesk without
+    ZENDESK_URL), 429 ``rate_limited``, 503 ``unavailable`` (a server that did not answer)."""
 
     default_code = "conflict"
     status_by_code = {
@@ -16,5 +17,6 @@ class HelpdeskRefused(Refused):
         "forbidden": 403,
         "not_found": 404,
         "conflict": 409,
+        "off": 409,
         "rate_limited": 429,
     }

@@ -478,7 +478,7 @@ def off_refusal(system: str) -> HelpdeskRefused:
     return HelpdeskRefused(
         f"{label} is off here: {variable} is not set. Set {variable}, {system.upper()}_EMAIL "
         f"and {system.upper()}_API_TOKEN to turn it on.",
-        "unavailable",
+        "off",
     )
 
 

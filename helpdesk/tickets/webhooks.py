@@ -227,9 +227,9 @@ def receive(system: str, headers: Any, body: bytes, source: str = "") -> Receipt
         refused = HelpdeskRefused(
             f"{label} webhooks cannot be verified: set {system.upper()}_WEBHOOK_SECRET to the "
             "webhook's signing secret.",
-            "unavailable",
+            "off",
         )
-        _refuse(system, delivery_id, refused.message, source, 503)
+        _refuse(system, delivery_id, refused.message, source, 409)
         raise refused
     problem = signature_problem(system, headers, body, timezone.now())
     if problem:

@@ -166,7 +166,7 @@ def test_api_nul_and_unknown_things(zendesk, as_operator, acme):
 def test_api_says_when_a_system_is_off(systems_off, as_operator, acme):
     answer = _post(as_operator, f"{API}/customers/acme-corp/tickets",
                    {"system": "jira", "subject": "x"})  # fmt: skip
-    assert answer.status_code == 503 and answer.json()["code"] == "unavailable"
+    assert answer.status_code == 409 and answer.json()["code"] == "off"
     assert "JIRA_URL is not set" in answer.json()["detail"]
     listing = as_operator.get(f"{API}/customers/acme-corp/tickets").json()
     assert [s["on"] for s in listing["systems"]] == [False, False]
@@ -189,7 +189,7 @@ def test_webhooks_need_no_session_but_a_secret(zendesk, settings, client, as_ope
     ticket = _sent_ticket(as_operator, acme)
     settings.ZENDESK_WEBHOOK_SECRET = ""
     answer = deliver(client, "zendesk", zendesk.webhook(int(ticket.external_id)))
-    assert answer.status_code == 503 and "ZENDESK_WEBHOOK_SECRET" in answer.json()["detail"]
+    assert answer.status_code == 409 and "ZENDESK_WEBHOOK_SECRET" in answer.json()["detail"]
     assert WebhookDelivery.objects.get().result == "refused"
 
 

@@ -444,10 +444,10 @@ def test_a_system_that_is_off_says_so(systems_off, operator_actor, acme):
     ):
         with pytest.raises(HelpdeskRefused) as refused:
             call()
-        assert refused.value.code == "unavailable" and "_URL is not set" in refused.value.message
+        assert refused.value.code == "off" and "_URL is not set" in refused.value.message
     answer = Client().post("/api/platform/helpdesk/webhooks/jira", data=b"{}",
                            content_type="application/json")  # fmt: skip
-    assert answer.status_code == 503 and answer.json()["code"] == "unavailable"
+    assert answer.status_code == 409 and answer.json()["code"] == "off"
     assert not Ticket.objects.exists() and not TicketChange.objects.exists()
 
 
