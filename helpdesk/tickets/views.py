@@ -5,70 +5,36 @@ re-rendered panel with a toast; without htmx it redirects to the customer's page
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
-from django.template.loader import render_to_string
-from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
-from django.views.decorators.vary import vary_on_headers
 
-from helpdesk.customers import get_customer, require_viewer
+from helpdesk import panels
+from helpdesk.customers import get_customer
 from helpdesk.models import Customer
 from helpdesk.tickets import panel, services
-from portal import roles
 from portal.actors import Actor
-from portal.htmx import answers_refusals, htmx_partial
+from portal.htmx import answers_refusals
 
 PANEL = "helpdesk/tickets/_panel.html"
 
 
-def _back(key: str = "", **kwargs) -> str:
-    return reverse("helpdesk:customer", args=[key]) if key else "/helpdesk/"
-
-
-def _actor(request: HttpRequest) -> Actor:
-    actor = Actor.from_request(request)
-    require_viewer(actor)
-    return actor
-
-
-def _context(actor: Actor, customer: Customer) -> dict:
-    return {
-        "customer": customer,
-        "can_operate": actor.has(roles.OPERATE),
-        **panel.panel_context(actor, customer),
-    }
-
-
 def _answer(request: HttpRequest, actor: Actor, customer: Customer, said: str) -> HttpResponse:
-    if not htmx_partial(request):
-        from django.contrib import messages
-
-        messages.success(request, said)
-        return redirect(_back(customer.key))
-    html = render_to_string(PANEL, _context(actor, customer), request)
-    html += render_to_string(
-        "portal/toast.html", {"toast": said, "toast_level": "success"}, request
-    )
-    return HttpResponse(html)
+    return panels.answer(request, PANEL, panels.context(actor, customer, panel.panel_context), said)
 
 
 @require_GET
-@vary_on_headers("HX-Request")
-@answers_refusals(_back)
+@answers_refusals(panels.back)
 def tickets_panel(request: HttpRequest, key: str) -> HttpResponse:
     """The panel alone (htmx refresh) or on a page of its own."""
-    actor = _actor(request)
+    actor = panels.viewer(request)
     customer = get_customer(key)
-    context = _context(actor, customer)
-    if htmx_partial(request):
-        return render(request, PANEL, context)
-    return render(request, "helpdesk/tickets/page.html", context)
+    values = panels.context(actor, customer, panel.panel_context)
+    return panels.panel_alone(request, PANEL, values, page="helpdesk/tickets/page.html")
 
 
 @require_POST
-@answers_refusals(_back)
+@answers_refusals(panels.back)
 def create(request: HttpRequest, key: str) -> HttpResponse:
-    actor = _actor(request)
+    actor = panels.viewer(request)
     customer = get_customer(key)
     diagnosis = None
     if request.POST.get("diagnosis_id"):
@@ -83,9 +49,9 @@ def create(request: HttpRequest, key: str) -> HttpResponse:
 
 
 @require_POST
-@answers_refusals(_back)
+@answers_refusals(panels.back)
 def create_from_diagnosis(request: HttpRequest, key: str, diagnosis_id: int) -> HttpResponse:
-    actor = _actor(request)
+    actor = panels.viewer(request)
     customer = get_customer(key)
     diagnosis = services.get_diagnosis(customer, diagnosis_id)
     ticket = services.create_ticket(
@@ -99,9 +65,9 @@ def create_from_diagnosis(request: HttpRequest, key: str, diagnosis_id: int) -> 
 
 
 @require_POST
-@answers_refusals(_back)
+@answers_refusals(panels.back)
 def link(request: HttpRequest, key: str) -> HttpResponse:
-    actor = _actor(request)
+    actor = panels.viewer(request)
     customer = get_customer(key)
     ticket = services.link_ticket(
         actor, customer, request.POST.get("system", ""), request.POST.get("number", "")
@@ -110,9 +76,9 @@ def link(request: HttpRequest, key: str) -> HttpResponse:
 
 
 @require_POST
-@answers_refusals(_back)
+@answers_refusals(panels.back)
 def update(request: HttpRequest, key: str, ticket_id: int) -> HttpResponse:
-    actor = _actor(request)
+    actor = panels.viewer(request)
     customer = get_customer(key)
     ticket = services.get_ticket(ticket_id, customer=customer)
     status = request.POST.get("status") or None
@@ -127,9 +93,9 @@ def update(request: HttpRequest, key: str, ticket_id: int) -> HttpResponse:
 
 
 @require_POST
-@answers_refusals(_back)
+@answers_refusals(panels.back)
 def resolve(request: HttpRequest, key: str, ticket_id: int) -> HttpResponse:
-    actor = _actor(request)
+    actor = panels.viewer(request)
     customer = get_customer(key)
     ticket = services.get_ticket(ticket_id, customer=customer)
     keep = request.POST.get("keep", "")
