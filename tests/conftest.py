@@ -269,6 +269,35 @@ def outsider(make_user):
     return make_user("oscar")
 
 
+# --- the same users as actors, for calling services directly ------------------------------------
+
+
+def _actor_of(user):
+    from portal.actors import Actor
+
+    return Actor(kind="user", user=user, source="127.0.0.1")
+
+
+@pytest.fixture
+def admin_actor(admin):
+    return _actor_of(admin)
+
+
+@pytest.fixture
+def operator_actor(operator):
+    return _actor_of(operator)
+
+
+@pytest.fixture
+def viewer_actor(viewer):
+    return _actor_of(viewer)
+
+
+@pytest.fixture
+def outsider_actor(outsider):
+    return _actor_of(outsider)
+
+
 def _client_for(user):
     from django.test import Client
 

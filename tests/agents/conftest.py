@@ -42,16 +42,6 @@ def seeded(db):
 
 
 @pytest.fixture
-def operator_actor(operator) -> Actor:
-    return Actor(kind="user", user=operator, source="127.0.0.1")
-
-
-@pytest.fixture
-def viewer_actor(viewer) -> Actor:
-    return Actor(kind="user", user=viewer, source="127.0.0.1")
-
-
-@pytest.fixture
 def act():
     """Request an action and carry it out here (as the worker would); returns the operation."""
 

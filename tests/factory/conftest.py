@@ -48,16 +48,6 @@ def catalog(db):
 
 
 @pytest.fixture
-def operator_actor(operator) -> Actor:
-    return Actor(kind="user", user=operator, source="127.0.0.1")
-
-
-@pytest.fixture
-def viewer_actor(viewer) -> Actor:
-    return Actor(kind="user", user=viewer, source="127.0.0.1")
-
-
-@pytest.fixture
 def agents_by_slug(catalog):
     return {agent.slug: agent for agent in Agent.objects.all()}
 

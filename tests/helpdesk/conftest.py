@@ -8,27 +8,6 @@ import pytest
 from django.utils import timezone
 
 from helpdesk.models import Contact, Customer, Plan, SubscriptionStatus
-from portal.actors import Actor
-
-
-@pytest.fixture
-def admin_actor(admin) -> Actor:
-    return Actor(kind="user", user=admin, source="127.0.0.1")
-
-
-@pytest.fixture
-def operator_actor(operator) -> Actor:
-    return Actor(kind="user", user=operator, source="127.0.0.1")
-
-
-@pytest.fixture
-def viewer_actor(viewer) -> Actor:
-    return Actor(kind="user", user=viewer, source="127.0.0.1")
-
-
-@pytest.fixture
-def outsider_actor(outsider) -> Actor:
-    return Actor(kind="user", user=outsider, source="127.0.0.1")
 
 
 def make_customer(key: str, company: str, **fields) -> Customer:

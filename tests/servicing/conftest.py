@@ -28,21 +28,6 @@ def fleet(db) -> dict[str, Agent]:
     return {agent.slug: agent for agent in Agent.objects.all()}
 
 
-@pytest.fixture
-def admin_actor(admin) -> Actor:
-    return Actor(kind="user", user=admin, source="127.0.0.1")
-
-
-@pytest.fixture
-def operator_actor(operator) -> Actor:
-    return Actor(kind="user", user=operator, source="127.0.0.1")
-
-
-@pytest.fixture
-def viewer_actor(viewer) -> Actor:
-    return Actor(kind="user", user=viewer, source="127.0.0.1")
-
-
 # --- upgrades: agents running on a private local runtime, releases, loads of tasks ----------
 
 

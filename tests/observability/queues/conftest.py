@@ -30,13 +30,6 @@ def queue_redis(redis_url):
 
 
 @pytest.fixture
-def admin_actor(admin):
-    from portal.actors import Actor
-
-    return Actor(kind="user", user=admin, source="127.0.0.1")
-
-
-@pytest.fixture
 def dead_letter(queue_redis):
     """Write one dead letter for ``slug`` as agentd does (fields, group count, label)."""
 
