@@ -5,7 +5,5 @@ from tests.agents.conftest import (  # noqa: F401 - fixtures for this package
     agent_root,
     bring_up,
     engine,
-    operator_actor,
     seeded,
-    viewer_actor,
 )

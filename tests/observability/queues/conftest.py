@@ -13,9 +13,7 @@ from tests.agents.conftest import (  # noqa: F401 - fixtures for this package
     act,
     agent_root,
     bring_up,
-    operator_actor,
     seeded,
-    viewer_actor,
 )
 
 
