@@ -193,7 +193,7 @@ def test_the_help_desk_story(page, operator, acme_agent, ingesting, fake_zendesk
         30, "the run to wait for its approval",
     )  # fmt: skip
     approve = page.get_by_role("button", name="Approve")
-    expect(approve).to_be_visible(timeout=10_000)
+    expect(approve).to_be_visible(timeout=30_000)  # pushed live when the step starts waiting
     approve.click()
     wait_for(
         lambda: Interaction.objects.filter(customer=acme_agent, kind="order",

@@ -108,7 +108,10 @@ class FakeRemote:
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # A short poll: shutdown() waits for it, once per test.
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         self.server_url = f"http://127.0.0.1:{self.server.server_address[1]}"
         return self.server_url
 
