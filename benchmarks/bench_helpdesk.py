@@ -280,7 +280,7 @@ def _quality(smoke: bool) -> bool:
             "(d) diagnosis quality: benchmarks/helpdesk_quality.py is not written yet; NOT MEASURED"
         )
         return False
-    command = [sys.executable, str(quality)] + (["--smoke"] if smoke else [])
+    command = [sys.executable, str(quality)] + (["--cases", "15"] if smoke else [])
     print("(d) diagnosis quality on injected faults:", flush=True)
     return subprocess.run(command, check=False).returncode == 0
 
