@@ -237,6 +237,13 @@ def main() -> int:
         hits = customer_service.search_customers(actor, "acne corp")
         print(f"    'acne corp' finds {hits[0].customer.company_name if hits else 'nothing'} first")
 
+        # Pages render with the plain static storage: no manifest (collectstatic) is needed.
+        from django.conf import settings
+        from django.test import override_settings
+
+        plain = {**settings.STORAGES, "staticfiles": {
+            "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # fmt: skip
+        override_settings(STORAGES=plain).enable()
         client = Client(HTTP_HOST="127.0.0.1")
         client.force_login(admin)
         page = timed(lambda: client.get("/helpdesk/customers/acme-corp/"), runs)
