@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 import redis
 
+from agents.agentd import contract
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 AGENTD = [sys.executable, "-m", "agents.agentd"]
 START_TIMEOUT = 10.0
@@ -321,6 +323,14 @@ def start_agentd(redis_url: str, queue_redis: redis.Redis) -> Iterator[StartAgen
         agent.terminate()
     for slug in {agent.slug for agent in agents}:
         delete_agent_keys(queue_redis, slug)
+
+
+@pytest.fixture
+def reply_stream(queue_redis: redis.Redis) -> Iterator[str]:
+    """A reply stream of the test's own, deleted at teardown."""
+    stream = contract.reply_stream(f"test:{new_slug()}")
+    yield stream
+    queue_redis.delete(stream)
 
 
 @pytest.fixture

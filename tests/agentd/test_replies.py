@@ -16,9 +16,9 @@ def replies(queue_redis, stream: str) -> list[dict[str, str]]:
     return [fields for _, fields in queue_redis.xrange(stream)]
 
 
-def test_a_done_task_is_answered_with_its_outcome(start_agentd, queue_redis, spare_slug):
+def test_a_done_task_is_answered_with_its_outcome(start_agentd, queue_redis, reply_stream):
     agent = start_agentd(FAST, args=["--version", "2.3.4"])
-    reply_to = f"replies:{spare_slug}"
+    reply_to = reply_stream
 
     message_id = queue_task(
         queue_redis, agent, task_id="run-7-step-2-a1", reply_to=reply_to,
@@ -40,9 +40,9 @@ def test_a_done_task_is_answered_with_its_outcome(start_agentd, queue_redis, spa
     assert queue_redis.zscore(contract.answered(agent.slug), "run-7-step-2-a1") is not None
 
 
-def test_a_dead_lettered_task_is_answered_with_its_error(start_agentd, queue_redis, spare_slug):
+def test_a_dead_lettered_task_is_answered_with_its_error(start_agentd, queue_redis, reply_stream):
     agent = start_agentd({**FAST, "task_max_failures": 2})
-    reply_to = f"replies:{spare_slug}"
+    reply_to = reply_stream
 
     queue_task(queue_redis, agent, task_id="t-1", reply_to=reply_to, fail="1")
 
@@ -54,9 +54,9 @@ def test_a_dead_lettered_task_is_answered_with_its_error(start_agentd, queue_red
     assert len(dead_letters(queue_redis, agent)) == 1
 
 
-def test_a_task_id_already_answered_is_not_processed_again(start_agentd, queue_redis, spare_slug):
+def test_a_task_id_already_answered_is_not_processed_again(start_agentd, queue_redis, reply_stream):
     agent = start_agentd(FAST)
-    reply_to = f"replies:{spare_slug}"
+    reply_to = reply_stream
 
     first = queue_task(queue_redis, agent, task_id="same", reply_to=reply_to)
     wait_until(lambda: replies(queue_redis, reply_to))

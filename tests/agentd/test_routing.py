@@ -48,13 +48,6 @@ def answered_by(queue_redis, reply_to: str, count: int, timeout: float = 30.0) -
     return {r[contract.REPLY_TASK_ID]: r[contract.REPLY_VERSION] for r in found}
 
 
-@pytest.fixture
-def reply_stream(queue_redis):
-    stream = contract.reply_stream(f"test-routing:{new_slug()}")
-    yield stream
-    queue_redis.delete(stream)
-
-
 def start_versions(start_agentd, config=FAST):
     """A replica of BLUE and one of GREEN of one agent."""
     blue = start_agentd(config, args=["--version", BLUE])
