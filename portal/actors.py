@@ -32,14 +32,18 @@ class Actor:
     recorded_label: str = ""
     # For rendering what someone of this role would see (server push); never used to act.
     assumed_role: str = ""
+    # The door a request came through: "page", "api" or "admin" (see ``door``).
+    via: str = ""
 
     @classmethod
     def from_request(cls, request: HttpRequest) -> Actor:
         token = getattr(request, "api_token", None)
         source = request.META.get("REMOTE_ADDR", "")
         if token is not None:
-            return cls(kind="token", user=token.user, token=token, source=source)
-        return cls(kind="user", user=request.user, source=source)
+            return cls(kind="token", user=token.user, token=token, source=source, via="api")
+        path = request.path_info
+        via = "api" if path.startswith("/api/") else "admin" if path.startswith("/admin/") else "page"
+        return cls(kind="user", user=request.user, source=source, via=via)
 
     @classmethod
     def command(cls, name: str, user: AbstractBaseUser | None = None) -> Actor:
@@ -61,6 +65,20 @@ class Actor:
         if self.kind == "command":
             return f"command:{self.name}" + (f" as {self.user.get_username()}" if self.user else "")
         return f"system:{self.source}"
+
+    @property
+    def door(self) -> str:
+        """Which door the actor came through, as the audit log names it: page, api, admin,
+        command or system (work a worker carries out later counts as the system's)."""
+        if self.via:
+            return self.via
+        if self.kind == "token":
+            return "api"
+        if self.kind == "command":
+            return "command"
+        if self.kind == "user" and self.source != "worker":
+            return "page"
+        return "system"
 
     @property
     def role(self) -> str | None:

@@ -123,7 +123,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(ReadOnlyModelAdmin):
-    list_display = ("at", "actor", "action", "target", "outcome", "source")
-    list_filter = ("outcome", "action")
+    list_display = ("at", "actor", "door", "action", "target", "outcome", "source")
+    list_filter = ("outcome", "door", "app")
     search_fields = ("actor", "action", "target")
     date_hierarchy = "at"

@@ -18,3 +18,7 @@ class PortalConfig(AppConfig):
     def ready(self) -> None:
         # After every migrate (tests included) the three role groups exist with their permissions.
         post_migrate.connect(_ensure_roles, sender=self, dispatch_uid="portal.ensure_roles")
+        from portal.api import add_router
+        from portal.audit.api import router as audit_router
+
+        add_router(audit_router)

@@ -79,29 +79,54 @@ class ApiToken(models.Model):
 
 
 class AuditEntry(models.Model):
-    """One mutation anyone made through any door: who, what, when, from where, outcome."""
+    """One mutation anyone made through any door: who, what, when, from where, outcome.
+
+    Append-only: a database trigger refuses every UPDATE and DELETE (migration 0002), save the
+    user column set to NULL when that user is deleted and the retention purge, which says so
+    (``portal.audit.retention``). Full-text search reads a generated ``search`` column that the
+    model does not declare (PostgreSQL fills it; ``portal.audit.queries`` matches it)."""
 
     class Outcome(models.TextChoices):
         SUCCESS = "success"
         REFUSED = "refused"
         FAILED = "failed"
 
-    at = models.DateTimeField(default=timezone.now, db_index=True)
+    class Door(models.TextChoices):
+        PAGE = "page"
+        API = "api"
+        ADMIN = "admin"
+        COMMAND = "command"
+        SYSTEM = "system"
+
+    at = models.DateTimeField(default=timezone.now)
+    door = models.CharField(max_length=10, choices=Door.choices, default=Door.SYSTEM)
+    app = models.CharField(max_length=40, blank=True, help_text="The action's namespace")
     actor = models.CharField(
         max_length=200, help_text="user:<name>, token:<prefix>, command, system"
     )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    action = models.CharField(max_length=100, db_index=True)
+    action = models.CharField(max_length=100)
     target = models.CharField(max_length=200, blank=True)
     source = models.CharField(max_length=200, blank=True, help_text="IP address, command or task")
     outcome = models.CharField(max_length=10, choices=Outcome.choices)
     detail = models.JSONField(default=dict, blank=True)
 
     class Meta:
-        ordering = ["-at"]
+        ordering = ["-at", "-id"]
         verbose_name_plural = "audit entries"
+        indexes = [
+            # Keyset paging, newest first, alone or within one filter.
+            models.Index(fields=["-at", "-id"], name="audit_at_id"),
+            models.Index(fields=["user", "-at", "-id"], name="audit_user_at"),
+            models.Index(fields=["actor", "-at", "-id"], name="audit_actor_at"),
+            models.Index(fields=["action", "-at", "-id"], name="audit_action_at"),
+            models.Index(fields=["target", "-at", "-id"], name="audit_target_at"),
+            models.Index(fields=["app", "-at", "-id"], name="audit_app_at"),
+            models.Index(fields=["outcome", "-at", "-id"], name="audit_outcome_at"),
+            models.Index(fields=["door", "-at", "-id"], name="audit_door_at"),
+        ]
 
     def __str__(self) -> str:
         return (

@@ -96,6 +96,13 @@ SECTIONS = [
         "helpdesk:index",
         "Customers, their agents and interactions, diagnoses, quick fixes, playbooks, tickets.",
     ),
+    Section(
+        "audit",
+        "Audit log",
+        "shield",
+        "audit:index",
+        "Every change anyone made, through every door, and the compliance report.",
+    ),
 ]
 
 SECTIONS_BY_SLUG = {section.slug: section for section in SECTIONS}

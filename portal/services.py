@@ -45,6 +45,8 @@ def record_audit(
     # What a caller builds from input ("bulk.<action>", a target it was given) may be longer
     # than the columns: the entry is kept, cut to fit, rather than lost with the request.
     entry = AuditEntry.objects.create(
+        door=actor.door,
+        app=action.split(".", 1)[0][:40],
         actor=actor.label[:200],
         user=actor.user if actor.user is not None and actor.user.pk else None,
         action=action[:100],

@@ -156,6 +156,9 @@ CELERY_BEAT_SCHEDULE = {
     "portal-heartbeat": {"task": "portal.heartbeat", "schedule": 15.0},
     "portal-sweep": {"task": "portal.sweep", "schedule": float(WORK_SWEEP_SECONDS)},
 }
+# Audit log: entries older than this many days are deleted by a daily job (0 keeps them all).
+AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", 400, minimum=0, maximum=36500)
+CELERY_BEAT_SCHEDULE["portal-purge-audit"] = {"task": "portal.purge_audit", "schedule": 86400.0}
 # Workflows: how often the active runs' predicted finish and deadline state are checked.
 WORKFLOW_DEADLINE_CHECK_SECONDS = env.int(
     "WORKFLOW_DEADLINE_CHECK_SECONDS", 5, minimum=1, maximum=3600

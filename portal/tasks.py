@@ -22,6 +22,14 @@ def sweep(older_than_seconds: float | None = None) -> dict[str, list]:
     return work.sweep(timedelta(seconds=older_than_seconds))
 
 
+@shared_task(name="portal.purge_audit", ignore_result=True)
+def purge_audit() -> int:
+    """Beat, daily: delete the audit entries past ``AUDIT_RETENTION_DAYS``."""
+    from portal.audit.retention import purge_expired
+
+    return purge_expired()
+
+
 @worker_ready.connect
 def _sweep_on_start(sender=None, **kwargs) -> None:
     """A worker starting (perhaps in place of one that was killed) picks up what it left."""

@@ -26,6 +26,7 @@ urlpatterns = [
     path("factory/", include("factory.urls")),
     path("servicing/", include("servicing.urls")),
     path("helpdesk/", include("helpdesk.urls")),
+    path("audit/", include("portal.audit.urls")),
     path("", include("social_django.urls", namespace="social")),
     path("<slug:slug>/", views.section, name="section"),
 ]
