@@ -33,6 +33,11 @@ def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if "tests/browser/" in str(item.fspath):
             item.add_marker(pytest.mark.browser)
+            # With xdist (`-n 2 --dist loadgroup`, as `make test` runs) every browser test goes
+            # to one worker, in this order, after one another as in a serial run: they share
+            # that worker's portal, Celery worker and agents, and a page must not receive the
+            # pushes of another story's agents.
+            item.add_marker(pytest.mark.xdist_group("browser"))
     # Browser tests last: their session-wide Playwright loop relaxes Django's async-safety check.
     items.sort(key=lambda item: "tests/browser/" in str(item.fspath))
 
