@@ -416,6 +416,7 @@
     setTimeout(function () { syncPending = false; syncTopics(); }, 0);
   }
   document.addEventListener("htmx:oobAfterSwap", syncTopicsSoon);
+  document.addEventListener("live:topics", syncTopicsSoon);  // elements added without htmx
   // An action's answer carries the fleet counts out of band only to a page that shows them.
   document.addEventListener("htmx:configRequest", function (event) {
     if (document.getElementById("fleet-counts")) event.detail.headers["X-Shows-Fleet-Counts"] = "1";
@@ -429,8 +430,11 @@
     live.lastUpdate = live.lastBeat = Date.now();
     syncTopics();
     refreshIndicator();
-    // Whatever happened while the socket was down: fetch the current state once.
+    // Whatever happened while the socket was down, or between this page's render and its first
+    // subscription (a step that finished in that gap would never be pushed): fetch the current
+    // state once. On a first connect, after the subscription had a moment to be joined.
     if (reconnected) htmx.trigger(document.body, "live:resync");
+    else setTimeout(function () { htmx.trigger(document.body, "live:resync"); }, 300);
   });
 
   document.addEventListener("htmx:wsClose", function (event) {
