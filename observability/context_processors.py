@@ -9,16 +9,36 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from django.db.models import Exists, OuterRef
+from django.db.models import Case, Exists, OuterRef, Q, Value, When
 from django.http import HttpRequest
 
-from agents.models import Agent, State
+from agents.models import Agent, State, Tier
 from observability import alerts
 from observability.models import AgentContext
 from portal import roles
 
 # The switcher's restart quick action: only when the state machine allows it now.
 RESTARTABLE = (State.RUNNING, State.ERRORED)
+
+
+SWITCHER_OPTIONS = 60
+
+
+def switcher_options(user, *, limit: int, text: str = "") -> list[Agent]:
+    """Agents to offer in the switcher, each marked ``chosen`` if it is ``user``'s context:
+    the chosen one first, then the Platform CoE agents, then by name; those whose name or slug
+    holds every word of ``text`` when given."""
+    chosen = AgentContext.objects.filter(user_id=user.pk, agent_id=OuterRef("pk"))
+    agents = (
+        Agent.objects.exclude(state=State.REVOKED)
+        .only("id", "slug", "name", "state", "pending_action", "tier")
+        .annotate(chosen=Exists(chosen))
+    )
+    for word in text.lower().split()[:5]:
+        agents = agents.filter(Q(name__icontains=word) | Q(slug__icontains=word))
+    platform_first = Case(When(tier=Tier.PLATFORM, then=Value(0)), default=Value(1))
+    listed = list(agents.order_by("-chosen", platform_first, "name")[:limit])
+    return sorted(listed, key=lambda agent: agent.name.lower())
 
 
 class Switcher:
@@ -30,13 +50,16 @@ class Switcher:
 
     @cached_property
     def agents(self) -> list[Agent]:
-        chosen = AgentContext.objects.filter(user_id=self.user.pk, agent_id=OuterRef("pk"))
-        return list(
-            Agent.objects.exclude(state=State.REVOKED)
-            .only("id", "slug", "name", "state", "pending_action")
-            .annotate(chosen=Exists(chosen))
-            .order_by("name")
-        )
+        """The chosen agent, then the Platform CoE agents, then the rest by name: at most
+        ``SWITCHER_OPTIONS`` (a large fleet is searched on the server as one types)."""
+        return switcher_options(self.user, limit=SWITCHER_OPTIONS)
+
+    @cached_property
+    def more(self) -> int:
+        """Agents not listed; 0 when every one is (then the search filters the page's list)."""
+        if len(self.agents) < SWITCHER_OPTIONS:
+            return 0
+        return max(0, Agent.objects.exclude(state=State.REVOKED).count() - len(self.agents))
 
     @cached_property
     def current(self) -> Agent | None:

@@ -11,7 +11,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 
 from agents.events import AgentEvent
-from agents.models import Agent, State
+from agents.models import Agent, State, Tier
 from observability.context import query_string
 from portal import graphs, realtime
 from portal.actors import Actor
@@ -22,6 +22,11 @@ logger = logging.getLogger(__name__)
 GRAPH_TOPIC = "graph"
 # The figure's element id prefix, the same on every page so that one push serves them all.
 GRAPH_PREFIX = "dependencies"
+
+
+# Up to this many agents every one is drawn; beyond, only those with dependencies (and the
+# Platform CoE agents).
+GRAPH_ALL_UP_TO = 60
 
 
 def graph_link(slug: str) -> str:
@@ -46,8 +51,13 @@ def agent_node(agent: Agent, dependency_names: list[str]) -> graphs.GraphNode:
 
 
 def dependency_graph_data() -> graphs.Graph:
-    """Every agent not revoked and who depends on whom, arrows from an agent to what it
-    depends on: two queries."""
+    """Every agent not revoked (in a large fleet, those with dependencies) and who depends on
+    whom, arrows from an agent to what it depends on: two queries."""
+    return _dependency_graph()[0]
+
+
+def _dependency_graph() -> tuple[graphs.Graph, int]:
+    """The graph, and how many agents (not revoked) there are in all."""
     agents = list(
         Agent.objects.exclude(state=State.REVOKED)
         .only("id", "slug", "name", "state", "tier", "health")
@@ -63,26 +73,34 @@ def dependency_graph_data() -> graphs.Graph:
         ),
         key=lambda pair: (pair[0].name, pair[1].name),
     )
+    total = len(agents)
+    if total > GRAPH_ALL_UP_TO:
+        # A large fleet: the agents in the web of dependencies and the Platform CoE agents are
+        # drawn; thousands of customer agents that depend on nothing would only be dots.
+        linked = {a.pk for pair in pairs for a in pair}
+        agents = [a for a in agents if a.pk in linked or a.tier == Tier.PLATFORM]
     names: dict[str, list[str]] = {agent.slug: [] for agent in agents}
     for dependent, dependency in pairs:
         names[dependent.slug].append(dependency.name)
-    return graphs.Graph(
+    graph = graphs.Graph(
         nodes=[agent_node(agent, names[agent.slug]) for agent in agents],
         edges=[graphs.GraphEdge(a.slug, b.slug) for a, b in pairs],
         direction="RIGHT",
         label="Agent dependencies",
         relation="depends on",
     )
+    return graph, total
 
 
 def dependency_graph(focus: Agent | None = None) -> dict:
     """The graph panel's context; with ``focus``, that agent, what it depends on and what
     depends on it stand out."""
-    graph = dependency_graph_data()
+    graph, total = _dependency_graph()
     context = {
         "graph": graph,
         "graph_prefix": GRAPH_PREFIX,
         "node_count": len(graph.nodes),
+        "not_drawn": total - len(graph.nodes),
         "focus": focus,
     }
     if focus is not None:

@@ -47,12 +47,20 @@ def register_topics() -> None:
         return set(Agent.objects.filter(slug__in=slugs).values_list("slug", flat=True))
 
     realtime.register_topic_kind("logs", existing=existing)
+    # The switcher's option of an agent (its state badge): ``ctx:<slug>``, per option shown, so
+    # a page listing 60 of 5,000 agents hears about those 60 only.
+    realtime.register_topic_kind("ctx", existing=existing)
     realtime.register_topic(f"logs:{ALL_AGENTS_TOPIC}", group=all_logs_group())
 
 
 def log_group(slug: str) -> str:
     """The group of pages following one agent's log (topic ``logs:<slug>``)."""
     return realtime.group_name("logs", slug)
+
+
+def switcher_group(slug: str) -> str:
+    """The pages whose agent switcher lists ``slug`` (topic ``ctx:<slug>``)."""
+    return realtime.kind_group("ctx", slug)
 
 
 def all_logs_group() -> str:

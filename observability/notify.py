@@ -26,6 +26,7 @@ from django.template.loader import render_to_string
 from agents import events as agent_events
 from observability import alerts
 from observability import context as agent_context
+from observability import live as obs_live
 from observability.context_processors import AlertBadge
 from observability.models import Alert
 from portal import extensions, realtime
@@ -133,16 +134,25 @@ def _duration(seconds: float) -> str:
 
 
 def on_agent_event(event: agent_events.AgentEvent) -> None:
-    """``agents.events`` listener: a beat for open Events pages, and the agent's state in every
-    header's switcher. Never raises."""
+    """``agents.events`` listener: a beat for open Events pages, the agent's new option in every
+    header's switcher, and its state in the switchers that list it. Never raises."""
     try:
+        if event.state != "REVOKED" and not _registered(event):
+            # To the pages whose switcher lists this agent (it lists a few of a large fleet).
+            # The switcher lists every agent but the revoked ones: a revoked agent's state has
+            # no element to go to (pages loaded before the revoke keep its last state).
+            switcher = obs_live.switcher_group(event.slug)
+            if realtime.watched([switcher]):
+                state = render_to_string(
+                    "observability/switcher.html#state",
+                    {"agent": SimpleNamespace(slug=event.slug, state=event.state), "oob": True},
+                )
+                realtime.publish(switcher, {f"ctx-state-{event.slug}": state})
         groups = realtime.watched(_fleet_groups())
         if not groups:
             return
         fragments = {"events-beat": _beat("events-beat")}
-        # The switcher lists every agent but the revoked ones: a revoked agent's state has no
-        # element to go to (pages loaded before the revoke keep its last state until reloaded).
-        if event.kind == "registry" and {"created", "slug"} & set(event.data.get("changed", [])):
+        if _registered(event):
             # An agent made (or renamed) after the page was loaded, the factory's: its option,
             # which holds its state, so its next states have somewhere to go.
             option = render_to_string(
@@ -152,15 +162,16 @@ def on_agent_event(event: agent_events.AgentEvent) -> None:
             fragments[f"ctx-add-{event.slug}"] = (
                 f'<div hx-swap-oob="beforeend:#ctx-listbox">{option}</div>'
             )
-        elif event.state != "REVOKED":
-            fragments[f"ctx-state-{event.slug}"] = render_to_string(
-                "observability/switcher.html#state",
-                {"agent": SimpleNamespace(slug=event.slug, state=event.state), "oob": True},
-            )
         for group in groups:
             realtime.publish(group, fragments)
     except Exception:
         logger.exception("could not push the events beat for %s", event.slug)
+
+
+def _registered(event: agent_events.AgentEvent) -> bool:
+    return event.kind == "registry" and bool(
+        {"created", "slug"} & set(event.data.get("changed", []))
+    )
 
 
 def on_agent_viewed(request, actor, agent) -> None:

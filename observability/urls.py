@@ -8,6 +8,7 @@ app_name = "observability"
 
 urlpatterns = [
     path("context/", switcher.choose_context, name="choose"),
+    path("context/agents", switcher.switcher_options, name="switcher-options"),
     path("logs/", logs.log_list, name="logs"),
     path("logs/download/", logs.log_download, name="logs-download"),
     path("events/", events.event_list, name="events"),

@@ -28,3 +28,4 @@ class ServicingConfig(AppConfig):
         extensions.add_lookup("publish_built_image", services.publish_built_image)
         # A deploy (single or bulk) of an agent whose version is pinned is refused.
         extensions.add_lookup("version_pinned", services.version_pinned)
+        extensions.add_lookup("version_pinned_checker", services.version_pinned_checker)

@@ -12,7 +12,7 @@ scopes publish the same version, a pin on any of them keeps agents away from tha
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -27,7 +27,7 @@ from portal.actors import Actor
 from portal.refusals import Refused
 from portal.services import record_audit
 from servicing import versions
-from servicing.models import Release
+from servicing.models import Release, template_key
 
 FIRST_VERSION = "1.0.0"
 FIRST_ARTIFACT = "waooaw/agentd:1.0.0"
@@ -187,6 +187,32 @@ def version_pinned(agent: Agent) -> str:
         f"{agent.name}'s version {agent.version} is pinned ({pinned.pinned_reason}); upgrade it "
         f"to another release, or an Admin unpins {agent.version}."
     )
+
+
+def version_pinned_checker() -> Callable[[Agent], str]:
+    """``version_pinned`` for a whole page of agents: every pinned release loaded once (they
+    are few), each agent then checked without a query. The ``version_pinned_checker`` lookup."""
+    pins = newest_first(Release.objects.filter(pinned=True).select_related("agent"))
+
+    def check(agent: Agent) -> str:
+        key = template_key(agent.template)
+        pinned = next(
+            (
+                r
+                for r in pins
+                if r.version == agent.version
+                and (r.agent_id == agent.pk or (r.agent_id is None and r.template in ("", key)))
+            ),
+            None,
+        )
+        if pinned is None:
+            return ""
+        return (
+            f"{agent.name}'s version {agent.version} is pinned ({pinned.pinned_reason}); upgrade "
+            f"it to another release, or an Admin unpins {agent.version}."
+        )
+
+    return check
 
 
 def check_target(agent: Agent, version: object, *, allow_downgrade: bool = False) -> Release:

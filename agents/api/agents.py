@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from ninja import Router
 from ninja.errors import HttpError
 from ninja.responses import Status
@@ -52,21 +52,48 @@ def _operation_or_404(operation_id: UUID) -> Operation:
         raise HttpError(404, f"There is no operation {operation_id}.") from None
 
 
-@router.get("/agents", response=list[AgentOut], summary="List agents")
+AGENT_LIMIT_DEFAULT = 500
+AGENT_LIMIT_MAX = 1000
+
+
+def _whole(request: HttpRequest, name: str, default: int, low: int, high: int) -> int:
+    text = request.GET.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or len(text) > 9 or not low <= int(text) <= high:
+        raise HttpError(400, f"{name}={text[:20]!r} must be a whole number from {low} to {high}.")
+    return int(text)
+
+
+@router.get(
+    "/agents",
+    response=list[AgentOut],
+    summary="List agents, by name, a page at a time (limit, default 500, at most 1000; offset); "
+    "X-Total-Count says how many match and a Link header points at the next page",
+)
 def list_agents(
     request: HttpRequest,
+    response: HttpResponse,
     state: str | None = None,
     tier: str | None = None,
     health: str | None = None,
     q: str = "",
 ):
+    limit = _whole(request, "limit", AGENT_LIMIT_DEFAULT, 1, AGENT_LIMIT_MAX)
+    offset = _whole(request, "offset", 0, 0, 10**8)
     try:
         agents = Agent.objects.prefetch_related("dependencies").filtered(
             state=state, tier=tier, health=health, q=q
         )
     except BadFilter as bad:
         raise HttpError(400, bad.spelled(f"{bad.field}=")) from None
-    return [agent_out(agent) for agent in agents]
+    total = agents.count()
+    response["X-Total-Count"] = str(total)
+    if offset + limit < total:
+        query = request.GET.copy()
+        query["offset"], query["limit"] = str(offset + limit), str(limit)
+        response["Link"] = f'<{request.path}?{query.urlencode()}>; rel="next"'
+    return [agent_out(agent) for agent in agents[offset : offset + limit]]
 
 
 @router.get("/agents/{slug}", response=AgentOut, summary="One agent")

@@ -305,7 +305,7 @@ def plan_bulk(
             item.skip(
                 "busy", f"{agent.name} is already {agent.pending_label}; wait until that finishes."
             )
-        elif "deploy" in steps and (pinned := pinned_version(agent)):
+        elif "deploy" in steps and (pinned := pinned_version(agent, graph)):
             item.skip("pinned", pinned)
         elif agent.pk in busy_in:
             item.skip(

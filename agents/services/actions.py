@@ -118,7 +118,7 @@ def check_action(
         check.message = f"{agent.name} is already {agent.pending_label}; wait until that finishes."
         return check
     if action == "deploy":
-        pinned = pinned_version(agent)
+        pinned = pinned_version(agent, graph)
         if pinned:
             check.allowed, check.code, check.message = False, "pinned", pinned
             return check
@@ -161,10 +161,16 @@ def may_operate(actor: Actor, agent: Agent) -> bool:
     return scoped in roles.ROLES and roles.role_allows(scoped, roles.OPERATE)
 
 
-def pinned_version(agent: Agent) -> str:
+def pinned_version(agent: Agent, graph: DependencyGraph | None = None) -> str:
     """Why ``agent``'s version may not be deployed (a release the servicing app pinned), or "".
-    Asked through a lookup: agents does not import servicing."""
-    return extensions.lookup("version_pinned", default="", agent=agent)
+    Asked through a lookup: agents does not import servicing. With a page's ``graph``, the pins
+    are loaded once for all its agents (``version_pinned_checker``), not once per agent."""
+    if graph is None:
+        return extensions.lookup("version_pinned", default="", agent=agent)
+    if "version_pinned" not in graph.memo:
+        graph.memo["version_pinned"] = extensions.lookup("version_pinned_checker", default=None)
+    checker = graph.memo["version_pinned"]
+    return checker(agent) if checker is not None else ""
 
 
 def available_actions(

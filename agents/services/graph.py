@@ -70,6 +70,8 @@ class DependencyGraph:
     def __init__(self, agents: dict[int, Agent], edges: dict[int, set[int]]) -> None:
         self.agents = agents
         self.edges = edges
+        # What else a page asks once for all its agents (the pinned versions, say).
+        self.memo: dict[str, object] = {}
 
     @classmethod
     def load(cls) -> DependencyGraph:

@@ -51,7 +51,15 @@ def agent_list(request: HttpRequest) -> HttpResponse:
             problems.append(bad.spelled(f"{name}="))
             filters[name] = ""
     agents = agents.filtered(**filters)
-    agents = list(agents)
+    # A page of the fleet at a time: thousands of cards would take seconds to draw and read.
+    page, page_problem = _page_number(request.GET.get("page", ""))
+    if page_problem:
+        problems.append(page_problem)
+    total = agents.count()
+    pages = max(1, -(-total // AGENT_PAGE_SIZE))
+    page = min(page, pages)
+    offset = (page - 1) * AGENT_PAGE_SIZE
+    agents = list(agents[offset : offset + AGENT_PAGE_SIZE])
     graph = services.DependencyGraph.load()
     # Also in the table: its page extras keep cards current once the view switches to cards.
     extras, page_extras = extensions.card_extras(agents)
@@ -70,11 +78,42 @@ def agent_list(request: HttpRequest) -> HttpResponse:
         "tiers": Tier.choices,
         "healths": Health.choices,
         "counts": Agent.objects.fleet_counts(),
+        "paging": _paging(request, page, pages, total, offset, len(agents)),
     }
     template = (
         "agents/agent_list.html#results" if htmx_partial(request) else "agents/agent_list.html"
     )
     return render(request, template, context)
+
+
+AGENT_PAGE_SIZE = 50
+
+
+def _page_number(text: str) -> tuple[int, str]:
+    """The page asked for, and a sentence when it is not a page number (then the first)."""
+    text = text.strip()
+    if not text:
+        return 1, ""
+    if not text.isdigit() or len(text) > 9 or int(text) < 1:
+        return 1, f"page={text[:20]!r} is not a page number; the first page is shown."
+    return int(text), ""
+
+
+def _paging(request: HttpRequest, page: int, pages: int, total: int, offset: int, shown: int):
+    def link(number: int) -> str:
+        query = request.GET.copy()
+        query["page"] = str(number)
+        return "?" + query.urlencode()
+
+    return {
+        "page": page,
+        "pages": pages,
+        "total": total,
+        "first": offset + 1 if shown else 0,
+        "last": offset + shown,
+        "previous": link(page - 1) if page > 1 else "",
+        "next": link(page + 1) if page < pages else "",
+    }
 
 
 @require_GET

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 
 from django.core.exceptions import ValidationError
-from django.db.models import Prefetch
+from django.db.models import Case, Prefetch, Q, Value, When
 from django.http import Http404, HttpRequest
 from django.utils import timezone
 
@@ -14,7 +14,10 @@ from agents import bulk, services
 from agents.models import (
     ACTION_LABELS,
     Agent,
+    Health,
     Operation,
+    State,
+    Tier,
 )
 from portal import extensions, roles
 from portal.actors import Actor
@@ -94,17 +97,39 @@ def outcome_toast(operation: Operation) -> tuple[str, str]:
     return f"{label} {operation.agent.name} failed: {operation.error}", "error"
 
 
+DASHBOARD_CARDS = 24
+
+
+def dashboard_agents() -> list[Agent]:
+    """The agents the dashboard shows a card for: the Platform CoE agents, then those that need
+    a person (errored, unhealthy or degraded, an action in flight), at most ``DASHBOARD_CARDS``.
+    A fleet of thousands is summed up by its counts; the Agents page pages through it all."""
+    attention = (
+        Q(tier=Tier.PLATFORM)
+        | Q(state=State.ERRORED)
+        | Q(health__in=[Health.UNHEALTHY, Health.DEGRADED])
+        | ~Q(pending_action="")
+    )
+    first = Case(When(tier=Tier.PLATFORM, then=Value(0)), default=Value(1))
+    return list(agents_with_relations().filter(attention).order_by(first, "name")[:DASHBOARD_CARDS])
+
+
 def fleet_overview(request: HttpRequest, only: Agent | None = None) -> dict:
-    """The dashboard's fleet part: counts and every agent's card (or ``only`` that agent's)."""
+    """The dashboard's fleet part: counts and the cards of ``dashboard_agents`` (or ``only``
+    that agent's)."""
     actor = Actor.from_request(request)
-    agents = agents_with_relations()
-    agents = list(agents.filter(pk=only.pk) if only is not None else agents)
+    if only is not None:
+        agents = list(agents_with_relations().filter(pk=only.pk))
+    else:
+        agents = dashboard_agents()
     graph = services.DependencyGraph.load()
     extras, page_extras = extensions.card_extras(agents)
+    counts = Agent.objects.fleet_counts()
     return {
-        "counts": Agent.objects.fleet_counts(),
+        "counts": counts,
         "cards": [card_context(agent, actor, graph, extras) for agent in agents],
         "card_page_extras": page_extras,
+        "cards_not_shown": max(0, counts["total"] - len(agents)) if only is None else 0,
     }
 
 

@@ -7,12 +7,14 @@ from urllib.parse import urlencode, urlsplit
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, QueryDict
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 from django.urls import Resolver404, resolve, reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from agents.models import Agent, State
+from agents.services import require_viewer
 from observability import context as agent_context
+from observability import context_processors
 from observability.views.shared import CURSORS
 from portal.actors import Actor
 from portal.htmx import safe_next
@@ -21,6 +23,18 @@ from portal.htmx import safe_next
 # the URL; other pages keep their own parameters.
 CONTEXT_AWARE_NAMESPACES = {"observability", "metrics"}
 CONTEXT_AWARE_PAGES = {"dashboard"}
+
+
+@require_GET
+def switcher_options(request: HttpRequest) -> HttpResponse:
+    """The switcher's options for what was typed, searched on the server: a large fleet's
+    switcher lists a few of its agents and finds the others here."""
+    require_viewer(Actor.from_request(request))
+    text = request.GET.get("q", "").strip()[:100]
+    agents = context_processors.switcher_options(
+        request.user, limit=context_processors.SWITCHER_OPTIONS, text=text
+    )
+    return render(request, "observability/switcher.html#options", {"agents": agents})
 
 
 @require_POST

@@ -48,7 +48,7 @@
     ctx.popover.hidden = false;
     ctx.button.setAttribute("aria-expanded", "true");
     ctx.root.classList.add("is-open");
-    ctx.search.value = "";
+    if (ctx.search.value) { ctx.search.value = ""; searchRemote(ctx); }  // the first options again
     filterOptions(ctx);
     ctx.search.focus();
   }
@@ -79,9 +79,35 @@
     }
   });
 
+  // A large fleet's switcher lists a few agents (data-ctx-remote): what is typed is searched on
+  // the server, whose options replace the listed ones (the latest answer only).
+  var remoteTimer = null, remoteAsked = 0;
+  function searchRemote(ctx) {
+    var listbox = ctx.root.querySelector("[data-ctx-remote]");
+    if (!listbox) return;
+    clearTimeout(remoteTimer);
+    remoteTimer = setTimeout(function () {
+      var asked = ++remoteAsked;
+      var url = listbox.dataset.ctxRemote + "?q=" + encodeURIComponent(ctx.search.value.trim());
+      fetch(url, { headers: { "HX-Request": "true" }, credentials: "same-origin" })
+        .then(function (response) { return response.ok ? response.text() : null; })
+        .then(function (html) {
+          if (html === null || asked !== remoteAsked) return;
+          var fresh = switcher();
+          fresh.options.forEach(function (option) { if (option.value !== "all") option.remove(); });
+          fresh.empty.insertAdjacentHTML("beforebegin", html);
+          filterOptions(switcher());
+          document.body.dispatchEvent(new CustomEvent("live:topics"));  // subscribe to the new ones
+        })
+        .catch(function () { /* the listed options stay */ });
+    }, 150);
+  }
+
   document.addEventListener("input", function (event) {
     if (!event.target.matches || !event.target.matches("[data-ctx-search]")) return;
-    filterOptions(switcher());
+    var ctx = switcher();
+    filterOptions(ctx);
+    searchRemote(ctx);
   });
 
   document.addEventListener("keydown", function (event) {

@@ -159,7 +159,36 @@ def test_list_queries_do_not_grow_with_the_number_of_agents(
             services.request_action(extra, "provision", Actor.command("test"), enqueue=False)
     with django_assert_num_queries(with_fourteen):
         response = as_operator.get(path)
-    assert len(shown_slugs(response)) == 24
+    # The dashboard shows the Platform CoE agents and those with an action in flight (the five
+    # odd extras); the Agents page all 24.
+    assert len(shown_slugs(response)) == (19 if path == "/" else 24)
+
+
+def test_a_large_fleet_is_paged_on_the_agents_page_and_summed_up_on_the_dashboard(
+    seeded, as_operator, act
+) -> None:
+    Agent.objects.bulk_create(
+        Agent(slug=f"cust-{n:03d}", name=f"Customer {n:03d}", tier=Tier.CUSTOMER)
+        for n in range(120)
+    )
+    Agent.objects.filter(slug="cust-077").update(state="ERRORED")
+
+    first = as_operator.get("/agents/")
+    third = as_operator.get("/agents/?page=3")
+    beyond = as_operator.get("/agents/?page=999999")
+    bad = as_operator.get("/agents/?page=abc")
+    dashboard = as_operator.get("/")
+
+    by_name = list(Agent.objects.order_by("name").values_list("slug", flat=True))
+    assert shown_slugs(first) == by_name[:50]
+    assert shown_slugs(third) == by_name[100:]
+    assert "1–50 of 134 · page 1 of 3" in first.content.decode()
+    assert 'rel="next"' in first.content.decode() and 'rel="next"' not in third.content.decode()
+    assert shown_slugs(beyond) == shown_slugs(third)  # past the end: the last page
+    assert "is not a page number" in bad.content.decode() and len(shown_slugs(bad)) == 50
+    shown = set(shown_slugs(dashboard))
+    assert shown == set(seeded) | {"cust-077"}
+    assert 'data-cards-not-shown="119"' in dashboard.content.decode()
 
 
 def test_list_queries_do_not_grow_with_deployed_agents_that_have_dependencies(

@@ -212,8 +212,13 @@ async def test_pages_declare_what_they_show(operator) -> None:
     """Which topics each kind of page subscribes to (the frame's groups come with the socket)."""
     ids = await _set_up_fleet()
 
+    switchers: list[set[str]] = []
+
     async def topics(path: str) -> set[str]:
-        return (await _render(operator, path)).topics
+        """The page's own topics; the header's switcher (every page's) is checked apart."""
+        every = (await _render(operator, path)).topics
+        switchers.append({t for t in every if t.startswith("ctx:")})
+        return every - switchers[-1]
 
     # Before any agent's page makes it the user's agent context (then "/" is about that agent).
     assert {"graph", "errors-overview", "fleet-counts"} <= await topics("/")
@@ -233,3 +238,13 @@ async def test_pages_declare_what_they_show(operator) -> None:
     assert await topics("/logs/?agent=wow-cache") == {"logs:wow-cache"}
     for path in ("/alerts/", "/events/", "/metrics/"):
         assert await topics(path) == set(), path  # the frame's beats and badge only
+    # The switcher in every page's header hears about the agents it lists, each by its own
+    # topic (a large fleet's switcher lists a few of them).
+    listed = {f"ctx:{slug}" for slug in await sync_to_async(_listed_slugs)()}
+    assert len(listed) >= 14 and all(topics_ == listed for topics_ in switchers)
+
+
+def _listed_slugs() -> list[str]:
+    from agents.models import Agent, State
+
+    return list(Agent.objects.exclude(state=State.REVOKED).values_list("slug", flat=True))
