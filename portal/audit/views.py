@@ -46,7 +46,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         "filters": shown,
         "doors": AuditEntry.Door.values,
         "outcomes": AuditEntry.Outcome.values,
-        "apps": _apps(),
+        "apps": queries.apps_in_use(),
         "entries": [],
         "may_report": actor.has(roles.MANAGE),
     }

@@ -296,3 +296,20 @@ def test_retention_deletes_only_what_is_past_it_and_says_so(settings, admin_acto
     assert not AuditEntry.objects.filter(target="old").exists()
     settings.AUDIT_RETENTION_DAYS = 0
     assert retention.purge_expired() == 0
+
+
+def test_words_found_on_many_entries_page_through_all_of_them(client, viewer, admin_actor):
+    for n in range(30):
+        record_audit(admin_actor, "agent.restart", target=f"agent-{n}")
+        record_audit(admin_actor, "agent.stop", target=f"agent-{n}")
+    client.force_login(viewer)
+
+    seen, cursor = [], ""
+    while True:
+        body = client.get("/api/platform/audit", {"q": "restart", "limit": 7, "cursor": cursor})
+        seen += [(e["action"], e["target"]) for e in body.json()["entries"]]
+        cursor = body.json()["next_cursor"]
+        if not cursor:
+            break
+
+    assert sorted(seen) == sorted(("agent.restart", f"agent-{n}") for n in range(30))
