@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from agents.models import Agent, Health
+from agents.models import Agent, Health, State
 from agents.runtimes import AgentSpec, Runtime, get_runtime
 from agents.runtimes.probe import http_ok
 
@@ -79,6 +79,9 @@ def runtime_effect(agent: Agent, action: str) -> dict:
     if action == "resume":
         return runtime.resume(spec)
     if action == "restart":
+        if agent.state == State.RUNNING and spec.replicas > 1:
+            # Zero downtime: one replica at a time, never fewer ready than before.
+            return runtime.rolling_restart(spec)
         return runtime.restart(spec)
     if action == "revoke":
         return runtime.remove(spec, purge=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import json
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -337,6 +338,34 @@ class Runtime(abc.ABC):
             reason="bad_config",
             details={"runtime": self.name, "operation": "stop_replicas"},
         )
+
+    def rolling_restart(self, spec: AgentSpec) -> dict[str, Any]:
+        """Restart a running agent of several replicas without ever having fewer ready ones
+        than before: a spare replica (numbered ``spec.replicas``) is launched and ready first,
+        then each replica in turn is stopped and launched again, readiness-gated, and the spare
+        goes last. Tasks keep flowing to the others meanwhile; what a stopped replica held is
+        claimed by another. Runtimes that roll by themselves (Kubernetes) override this.
+
+        A replica that fails to come back stops the restart there: the spare is stopped and the
+        failure raised (the replicas already restarted keep running). Answers ``{"runtime",
+        "rolled", "replicas": [launch answers], "surge", "duration_seconds"}``."""
+        began = time.monotonic()
+        spare = spec.replicas
+        surge = self.launch_replicas(spec, [spare])
+        relaunched: list[dict[str, Any]] = []
+        try:
+            for replica in range(spec.replicas):
+                self.stop_replicas(spec, [replica])
+                relaunched.extend(self.launch_replicas(spec, [replica])["replicas"])
+        finally:
+            self.stop_replicas(spec, [spare])  # numbered past the agent's: forgotten
+        return {
+            "runtime": self.name,
+            "rolled": True,
+            "replicas": relaunched,
+            "surge": surge["replicas"],
+            "duration_seconds": round(time.monotonic() - began, 3),
+        }
 
     def backup_data(self, spec: AgentSpec, destination: str) -> dict[str, Any]:
         """Write a tar.gz snapshot of the agent's data to the file ``destination``; answers

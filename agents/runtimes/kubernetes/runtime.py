@@ -215,6 +215,10 @@ class KubernetesRuntime(Runtime):
         self.cluster.patch_deployment(spec, scale_patch(replicas, intended=replicas))
         return self._await_scaled_up(spec, replicas, began, suspend_on_failure=True)
 
+    def rolling_restart(self, spec: AgentSpec) -> dict[str, Any]:
+        """Kubernetes rolls by itself (maxSurge 1, maxUnavailable 0): the restart."""
+        return self.restart(spec)
+
     def restart(self, spec: AgentSpec) -> dict[str, Any]:
         """A rolling restart (the pod template's restartedAt annotation, as `kubectl rollout
         restart` does), done once every pod is a new, ready one. A scaled-down agent is

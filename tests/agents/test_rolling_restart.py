@@ -1,0 +1,116 @@
+"""Zero-downtime restarts: a running agent of several replicas is restarted one replica at a
+time behind a spare, so it never has fewer ready replicas than before, and a load of tasks sent
+all along is answered in full, each task once and none failed. Real agentd processes (local
+runtime) and the lifecycle service that picks the rolling restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+import uuid
+
+import redis
+
+from agents.agentd import contract
+from agents.models import Agent, State
+from tests.agents.test_replica_ops import root, runtime, started  # noqa: F401 (fixtures)
+
+
+def ready_replicas(runtime, spec) -> int:  # noqa: F811 (not the fixture)
+    ready = 0
+    for replica in runtime.status(spec).replicas:
+        if replica.state != "running" or not replica.port:
+            continue
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{replica.port}/readyz", timeout=1) as r:
+                ready += r.status == 200
+        except OSError:
+            pass
+    return ready
+
+
+class Load(threading.Thread):
+    """Tasks to the agent's stream, each with its own id and a reply stream, until stopped."""
+
+    def __init__(self, redis_url: str, slug: str, per_second: int = 50) -> None:
+        super().__init__(daemon=True)
+        self.client = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.slug, self.pause = slug, 1 / per_second
+        self.replies = contract.reply_stream(f"rolling-{uuid.uuid4().hex[:8]}")
+        self.sent: list[str] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            task_id = f"t-{len(self.sent)}"
+            self.client.xadd(contract.task_stream(self.slug),
+                             {"job": "noop", contract.FIELD_TASK_ID: task_id,
+                              contract.FIELD_REPLY_TO: self.replies})  # fmt: skip
+            self.sent.append(task_id)
+            time.sleep(self.pause)
+
+    def answers(self) -> list[dict[str, str]]:
+        return [fields for _, fields in self.client.xrange(self.replies)]
+
+
+def test_a_rolling_restart_never_has_fewer_ready_replicas_and_loses_no_task(
+    runtime, started, redis_url  # noqa: F811 (the fixtures imported above)
+):  # fmt: skip
+    spec = started(version="1.0.0", replicas=2)
+    before = {r.replica: r.pid for r in runtime.status(spec).replicas}
+    samples: list[int] = []
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            samples.append(ready_replicas(runtime, spec))
+            time.sleep(0.02)
+
+    load = Load(redis_url, spec.slug)
+    sampler = threading.Thread(target=sample, daemon=True)
+    load.start()
+    time.sleep(0.5)
+    sampler.start()
+    result = runtime.rolling_restart(spec)
+    sampling.set()
+    sampler.join()
+    time.sleep(0.5)
+    load.halt.set()
+    load.join()
+
+    deadline = time.monotonic() + 30
+    while len(load.answers()) < len(load.sent) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    answers = load.answers()
+    assert result["rolled"] and [r["replica"] for r in result["replicas"]] == [0, 1]
+    assert min(samples) >= 2, samples  # never fewer ready replicas than before
+    assert len(samples) > 10  # the restart was watched while it ran, not after
+    assert sorted(a[contract.REPLY_TASK_ID] for a in answers) == sorted(load.sent)  # each once
+    assert {a[contract.REPLY_STATUS] for a in answers} == {contract.REPLY_SUCCEEDED}
+    after = {r.replica: (r.state, r.pid) for r in runtime.status(spec).replicas}
+    assert sorted(after) == [0, 1]  # the spare is gone
+    assert all(state == "running" and pid != before[n] for n, (state, pid) in after.items())
+    load.client.delete(load.replies)
+
+
+def test_restarting_a_running_agent_of_two_replicas_rolls_and_one_of_one_does_not(
+    seeded, act, bring_up
+):
+    agent = seeded["wow-cache"]
+    Agent.objects.filter(pk=agent.pk).update(replicas=2)
+    agent.refresh_from_db()
+    bring_up(agent)
+
+    rolled = act(agent, "restart")
+    Agent.objects.filter(pk=agent.pk).update(replicas=1)
+    agent.refresh_from_db()
+    act(agent, "stop")
+    act(agent, "start")
+    whole = act(agent, "restart")
+
+    assert rolled.result["rolled"] is True and len(rolled.result["replicas"]) == 2
+    assert "rolled" not in whole.result
+    agent.refresh_from_db()
+    assert agent.state == State.RUNNING
+    act(agent, "stop")
