@@ -14,8 +14,15 @@ from django.db.models import Count, Q
 from django.utils.functional import cached_property
 
 from agents.models import State
-from observability import alerts
-from observability.models import Alert, AlertRule, Event, LogEntry, MetricSample
+from observability import alerts, slo
+from observability.models import (
+    Alert,
+    AlertRule,
+    Event,
+    LogEntry,
+    MetricSample,
+    ServiceLevelObjective,
+)
 from observability.queues import services as queue_services
 from observability.queues.catalog import QueueNotFound
 from observability.queues.figures import Thresholds
@@ -95,6 +102,7 @@ class AlertRuleForm(forms.ModelForm):
             what = {
                 AlertRule.Kind.STATE: "an agent-state",
                 AlertRule.Kind.HEARTBEAT: "a no-heartbeat",
+                AlertRule.Kind.SLO: "an SLO burn-rate",
             }.get(kind, "a workflow-deadline")
             if metric:
                 self.add_error(
@@ -357,3 +365,43 @@ class QueueSampleAdmin(BigTableAdmin):
     list_filter = ("step",)
     search_fields = ("queue_name",)
     ordering = ("-ts", "-id")
+
+
+class ObjectiveForm(forms.ModelForm):
+    """Validated and saved by ``slo.set_objective`` (an Admin's, audited), as every door does."""
+
+    actor: Actor
+
+    class Meta:
+        model = ServiceLevelObjective
+        fields = ("agent", "objective")
+
+    def clean(self):
+        cleaned = super().clean()
+        agent, objective = cleaned.get("agent"), cleaned.get("objective")
+        if agent is not None and objective is not None and not self.errors:
+            try:
+                self.saved = slo.set_objective(agent, objective, self.actor)
+            except (Refused, PermissionDenied) as refused:
+                self.add_error("objective", str(refused))
+        return cleaned
+
+
+@admin.register(ServiceLevelObjective)
+class ServiceLevelObjectiveAdmin(admin.ModelAdmin):
+    form = ObjectiveForm
+    list_display = ("agent", "objective", "updated_at")
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        return type(form.__name__, (form,), {"actor": Actor.from_request(request)})
+
+    def save_model(self, request, obj, form, change) -> None:
+        obj.pk, obj.updated_at = form.saved.pk, form.saved.updated_at  # saved by the service
+
+    def delete_model(self, request, obj) -> None:
+        slo.set_objective(obj.agent, None, Actor.from_request(request))
+
+    def delete_queryset(self, request, queryset) -> None:
+        for row in list(queryset.select_related("agent")):
+            self.delete_model(request, row)

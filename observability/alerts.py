@@ -28,7 +28,8 @@ from django.utils import timezone
 
 from agents.models import Agent, State
 from observability import events as event_log
-from observability import workflow_alerting
+from observability import slo, workflow_alerting
+from observability.default_rules import DEFAULT_RULES
 from observability.metrics import METRICS
 from observability.models import Alert, AlertRule, Event, MetricSample, Severity
 from observability.queues import alerting as queue_alerts
@@ -85,83 +86,6 @@ def _notify(alert: Alert, change: str) -> None:
 
 
 # --- the rules every fleet starts with --------------------------------------------------------
-
-DEFAULT_RULES = [
-    {
-        "name": "Agent errored",
-        "description": "The agent crashed or failed and is ERRORED.",
-        "kind": AlertRule.Kind.STATE,
-        "state": State.ERRORED,
-        "for_seconds": 0,
-        "severity": Severity.CRITICAL,
-    },
-    {
-        "name": "High error rate",
-        "description": "More than 5 % of task attempts failed, for five minutes.",
-        "kind": AlertRule.Kind.METRIC,
-        "metric": AlertRule.Metric.ERROR_RATE,
-        "operator": AlertRule.Operator.ABOVE,
-        "threshold": 5.0,
-        "for_seconds": 300,
-        "severity": Severity.WARNING,
-    },
-    {
-        "name": "Memory near limit",
-        "description": "The agent uses more than 90 % of its memory limit, for two minutes.",
-        "kind": AlertRule.Kind.METRIC,
-        "metric": AlertRule.Metric.MEMORY_PERCENT,
-        "operator": AlertRule.Operator.ABOVE,
-        "threshold": 90.0,
-        "for_seconds": 120,
-        "severity": Severity.WARNING,
-    },
-    {
-        "name": "Dead letters arriving",
-        "description": "Tasks of the agent failed every retry and went to its dead-letter queue.",
-        "kind": AlertRule.Kind.METRIC,
-        "metric": AlertRule.Metric.DLQ_INFLOW,
-        "operator": AlertRule.Operator.ABOVE,
-        "threshold": 0.0,
-        "for_seconds": 0,
-        "severity": Severity.WARNING,
-    },
-    {
-        "name": "Queue backlog",
-        "description": "More than 1,000 tasks wait for the agent, for five minutes.",
-        "kind": AlertRule.Kind.METRIC,
-        "metric": AlertRule.Metric.QUEUE_BACKLOG,
-        "operator": AlertRule.Operator.ABOVE,
-        "threshold": 1000.0,
-        "for_seconds": 300,
-        "severity": Severity.WARNING,
-    },
-    {
-        "name": "Queue lagging",
-        "description": "The oldest task waiting for the agent is more than 5 minutes old.",
-        "kind": AlertRule.Kind.METRIC,
-        "metric": AlertRule.Metric.QUEUE_LAG,
-        "operator": AlertRule.Operator.ABOVE,
-        "threshold": 300.0,
-        "for_seconds": 0,
-        "severity": Severity.WARNING,
-    },
-    {
-        "name": "Workflow deadline",
-        "description": "A workflow run is predicted to miss its deadline, or has missed it: "
-        "one alert per run, on the agent it waits for.",
-        "kind": AlertRule.Kind.WORKFLOW,
-        "for_seconds": 0,
-        "severity": Severity.WARNING,
-    },
-    {
-        "name": "No heartbeat",
-        "description": "A RUNNING agent has not answered /metrics for a minute.",
-        "kind": AlertRule.Kind.HEARTBEAT,
-        "for_seconds": 60,
-        "severity": Severity.CRITICAL,
-    },
-]
-
 
 def ensure_default_rules(actor: Actor) -> int:
     """Create the default rules that do not exist yet (by name; an Admin's edits are kept);
@@ -332,6 +256,8 @@ def _findings(rule: AlertRule, agents: dict[int, Agent], now: datetime) -> list[
         return _state_findings(rule, agents, now)
     if rule.kind == AlertRule.Kind.HEARTBEAT:
         return _heartbeat_findings(rule, agents, now)
+    if rule.kind == AlertRule.Kind.SLO:
+        return [Finding(*found) for found in slo.findings(agents, now)]
     return _metric_findings(rule, agents, now)
 
 

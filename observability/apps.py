@@ -42,10 +42,16 @@ class ObservabilityConfig(AppConfig):
         agent_events.subscribe(graph.on_agent_event)  # the graph's nodes follow their agents
         extensions.add_card_extras(sparklines.card_sparklines)  # every agent card's CPU
         extensions.add_detail_panel(graph.graph_detail_panel)  # the graph on agent pages
+        from observability.views.slo import slo_panel
+
+        extensions.add_detail_panel(slo_panel)  # its availability objective and error budget
         notify.connect()  # alert toasts, live Alerts/Events, opening an agent sets the context
         if alerts.seed_step not in STARTUP_STEPS:
             STARTUP_STEPS.append(alerts.seed_step)
         extensions.add_api_router(api.router)
         extensions.add_api_router(queue_api.router)  # /queues
+        from observability import slo_api
+
+        extensions.add_api_router(slo_api.router, first=True)  # before /agents/{slug}/{action}
         extensions.set_dashboard_focus(context.focus_for)
         extensions.add_dashboard_panel(dashboard.PANEL)

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from agents.models import Agent, AgentError
 from observability import context as agent_context
-from observability import metrics
+from observability import metrics, slo
 from observability.context import query_string
 from observability.figures import (
     CURRENT_WITHIN,
@@ -50,8 +50,9 @@ def fleet_metrics_now() -> dict:
 
 
 def fleet_dashboard() -> dict:
-    """The fleet dashboard's additions: the dependency graph and the fleet's figures."""
-    return {**dependency_graph(), **fleet_metrics_now()}
+    """The fleet dashboard's additions: the dependency graph, the fleet's figures and the
+    availability objectives."""
+    return {**dependency_graph(), **fleet_metrics_now(), **slo.panel_context()}
 
 
 def agent_dashboard(agent: Agent) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from django.db.models import Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 
@@ -58,13 +59,16 @@ def dependency_graph_data() -> graphs.Graph:
 
 def _dependency_graph() -> tuple[graphs.Graph, int]:
     """The graph, and how many agents (not revoked) there are in all."""
-    agents = list(
-        Agent.objects.exclude(state=State.REVOKED)
-        .only("id", "slug", "name", "state", "tier", "health")
-        .order_by("name")
-    )
+    links = list(Agent.dependencies.through.objects.values_list("from_agent_id", "to_agent_id"))
+    agents_ = Agent.objects.exclude(state=State.REVOKED)
+    total = agents_.count()
+    if total > GRAPH_ALL_UP_TO:
+        # A large fleet: the agents in the web of dependencies and the Platform CoE agents are
+        # drawn; thousands of customer agents that depend on nothing would only be dots.
+        linked = {pk for pair in links for pk in pair}
+        agents_ = agents_.filter(Q(pk__in=linked) | Q(tier=Tier.PLATFORM))
+    agents = list(agents_.only("id", "slug", "name", "state", "tier", "health").order_by("name"))
     by_pk = {agent.pk: agent for agent in agents}
-    links = Agent.dependencies.through.objects.values_list("from_agent_id", "to_agent_id")
     pairs = sorted(
         (
             (by_pk[dependent], by_pk[dependency])
@@ -73,12 +77,6 @@ def _dependency_graph() -> tuple[graphs.Graph, int]:
         ),
         key=lambda pair: (pair[0].name, pair[1].name),
     )
-    total = len(agents)
-    if total > GRAPH_ALL_UP_TO:
-        # A large fleet: the agents in the web of dependencies and the Platform CoE agents are
-        # drawn; thousands of customer agents that depend on nothing would only be dots.
-        linked = {a.pk for pair in pairs for a in pair}
-        agents = [a for a in agents if a.pk in linked or a.tier == Tier.PLATFORM]
     names: dict[str, list[str]] = {agent.slug: [] for agent in agents}
     for dependent, dependency in pairs:
         names[dependent.slug].append(dependency.name)

@@ -182,6 +182,7 @@ class AlertRule(models.Model):
         STATE = "state", "Agent state"
         HEARTBEAT = "heartbeat", "No heartbeat"
         WORKFLOW = "workflow", "Workflow deadline"
+        SLO = "slo", "SLO burn rate"
 
     class Metric(models.TextChoices):
         ERROR_RATE = "error_rate", "Error rate (%)"
@@ -249,6 +250,8 @@ class AlertRule(models.Model):
             text = "no heartbeat"
         elif self.kind == self.Kind.WORKFLOW:
             text = "a workflow run is at risk of missing its deadline or late"
+        elif self.kind == self.Kind.SLO:
+            text = "the error budget burns 14.4× too fast over 1 h and 5 min, or 6× over 6 h and 30 min"
         else:
             metric = self.Metric(self.metric).label.lower()
             text = f"{metric} {self.get_operator_display()} {self.threshold:g}"
@@ -359,3 +362,19 @@ __all__ = [
     "RedriveJob",
     "Severity",
 ]
+
+
+class ServiceLevelObjective(models.Model):
+    """An agent's availability objective over 30 days (WowVision Prime and WowEvent have
+    ``SLO_DEFAULT_OBJECTIVES`` without a row); ``observability.slo`` measures it from the
+    uptime samples and alerts on the burn rate of its error budget."""
+
+    agent = models.OneToOneField(Agent, on_delete=models.CASCADE, related_name="slo")
+    objective = models.FloatField(help_text="Percent of the time up, e.g. 99.9.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "service level objective"
+
+    def __str__(self) -> str:
+        return f"{self.agent} {self.objective} %"

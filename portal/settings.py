@@ -471,6 +471,21 @@ CELERY_BEAT_SCHEDULE["observability-sample-queues"] = {
     "schedule": float(QUEUE_SAMPLE_INTERVAL_SECONDS),
 }
 
+# SLOs (observability): the availability objectives agents have without one set (percent).
+# "slug=percent" pairs, comma-separated.
+SLO_DEFAULT_OBJECTIVES = {}
+for _pair in env.list("SLO_DEFAULT_OBJECTIVES", ["wow-vision=99.9", "wow-event=99.9"]):
+    _slug, _, _percent = _pair.partition("=")
+    try:
+        SLO_DEFAULT_OBJECTIVES[_slug.strip()] = float(_percent)
+    except ValueError:
+        SLO_DEFAULT_OBJECTIVES[_slug.strip()] = -1.0
+    if not 50 <= SLO_DEFAULT_OBJECTIVES[_slug.strip()] <= 99.999:
+        raise ImproperlyConfigured(
+            f"SLO_DEFAULT_OBJECTIVES: {_pair!r} is not slug=percent with 50 to 99.999 percent, "
+            "e.g. wow-event=99.9."
+        ) from None
+
 # Logs (observability): lines older than this many days are deleted every hour.
 LOG_RETENTION_DAYS = env.int("LOG_RETENTION_DAYS", 7, minimum=1, maximum=3650)
 CELERY_BEAT_SCHEDULE["observability-purge-logs"] = {

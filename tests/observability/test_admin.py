@@ -112,6 +112,7 @@ def test_rules_list_their_condition_severity_scope_and_open_alerts(fleet, as_adm
     assert set(rows) == {
         "Agent errored", "High error rate", "Memory near limit", "No heartbeat", "Workflow deadline",
         "Dead letters arriving", "Queue backlog", "Queue lagging", "Deployed, not started",
+        "SLO burn rate",
     }  # fmt: skip
     assert rows["Agent errored"].open_count == 1 and rows["High error rate"].open_count == 0
     content = response.content.decode()

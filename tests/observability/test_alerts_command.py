@@ -224,14 +224,14 @@ def test_evaluate_runs_the_rules_once_and_says_what_changed(seeded, act) -> None
     for agent in (cache, event):
         act(agent, "provision")
         act(agent, "deploy")
-    assert run("alerts", "evaluate")[0] == "Evaluated 8 rules: 0 fired, 0 resolved.\n"
+    assert run("alerts", "evaluate")[0] == "Evaluated 9 rules: 0 fired, 0 resolved.\n"
     assert services.record_crash(cache, {"exit_code": 1})
     assert services.record_crash(event, {"exit_code": 2})
-    assert run("alerts", "evaluate")[0] == "Evaluated 8 rules: 2 fired, 0 resolved.\n"
-    assert run("alerts", "evaluate")[0] == "Evaluated 8 rules: 0 fired, 0 resolved.\n"
+    assert run("alerts", "evaluate")[0] == "Evaluated 9 rules: 2 fired, 0 resolved.\n"
+    assert run("alerts", "evaluate")[0] == "Evaluated 9 rules: 0 fired, 0 resolved.\n"
     act(Agent.objects.get(pk=event.pk), "revoke", confirm=True)
     assert Agent.objects.get(pk=event.pk).state == State.REVOKED
-    assert run("alerts", "evaluate")[0] == "Evaluated 8 rules: 0 fired, 1 resolved.\n"
+    assert run("alerts", "evaluate")[0] == "Evaluated 9 rules: 0 fired, 1 resolved.\n"
     assert Alert.objects.get(agent=event).resolution == "The condition cleared."
 
 
