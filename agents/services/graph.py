@@ -82,6 +82,23 @@ class DependencyGraph:
             edges.setdefault(dependent_id, set()).add(dependency_id)
         return cls(agents, edges)
 
+    @classmethod
+    def load_linked(cls) -> DependencyGraph:
+        """The graph with only the agents that depend on another or are depended on: enough to
+        check a page of cards, without loading every agent of a fleet of thousands."""
+        through = list(
+            Agent.dependencies.through.objects.values_list("from_agent_id", "to_agent_id")
+        )
+        linked = {pk for pair in through for pk in pair}
+        agents = {
+            agent.pk: agent
+            for agent in Agent.objects.filter(pk__in=linked).only("id", "slug", "name", "state")
+        }
+        edges: dict[int, set[int]] = {pk: set() for pk in agents}
+        for dependent_id, dependency_id in through:
+            edges.setdefault(dependent_id, set()).add(dependency_id)
+        return cls(agents, edges)
+
     def transitive(self, agent_id: int) -> list[Agent]:
         """Everything ``agent_id`` needs, directly or not, dependencies first."""
         needed: set[int] = set()

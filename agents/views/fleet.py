@@ -60,7 +60,7 @@ def agent_list(request: HttpRequest) -> HttpResponse:
     page = min(page, pages)
     offset = (page - 1) * AGENT_PAGE_SIZE
     agents = list(agents[offset : offset + AGENT_PAGE_SIZE])
-    graph = services.DependencyGraph.load()
+    graph = services.DependencyGraph.load_linked()
     # Also in the table: its page extras keep cards current once the view switches to cards.
     extras, page_extras = extensions.card_extras(agents)
     cards = [card_context(agent, actor, graph, extras) for agent in agents]

@@ -122,7 +122,7 @@ def fleet_overview(request: HttpRequest, only: Agent | None = None) -> dict:
         agents = list(agents_with_relations().filter(pk=only.pk))
     else:
         agents = dashboard_agents()
-    graph = services.DependencyGraph.load()
+    graph = services.DependencyGraph.load_linked()
     extras, page_extras = extensions.card_extras(agents)
     counts = Agent.objects.fleet_counts()
     return {
