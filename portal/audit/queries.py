@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import Q, QuerySet, Subquery
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from portal.models import AuditEntry
@@ -256,16 +256,28 @@ def search(wanted: AuditFilter, *, cursor: str = "", limit: int = PAGE_SIZE) -> 
         at, pk = after
         entries = entries.filter(Q(at__lt=at) | Q(at=at, pk__lt=pk))
     rows = None
-    if wanted.q:
+    if wanted.q and (words := _words_query(wanted.q)):
         # Common words match much of the log: looked for among the newest entries first (an
-        # index walk that stops early), and in the whole log only when those hold too few.
+        # index walk that stops early, fenced by its LIMIT so the planner cannot turn it into a
+        # scan of every match), and in the whole log only when those hold too few.
         recent = filtered(replace(wanted, q=""))
         if after is not None:
             recent = recent.filter(Q(at__lt=at) | Q(at=at, pk__lt=pk))
-        window = recent.values("pk")[:RECENT_WINDOW]
-        rows = list(entries.filter(pk__in=Subquery(window))[: limit + 1])
-        if len(rows) <= limit:
-            rows = None
+        recent = recent.extra(
+            select={"words": "portal_auditentry.search"}
+        ).values_list(  # noqa: S610
+            "pk", "at", "words"
+        )[:RECENT_WINDOW]
+        inner, params = recent.query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT pk FROM ({inner}) recent WHERE recent.words @@ to_tsquery('simple', %s)"  # noqa: S608
+                " ORDER BY at DESC, pk DESC LIMIT %s",
+                [*params, words, limit + 1],
+            )
+            ids = [row[0] for row in cursor.fetchall()]
+        if len(ids) > limit:
+            rows = list(entries.filter(pk__in=ids))
     if rows is None:
         rows = list(entries[: limit + 1])
     more = len(rows) > limit
