@@ -52,10 +52,14 @@ from observability.models import LogCursor
 
 logger = logging.getLogger(__name__)
 
-FOLLOWED_STATES = (State.DEPLOYED, State.RUNNING, State.SUSPENDED, State.ERRORED)
+FOLLOWED_STATES = (State.RUNNING, State.SUSPENDED, State.ERRORED)
 # Read once when the collector starts and when an agent leaves FOLLOWED_STATES: no new lines
-# come, but the last ones (written while it stopped, or while no collector ran) are kept.
-CATCH_UP_STATES = (State.STOPPED,)
+# come, but the last ones (written while it stopped, or while no collector ran) are kept. A
+# DEPLOYED agent has not started (or was deployed anew): nothing of it writes until it starts,
+# and then it is followed. Thousands of them must not hold a thread each.
+CATCH_UP_STATES = (State.DEPLOYED, State.STOPPED)
+# At most this many catch-up reads at a time (a fleet of thousands registered at once).
+CATCH_UP_READERS = 8
 FLUSH_SECONDS = 0.25
 SCAN_SECONDS = 1.0
 BATCH_MAX = 5000
@@ -431,10 +435,16 @@ class Collector:
         for pk, agent in followed.items():
             if pk not in self._readers and now >= self._next_start.get(pk, 0.0):
                 self._start_reader(agent, follow=True)
+        # Agents not running have their last lines read once, a few at a time: a fleet of
+        # thousands registered must not start thousands of threads (and connections) at once.
+        catching_up = sum(1 for reader in self._readers.values() if not reader.follow)
         for pk, agent in agents.items():
+            if catching_up >= CATCH_UP_READERS:
+                break
             if pk not in followed and pk not in self._caught_up and pk not in self._readers:
                 self._caught_up.add(pk)
                 self._start_reader(agent, follow=False)
+                catching_up += 1
         for pk in set(self._positions) - set(agents) - set(self._readers):
             # Revoked or deleted: nothing more to read. Its cursors stay in the database.
             self._positions.pop(pk)
@@ -485,6 +495,7 @@ class Collector:
         lines: Iterable[LogLine] = ()
         try:
             runtime, spec = services.runtime_for(agent), services.spec_for(agent)
+            connection.close()  # a follower may read for hours: it holds no connection meanwhile
             lines = runtime.logs(
                 spec,
                 since=reader.reading.since(spec.replicas),
@@ -511,6 +522,7 @@ class Collector:
             if close is not None:
                 with contextlib.suppress(Exception):
                     close()
+            connection.close()  # this thread's own, else each ended reader leaks one
 
     def _admit(self, reader: _Reader, line: LogLine) -> _Item | Literal[False] | None:
         """The line as a queue item if it is new; None if read before; False once the reader
