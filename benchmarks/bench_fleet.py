@@ -1,7 +1,7 @@
 """Fleet benchmark: the portal with 5,000 registered agents and 1,000,000 audit entries.
 
 A private PostgreSQL and Redis; 4,986 Customer-tier agents added to the 14 Platform CoE agents
-(none running, as a new operator would add them), a tenth of them REGISTERED, the rest
+(none running, as a new operator would add them), a tenth of them DRAFT, the rest
 DEPLOYED or STOPPED, and audit entries written with COPY, then ANALYZEd. Every page is rendered
 whole through Django's test client as an Admin (server time, no network), several runs each:
 
@@ -74,7 +74,7 @@ def add_agents(count: int, start: int = 0) -> None:
     """``count`` Customer-tier agents (numbered from ``start``), none running."""
     from django.db import connection
 
-    states = ["DEPLOYED"] * 6 + ["STOPPED"] * 3 + ["REGISTERED"]
+    states = ["DEPLOYED"] * 6 + ["STOPPED"] * 3 + ["DRAFT"]
     now = datetime.now(UTC)
     rng = random.Random(7)
     columns = ["slug", "name", "description", "tier", "capabilities", "specializations",
