@@ -25,8 +25,10 @@ install: $(VENV)/.synced  ## Create .venv with the locked dependencies (uv)
 run: install  ## Serve the portal on http://127.0.0.1:8000 with worker and beat (Ctrl-C stops all)
 	$(PY) manage.py up
 
-# Two workers (a 2-core machine); the browser tests keep to one of them, in order.
-PYTEST_ARGS ?= -n 2 --dist loadgroup
+# Two workers (a 2-core machine); the browser tests keep to one of them, in order. Coverage of
+# the apps is printed at the end; below the floor in pyproject.toml ([tool.coverage.report]
+# fail_under) the run fails.
+PYTEST_ARGS ?= -n 2 --dist loadgroup --cov --cov-report=term
 
 test: install  ## Run the whole test suite on a real PostgreSQL and Redis
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
