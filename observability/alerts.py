@@ -87,6 +87,7 @@ def _notify(alert: Alert, change: str) -> None:
 
 # --- the rules every fleet starts with --------------------------------------------------------
 
+
 def ensure_default_rules(actor: Actor) -> int:
     """Create the default rules that do not exist yet (by name; an Admin's edits are kept);
     answers how many were created. Audited."""

@@ -42,7 +42,9 @@ class Actor:
         if token is not None:
             return cls(kind="token", user=token.user, token=token, source=source, via="api")
         path = request.path_info
-        via = "api" if path.startswith("/api/") else "admin" if path.startswith("/admin/") else "page"
+        via = (
+            "api" if path.startswith("/api/") else "admin" if path.startswith("/admin/") else "page"
+        )
         return cls(kind="user", user=request.user, source=source, via=via)
 
     @classmethod
