@@ -170,7 +170,7 @@ def pinned_version(agent: Agent, graph: DependencyGraph | None = None) -> str:
     if "version_pinned" not in graph.memo:
         graph.memo["version_pinned"] = extensions.lookup("version_pinned_checker", default=None)
     checker = graph.memo["version_pinned"]
-    return checker(agent) if checker is not None else ""
+    return checker(agent) if callable(checker) else ""
 
 
 def available_actions(
