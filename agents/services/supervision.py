@@ -169,6 +169,18 @@ def auto_restart(agent: Agent) -> Operation | None:
 def record_health(agent: Agent, health: str, detail: str = "") -> bool:
     """Store a probe result; emits an event only when something visible changed."""
     now = timezone.now()
+    if not agent.restart_attempts:
+        # The common case, every probe of a steady fleet: the same health as stored. One
+        # statement, guarded by what it must still be, instead of a locked read and a write.
+        same = Agent.objects.filter(
+            pk=agent.pk, state=State.RUNNING, pending_action="", health=health,
+            health_detail=detail[:300], restart_attempts=0,
+        )  # fmt: skip
+        stamps = {"health_checked_at": now, "updated_at": now}
+        if health == Health.HEALTHY:
+            stamps["last_healthy_at"] = now
+        if same.update(**stamps):
+            return False
     with transaction.atomic():
         agent = Agent.objects.select_for_update().get(pk=agent.pk)
         if agent.state != State.RUNNING or agent.pending_action:
