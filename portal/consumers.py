@@ -24,7 +24,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from portal import realtime, roles
+from portal import prometheus, realtime, roles
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         )
         self.groups_joined: set[str] = set()
         await self.accept()
+        prometheus.WEBSOCKETS.inc()
+        self._counted = True
         try:
             await self._join(realtime.fleet_group(self.access))
             await self._join(realtime.user_group(user.pk))
@@ -70,6 +72,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self._watchdog = asyncio.ensure_future(self._watch())
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "_counted", False):
+            prometheus.WEBSOCKETS.dec()
+            self._counted = False
         task = getattr(self, "_watchdog", None)
         if task is not None:
             task.cancel()

@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from social_core.exceptions import AuthCanceled, AuthPolicyError, AuthResponseError
 from social_django.middleware import SocialAuthExceptionMiddleware
 
-from portal import inputs, roles, services
+from portal import inputs, prometheus, roles, services
 from portal.logging import request_id_var, request_user_var
 
 access_log = logging.getLogger("portal.access")
@@ -39,7 +39,9 @@ class RequestLogMiddleware:
             response = self.get_response(request)
         finally:
             request_id_var.reset(id_token)
-        duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        seconds = time.perf_counter() - started
+        duration_ms = round(seconds * 1000, 1)
+        prometheus.observe_request(request, response.status_code, seconds)
         user = getattr(request, "user", None)
         username = user.get_username() if user is not None and user.is_authenticated else None
         response["X-Request-ID"] = request_id

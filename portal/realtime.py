@@ -193,6 +193,9 @@ class Publisher:
                 group,
                 {"type": MESSAGE_TYPE, "html": "".join(fragments.values()), "sent": time.time()},
             )
+            from portal import prometheus  # here: realtime is imported before the apps are ready
+
+            prometheus.PUSHES.inc(len(fragments))
         except Exception as exc:  # Redis away: the pages fall back to polling meanwhile
             logger.warning("could not publish to %s: %s", group, exc)
 

@@ -7,6 +7,7 @@ Redis under ``var/``, DEBUG off, local sign-in only.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from pathlib import Path
 
@@ -156,6 +157,16 @@ CELERY_BEAT_SCHEDULE = {
     "portal-heartbeat": {"task": "portal.heartbeat", "schedule": 15.0},
     "portal-sweep": {"task": "portal.sweep", "schedule": float(WORK_SWEEP_SECONDS)},
 }
+# /-/metrics (Prometheus): readable without a token from these networks (CIDRs).
+PROMETHEUS_ALLOWED_NETWORKS = []
+for _network in env.list("PROMETHEUS_ALLOWED_NETWORKS", ["127.0.0.1/32", "::1/128"]):
+    try:
+        PROMETHEUS_ALLOWED_NETWORKS.append(ipaddress.ip_network(_network.strip(), strict=False))
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"PROMETHEUS_ALLOWED_NETWORKS: {_network!r} is not a network; use CIDRs such as "
+            "10.0.0.0/8,127.0.0.1/32."
+        ) from None
 # Audit log: entries older than this many days are deleted by a daily job (0 keeps them all).
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", 400, minimum=0, maximum=36500)
 CELERY_BEAT_SCHEDULE["portal-purge-audit"] = {"task": "portal.purge_audit", "schedule": 86400.0}

@@ -5,7 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from ninja.openapi.views import openapi_view
 
-from portal import views
+from portal import prometheus, views
 from portal.api import api
 
 urlpatterns = [
@@ -14,6 +14,7 @@ urlpatterns = [
     path("login/refused/", views.login_refused, name="login_refused"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", views.healthz, name="healthz"),
+    path("-/metrics", prometheus.metrics_view, name="prometheus"),
     path("admin/", admin.site.urls),
     path("agents/", include("agents.urls")),
     path("api/platform/", api.urls),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
 import time
@@ -64,6 +65,12 @@ class Command(BaseCommand):
             except embedded.AlreadyServed as exc:
                 raise CommandError(str(exc)) from None
 
+        # The processes' own metrics (requests, pushes, tasks) go to files here, one set per
+        # process, which /-/metrics adds up; emptied at every start (prometheus-client's rule).
+        metrics_dir = embedded.var_dir() / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         supervisor = Supervisor(
             self._children(bind, port, no_worker, no_beat), stores=stores, out=self.stdout._out
         )
