@@ -64,6 +64,14 @@ class Agent(ConcurrentTransitionMixin, models.Model):
     restart_policy = models.CharField(
         max_length=20, choices=RestartPolicy.choices, default=RestartPolicy.ON_FAILURE
     )
+    # Changed only through agents.probes.services.set_probes (validated, audited): not editable
+    # in model forms, shown read-only by the admin.
+    probes = models.JSONField(
+        default=dict,
+        blank=True,
+        editable=False,
+        help_text="Liveness and readiness probes ({}: the defaults); see agents.probes.schema.",
+    )
 
     state = FSMField(default=State.DRAFT, choices=State.choices, protected=True, db_index=True)
     state_changed_at = models.DateTimeField(default=timezone.now)

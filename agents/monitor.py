@@ -6,9 +6,11 @@ It runs as its own long-lived process (``manage.py monitor``, started by ``manag
   exits its shims publish to Redis) and moves a crashed agent to ERRORED at once; the stream
   position is kept in Redis, so events that arrive while the monitor is down are handled when
   it comes back;
-- a probe thread calls every running replica's ``/healthz`` and ``/readyz`` on an interval,
-  records health, and reconciles what the runtime reports with the database (a process that
-  vanished without an event is a crash too);
+- a probe thread runs every running replica's liveness and readiness probes when they fall
+  due (``agents.probes``: HTTP, TCP or exec, each agent's own interval and thresholds; the
+  defaults ``/healthz`` and ``/readyz`` every tick), records health, and once a tick reconciles
+  what the runtime reports with the database (a process that vanished without an event is a
+  crash too);
 - the main thread carries out automatic restarts when they fall due (woken at once by a crash,
   so the first restart is not delayed by a poll).
 """
@@ -27,7 +29,8 @@ from django.utils import timezone
 
 from agents import errors, services
 from agents.models import Agent, Health, State
-from agents.placement import probe
+from agents.probes.engine import Prober, Target
+from agents.probes.schema import effective_probes
 from agents.runtimes import Runtime, RuntimeEvent, RuntimeFailure
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,9 @@ class Monitor:
             settings.AGENT_REDIS_URL, decode_responses=True, socket_timeout=5
         )
         self._threads: list[threading.Thread] = []
+        self._prober = Prober(self._redis)
+        self._runtimes: dict[str, Runtime] = {}
+        self._wake_seconds = float(self.probe_interval)
 
     # --- running ---------------------------------------------------------------------------
 
@@ -197,11 +203,17 @@ class Monitor:
     # --- probes and reconciliation ------------------------------------------------------------
 
     def _probe_loop(self) -> None:
-        while not self.stop_event.wait(self.probe_interval):
+        """Probes when they fall due (waking as often as the shortest interval an agent asks
+        for, at most once a second), reconciliation and drift once a tick."""
+        next_tick = time.monotonic() + self.probe_interval
+        while not self.stop_event.wait(self._wake_seconds):
             try:
-                self.probe_all()
-                self.reconcile()
-                self.check_drift()
+                tick = time.monotonic() >= next_tick
+                self.probe_due(check_task_failures=tick)
+                if tick:
+                    next_tick = time.monotonic() + self.probe_interval
+                    self.reconcile()
+                    self.check_drift()
             except Exception:
                 logger.exception("probe loop failed")
             finally:
@@ -209,19 +221,55 @@ class Monitor:
         connection.close()
 
     def probe_all(self) -> None:
-        for agent in Agent.objects.filter(state=State.RUNNING, pending_action=""):
-            try:
-                answer = services.runtime_for(agent).probe(
-                    services.spec_for(agent), agent.runtime_details
-                )
-            except RuntimeFailure as failure:
-                answer = (Health.UNHEALTHY, failure.message)
-            health, detail = answer if answer is not None else probe(agent)
-            services.record_health(agent, health, detail)
-            try:
-                errors.check_task_failures(agent, self._agent_redis)
-            except redis.RedisError as exc:
-                logger.info("cannot read the dead-letter queue of %s: %s", agent.slug, exc)
+        """One whole round now: every running agent's probes, whatever their intervals, and
+        its dead-letter queue."""
+        self._probe_round(due_only=False, check_task_failures=True)
+
+    def probe_due(self, *, check_task_failures: bool = True, now: float | None = None) -> None:
+        """The probes that are due (each agent's own interval; the defaults every tick)."""
+        self._probe_round(due_only=True, check_task_failures=check_task_failures, now=now)
+
+    def _probe_round(
+        self, *, due_only: bool, check_task_failures: bool, now: float | None = None
+    ) -> None:
+        agents = list(Agent.objects.filter(state=State.RUNNING, pending_action=""))
+        targets: list[Target] = []
+        shortest = float(self.probe_interval)
+        for agent in agents:
+            runtime = self._runtime(agent.runtime)
+            answer = None
+            if _probes_itself(runtime):  # Kubernetes: the kubelet probes; it reads readiness
+                try:
+                    answer = runtime.probe(services.spec_for(agent), agent.runtime_details)
+                except RuntimeFailure as failure:
+                    answer = (Health.UNHEALTHY, failure.message)
+            if answer is not None:
+                services.record_health(agent, *answer)
+                continue
+            custom = bool(agent.probes)
+            probes = effective_probes(agent.probes, settings.AGENT_PROBE_INTERVAL_SECONDS)
+            if custom:
+                shortest = min(shortest, *(p["interval_seconds"] for p in probes.values()))
+            if not agent.runtime_details.get("ports"):
+                services.record_health(agent, Health.UNKNOWN, "no port known for this agent")
+                continue
+            targets.append(Target(agent, runtime, probes, custom, float(self.probe_interval)))
+        self._wake_seconds = max(1.0, min(float(self.probe_interval), shortest))
+        for outcome in self._prober.run(targets, due_only=due_only, now=now):
+            services.record_health(outcome.agent, outcome.health, outcome.detail)
+        if check_task_failures:
+            for agent in agents:
+                try:
+                    errors.check_task_failures(agent, self._agent_redis)
+                except redis.RedisError as exc:
+                    logger.info("cannot read the dead-letter queue of %s: %s", agent.slug, exc)
+
+    def _runtime(self, name: str) -> Runtime:
+        """The runtime called ``name``, built once for this monitor's probes."""
+        runtime = self._runtimes.get(name)
+        if runtime is None:
+            runtime = self._runtimes[name] = services.build_runtime(name)
+        return runtime
 
     def check_drift(self) -> None:
         for name in self.runtime_names:
@@ -276,6 +324,12 @@ def _gone_long_enough(agent: Agent, replica) -> bool:
         _UNEXPLAINED_EXITS.pop(key, None)
         return True
     return False
+
+
+def _probes_itself(runtime: Runtime) -> bool:
+    """Whether the runtime answers health from its own view (it overrides ``probe``), rather
+    than leaving the probes to the portal (the interface's default answers None)."""
+    return type(runtime).probe is not Runtime.probe
 
 
 def runtimes_in_use() -> list[str]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from django.conf import settings
 
 from agents.models import Agent, Health, State
+from agents.probes.checks import run_check
+from agents.probes.engine import not_alive, not_ready
+from agents.probes.schema import effective_probes
 from agents.runtimes import AgentSpec, Runtime, get_runtime
-from agents.runtimes.probe import http_ok
-
-PROBE_TIMEOUT_SECONDS = 1.5
 
 
 def build_runtime(name: str) -> Runtime:
@@ -61,6 +61,7 @@ def spec_for(agent: Agent) -> AgentSpec:
         ports=tuple(agent.runtime_details.get("ports", ())),
         grace_seconds=settings.AGENT_STOP_GRACE_SECONDS,
         ready_timeout=settings.AGENT_READY_TIMEOUT_SECONDS,
+        probes=dict(agent.probes or {}),
     )
 
 
@@ -88,26 +89,34 @@ def runtime_effect(agent: Agent, action: str) -> dict:
     raise ValueError(f"unknown action {action!r}")
 
 
-def probe(agent: Agent) -> tuple[str, str]:
-    """Health from every replica's /healthz (alive) and /readyz (ready for work)."""
-    ports = agent.runtime_details.get("ports") or []
+def probe(agent: Agent, runtime: Runtime | None = None) -> tuple[str, str]:
+    """Health now, from one check of each replica with the agent's probes (its own settings,
+    or ``GET /healthz`` and ``GET /readyz`` expecting 200): every replica alive and ready is
+    healthy, alive but some not ready degraded, any not alive unhealthy. No thresholds: one
+    look, for those who wait for an agent (a recovery, a creation); the monitor counts failures
+    in a row (``agents.probes.engine``)."""
+    ports = list(agent.runtime_details.get("ports") or [])[: agent.replicas]
     if not ports:
         return Health.UNKNOWN, "no port known for this agent"
+    runtime = runtime or runtime_for(agent)
+    probes = effective_probes(agent.probes, settings.AGENT_PROBE_INTERVAL_SECONDS)
+    custom = bool(agent.probes)
     problems = []
     alive = ready = 0
-    for replica, port in enumerate(ports[: agent.replicas]):
-        base = f"http://127.0.0.1:{port}"
-        if http_ok(f"{base}/healthz", PROBE_TIMEOUT_SECONDS):
-            alive += 1
-            if http_ok(f"{base}/readyz", PROBE_TIMEOUT_SECONDS):
-                ready += 1
-            else:
-                problems.append(f"replica {replica} not ready")
+    for replica, port in enumerate(ports):
+        where = {"runtime": runtime, "slug": agent.slug, "replica": replica, "port": port}
+        liveness = run_check(probes["liveness"], **where)
+        if not liveness.ok:
+            problems.append(not_alive(replica, probes["liveness"], custom, liveness.reason))
+            continue
+        alive += 1
+        readiness = run_check(probes["readiness"], **where)
+        if readiness.ok:
+            ready += 1
         else:
-            problems.append(f"replica {replica} not answering /healthz")
-    total = min(len(ports), agent.replicas)
-    if ready == total:
+            problems.append(not_ready(replica, probes["readiness"], custom, readiness.reason))
+    if ready == len(ports):
         return Health.HEALTHY, ""
-    if alive == total:
+    if alive == len(ports):
         return Health.DEGRADED, "; ".join(problems)
     return Health.UNHEALTHY, "; ".join(problems)

@@ -57,6 +57,9 @@ class AgentSpec:
     ports: tuple[int, ...] = ()
     grace_seconds: float = 10
     ready_timeout: float = 20
+    # Liveness and readiness probes as the portal stores them (agents.probes.schema); empty
+    # means the runtime's own defaults (its HEALTHCHECK, its Kubernetes probes).
+    probes: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -46,6 +46,54 @@ HEALTH_TEST = [
 ]
 
 
+# A custom probe's check, run by the engine inside the container with the image's Python (the
+# agent image has no curl): the HTTP status, or a TCP connection, on the replica's own port
+# (AGENT_PORT) unless the probe names one. An uncaught error exits 1: unhealthy.
+HTTP_CHECK = (
+    "import http.client as h, os, sys; "
+    "c = h.HTTPConnection('127.0.0.1', int(os.environ.get('AGENT_PORT', '8080')), timeout={timeout}); "
+    "c.request('GET', {path}); sys.exit(0 if c.getresponse().status == {status} else 1)"
+)
+TCP_CHECK = (
+    "import os, socket; socket.create_connection(('127.0.0.1', {port}), timeout={timeout}).close()"
+)
+
+
+def probe_test(probe: dict[str, Any]) -> list[str]:
+    """The engine's health-check command for one probe of ``agents.probes.schema``."""
+    timeout = float(probe["timeout_seconds"])
+    if probe["kind"] == "exec":
+        return ["CMD", *probe["command"]]
+    if probe["kind"] == "tcp":
+        port = (
+            str(int(probe["port"]))
+            if probe.get("port")
+            else "int(os.environ.get('AGENT_PORT', '8080'))"
+        )
+        code = TCP_CHECK.format(port=port, timeout=f"{timeout:g}")
+    else:
+        code = HTTP_CHECK.format(
+            path=repr(str(probe["path"])), status=int(probe["status"]), timeout=f"{timeout:g}"
+        )
+    return ["CMD", "python3", "-c", code]
+
+
+def health_for_engine(spec: AgentSpec, default: HealthCheck) -> dict[str, Any]:
+    """The container's HEALTHCHECK: the agent's liveness probe when it has probes of its own
+    (its interval, timeout, and failure threshold as retries; the engine has no success
+    threshold: one pass is healthy), else the runtime's default check of /healthz."""
+    liveness = (spec.probes or {}).get("liveness")
+    if not liveness:
+        return default.for_engine()
+    return {
+        "test": probe_test(liveness),
+        "interval": int(float(liveness["interval_seconds"]) * NANOSECONDS),
+        "timeout": int(float(liveness["timeout_seconds"]) * NANOSECONDS),
+        "retries": int(liveness["failure_threshold"]),
+        "start_period": int(default.start_period * NANOSECONDS),
+    }
+
+
 def container_name(slug: str, replica: int) -> str:
     return f"waooaw-{slug}-{replica}"
 
@@ -111,6 +159,7 @@ def plan_container(
     health: HealthCheck,
 ) -> ContainerPlan:
     host_network = network == "host"
+    healthcheck = health_for_engine(spec, health)
     environment = {
         **spec.env,
         "AGENT_SLUG": spec.slug,
@@ -136,7 +185,7 @@ def plan_container(
         "cpu_millicores": spec.cpu_millicores,
         "memory_mb": spec.memory_mb,
         "grace_seconds": spec.grace_seconds,
-        "health": health.for_engine(),
+        "health": healthcheck,
     }
     spec_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     labels = {
@@ -162,7 +211,7 @@ def plan_container(
         # No restart by the engine: the portal's monitor restarts agents by their restart
         # policy (with backoff, attempts and history), and two restarters would fight.
         "restart_policy": {"Name": "no"},
-        "healthcheck": health.for_engine(),
+        "healthcheck": healthcheck,
         "stop_signal": "SIGTERM",
         "log_config": LOG_CONFIG,
         "detach": True,

@@ -45,6 +45,7 @@ from .containers import (
 from .drift import find_drift
 from .events import StopRequests, event_stream, translate_event
 from .logs import Follower, follow_lines, read_lines
+from .probes import exec_in_container
 from .readiness import await_ready
 from .replicas import launch, retire, start_containers, stop_containers
 from .resources import Resources
@@ -361,10 +362,18 @@ class DockerRuntime(Runtime):
             return []
         return sorted({c["Labels"][AGENT_LABEL] for c in found if c["Labels"].get(AGENT_LABEL)})
 
-    def probe(self, spec: AgentSpec, details: dict[str, Any]) -> tuple[str, str] | None:
-        """None: agentd listens on the host's loopback (host network, or a port published
-        there), so the portal's own /healthz and /readyz probes reach it."""
-        return None
+    # ``probe`` is the interface's (None): agentd listens on the host's loopback (host network,
+    # or a port published there), so the portal's own probes reach it; exec ones run here.
+
+    def exec_probe(
+        self, slug: str, replica: int, argv: Sequence[str], timeout: float
+    ) -> tuple[bool, str]:
+        """An exec probe inside the replica's container: (passed, why not)."""
+        try:
+            api = self.api
+        except RuntimeFailure as failure:
+            return False, failure.message
+        return exec_in_container(api, container_name(slug, replica), argv, timeout)
 
     # --- drift ---------------------------------------------------------------------------
 

@@ -244,19 +244,7 @@ def _pod_spec(
                     "requests": {"cpu": cpu, "memory": memory},
                     "limits": {"cpu": cpu, "memory": memory},
                 },
-                "livenessProbe": {
-                    "httpGet": {"path": "/healthz", "port": PORT_NAME},
-                    "initialDelaySeconds": 5,
-                    "periodSeconds": 10,
-                    "timeoutSeconds": 2,
-                    "failureThreshold": 3,
-                },
-                "readinessProbe": {
-                    "httpGet": {"path": "/readyz", "port": PORT_NAME},
-                    "periodSeconds": 2,
-                    "timeoutSeconds": 2,
-                    "failureThreshold": 2,
-                },
+                **_probes(spec),
                 "securityContext": {
                     "allowPrivilegeEscalation": False,
                     "readOnlyRootFilesystem": True,
@@ -281,6 +269,71 @@ def _pod_spec(
             {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
             {"name": "data", "emptyDir": {"sizeLimit": "1Gi"}},
         ],
+    }
+
+
+# The probes of an agent without probe settings of its own.
+DEFAULT_LIVENESS = {
+    "httpGet": {"path": "/healthz", "port": PORT_NAME},
+    "initialDelaySeconds": 5,
+    "periodSeconds": 10,
+    "timeoutSeconds": 2,
+    "failureThreshold": 3,
+}
+DEFAULT_READINESS = {
+    "httpGet": {"path": "/readyz", "port": PORT_NAME},
+    "periodSeconds": 2,
+    "timeoutSeconds": 2,
+    "failureThreshold": 2,
+}
+# An HTTP probe expecting a status the kubelet's httpGet cannot check (it passes 200-399 only):
+# the same GET run in the pod with the image's Python, passing on exactly that status.
+HTTP_STATUS_CHECK = (
+    "import http.client as h, sys; c = h.HTTPConnection('127.0.0.1', {port}, timeout={timeout}); "
+    "c.request('GET', {path}); sys.exit(0 if c.getresponse().status == {status} else 1)"
+)
+
+
+def _probes(spec: AgentSpec) -> dict[str, Any]:
+    """The container's livenessProbe and readinessProbe: from the agent's probe settings
+    (``agents.probes.schema``) when it has its own, else the defaults above."""
+    settings = spec.probes or {}
+    if not settings:
+        return {"livenessProbe": dict(DEFAULT_LIVENESS), "readinessProbe": dict(DEFAULT_READINESS)}
+    liveness = probe_object(settings["liveness"])
+    # Kubernetes refuses a liveness successThreshold other than 1 (one pass is alive again).
+    liveness["successThreshold"] = 1
+    liveness["initialDelaySeconds"] = DEFAULT_LIVENESS["initialDelaySeconds"]
+    return {"livenessProbe": liveness, "readinessProbe": probe_object(settings["readiness"])}
+
+
+def probe_object(probe: dict[str, Any]) -> dict[str, Any]:
+    """A Kubernetes Probe from one probe setting: ``httpGet`` (an expected status from 200 to
+    399, which the kubelet counts as success), ``tcpSocket`` (the agent's port by name, or the
+    port given) or ``exec``; seconds rounded up to whole ones."""
+    kind = probe["kind"]
+    timeout = math.ceil(float(probe["timeout_seconds"]))
+    action: dict[str, Any]
+    if kind == "http" and 200 <= int(probe["status"]) <= 399:
+        action = {"httpGet": {"path": probe["path"], "port": PORT_NAME}}
+    elif kind == "http":
+        code = HTTP_STATUS_CHECK.format(
+            port=AGENT_PORT,
+            timeout=timeout,
+            path=repr(str(probe["path"])),
+            status=int(probe["status"]),
+        )
+        action = {"exec": {"command": ["python3", "-c", code]}}
+    elif kind == "tcp":
+        action = {"tcpSocket": {"port": int(probe["port"]) if probe.get("port") else PORT_NAME}}
+    else:
+        action = {"exec": {"command": list(probe["command"])}}
+    return {
+        **action,
+        "periodSeconds": int(probe["interval_seconds"]),
+        "timeoutSeconds": timeout,
+        "failureThreshold": int(probe["failure_threshold"]),
+        "successThreshold": int(probe["success_threshold"]),
     }
 
 
