@@ -115,6 +115,7 @@ class AgentAdmin(admin.ModelAdmin):
         "state", "state_changed_at", "health", "health_detail", "health_checked_at", "last_healthy_at",
         "pending_action", "pending_since", "runtime_details", "last_exit", "restart_attempts",
         "next_restart_at", "restart_gave_up", "created_at", "updated_at", "template",
+        "probes",  # changed through the agent page, the API or `manage.py probes` (validated)
     )  # fmt: skip
     actions = [_lifecycle_action(action) for action in ACTIONS]
     inlines = [SecretInline, TransitionInline]

@@ -42,6 +42,12 @@ class AgentsConfig(AppConfig):
         for module in settings.WORKFLOW_DEFINITION_MODULES:
             importlib.import_module(module)  # it registers what it declares
         extensions.add_api_router(api.router)
+        # Probes: GET/PUT /agents/{slug}/probes comes before POST /agents/{slug}/{action}.
+        from agents.probes import api as probes_api
+        from agents.probes.views import probes_detail_panel
+
+        extensions.add_api_router(probes_api.router, first=True)
+        extensions.add_detail_panel(probes_detail_panel)
         extensions.add_dashboard_panel(
             extensions.DashboardPanel(
                 "fleet", lambda request, agent: views.fleet_overview(request, only=agent)

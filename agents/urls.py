@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
+from agents.probes import urls as probe_urls
 from agents.views import bulk as bulk_views
 from agents.views import config as config_views
 from agents.views import detail, fleet
@@ -34,4 +35,5 @@ urlpatterns = [
     path("<slug:slug>/actions/<str:action>/", detail.action_confirm, name="confirm"),
     path("<slug:slug>/actions/<str:action>/run/", detail.take_action, name="act"),
     path("<slug:slug>/undo/<uuid:operation_id>/", detail.undo_action, name="undo"),
+    *probe_urls.urlpatterns,
 ]
