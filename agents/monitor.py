@@ -208,7 +208,7 @@ class Monitor:
         next_tick = time.monotonic() + self.probe_interval
         while not self.stop_event.wait(self._wake_seconds):
             try:
-                tick = time.monotonic() >= next_tick
+                tick = time.monotonic() >= next_tick - 0.05  # a wait may end a hair early
                 self.probe_due(check_task_failures=tick)
                 if tick:
                     next_tick = time.monotonic() + self.probe_interval
