@@ -53,10 +53,9 @@ from observability.models import LogCursor
 logger = logging.getLogger(__name__)
 
 FOLLOWED_STATES = (State.RUNNING, State.SUSPENDED, State.ERRORED)
-# Read once when the collector starts and when an agent leaves FOLLOWED_STATES: no new lines
-# come, but the last ones (written while it stopped, or while no collector ran) are kept. A
-# DEPLOYED agent has not started (or was deployed anew): nothing of it writes until it starts,
-# and then it is followed. Thousands of them must not hold a thread each.
+# Read once when the collector starts and when an agent leaves FOLLOWED_STATES: the last lines
+# (written while it stopped, or while no collector ran) are kept. A DEPLOYED agent writes
+# nothing until it starts (then it is followed): thousands must not hold a thread each.
 CATCH_UP_STATES = (State.DEPLOYED, State.STOPPED)
 # At most this many catch-up reads at a time (a fleet of thousands registered at once).
 CATCH_UP_READERS = 8

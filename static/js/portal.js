@@ -430,11 +430,8 @@
     live.lastUpdate = live.lastBeat = Date.now();
     syncTopics();
     refreshIndicator();
-    // Whatever happened while the socket was down, or between this page's render and its first
-    // subscription (a step that finished in that gap would never be pushed): fetch the current
-    // state once. On a first connect, after the subscription had a moment to be joined.
+    // Whatever happened while the socket was down: fetch the current state once.
     if (reconnected) htmx.trigger(document.body, "live:resync");
-    else setTimeout(function () { htmx.trigger(document.body, "live:resync"); }, 300);
   });
 
   document.addEventListener("htmx:wsClose", function (event) {

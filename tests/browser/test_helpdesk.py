@@ -192,6 +192,10 @@ def test_the_help_desk_story(page, operator, acme_agent, ingesting, fake_zendesk
         lambda: StepRun.objects.filter(step_id="redrive-approval", status="running").exists(),
         30, "the run to wait for its approval",
     )  # fmt: skip
+    # The run's first steps take a quarter of a second: the page opened meanwhile can miss the
+    # push of the approval step starting, as its socket subscribes after the page was drawn (a
+    # known race: live pages resync only after a reconnect). Reload, as the operator would.
+    page.reload()
     approve = page.get_by_role("button", name="Approve")
     expect(approve).to_be_visible(timeout=15_000)
     approve.click()
