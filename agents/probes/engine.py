@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 STATE_KEY = "monitor:probes:{slug}"
 STATE_TTL_SECONDS = 24 * 3600
-MAX_WORKERS = 8
+MAX_WORKERS = 16  # checks mostly wait (sockets, programs): many cost little CPU
 
 
 @dataclass
