@@ -29,6 +29,9 @@ class AgentsConfig(AppConfig):
         workflow_live.register_topics()
         events.subscribe(live.on_agent_event)
         events.subscribe_bulk(live.on_bulk_event)
+        from agents import prometheus
+
+        extensions.add_metrics_collector(prometheus.collect)  # /-/metrics: the fleet's figures
         if up.monitor_child not in up.EXTRA_CHILDREN:
             up.EXTRA_CHILDREN.append(up.monitor_child)
         # Accepted work whose runner died is handed out again (beat, and a worker starting).

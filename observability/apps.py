@@ -49,13 +49,9 @@ class ObservabilityConfig(AppConfig):
         if alerts.seed_step not in STARTUP_STEPS:
             STARTUP_STEPS.append(alerts.seed_step)
         extensions.add_api_router(api.router)
-        from agents import prometheus as agent_metrics
-        from observability import prometheus as obs_metrics
-        from portal import prometheus
+        from observability import prometheus
 
-        # /-/metrics, read when scraped: the fleet (agents' figures), alerts, the collector's lag.
-        prometheus.add_collector(agent_metrics.collect)
-        prometheus.add_collector(obs_metrics.collect)
+        extensions.add_metrics_collector(prometheus.collect)  # /-/metrics: alerts, collector lag
         extensions.add_api_router(queue_api.router)  # /queues
         from observability import slo_api
 

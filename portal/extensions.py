@@ -11,6 +11,8 @@ the other. Each app registers from its ``AppConfig.ready``; ``portal`` imports n
 - ``set_dashboard_focus``: who decides which agent the dashboard is about (the agent context).
 - live topics: ``portal.realtime.register_topic`` / ``register_topic_kind``.
 - API routers: ``add_api_router`` (mounted at the API root, ``/api/platform/``).
+- ``add_metrics_collector`` / ``metrics_collectors``: an app's figures for ``/-/metrics``, read
+  when Prometheus scrapes (agents by state, open alerts...).
 
 Objects of other apps (an agent, an actor) pass through here untyped: portal cannot name them.
 A failing provider costs only its own part of the page, never the page.
@@ -19,7 +21,7 @@ A failing provider costs only its own part of the page, never the page.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,3 +214,19 @@ def lookup(name: str, default: Any = None, **parts: Any) -> Any:
     except Exception:
         logger.exception("lookup %s%r failed", name, parts)
         return default
+
+
+# --- the portal's own metrics (/-/metrics) --------------------------------------------------
+# ``collector()`` yields prometheus-client metric families (``GaugeMetricFamily`` ...) read from
+# the database or Redis when Prometheus scrapes: a few aggregate queries, never one per agent.
+
+MetricsCollector = Callable[[], Iterable[Any]]
+_METRICS_COLLECTORS: list[MetricsCollector] = []
+
+
+def add_metrics_collector(collector: MetricsCollector) -> None:
+    _add(_METRICS_COLLECTORS, collector)
+
+
+def metrics_collectors() -> list[MetricsCollector]:
+    return list(_METRICS_COLLECTORS)

@@ -193,15 +193,26 @@ class Publisher:
                 group,
                 {"type": MESSAGE_TYPE, "html": "".join(fragments.values()), "sent": time.time()},
             )
-            from portal import prometheus  # here: realtime is imported before the apps are ready
-
-            prometheus.PUSHES.inc(len(fragments))
         except Exception as exc:  # Redis away: the pages fall back to polling meanwhile
             logger.warning("could not publish to %s: %s", group, exc)
+            _count_push(failed=True)
+        else:
+            _count_push(len(fragments))
 
     async def _drain(self) -> None:
         while self._scheduled or self._pending:
             await asyncio.sleep(0.01)
+
+
+def _count_push(fragments: int = 0, *, failed: bool = False) -> None:
+    """For /-/metrics: one message pushed with ``fragments`` in it, or one the layer refused."""
+    from portal import prometheus  # here: realtime is imported before the apps are ready
+
+    if failed:
+        prometheus.PUSH_FAILURES.inc()
+    else:
+        prometheus.PUSHES.inc()
+        prometheus.PUSHED_FRAGMENTS.inc(fragments)
 
 
 publisher = Publisher()

@@ -214,6 +214,7 @@ class Supervisor:
             # killed worker's pool) would keep the new process from starting or double the work.
             # The group id is the dead child's pid: not reused while any member of it lives.
             self._signal(child, signal.SIGKILL)
+            _forget_live_metrics(process.pid)
             child.restarts += 1
             delay = min(self.max_backoff, 2 ** (child.restarts - 1))
             self.say(
@@ -258,3 +259,13 @@ class Supervisor:
                 child.process.send_signal(sig)
         except ProcessLookupError:
             pass
+
+
+def _forget_live_metrics(pid: int) -> None:
+    """A dead process's "live" gauges (the WebSockets a killed web server held open) stop
+    counting in /-/metrics; its counters stay, as Prometheus expects of counters."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, directory)

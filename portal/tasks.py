@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from celery import shared_task
-from celery.signals import task_failure, task_retry, task_success, worker_ready
+from celery.signals import worker_ready
 
 from portal import health, work
 
@@ -34,27 +34,3 @@ def purge_audit() -> int:
 def _sweep_on_start(sender=None, **kwargs) -> None:
     """A worker starting (perhaps in place of one that was killed) picks up what it left."""
     sweep.apply_async(kwargs={"older_than_seconds": 0})
-
-
-# --- the outcomes /-/metrics counts ---------------------------------------------------------
-
-
-@task_success.connect
-def _count_success(sender=None, **kwargs) -> None:
-    _count(sender, "succeeded")
-
-
-@task_failure.connect
-def _count_failure(sender=None, **kwargs) -> None:
-    _count(sender, "failed")
-
-
-@task_retry.connect
-def _count_retry(sender=None, **kwargs) -> None:
-    _count(sender, "retried")
-
-
-def _count(task, outcome: str) -> None:
-    from portal import prometheus
-
-    prometheus.TASKS.labels(getattr(task, "name", "unknown")[:100], outcome).inc()
