@@ -362,13 +362,19 @@ class Runtime(abc.ABC):
                 relaunched.extend(self.launch_replicas(spec, [replica])["replicas"])
         finally:
             self.stop_replicas(spec, [spare])  # numbered past the agent's: forgotten
-        return {
+        answer: dict[str, Any] = {
             "runtime": self.name,
             "rolled": True,
             "replicas": relaunched,
             "surge": surge["replicas"],
+            "ports": [r.get("port") for r in relaunched],
             "duration_seconds": round(time.monotonic() - began, 3),
         }
+        # What a start answers, so the agent's runtime details name the new processes.
+        for key, field_ in (("pids", "pid"), ("container_ids", "container_id")):
+            if all(field_ in r for r in relaunched):
+                answer[key] = [r[field_] for r in relaunched]
+        return answer
 
     def backup_data(self, spec: AgentSpec, destination: str) -> dict[str, Any]:
         """Write a tar.gz snapshot of the agent's data to the file ``destination``; answers

@@ -103,6 +103,7 @@ def test_restarting_a_running_agent_of_two_replicas_rolls_and_one_of_one_does_no
     bring_up(agent)
 
     rolled = act(agent, "restart")
+    assert agent.runtime_details["pids"] == rolled.result["pids"]  # the new processes
     Agent.objects.filter(pk=agent.pk).update(replicas=1)
     agent.refresh_from_db()
     act(agent, "stop")
@@ -110,6 +111,7 @@ def test_restarting_a_running_agent_of_two_replicas_rolls_and_one_of_one_does_no
     whole = act(agent, "restart")
 
     assert rolled.result["rolled"] is True and len(rolled.result["replicas"]) == 2
+    assert rolled.result["pids"] == [r["pid"] for r in rolled.result["replicas"]]
     assert "rolled" not in whole.result
     agent.refresh_from_db()
     assert agent.state == State.RUNNING
