@@ -182,12 +182,12 @@ def _on_queue(tasks: list | None, queue: str) -> list:
 ROLLUP_SQL = """
 INSERT INTO observability_queuesample (
     queue_name, ts, step, pending, in_flight, in_rate, out_rate, lag_seconds, oldest_age_seconds,
-    error_rate, dead_letters, dlq_inflow, consumers, samples
+    error_rate, dead_letters, dlq_inflow, consumers, producers, samples
 )
 SELECT queue_name, date_bin('300 seconds', ts, TIMESTAMPTZ '1970-01-01 00:00:00+00'), %(step)s,
     avg(pending), avg(in_flight), avg(in_rate), avg(out_rate), avg(lag_seconds),
     avg(oldest_age_seconds), avg(error_rate), avg(dead_letters), avg(dlq_inflow), '{}'::jsonb,
-    count(*)
+    '{}'::jsonb, count(*)
 FROM observability_queuesample
 WHERE step = 0 AND ts >= %(start)s AND ts < %(end)s
 GROUP BY 1, 2
