@@ -130,7 +130,12 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "portal:channels"},
+        # Redis pub/sub channels ignore the database number: two portals (or test workers)
+        # sharing one Redis server keep their pushes apart by this prefix.
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+            "prefix": env.str("CHANNEL_LAYER_PREFIX", "portal:channels"),
+        },
     }
 }
 

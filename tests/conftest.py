@@ -58,6 +58,11 @@ def pytest_configure(config: pytest.Config) -> None:
     settings.AGENT_REDIS_URL = redis_url
     settings.CACHES["default"]["LOCATION"] = redis_url
     settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [redis_url]
+    # Pub/sub ignores the database number: each worker (and the portal, Celery worker and
+    # agents it starts, which inherit the environment) pushes under its own prefix.
+    prefix = f"portal:channels:test{_worker_number()}"
+    os.environ["CHANNEL_LAYER_PREFIX"] = prefix
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = prefix
     settings.CELERY_BROKER_URL = redis_url
     static_root = Path(os.environ[_ENV_ROOT]) / "static"
     static_root.mkdir(exist_ok=True)
