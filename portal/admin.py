@@ -1,5 +1,5 @@
-"""Admin for users (with role actions), API tokens (created and revoked through the services)
-and the read-only audit trail."""
+"""Admin for users (with role actions), API tokens (created and revoked through the services),
+the read-only audit trail and the read-only list of signed-in sessions."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.core.exceptions import PermissionDenied
 from portal import roles, services
 from portal.actors import Actor
 from portal.admin_site import ReadOnlyModelAdmin
-from portal.models import ApiToken, AuditEntry
+from portal.models import ApiToken, AuditEntry, UserSession
 
 User = get_user_model()
 
@@ -127,3 +127,16 @@ class AuditEntryAdmin(ReadOnlyModelAdmin):
     list_filter = ("outcome", "door", "app")
     search_fields = ("actor", "action", "target")
     date_hierarchy = "at"
+
+
+@admin.register(UserSession)
+class UserSessionAdmin(ReadOnlyModelAdmin):
+    """Who is signed in where; a person signs their sessions out on their profile page."""
+
+    list_display = ("user", "ip", "user_agent", "signed_in_with", "created_at", "last_seen_at")
+    list_filter = ("signed_in_with",)
+    search_fields = ("user__username", "user__email", "ip")
+    date_hierarchy = "last_seen_at"
+    # The session key is the cookie's secret: not shown, even to Admins.
+    exclude = ("session_key",)
+    list_select_related = ("user",)

@@ -2,7 +2,7 @@
 
 Authentication: the browser session (with CSRF on unsafe methods) or ``Authorization: Bearer
 <token>`` (validated by ``ApiTokenMiddleware`` before the request gets here). Other apps add
-their routers to ``api``.
+their routers to ``api``; ``/me`` and your own tokens and sessions are ``portal.profile.api``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import functools
 
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, JsonResponse
-from ninja import NinjaAPI, Schema
+from ninja import NinjaAPI
 from ninja.security import SessionAuth
 
 from portal import roles
@@ -60,24 +60,6 @@ api = NinjaAPI(
     docs_url=None,
     docs_decorator=_require_sign_in,
 )
-
-
-class Me(Schema):
-    username: str
-    email: str
-    role: str | None
-    authenticated_by: str
-
-
-@api.get("/me", response=Me, summary="Who the caller is and with which role")
-def me(request: HttpRequest) -> dict:
-    token = getattr(request, "api_token", None)
-    return {
-        "username": request.user.get_username(),
-        "email": request.user.email,
-        "role": roles.role_of(request.user),
-        "authenticated_by": f"token {token.prefix}" if token is not None else "session",
-    }
 
 
 @api.exception_handler(Refused)

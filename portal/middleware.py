@@ -16,6 +16,7 @@ from social_django.middleware import SocialAuthExceptionMiddleware
 
 from portal import inputs, prometheus, roles, services
 from portal.logging import request_id_var, request_user_var
+from portal.profile import sessions
 
 access_log = logging.getLogger("portal.access")
 
@@ -65,7 +66,8 @@ class RequestLogMiddleware:
 
 
 class ApiTokenMiddleware:
-    """Authenticates ``Authorization: Bearer <token>`` requests as the token's user.
+    """Authenticates ``Authorization: Bearer <token>`` requests as the token's user, and notes
+    when a browser session was last seen for the requests without one (``portal.profile``).
 
     A bearer request carries no cookies of ours, so CSRF does not apply to it. A wrong,
     revoked or expired token is answered 401 at once, with what to do.
@@ -77,6 +79,8 @@ class ApiTokenMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         header = request.headers.get("Authorization", "")
         if not header:
+            # A browser session, then: note when it was last seen (at most once a minute).
+            sessions.note_session_seen(request)
             return self.get_response(request)
         scheme, _, credential = header.partition(" ")
         if scheme.lower() != "bearer" or not credential.strip():

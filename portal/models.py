@@ -173,3 +173,54 @@ class ActorStamped(models.Model):
         return Actor(
             kind=self.actor_kind, user=self.user, source="worker", recorded_label=self.actor
         )
+
+
+# --- who is signed in where -----------------------------------------------------------------
+
+
+class UserSessionQuerySet(models.QuerySet):
+    def live(self) -> UserSessionQuerySet:
+        """Only the sessions Django still holds and has not expired: a row outlives its session
+        when that expires or is cleared without a sign-out."""
+        from django.contrib.sessions.models import Session
+
+        return self.filter(
+            models.Exists(
+                Session.objects.filter(
+                    session_key=models.OuterRef("session_key"), expire_date__gt=timezone.now()
+                )
+            )
+        )
+
+
+class UserSession(models.Model):
+    """One browser session of a user: where and when it signed in and was last seen.
+
+    Django's database sessions cannot be listed by user without decoding each one, so this row
+    is kept beside each: written at sign-in, removed at sign-out (``portal.profile.sessions``),
+    its ``last_seen_at`` moved on at most once a minute by the request middleware. A session
+    that began before these rows existed gets one at its next request (``created_at`` is then
+    when it was first seen). The session key is the cookie's secret: never shown, never sent.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="portal_sessions"
+    )
+    session_key = models.CharField(max_length=40, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    ip = models.CharField(max_length=64, blank=True, help_text="The address it was last seen at")
+    user_agent = models.CharField(max_length=300, blank=True)
+    signed_in_with = models.CharField(
+        max_length=100, blank=True, help_text="The authentication backend of the sign-in"
+    )
+
+    objects = UserSessionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-last_seen_at", "-id"]
+        verbose_name = "user session"
+        indexes = [models.Index(fields=["user", "-last_seen_at"], name="user_session_seen")]
+
+    def __str__(self) -> str:
+        return f"{self.user} from {self.ip or 'an unknown address'} since {self.created_at:%Y-%m-%d %H:%M}"

@@ -28,6 +28,7 @@ urlpatterns = [
     path("servicing/", include("servicing.urls")),
     path("helpdesk/", include("helpdesk.urls")),
     path("audit/", include("portal.audit.urls")),
+    path("profile/", include("portal.profile.urls")),
     path("", include("social_django.urls", namespace="social")),
     path("<slug:slug>/", views.section, name="section"),
 ]
