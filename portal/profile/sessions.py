@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from django.contrib.auth import BACKEND_SESSION_KEY
 from django.contrib.sessions.models import Session
 from django.db import IntegrityError
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from portal.models import UserSession
@@ -73,8 +74,8 @@ def on_user_logged_in(sender, request: HttpRequest | None, user, **kwargs) -> No
             **_where(request),
         },
     )
-    live = Session.objects.filter(expire_date__gt=now).values("session_key")
-    UserSession.objects.filter(user=user).exclude(session_key__in=live).delete()
+    live = Session.objects.filter(session_key=OuterRef("session_key"), expire_date__gt=now)
+    UserSession.objects.filter(~Exists(live), user=user).delete()
     _remember(key, now)
 
 

@@ -94,6 +94,10 @@ def test_a_person_makes_and_revokes_a_token_and_signs_out_their_other_session(
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"the page is {overflow} px wider than a {width} px screen"
     page.set_viewport_size({"width": 1440, "height": 1000})
+    page.evaluate("localStorage.setItem('waooaw-theme', 'light')")
+    page.reload()
+    screenshot(page, "profile-light-1440")
+    page.evaluate("localStorage.removeItem('waooaw-theme')")
 
     page.locator(f'tr[data-token="{token.prefix}"] [data-revoke]').click()
     expect(page.locator("[data-tokens-notice]")).to_contain_text("is revoked")

@@ -375,6 +375,8 @@ def test_a_token_lists_and_revokes_but_cannot_make_tokens(viewer):
     assert [t["prefix"] for t in client.get(f"{API}/me/tokens", **bearer(text)).json()] == [
         token.prefix
     ]
+    page = client.get("/profile/", **bearer(text)).content.decode()
+    assert f"an API token {token.prefix}" in page and "This session" not in page
     assert client.delete(f"{API}/me/tokens/{token.prefix}", **bearer(text)).status_code == 200
     assert client.get(f"{API}/me", **bearer(text)).status_code == 401
 
