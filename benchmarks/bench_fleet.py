@@ -116,7 +116,7 @@ def add_audit_entries(count: int) -> None:
               rows())  # fmt: skip
 
 
-def monitor_tick(count: int, runs: int) -> None:
+def monitor_tick(count: int, runs: int, *, judged: bool = True) -> None:
     """(f) ``count`` agents really running (agentd processes on the local runtime) among the
     fleet, and the CPU one monitor pass spends on them: probing every replica and reconciling
     the runtime with the registry. Reported per running agent: the cost is linear in them."""
@@ -147,7 +147,9 @@ def monitor_tick(count: int, runs: int) -> None:
     print(f"    a monitor pass (probe + reconcile) over {running} running agents: median CPU "
           f"{statistics.median(cpu) * 1000:.0f} ms, wall {statistics.median(wall) * 1000:.0f} ms; "
           f"{per_agent:.2f} ms CPU per running agent, so about {per_agent * 500 / 1000:.2f} s "
-          f"for 500 (target < 1 s) {met(per_agent * 500 < 1000)}")  # fmt: skip
+          f"for 500 (target < 1 s) "
+          + (met(per_agent * 500 < 1000) if judged else "(not judged in smoke mode: with 10 "
+             "agents the pass's fixed cost dominates the figure per agent)"))  # fmt: skip
 
 
 def measure(client, path: str, runs: int) -> tuple[float, int, int]:
@@ -222,7 +224,7 @@ def main() -> int:
             print(f"(d) bulk preview of every agent ({shortcut}): median {ms:.0f} ms, {queries} "
                   f"queries, {size / 1024:.0f} KiB; target < 1000 ms {met(ms < 1000)}")  # fmt: skip
 
-        monitor_tick(10 if args.smoke else 100, runs)
+        monitor_tick(10 if args.smoke else 100, runs, judged=not args.smoke)
 
         print("(e) audit searches:")
         for path in ["/api/platform/audit", "/api/platform/audit?actor=otto",
