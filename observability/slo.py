@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from agents.models import Agent
@@ -209,8 +210,6 @@ def parse_objective(value: object) -> float:
 
 def fleet_statuses(now: datetime | None = None) -> list[SloStatus]:
     """Every agent with an objective (its own or a default), by name."""
-    from django.db.models import Q
-
     agents = list(
         Agent.objects.filter(
             Q(slo__isnull=False) | Q(slug__in=list(settings.SLO_DEFAULT_OBJECTIVES))

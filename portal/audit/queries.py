@@ -250,19 +250,15 @@ RECENT_WINDOW = 20_000
 
 def search(wanted: AuditFilter, *, cursor: str = "", limit: int = PAGE_SIZE) -> AuditPage:
     """One page of entries, newest first, after ``cursor`` (from the previous page)."""
-    entries = filtered(wanted).select_related("user")
     after = decode_cursor(cursor)
-    if after is not None:
-        at, pk = after
-        entries = entries.filter(Q(at__lt=at) | Q(at=at, pk__lt=pk))
+    older = Q(at__lt=after[0]) | Q(at=after[0], pk__lt=after[1]) if after is not None else Q()
+    entries = filtered(wanted).select_related("user").filter(older)
     rows = None
     if wanted.q and (words := _words_query(wanted.q)):
         # Common words match much of the log: looked for among the newest entries first (an
         # index walk that stops early, fenced by its LIMIT so the planner cannot turn it into a
         # scan of every match), and in the whole log only when those hold too few.
-        recent = filtered(replace(wanted, q=""))
-        if after is not None:
-            recent = recent.filter(Q(at__lt=at) | Q(at=at, pk__lt=pk))
+        recent = filtered(replace(wanted, q="")).filter(older)
         recent = recent.extra(
             select={"words": "portal_auditentry.search"}
         ).values_list(  # noqa: S610
