@@ -91,6 +91,11 @@ def test_a_rolling_restart_never_has_fewer_ready_replicas_and_loses_no_task(
     after = {r.replica: (r.state, r.pid) for r in runtime.status(spec).replicas}
     assert sorted(after) == [0, 1]  # the spare is gone
     assert all(state == "running" and pid != before[n] for n, (state, pid) in after.items())
+    # The spare's consumer took tasks while it ran and left the group when it was forgotten.
+    consumers = load.client.xinfo_consumers(
+        contract.task_stream(spec.slug), contract.CONSUMER_GROUP
+    )
+    assert sorted(c["name"] for c in consumers) == [f"{spec.slug}-0", f"{spec.slug}-1"]
     load.client.delete(load.replies)
 
 

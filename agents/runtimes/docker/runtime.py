@@ -26,6 +26,7 @@ from ..base import (
     RuntimeFailure,
     RuntimeStatus,
 )
+from ..consumers import forget_consumers
 from ..failures import replica_numbers
 from ..images import connect_engine, engine_unreachable
 from ..ports import reserve_ports
@@ -467,7 +468,11 @@ class DockerRuntime(Runtime):
             found = self.resources.containers(spec.slug)
             stopped = self._stop(spec, [found[r] for r in numbers if r in found])
             forgotten = retire(self.resources, self.stop_requests, spec, numbers)
-        return {**stopped, "forgotten": forgotten}
+        return {
+            **stopped,
+            "forgotten": forgotten,
+            "consumers_removed": forget_consumers(spec, numbers),
+        }
 
     def backup_data(self, spec: AgentSpec, destination: str) -> dict[str, Any]:
         """The agent's volume as ``data/...`` in a tar.gz at ``destination``."""

@@ -23,6 +23,7 @@ from ..base import (
     RuntimeFailure,
     RuntimeStatus,
 )
+from ..consumers import forget_consumers
 from ..failures import port_in_use, replica_numbers, runs_other_version
 from ..ports import (
     pick_free_port,
@@ -327,7 +328,11 @@ class LocalRuntime(Runtime):
         with self.layout.lock(f"agent-{spec.slug}"):
             stopped = self._stop(spec, numbers)
             forgotten = self._retire(spec, numbers)
-        return {**stopped, "forgotten": forgotten}
+        return {
+            **stopped,
+            "forgotten": forgotten,
+            "consumers_removed": forget_consumers(spec, numbers),
+        }
 
     def backup_data(self, spec: AgentSpec, destination: str) -> dict[str, Any]:
         """Every replica's ``data`` directory, as ``replica-<n>/data/...`` in a tar.gz."""
