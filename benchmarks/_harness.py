@@ -10,6 +10,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +77,18 @@ def require_sample(values: list, what: str) -> None:
     must fail, not print figures (or crash on a median of nothing)."""
     if not values:
         raise SystemExit(f"{what}: nothing was measured")
+
+
+def timed(call, runs: int, what: str = "timing") -> list[float]:
+    """``call()`` once to warm up, then ``runs`` times: the seconds each took."""
+    call()
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - started)
+    require_sample(seconds, what)
+    return seconds
 
 
 def percentile(values: list[float], p: float) -> float:

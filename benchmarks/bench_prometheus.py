@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from _harness import django_environment, require_sample, summary  # noqa: E402
+from _harness import django_environment, summary, timed  # noqa: E402
 
 TARGET_MS = 50
 
@@ -156,13 +156,7 @@ def measure(client, runs: int) -> tuple[list[float], int, int, dict]:
         assert response.status_code == 200, response.content[:300]
         return response
 
-    scrape()  # warm
-    seconds = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        scrape()
-        seconds.append(time.perf_counter() - started)
-    require_sample(seconds, "scrape")
+    seconds = timed(scrape, runs, "scrape")
     with CaptureQueriesContext(connection) as queries:
         response = scrape()
     families = {f.name: f for f in text_string_to_metric_families(response.content.decode())}
