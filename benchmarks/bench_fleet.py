@@ -12,7 +12,10 @@ whole through Django's test client as an Admin (server time, no network), severa
 (d) a bulk preview of every agent (5,000): < 1 s;
 (e) audit searches (by actor, by object, by words, a page deep): median < 100 ms each;
 (f) a monitor pass (probes and reconciliation) over 100 agents really running (10 in smoke
-    mode), its CPU per running agent and what that makes for 500: < 1 s.
+    mode), its CPU per running agent and what that makes for 500: < 1 s;
+(g) the help desk with 200 customers, one owning a tenth of the fleet: the customer search
+    and that customer's overview (page < 150 ms, API < 100 ms), with the queries of a
+    customer who owns a handful.
 
 Run it with::
 
@@ -35,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from _harness import django_environment, require_sample  # noqa: E402
+from _harness import django_environment, require_sample, timed  # noqa: E402
 
 verdicts: list[bool] = []
 
@@ -43,17 +46,6 @@ verdicts: list[bool] = []
 def met(ok: bool) -> str:
     verdicts.append(ok)
     return "→ met" if ok else "NOT MET"
-
-
-def timed(call, runs: int) -> list[float]:
-    call()  # warm
-    seconds = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - started)
-    require_sample(seconds, "timing")
-    return seconds
 
 
 def median_ms(values: list[float]) -> float:
@@ -152,6 +144,52 @@ def monitor_tick(count: int, runs: int, *, judged: bool = True) -> None:
              "agents the pass's fixed cost dominates the figure per agent)"))  # fmt: skip
 
 
+def add_customers(count: int, agents: int) -> None:
+    """``count`` help-desk customers, Acme Corp first; Acme owns a tenth of the Customer-tier
+    agents and the others share the rest."""
+    from agents.models import Agent
+    from helpdesk.models import Customer, CustomerAgent
+
+    customers = Customer.objects.bulk_create(
+        Customer(key="acme-corp" if n == 0 else f"company-{n:04d}",
+                 company_name="Acme Corp" if n == 0 else f"Company {n:04d}",
+                 domain="acme.example" if n == 0 else f"company-{n:04d}.example",
+                 email="billing@acme.example" if n == 0 else f"billing@company-{n:04d}.example")
+        for n in range(count)
+    )  # fmt: skip
+    ids = list(Agent.objects.filter(tier="customer").order_by("slug").values_list("pk", flat=True))
+    big = agents // 10
+    CustomerAgent.objects.bulk_create(
+        (
+            CustomerAgent(customer=customers[0] if i < big else customers[1 + i % (count - 1)],
+                          agent_id=pk)
+            for i, pk in enumerate(ids)
+        ),
+        batch_size=1000,
+    )  # fmt: skip
+
+
+def help_desk(client, runs: int) -> None:
+    """(g) the help desk with the fleet: search, and the overview of the customer who owns a
+    tenth of it, against one who owns a handful (queries in brackets)."""
+    from helpdesk.models import CustomerAgent
+
+    owned = CustomerAgent.objects.filter(customer__key="acme-corp").count()
+    print(f"(g) the help desk, Acme Corp owning {owned} agents:")
+    for path, small_path in [
+        ("/api/platform/helpdesk/customers/search?q=acme", None),
+        ("/helpdesk/customers/acme-corp/", "/helpdesk/customers/company-0007/"),
+        ("/api/platform/helpdesk/customers/acme-corp/overview",
+         "/api/platform/helpdesk/customers/company-0007/overview"),
+    ]:  # fmt: skip
+        ms, queries, size = measure(client, path, runs)
+        small_queries = measure(client, small_path, 1)[1] if small_path else queries
+        target = 100 if path.startswith("/api/") else 150
+        print(f"  {path:<52} median {ms:6.1f} ms, {queries} queries ({small_queries}), "
+              f"{size / 1024:.0f} KiB; target < {target} ms, constant queries "
+              f"{met(ms < target and queries == small_queries)}")  # fmt: skip
+
+
 def measure(client, path: str, runs: int) -> tuple[float, int, int]:
     """Median ms, queries, bytes of ``GET path``."""
     from django.db import connection
@@ -223,6 +261,9 @@ def main() -> int:
             ms, queries, size = measure(client, f"/agents/bulk/preview/?shortcut={shortcut}", 3)
             print(f"(d) bulk preview of every agent ({shortcut}): median {ms:.0f} ms, {queries} "
                   f"queries, {size / 1024:.0f} KiB; target < 1000 ms {met(ms < 1000)}")  # fmt: skip
+
+        add_customers(200, agents)
+        help_desk(client, runs)
 
         monitor_tick(10 if args.smoke else 100, runs, judged=not args.smoke)
 

@@ -36,6 +36,9 @@ from portal.models import AuditEntry
 from servicing.models import Upgrade
 
 RECENT = 50
+# The agents the overview page lists (and offers quick actions on), those needing a person
+# first; a customer with hundreds has "show all". The API answers every one.
+AGENTS_SHOWN = 25
 ACTIVITY_DAYS = 30
 EVENTS = 40
 EVENT_DAYS = 7
@@ -172,6 +175,23 @@ def customer_overview(actor: Actor, customer: Customer, *, failures_only: bool =
         customer, contacts, masked, rows, errors, tickets, grants, interactions, failures_only,
         events, activity, totals,
     )  # fmt: skip
+
+
+def attention_first(rows: list[AgentRow]) -> list[AgentRow]:
+    """The rows in the order a person should look at them: errored, unhealthy or degraded
+    agents, then those with open errors, dead letters or a backlog (most first), then by name."""
+    from agents.choices import Health
+
+    def key(row: AgentRow) -> tuple:
+        agent = row.agent
+        troubled = agent.state == State.ERRORED or agent.health in (
+            Health.UNHEALTHY,
+            Health.DEGRADED,
+        )
+        return (not troubled, -row.open_errors, -(row.dead_letters or 0), -(row.backlog or 0),
+                agent.name)  # fmt: skip
+
+    return sorted(rows, key=key)
 
 
 def _queue_figures(rows: list[AgentRow]) -> None:

@@ -79,8 +79,13 @@ def customer(request: HttpRequest, key: str) -> HttpResponse:
     found = customer_or_404(key)
     failures_only = request.GET.get("failures") in ("1", "on", "true")
     view = overview.customer_overview(actor, found, failures_only=failures_only)
+    every_agent = request.GET.get("agents") == "all"
+    shown = overview.attention_first(view.agents)
+    shown = shown if every_agent else shown[: overview.AGENTS_SHOWN]
     context = {
         "o": view,
+        "shown_agents": shown,
+        "agents_hidden": len(view.agents) - len(shown),
         "customer": found,
         "timeline": overview.timeline(view),
         "bars": overview.activity_bars(view.activity),
@@ -101,5 +106,11 @@ def _panels(request: HttpRequest, actor: Actor, found: Customer, base: dict) -> 
             continue
         module = import_module(f"helpdesk.{part}.panel")
         context = {**base, **module.panel_context(actor, found)}
+        if "action_agents" in context:  # the same agents as the table above, in its order
+            order = {row.agent.pk: n for n, row in enumerate(base["shown_agents"])}
+            context["action_agents"] = sorted(
+                (row for row in context["action_agents"] if row["agent"].pk in order),
+                key=lambda row: order[row["agent"].pk],
+            )
         panels.append(render_to_string(f"helpdesk/{part}/_panel.html", context, request))
     return panels

@@ -130,3 +130,36 @@ def test_the_overview_api_404s_an_unknown_customer(db, as_viewer):
 def test_the_api_refuses_someone_without_a_role(directory, as_outsider):
     assert as_outsider.get("/api/platform/helpdesk/customers/search?q=a").status_code == 401
     assert Customer.objects.count() == 2
+
+
+def test_a_customer_with_many_agents_lists_those_needing_attention_first_and_shows_all_on_request(
+    acme, as_operator
+):
+    from agents.choices import Health
+    from agents.models import Agent
+    from helpdesk.models import CustomerAgent
+    from helpdesk.overview import AGENTS_SHOWN
+
+    count = AGENTS_SHOWN + 5
+    agents = Agent.objects.bulk_create(
+        Agent(slug=f"acme-{n:02d}", name=f"Acme agent {n:02d}", tier="customer",
+              state="DEPLOYED", health=Health.UNHEALTHY if n == count - 1 else Health.UNKNOWN)
+        for n in range(count)
+    )  # fmt: skip
+    CustomerAgent.objects.bulk_create(CustomerAgent(customer=acme, agent=a) for a in agents)
+
+    body = as_operator.get("/helpdesk/customers/acme-corp/").content.decode()
+    table = body.split('class="table compact hd-agents"')[1].split("</table>")[0]
+    actions = body.split('class="table compact hd-action-table"')[1].split("</table>")[0]
+    assert table.count("<tr data-agent=") == AGENTS_SHOWN == actions.count("<tr data-agent=")
+    # The unhealthy one, last by name, comes first; the last five by name wait for "show all".
+    assert table.index(f'data-agent="acme-{count - 1}"') < table.index('data-agent="acme-00"')
+    assert f'data-agent="acme-{count - 2}"' not in table
+    assert f'data-agents-hidden="{count - AGENTS_SHOWN}"' in body
+    assert f"Show all {count}" in body
+
+    everything = as_operator.get("/helpdesk/customers/acme-corp/?agents=all").content.decode()
+    assert everything.count('<tr data-agent="acme-') == 2 * count  # the table and the actions
+    assert "data-agents-hidden" not in everything
+    overview = as_operator.get("/api/platform/helpdesk/customers/acme-corp/overview").json()
+    assert len(overview["agents"]) == count  # the API answers every one
