@@ -121,3 +121,62 @@ def test_restarting_a_running_agent_of_two_replicas_rolls_and_one_of_one_does_no
     agent.refresh_from_db()
     assert agent.state == State.RUNNING
     act(agent, "stop")
+
+
+def test_a_bulk_restart_rolls_each_agent_of_two_replicas_and_loses_no_task(
+    transactional_db, seeded, bring_up, settings
+):
+    """The bulk runner restarts through the same lifecycle service: WowCache and WowEvent, two
+    replicas each and a load on each, restarted as one bulk operation."""
+    from agents import bulk
+    from agents.models import BulkOperation, Operation
+    from agents.placement import runtime_for, spec_for
+    from portal.actors import Actor
+
+    agents = [seeded["wow-cache"], seeded["wow-event"]]
+    for agent in agents:
+        Agent.objects.filter(pk=agent.pk).update(replicas=2)
+        agent.refresh_from_db()
+        bring_up(agent)
+    watched = [(agent.slug, runtime_for(agent), spec_for(agent)) for agent in agents]
+    samples: dict[str, list[int]] = {slug: [] for slug, _, _ in watched}
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            for slug, runtime_, spec in watched:
+                samples[slug].append(ready_replicas(runtime_, spec))
+            time.sleep(0.02)
+
+    loads = [Load(settings.AGENT_REDIS_URL, agent.slug) for agent in agents]
+    for load in loads:
+        load.start()
+    time.sleep(0.5)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    operation = bulk.create_bulk_operation(
+        "restart", Actor.command("test"), targets=[a.slug for a in agents], enqueue=False
+    )
+    done = bulk.run_bulk_operation(operation.pk)
+    sampling.set()
+    sampler.join()
+    time.sleep(0.5)
+    for load in loads:
+        load.halt.set()
+        load.join()
+
+    assert done is not None and done.status == BulkOperation.Status.SUCCEEDED
+    for agent, load in zip(agents, loads, strict=True):
+        restart = Operation.objects.filter(agent=agent, action="restart").get()
+        assert restart.result["rolled"] is True, restart.result
+        assert min(samples[agent.slug]) >= 2, (agent.slug, samples[agent.slug])
+        deadline = time.monotonic() + 30
+        while len(load.answers()) < len(load.sent) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        answers = load.answers()
+        assert sorted(a[contract.REPLY_TASK_ID] for a in answers) == sorted(load.sent)
+        assert {a[contract.REPLY_STATUS] for a in answers} == {contract.REPLY_SUCCEEDED}
+        agent.refresh_from_db()
+        assert agent.state == State.RUNNING
+        load.client.delete(load.replies)
+    assert len(samples["wow-cache"]) > 10  # watched while the restarts ran
