@@ -245,3 +245,52 @@ def test_a_corrupt_or_escaping_archive_is_refused(runtime, started, engine, tmp_
         runtime.restore_data(spec, str(tmp_path / "absent.tar.gz"))
     assert missing.value.reason == "not_found"
     assert read_volume(engine, spec, "kept.txt") == b"still here"
+
+
+def test_a_rolling_restart_on_docker_keeps_both_replicas_ready_and_loses_no_task(
+    runtime, started, redis_url
+):
+    import threading
+
+    from agents.agentd import contract
+    from tests.agents.test_rolling_restart import Load, ready_replicas
+
+    spec = started(replicas=2)
+    before = {r.replica: r.started_at for r in runtime.status(spec).replicas}
+    fewest = [2]
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            fewest[0] = min(fewest[0], ready_replicas(runtime, spec))
+            time.sleep(0.05)
+
+    load = Load(redis_url, spec.slug, per_second=20)
+    load.start()
+    time.sleep(0.5)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    result = runtime.rolling_restart(spec)
+    sampling.set()
+    sampler.join()
+    time.sleep(0.5)
+    load.halt.set()
+    load.join()
+    deadline = time.monotonic() + 30
+    while len(load.answers()) < len(load.sent) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+    assert result["rolled"] and len(result["container_ids"]) == 2
+    assert fewest[0] >= 2
+    answers = load.answers()
+    assert sorted(a[contract.REPLY_TASK_ID] for a in answers) == sorted(load.sent)
+    assert {a[contract.REPLY_STATUS] for a in answers} == {contract.REPLY_SUCCEEDED}
+    after = {r.replica: (r.state, r.started_at) for r in runtime.status(spec).replicas}
+    assert sorted(after) == [0, 1]  # the spare's container is gone
+    # Each replica's container was stopped and started again: its process is new.
+    assert all(state == "running" and at > before[n] for n, (state, at) in after.items())
+    consumers = load.client.xinfo_consumers(
+        contract.task_stream(spec.slug), contract.CONSUMER_GROUP
+    )
+    assert sorted(c["name"] for c in consumers) == [f"{spec.slug}-0", f"{spec.slug}-1"]
+    load.client.delete(load.replies)
