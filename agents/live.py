@@ -88,11 +88,14 @@ def register_topics() -> None:
     ``errors-overview`` (the dashboard's open errors), ``errors-list`` (the Errors page's beat)
     and ``bulk-list``."""
     for kind in ("agent", "card", "row"):
-        realtime.register_topic_kind(kind, existing=_existing_slugs, per_access=True)
+        realtime.register_topic_kind(
+            kind, existing=_existing_slugs, per_access=True, resync=_resync_agents
+        )
     realtime.register_topic_kind("bulk", existing=_existing_bulk_ids, per_access=True)
     realtime.register_topic_kind("bulk-row", existing=_existing_bulk_ids)
     realtime.register_topic_kind("operation", existing=_existing_operation_ids)
-    for name in (FLEET_COUNTS, ERRORS_OVERVIEW, ERRORS_LIST):
+    realtime.register_topic(FLEET_COUNTS, resync=_resync_counts)
+    for name in (ERRORS_OVERVIEW, ERRORS_LIST):
         realtime.register_topic(name)
     realtime.register_topic("bulk-list", group=bulk_list_group())
 
@@ -104,6 +107,23 @@ ERRORS_LIST = "errors-list"
 
 def _existing_slugs(keys: list[str]) -> set[str]:
     return set(Agent.objects.filter(slug__in=keys).values_list("slug", flat=True))
+
+
+def _resync_agents(slugs: list[str]) -> None:
+    """Push these agents' cards, rows and detail panels as they are now (a page that loaded
+    while they changed; see portal.realtime.resync)."""
+    for agent in Agent.objects.filter(slug__in=slugs):
+        publish_agent(
+            AgentEvent(kind="resync", agent_id=agent.pk, slug=agent.slug, state=agent.state,
+                       health=agent.health, pending_action=agent.pending_action)
+        )  # fmt: skip
+
+
+def _resync_counts() -> None:
+    counts = render_to_string(
+        "agents/agent_list.html#counts", {"counts": Agent.objects.fleet_counts()}
+    )
+    realtime.publish(realtime.topic_group(FLEET_COUNTS), {"fleet-counts": counts})
 
 
 def _existing_bulk_ids(keys: list[str]) -> set[str]:

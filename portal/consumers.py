@@ -35,6 +35,15 @@ MAX_SUBSCRIPTIONS = 200
 _PUSH_TYPES = frozenset({"live.fragments", "live.heartbeat"})
 
 
+def _is_time(value: object) -> bool:
+    """A page's ``since``: seconds since the epoch, not in the future by more than a minute."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and 0 < value < time.time() + 60
+    )
+
+
 def _heartbeat_seconds() -> int:
     return settings.LIVE_HEARTBEAT_SECONDS
 
@@ -91,23 +100,43 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if not isinstance(message, dict):
             return
         topics = message.get("subscribe")
+        joined: dict[str, str] = {}
         if isinstance(topics, list):
-            for group in await self._groups_for(topics):
+            joined = await self._groups_for(topics)
+            for group in joined.values():
                 await self._join(group)
+        since = message.get("since")
+        if not getattr(self, "_since_checked", False) and _is_time(since):
+            # The page's first subscription: what changed while it loaded is sent again now
+            # that the socket is in the groups (see portal.realtime.resync).
+            self._since_checked = True
+            await self._resync(joined, float(since))
         # What a page no longer shows (a swapped region, a paused log tail). Only groups the
         # page asked for can be left: the fleet, user and heartbeat groups stay.
         topics = message.get("unsubscribe")
         if isinstance(topics, list):
-            for group in await self._groups_for(topics):
+            for group in (await self._groups_for(topics)).values():
                 if group not in self._base_groups:
                     await self._leave(group)
 
-    async def _groups_for(self, topics: list) -> list[str]:
-        """The groups behind the topics the user may see (unknown ones left out)."""
-        found = await database_sync_to_async(realtime.topic_groups)(
+    async def _groups_for(self, topics: list) -> dict[str, str]:
+        """Topic -> group for the topics the user may see (unknown ones left out)."""
+        return await database_sync_to_async(realtime.topic_groups)(
             topics[:MAX_SUBSCRIPTIONS], self.access
         )
-        return list(found.values())
+
+    async def _resync(self, joined: dict[str, str], since: float) -> None:
+        try:
+            changed = await database_sync_to_async(realtime.changed_since)(
+                list(joined.values()), since
+            )
+            stale = {topic: group for topic, group in joined.items() if group in changed}
+            if stale and await database_sync_to_async(realtime.resync)(stale):
+                await self.send(
+                    text_data=f'<span id="live-resync" hidden data-at="{time.time():.3f}"></span>'
+                )
+        except Exception as exc:  # a page that cannot be resynced still gets later pushes
+            logger.warning("live socket cannot resync its page: %s", exc)
 
     async def _leave(self, group: str) -> None:
         if group in self.groups_joined:

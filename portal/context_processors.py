@@ -39,4 +39,7 @@ def portal(request: HttpRequest) -> dict:
         "can_manage": roles.role_allows(role, roles.MANAGE),
         "google_login_enabled": settings.GOOGLE_LOGIN_ENABLED,
         "live_heartbeat_seconds": settings.LIVE_HEARTBEAT_SECONDS,
+        # When the request began: the page's first live subscription asks for what changed
+        # since (portal.realtime.resync).
+        "live_since": f"{getattr(request, 'live_since', 0):.3f}",
     }

@@ -33,6 +33,7 @@ class RequestLogMiddleware:
         incoming = request.headers.get("X-Request-ID", "")
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         request.request_id = request_id
+        request.live_since = time.time()  # before the view reads anything (see realtime.resync)
         id_token = request_id_var.set(request_id)
         user_token = request_user_var.set(None)
         started = time.perf_counter()

@@ -64,12 +64,14 @@ def user_group(user_id: int) -> str:
 class _Named:
     per_access: bool
     group: str
+    resync: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
 class _Kind:
     per_access: bool
     existing: Callable[[list[str]], set[str]]
+    resync: Callable[[list[str]], None] | None = None
 
 
 _NAMED_TOPICS: dict[str, _Named] = {}
@@ -77,18 +79,30 @@ _TOPIC_KINDS: dict[str, _Kind] = {}
 _KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def register_topic(name: str, *, per_access: bool = False, group: str = "") -> None:
+def register_topic(
+    name: str,
+    *,
+    per_access: bool = False,
+    group: str = "",
+    resync: Callable[[], None] | None = None,
+) -> None:
     """Let pages subscribe to ``name``; ``per_access`` when a Viewer and an Operator are sent
-    different HTML (an Operator's has buttons); ``group`` names its group (default: the name)."""
-    _NAMED_TOPICS[name] = _Named(per_access, group or group_name(name))
+    different HTML (an Operator's has buttons); ``group`` names its group (default: the name).
+    ``resync()`` publishes what the topic shows now (see :func:`resync`)."""
+    _NAMED_TOPICS[name] = _Named(per_access, group or group_name(name), resync)
 
 
 def register_topic_kind(
-    kind: str, *, existing: Callable[[list[str]], set[str]], per_access: bool = False
+    kind: str,
+    *,
+    existing: Callable[[list[str]], set[str]],
+    per_access: bool = False,
+    resync: Callable[[list[str]], None] | None = None,
 ) -> None:
     """Let pages subscribe to ``<kind>:<key>``; ``existing(keys)`` says which keys name
-    something (it runs in a thread and may query the database; keys match ``[A-Za-z0-9_-]``)."""
-    _TOPIC_KINDS[kind] = _Kind(per_access, existing)
+    something (it runs in a thread and may query the database; keys match ``[A-Za-z0-9_-]``).
+    ``resync(keys)`` publishes what those keys' elements show now (see :func:`resync`)."""
+    _TOPIC_KINDS[kind] = _Kind(per_access, existing, resync)
 
 
 def topic_group(name: str, access: str = ACCESS_VIEW) -> str:
@@ -232,23 +246,101 @@ def watched(groups: list[str]) -> set[str]:
     nobody has every agent's detail page open. When Redis cannot answer, nothing is watched
     (nothing could be sent either).
     """
-    global _redis_client
     import redis
-    from django.conf import settings
 
     if not groups:
         return set()
-    prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"].get("prefix", "asgi")
+    prefix = _prefix()
+    now = f"{time.time():.3f}"
     try:
-        if _redis_client is None or _redis_client_url != settings.REDIS_URL:
-            _set_client(
-                redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1), settings.REDIS_URL
-            )
-        counts = _redis_client.pubsub_numsub(*(f"{prefix}__group__{group}" for group in groups))
+        # Asking who watches is what a change does before it renders: the groups are marked
+        # changed in the same round trip (a page subscribing later learns it, see resync).
+        pipeline = _client().pipeline(transaction=False)
+        pipeline.pubsub_numsub(*(f"{prefix}__group__{group}" for group in groups))
+        for group in groups:
+            pipeline.set(_changed_key(prefix, group), now, ex=CHANGE_MEMORY_SECONDS)
+        counts = pipeline.execute()[0]
     except redis.RedisError as exc:
         logger.warning("cannot tell which live groups are watched: %s", exc)
         return set()
     return {group for group, (_, count) in zip(groups, counts, strict=True) if count}
+
+
+# --- a page's first subscription, and the changes made while it loaded ----------------------------
+#
+# A page is rendered, then its socket subscribes: a change made in between is pushed to nobody
+# (nobody watched yet), and the page would show the old state until the next change. So every
+# change marks its groups with the time (in :func:`watched`), the page's first subscription says
+# when its request began (``since``), and the groups it joined that changed since are published
+# again by their topic's ``resync`` hook; topics without one make the page fetch its live
+# regions again (the ``live:resync`` event, ``#live-resync``).
+
+CHANGE_MEMORY_SECONDS = 300  # a page older than this at its first subscription is resynced
+
+
+def _prefix() -> str:
+    from django.conf import settings
+
+    return settings.CHANNEL_LAYERS["default"]["CONFIG"].get("prefix", "asgi")
+
+
+def _changed_key(prefix: str, group: str) -> str:
+    return f"{prefix}__changed__{group}"
+
+
+def _client():
+    import redis
+    from django.conf import settings
+
+    if _redis_client is None or _redis_client_url != settings.REDIS_URL:
+        _set_client(redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1), settings.REDIS_URL)
+    return _redis_client
+
+
+def changed_since(groups: list[str], since: float) -> set[str]:
+    """Which of ``groups`` changed after ``since`` (seconds since the epoch); all of them when
+    ``since`` is older than what is remembered, none when Redis cannot say."""
+    import redis
+
+    if not groups:
+        return set()
+    if time.time() - since > CHANGE_MEMORY_SECONDS:
+        return set(groups)
+    prefix = _prefix()
+    try:
+        marks = _client().mget([_changed_key(prefix, group) for group in groups])
+    except redis.RedisError as exc:
+        logger.warning("cannot tell which live groups changed: %s", exc)
+        return set()
+    return {
+        group for group, mark in zip(groups, marks, strict=True) if mark and float(mark) > since
+    }
+
+
+def resync(topics: dict[str, str]) -> bool:
+    """Publish again what the ``topics`` (topic -> group, the groups that changed) show, through
+    their topics' ``resync`` hooks; answers whether some had none (the page must fetch those
+    parts itself). Runs in a thread: the hooks query the database."""
+    unhandled = False
+    keys_by_kind: dict[str, list[str]] = {}
+    for topic in topics:
+        if topic in _NAMED_TOPICS:
+            hook = _NAMED_TOPICS[topic].resync
+            if hook is None:
+                unhandled = True
+            else:
+                hook()
+            continue
+        kind, _, key = topic.partition(":")
+        if kind in _TOPIC_KINDS and _TOPIC_KINDS[kind].resync is not None:
+            keys_by_kind.setdefault(kind, []).append(key)
+        else:
+            unhandled = True
+    for kind, keys in keys_by_kind.items():
+        hook = _TOPIC_KINDS[kind].resync
+        if hook is not None:
+            hook(keys)
+    return unhandled
 
 
 _redis_client_url = ""

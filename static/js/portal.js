@@ -405,7 +405,13 @@
     var wanted = wantedTopics();
     var add = Object.keys(wanted).filter(function (t) { return !subscribed[t]; });
     var drop = Object.keys(subscribed).filter(function (t) { return !wanted[t]; });
-    if (add.length) live.socket.send(JSON.stringify({ subscribe: add }));
+    var shell = document.querySelector("[data-live-since]");
+    if (!live.sinceSent && shell) {
+      // The page's first subscription says when its request began: what changed while it
+      // loaded is sent again (or, for parts that cannot be, a #live-resync arrives).
+      live.sinceSent = true;
+      live.socket.send(JSON.stringify({ subscribe: add, since: Number(shell.dataset.liveSince) }));
+    } else if (add.length) live.socket.send(JSON.stringify({ subscribe: add }));
     if (drop.length) live.socket.send(JSON.stringify({ unsubscribe: drop }));
     subscribed = wanted;
   }
@@ -447,7 +453,11 @@
     }
   });
 
-  document.addEventListener("htmx:wsAfterMessage", function () {
+  document.addEventListener("htmx:wsAfterMessage", function (event) {
+    // Parts of the page changed while it loaded and could not be pushed again: its live
+    // regions fetch themselves (hx-trigger "live:resync from:body").
+    var text = event.detail && event.detail.message;
+    if (typeof text === "string" && text.indexOf('id="live-resync"') >= 0) htmx.trigger(document.body, "live:resync");
     // Heartbeats come every few seconds; a longer silence on a socket that stayed open (Redis
     // restarting under it) may have swallowed pushes: fetch the current state once.
     var shell = document.querySelector("[data-live-heartbeat]");

@@ -141,3 +141,24 @@ def test_without_redis_the_page_says_reconnecting_polls_and_comes_back(
     embedded.start_redis(redis_root, persistent=False)
     expect(indicator).to_have_attribute("data-state", "live", timeout=40_000)
     expect(page.locator("#agent-wow-cache .badge.state")).to_have_text("PROVISIONED")
+
+
+def test_a_change_made_while_the_page_loads_still_reaches_it(
+    page, sign_in_as, operator, transactional_db
+) -> None:
+    """The socket is held back until WowCache has been provisioned: the page was rendered with
+    WowCache in DRAFT and no push reached it, yet its card turns PROVISIONED without a reload."""
+    services.seed_platform_agents(Actor.command("test"))
+    sign_in_as(operator)
+    cache = Agent.objects.get(slug="wow-cache")
+
+    def hold_back(socket) -> None:
+        operation = services.request_action(cache, "provision", Actor.command("test"),
+                                            enqueue=False)  # fmt: skip
+        assert services.run_operation(str(operation.pk)).status == "succeeded"
+        socket.connect_to_server()
+
+    page.route_web_socket(re.compile(r".*/ws/live/$"), hold_back)
+    page.goto("/agents/?q=cache")
+    expect(page.locator("#live-indicator")).to_have_attribute("data-state", "live")
+    expect(page.locator("#agent-wow-cache .badge.state")).to_have_text("PROVISIONED")
