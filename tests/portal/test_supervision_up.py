@@ -43,7 +43,8 @@ class Portal:
 
 def command_env(var_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    return {**env, "PORTAL_VAR_DIR": str(var_dir), **extra}
+    # Its own collectstatic target (see tests/portal/test_up.py).
+    return {**env, "PORTAL_VAR_DIR": str(var_dir), "STATIC_ROOT": str(var_dir / "static"), **extra}
 
 
 @pytest.fixture(scope="module")

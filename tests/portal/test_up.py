@@ -39,6 +39,9 @@ class Up:
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
         env.update(
             PORTAL_VAR_DIR=str(var_dir),
+            # Its own collectstatic target: two `up`s collecting into one folder at once (the
+            # other test worker's, a developer's portal) trip over each other's files.
+            STATIC_ROOT=str(var_dir / "static"),
             PORT=str(port),
             LOG_FORMAT="text",
             CELERY_WORKER_CONCURRENCY="1",
