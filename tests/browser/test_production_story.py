@@ -190,3 +190,78 @@ def test_the_compliance_report_for_a_week_downloads(
     found = json.loads(Path(download_info.value.path()).read_text())
     assert found["totals"]["refused"] == 1
     assert {row["actor"] for row in found["by_actor"]} >= {"user:otto", "user:ada", "user:olga"}
+
+
+def test_wowevent_burns_its_error_budget_after_a_crash_and_the_burn_rate_alert_fires(
+    page, sign_in_as, operator, agents_root, screenshot
+) -> None:
+    """WowEvent runs on the local runtime and is scraped once a minute for the last hour (real
+    scrapes of its /metrics, stamped a minute apart); then its process is SIGKILLed, the monitor
+    finds it ERRORED, and the scrapes of the last minutes record it down. The SLO panel shows the
+    budget burning; the "SLO burn rate" rule fires when the alert rules are evaluated."""
+    import threading
+
+    from django.utils import timezone
+
+    from agents.models import State
+    from agents.monitor import Monitor
+    from observability import alerts, metrics
+    from observability.models import Alert
+    from tests.browser.conftest import wait_for
+
+    services.seed_platform_agents(Actor.command("test"))
+    alerts.ensure_default_rules(Actor.command("test"))
+    Agent.objects.filter(slug="wow-event").update(restart_policy="never")
+    event = Agent.objects.get(slug="wow-event")
+    for action in ("provision", "deploy", "start"):
+        _act(event, action, Actor(kind="user", user=operator, source="10.1.2.3"))
+    event = Agent.objects.get(slug="wow-event")
+    now = timezone.now()
+    for minutes in range(60, 3, -1):
+        assert metrics.scrape_all(now - timedelta(minutes=minutes)) == 1
+    assert metrics.uptime(event, timedelta(hours=1)) == 100.0
+
+    monitor = Monitor(probe_interval=1)
+    thread = threading.Thread(target=monitor.run, daemon=True)
+    thread.start()
+    try:
+        os.kill(event.runtime_details["pids"][0], signal.SIGKILL)
+        wait_for(lambda: Agent.objects.get(slug="wow-event").state == State.ERRORED, 15,
+                 "the monitor to mark WowEvent ERRORED")  # fmt: skip
+    finally:
+        monitor.stop()
+        thread.join(timeout=10)
+    now = timezone.now()
+    for minutes in (3, 2, 1, 0):
+        assert metrics.scrape_all(now - timedelta(minutes=minutes)) == 1
+    down_1h = 100.0 - metrics.uptime(event, timedelta(hours=1))
+    assert 5 < down_1h < 8  # 4 of about 60 samples down
+    alerts.evaluate()
+    burning = Alert.objects.get(rule__name="SLO burn rate", agent=event)
+    assert burning.status == "firing"
+
+    sign_in_as(operator)
+    page.goto("/")
+    row = page.locator('[data-slo-panel] tr[data-slo="wow-event"]')
+    expect(row).to_have_attribute("data-alerting", "1h/5m")
+    budget_left = float(row.locator("[data-budget-left]").get_attribute("data-budget-left"))
+    assert (
+        budget_left < 0
+    )  # an hour of samples, four minutes down: far more than 43.2 min of 30 days
+    burn_1h = float(row.locator('[data-burn="1h"]').inner_text().rstrip("×"))
+    assert burn_1h == pytest.approx(down_1h / 0.1, abs=0.1)
+    expect(row).to_contain_text("Burning (1h/5m)")
+    row.scroll_into_view_if_needed()
+    screenshot(page, "production-slo-dashboard")
+
+    page.goto("/agents/wow-event/")
+    panel = page.locator("#slo-panel-wow-event")
+    expect(panel.locator('tr[data-slo="wow-event"]')).to_have_attribute("data-alerting", "1h/5m")
+    panel.scroll_into_view_if_needed()
+    screenshot(page, "production-slo-agent-page")
+
+    page.goto("/alerts/?agent=all")
+    item = page.locator(f"#alert-{burning.pk}")
+    expect(item).to_have_attribute("data-status", "firing")
+    expect(item).to_contain_text("WowEvent burns its error budget")
+    screenshot(page, "production-slo-alert-firing")
