@@ -1,6 +1,8 @@
 """Production stories in a real browser (issue 20's "Done when"): an Admin finds on the audit
 page who stopped WowCache yesterday and exports it as CSV; the compliance report for a week
-downloads and names the actions by actor, the refusals and the role changes.
+downloads and names the actions by actor, the refusals and the role changes; WowEvent's SLO
+panel shows its error budget burning after a crash and the "SLO burn rate" alert fires; a real
+Prometheus server scrapes the portal's ``/-/metrics``.
 
 The history is made through the real services (agents started and stopped on the local runtime
 by user actors, a refused stop, a role change); only the entries' times are moved back, as
@@ -13,6 +15,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 from datetime import datetime, time, timedelta
 from pathlib import Path
@@ -265,3 +268,58 @@ def test_wowevent_burns_its_error_budget_after_a_crash_and_the_burn_rate_alert_f
     expect(item).to_have_attribute("data-status", "firing")
     expect(item).to_contain_text("WowEvent burns its error budget")
     screenshot(page, "production-slo-alert-firing")
+
+
+@pytest.mark.skipif(
+    not shutil.which("prometheus"), reason="no prometheus (apt-get install prometheus)"
+)
+def test_a_prometheus_server_scrapes_the_portal(page, portal_server, tmp_path, screenshot) -> None:
+    """A real Prometheus scrapes the running portal's ``/-/metrics`` from loopback (allowed
+    without a token) every second; its query API then answers the portal's own series."""
+    import subprocess
+    import urllib.parse
+    import urllib.request
+
+    from portal import embedded
+    from tests.browser.conftest import wait_for
+
+    services.seed_platform_agents(Actor.command("test"))
+    target = urllib.parse.urlsplit(portal_server).netloc
+    port = embedded.free_port()
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: portal\n    metrics_path: /-/metrics\n"
+        f"    static_configs: [{{targets: ['{target}']}}]\n"
+    )
+    server = subprocess.Popen(
+        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("w"),
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+
+    def query(expression: str) -> list:
+        url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 (our own server)
+                return json.load(answer)["data"]["result"]
+        except OSError:
+            return []
+
+    try:
+        wait_for(lambda: query('up{job="portal"} == 1'), 30, "Prometheus to scrape the portal")
+        drafts = wait_for(lambda: query('portal_agents{state="DRAFT"}'), 10, "portal_agents")
+        assert float(drafts[0]["value"][1]) == 14
+        assert (
+            query("portal_scrape_errors")
+            and float(query("portal_scrape_errors")[0]["value"][1]) == 0
+        )
+        # Debian's Prometheus has no web UI: its query API's answer, as a browser shows it.
+        page.goto(f"{base}/api/v1/query?query=portal_agents")
+        expect(page.locator("body")).to_contain_text('"job":"portal"')
+        expect(page.locator("body")).to_contain_text('"state":"DRAFT"')
+        screenshot(page, "production-prometheus-query")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
