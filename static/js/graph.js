@@ -278,24 +278,38 @@
     return { id: id, near: near };
   }
 
+  // A node's tooltip: a sibling of its link, not inside it, so the link's name is the words it
+  // shows (axe label-content-name-mismatch counts a title inside a link as its visible text).
+  function nodeTitle(node) {
+    var title = svg("title");
+    title.textContent = nodeTooltip(node);
+    return title;
+  }
+
+  // A node link's name begins with the words it shows (WCAG 2.5.3, label in name): a label cut
+  // short to fit is named "Shown… (Whole label)".
+  function nodeName(node, shownLabel, shownSublabel) {
+    function words(shown, whole) { return !shown || shown === whole ? whole : shown + " (" + whole + ")"; }
+    return words(shownLabel, node.label) + (node.sublabel ? ", " + words(shownSublabel, node.sublabel) : "");
+  }
+
   // A node's content: a link when it has one (focusable, named), a group otherwise.
   function nodeBody(node, box, family) {
     var body = node.href
-      ? svg("a", { class: "graph-node-link", href: node.href, "aria-label": node.label + (node.sublabel ? ", " + node.sublabel : "") })
+      ? svg("a", { class: "graph-node-link", href: node.href })
       : svg("g", { class: "graph-node-body" });
-    var title = svg("title");
-    title.textContent = nodeTooltip(node);
     var room = box.width - NODE.textX - NODE.padRight;
     var twoLines = box.height >= NODE.height;
     var label = svg("text", { class: "graph-node-label", x: NODE.textX, y: twoLines ? 19 : round(box.height / 2 + 4.5) });
     label.textContent = fitText(node.label, FONT.label, family, room);
     var sublabel = svg("text", { class: "graph-node-sublabel", x: NODE.textX, y: 35 });
     sublabel.textContent = twoLines ? fitText(node.sublabel, FONT.sublabel, family, room) : "";
+    if (node.href) body.setAttribute("aria-label", nodeName(node, label.textContent, sublabel.textContent));
     body.append(
-      title,
       svg("rect", { class: "graph-node-box", width: box.width, height: box.height, rx: 8 }),
       svg("rect", { class: "graph-node-bar", x: 6, y: 6, width: 4, height: box.height - 12, rx: 2 }),
       label,
+      " ", // the two lines read as two words: the link's name then contains its visible text
       sublabel
     );
     return body;
@@ -348,7 +362,7 @@
     data.nodes.forEach(function (node) {
       var box = layout.nodes[node.id];
       var element = svg("g", { id: prefix + "-node-" + node.id, class: nodeClass(node, focus), "data-id": node.id, transform: "translate(" + round(box.x) + " " + round(box.y) + ")" });
-      element.append(nodeBody(node, box, family));
+      element.append(nodeBody(node, box, family), nodeTitle(node));
       nodeLayer.append(element);
       state.nodes.set(node.id, element);
     });
@@ -379,19 +393,20 @@
       var box = state.layout.nodes[node.id];
       element.setAttribute("class", nodeClass(node, focus));
       var body = element.firstElementChild;
+      element.querySelector(":scope > title").textContent = nodeTooltip(node);
       if ((body.localName === "a") !== Boolean(node.href)) {
         body.replaceWith(nodeBody(node, box, family));
         return;
       }
+      var room = box.width - NODE.textX - NODE.padRight;
+      var shown = fitText(node.label, FONT.label, family, room);
+      var shownSublabel = box.height >= NODE.height ? fitText(node.sublabel, FONT.sublabel, family, room) : "";
+      body.querySelector(".graph-node-label").textContent = shown;
+      body.querySelector(".graph-node-sublabel").textContent = shownSublabel;
       if (node.href) {
         body.setAttribute("href", node.href);
-        body.setAttribute("aria-label", node.label + (node.sublabel ? ", " + node.sublabel : ""));
+        body.setAttribute("aria-label", nodeName(node, shown, shownSublabel));
       }
-      body.querySelector("title").textContent = nodeTooltip(node);
-      var room = box.width - NODE.textX - NODE.padRight;
-      body.querySelector(".graph-node-label").textContent = fitText(node.label, FONT.label, family, room);
-      body.querySelector(".graph-node-sublabel").textContent =
-        box.height >= NODE.height ? fitText(node.sublabel, FONT.sublabel, family, room) : "";
     });
     data.edges.forEach(function (edge) {
       var element = state.edges.get(edge.id);
