@@ -64,6 +64,8 @@ class SloStatus:
 
     @property
     def spent_minutes(self) -> float | None:
+        # What the availability measured in the window would spend over the whole 30 days (the
+        # window may hold less history than that).
         if self.availability is None:
             return None
         return (100.0 - self.availability) / 100.0 * PERIOD.total_seconds() / 60
