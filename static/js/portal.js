@@ -47,7 +47,7 @@
   function toastElement(level, attrs, build) {
     var toast = document.createElement("div");
     toast.className = "toast " + level;
-    toast.setAttribute("role", "status");
+    toast.setAttribute("role", level === "toast-error" ? "alert" : "status"); // errors interrupt; the rest wait
     Object.keys(attrs).forEach(function (name) { toast.setAttribute(name, attrs[name]); });
     var text = document.createElement("span");
     build(text);
@@ -161,13 +161,36 @@
   });
 
   document.addEventListener("keydown", function (event) {
-    if (event.key === "Escape") document.body.classList.remove("sidebar-open");
+    if (event.key !== "Escape") return;
+    document.body.classList.remove("sidebar-open");
+    // Escape closes an open actions menu and gives the focus back to its button.
+    document.querySelectorAll("details.menu[open]").forEach(function (menu) {
+      menu.removeAttribute("open");
+      if (menu.contains(document.activeElement)) menu.querySelector("summary").focus();
+    });
   });
+
+  // Where the keyboard goes when a dialog closes: back to what opened it, or, when that was an
+  // item of a menu that has closed meanwhile, to the menu's button.
+  var lastFocused = null; // the menu item that asked for a dialog has lost the focus once it opens
+  document.addEventListener("focusin", function (event) {
+    if (!event.target.closest("dialog")) lastFocused = event.target;
+  });
+  function focusAfterDialog(opener) {
+    if (!opener || !opener.isConnected) return;
+    var menu = opener.closest && opener.closest("details.menu");
+    if (menu && !menu.open) menu.querySelector("summary").focus();
+    else opener.focus();
+  }
 
   // A confirmation dialog fetched into #modal opens as a modal; it closes once its form is sent.
   document.addEventListener("htmx:afterSwap", function (event) {
     var dialog = event.detail.target.querySelector && event.detail.target.querySelector("dialog[data-open-modal]");
-    if (dialog && !dialog.open) dialog.showModal();
+    if (dialog && !dialog.open) {
+      var opener = document.activeElement === document.body ? lastFocused : document.activeElement;
+      dialog.addEventListener("close", function () { focusAfterDialog(opener); }, { once: true });
+      dialog.showModal();
+    }
   });
   document.addEventListener("htmx:afterRequest", function (event) {
     var elt = event.detail.elt;

@@ -97,3 +97,94 @@ def test_every_page_has_no_serious_accessibility_violation_in_either_theme(
         _set_theme(page, theme)
         problems += _audit(page, pages, theme)
     assert not problems, f"{len(problems)} serious or critical violations:\n" + "\n".join(problems)
+
+
+def _focused(page) -> str:
+    return page.evaluate(
+        """() => { const e = document.activeElement;
+             return e.id || e.getAttribute("aria-label") || e.textContent.trim().slice(0, 40); }"""
+    )
+
+
+def test_a_flow_by_keyboard_alone_with_focus_visible_in_both_themes(
+    page, sign_in_as, operator, transactional_db, settings, tmp_path
+) -> None:
+    settings.AGENT_ROOT = tmp_path
+    services.seed_platform_agents(COMMAND)
+    sign_in_as(operator)
+    page.goto("/agents/")
+    expect(page.locator("#live-indicator")).to_have_attribute("data-state", "live")
+
+    # The first Tab reaches the skip link, shown while focused; Enter moves to the content.
+    page.keyboard.press("Tab")
+    skip = page.locator(".skip-link")
+    expect(skip).to_be_focused()
+    expect(skip).to_have_text("Skip to content")
+    assert skip.bounding_box()["y"] >= 0, "the skip link is shown when focused"
+    page.keyboard.press("Enter")
+    expect(page.locator("main#content")).to_be_focused()
+
+    # Focus is visible in both themes: the focused control has an outline.
+    for theme in THEMES:
+        page.evaluate("t => document.documentElement.dataset.theme = t", theme)
+        summary = page.locator("#agent-wow-cache summary", has_text="Actions")
+        summary.focus()
+        style = summary.evaluate(
+            "e => { const s = getComputedStyle(e); return [s.outlineStyle, s.outlineWidth]; }"
+        )
+        assert style[0] != "none" and style[1] != "0px", f"{theme}: no visible focus: {style}"
+
+    # The card's actions menu opens with Enter and closes with Escape, focus back on its button.
+    summary = page.locator("#agent-wow-cache summary", has_text="Actions")
+    summary.focus()
+    page.keyboard.press("Enter")
+    menu = page.locator("#agent-wow-cache details.menu")
+    expect(menu).to_have_attribute("open", "")
+    page.keyboard.press("Tab")
+    expect(page.locator("#agent-wow-cache [role=menuitem]").first).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(menu).not_to_have_attribute("open", "")
+    expect(summary).to_be_focused()
+
+    # An action by keyboard: open the menu, Tab to Provision, Enter opens the confirmation; Escape
+    # cancels it and focus returns to the menu's button; then confirm it with the keyboard.
+    page.keyboard.press("Enter")
+    provision = page.locator("#agent-wow-cache").get_by_role("menuitem", name="Provision")
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if provision.evaluate("e => e === document.activeElement"):
+            break
+    expect(provision).to_be_focused()
+    page.keyboard.press("Enter")
+    dialog = page.locator("#modal dialog")
+    expect(dialog).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(dialog).not_to_be_visible()
+    expect(summary).to_be_focused()
+    page.keyboard.press("Enter")
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if provision.evaluate("e => e === document.activeElement"):
+            break
+    page.keyboard.press("Enter")
+    expect(dialog).to_be_visible()
+    confirm = dialog.get_by_role("button", name="Provision", exact=True)
+    for _ in range(10):
+        if confirm.evaluate("e => e === document.activeElement"):
+            break
+        page.keyboard.press("Tab")
+    expect(confirm).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#toasts")).to_contain_text("Provision WowCache")
+    expect(page.locator("#toasts .toast").last).to_have_attribute("role", "status")
+    assert _focused(page) != "", "focus went somewhere after the dialog closed"
+
+
+def test_toasts_and_live_areas_announce_politely(page, sign_in_as, operator) -> None:
+    sign_in_as(operator)
+    page.goto("/")
+    expect(page.locator("#toasts")).to_have_attribute("aria-live", "polite")
+    indicator = page.locator("#live-indicator")
+    expect(indicator).to_have_attribute("role", "status")
+    expect(indicator).to_have_attribute("aria-live", "polite")
+    expect(page.locator("[aria-live=assertive]")).to_have_count(0)
