@@ -76,6 +76,22 @@ def test_every_page_has_no_serious_accessibility_violation_in_either_theme(
     bulk_id = bulk.create_bulk_operation(
         "deploy", COMMAND, targets=["wow-search", "wow-support"], enqueue=False
     ).pk
+    # Detail pages with something on them: an open error, a firing alert, a customer.
+    from django.db import transaction
+
+    from agents import errors
+    from agents.models import Agent
+    from helpdesk.models import CustomerAgent
+    from observability.models import Alert
+    from tests.helpdesk.conftest import make_customer
+
+    with transaction.atomic():
+        error = errors.record_error(Agent.objects.get(slug="wow-scaling"), "test", "it fell over")
+    Agent.objects.filter(slug="wow-analytics").update(state="ERRORED")
+    alerts.evaluate()
+    alert_id = Alert.objects.order_by("-pk").values_list("pk", flat=True)[0]
+    customer = make_customer("acme-corp", "Acme Corp")
+    CustomerAgent.objects.create(customer=customer, agent=Agent.objects.get(slug="wow-support"))
     signed_out = ["/login/"]
     pages = [
         *(section.href for section in SECTIONS),
@@ -84,7 +100,12 @@ def test_every_page_has_no_serious_accessibility_violation_in_either_theme(
         "/agents/wow-event/history/",
         "/agents/bulk/",
         f"/agents/bulk/{bulk_id}/",
+        f"/agents/errors/{error.pk}/",
+        f"/alerts/{alert_id}/",
         "/logs/?agent=wow-cache",
+        "/queues/wow-cache/",
+        "/helpdesk/customers/acme-corp/",
+        "/audit/report",
         "/profile/",
     ]
     problems: list[str] = []
