@@ -124,6 +124,15 @@ def _kill_processes_under(root: Path) -> None:
             pass
 
 
+@pytest.fixture
+def agents_root(settings, tmp_path_factory):
+    """Agents this test process runs (real processes on the local runtime), killed afterwards."""
+    root = tmp_path_factory.mktemp("agents")
+    settings.AGENT_ROOT = root
+    yield root
+    _kill_processes_under(root)
+
+
 @pytest.fixture(scope="session")
 def fake_zendesk_port() -> int:
     """The port the help desk's story starts its fake Zendesk on: the worker (started once for

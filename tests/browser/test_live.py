@@ -47,21 +47,6 @@ def _bring_up(slug: str) -> Agent:
     return agent
 
 
-@pytest.fixture
-def agents_root(settings, tmp_path_factory):
-    root = tmp_path_factory.mktemp("live-agents")
-    settings.AGENT_ROOT = root
-    yield root
-    import psutil
-
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            if any(str(root) in part for part in process.info["cmdline"] or []):
-                os.kill(process.pid, signal.SIGKILL)
-        except (psutil.Error, ProcessLookupError):
-            pass
-
-
 def test_a_change_by_one_person_and_a_crash_show_up_for_another_without_reload(
     browser, portal_server, transactional_db, operator, viewer, password, agents_root, screenshot
 ) -> None:

@@ -10,9 +10,7 @@ The scrapes are real; only their time stamps are spread 30 s apart (two per char
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import time
 from datetime import timedelta
 
@@ -27,6 +25,7 @@ from agents.models import Agent
 from observability import alerts, metrics
 from observability.models import MetricSample
 from portal.actors import Actor
+from tests.browser.conftest import _kill_processes_under
 
 COMMAND = Actor.command("test")
 DESKTOP = {"width": 1280, "height": 900}
@@ -41,14 +40,7 @@ def agents_root(settings, tmp_path_factory):
     settings.AGENT_ROOT = root
     settings.AGENT_READY_TIMEOUT_SECONDS = 20
     yield root
-    import psutil
-
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            if any(str(root) in part for part in process.info["cmdline"] or []):
-                os.kill(process.pid, signal.SIGKILL)
-        except (psutil.Error, ProcessLookupError):
-            pass
+    _kill_processes_under(root)
 
 
 def _act(agent: Agent, action: str) -> None:

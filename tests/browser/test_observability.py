@@ -30,6 +30,7 @@ from agents.runtimes import LogLine
 from observability import alerts, events, logs
 from observability.models import Alert, AlertRule, Event
 from portal.actors import Actor
+from tests.browser.conftest import _kill_processes_under
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = Actor.command("test")
@@ -176,17 +177,10 @@ def _has_metrics_page(base: str, page) -> bool:
 @pytest.fixture
 def local_agents(settings, tmp_path_factory):
     """Agents run by this test process (real processes), killed afterwards."""
-    import psutil
-
     root = tmp_path_factory.mktemp("obs-agents")
     settings.AGENT_ROOT = root
     yield root
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            if any(str(root) in part for part in process.info["cmdline"] or []):
-                os.kill(process.pid, signal.SIGKILL)
-        except (psutil.Error, ProcessLookupError):
-            pass
+    _kill_processes_under(root)
 
 
 def _bring_up(slug: str) -> Agent:

@@ -4,11 +4,8 @@ unhealthy, live. Screenshots of the panel at 1440 and 375 pixels wide."""
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 
-import pytest
 from playwright.sync_api import expect
 
 from agents import services
@@ -16,22 +13,6 @@ from agents.models import Agent
 from agents.monitor import Monitor
 from portal.actors import Actor
 from tests.browser.conftest import SCREENSHOTS
-
-
-@pytest.fixture
-def agents_root(settings, tmp_path_factory):
-    root = tmp_path_factory.mktemp("probe-agents")
-    settings.AGENT_ROOT = root
-    yield root
-    import psutil
-
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            if any(str(root) in part for part in process.info["cmdline"] or []):
-                os.kill(process.pid, signal.SIGKILL)
-        except (psutil.Error, ProcessLookupError):
-            pass
-
 
 HIDE_TOP_BAR = ".topbar { visibility: hidden; }"
 

@@ -31,21 +31,6 @@ from portal.models import AuditEntry
 from portal.services import assign_role
 
 
-@pytest.fixture
-def agents_root(settings, tmp_path_factory):
-    root = tmp_path_factory.mktemp("story-agents")
-    settings.AGENT_ROOT = root
-    yield root
-    import psutil
-
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            if any(str(root) in part for part in process.info["cmdline"] or []):
-                os.kill(process.pid, signal.SIGKILL)
-        except (psutil.Error, ProcessLookupError):
-            pass
-
-
 def _act(agent: Agent, action: str, actor: Actor, reason: str = "") -> None:
     operation = services.request_action(agent, action, actor, reason=reason, enqueue=False)
     assert services.run_operation(str(operation.pk)).status == "succeeded", action
