@@ -9,17 +9,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
 from portal import roles
 from portal.actors import Actor
 from portal.models import ApiToken, AuditEntry
+from portal.refusals import Refused
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractUser
@@ -59,6 +63,23 @@ def record_audit(
         "audit %s %s %s", action, target, outcome, extra={"actor": actor.label, "action": action}
     )
     return entry
+
+
+@contextmanager
+def refusals_audited(
+    actor: Actor, action: str, *, target: str = "", **detail: object
+) -> Iterator[None]:
+    """Within it, a refusal (a missing role, or a service's ``Refused``) is audited as one,
+    ``outcome=refused`` with its sentence, and raised again. Open it outside the change's
+    transaction: an entry written inside one that the refusal rolls back would go with it."""
+    try:
+        yield
+    except (PermissionDenied, Refused) as refused:
+        record_audit(
+            actor, action, target=target, outcome=AuditEntry.Outcome.REFUSED,
+            error=getattr(refused, "message", str(refused)), **detail,
+        )  # fmt: skip
+        raise
 
 
 # --- API tokens -------------------------------------------------------------------------
