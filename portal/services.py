@@ -97,7 +97,8 @@ def create_api_token(
     user: AbstractUser, actor: Actor, *, name: str = "", expires_in_days: int | None = None
 ) -> tuple[ApiToken, str]:
     """Create a token for ``user``; returns the record and the token text, shown only now."""
-    actor.require(roles.MANAGE, "create API tokens")
+    with refusals_audited(actor, "api_token.create", target=f"for {user.get_username()}"):
+        actor.require(roles.MANAGE, "create API tokens")
     if not user.is_active:
         raise ValueError(f"{user.get_username()} is deactivated; activate the user first.")
     if expires_in_days is not None and expires_in_days < 1:
@@ -122,7 +123,8 @@ def create_api_token(
 
 def revoke_api_token(token: ApiToken, actor: Actor) -> bool:
     """Revoke a token; returns False when it was already revoked (nothing changes then)."""
-    actor.require(roles.MANAGE, "revoke API tokens")
+    with refusals_audited(actor, "api_token.revoke", target=token.prefix):
+        actor.require(roles.MANAGE, "revoke API tokens")
     with transaction.atomic():
         token = ApiToken.objects.select_for_update().get(pk=token.pk)
         if token.revoked_at is not None:
@@ -175,7 +177,8 @@ def authenticate_token(text: str) -> ApiToken:
 
 def assign_role(user: AbstractUser, role: str, actor: Actor) -> None:
     """Give ``user`` exactly ``role``."""
-    actor.require(roles.MANAGE, "change roles")
+    with refusals_audited(actor, "user.role", target=user.get_username(), role=role):
+        actor.require(roles.MANAGE, "change roles")
     with transaction.atomic():
         roles.set_role(user, role)
         record_audit(actor, "user.role", target=user.get_username(), role=role)
@@ -189,6 +192,8 @@ def ensure_admin_user(actor: Actor) -> tuple[AbstractUser | None, str | None]:
     ``admin`` user is created with a generated password, returned so it can be printed once.
     Returns the user changed (or None) and the generated password (or None).
     """
+    with refusals_audited(actor, "user.bootstrap_admin"):
+        actor.require(roles.MANAGE, "create the first Admin")
     User = get_user_model()
     roles.ensure_roles()
     email = settings.PORTAL_ADMIN_EMAIL

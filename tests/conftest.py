@@ -23,6 +23,7 @@ import requests
 
 from portal import embedded
 from portal.env import database_from_url
+from tests.audit_kit import walker  # noqa: F401 (the audit walk's fixture, for every app)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

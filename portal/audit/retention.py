@@ -10,16 +10,21 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from portal import roles
 from portal.actors import Actor
 from portal.models import AuditEntry
-from portal.services import record_audit
+from portal.services import record_audit, refusals_audited
 
 BATCH = 10_000
 
 
 def purge_expired(actor: Actor | None = None, *, now=None, batch: int = BATCH) -> int:
     """Delete the entries past retention, a batch per transaction; returns how many. Nothing
-    is deleted when ``AUDIT_RETENTION_DAYS`` is 0 (keep forever)."""
+    is deleted when ``AUDIT_RETENTION_DAYS`` is 0 (keep forever). The nightly task purges as
+    the system; anyone else needs the Admin role."""
+    actor = actor or Actor.system("audit retention")
+    with refusals_audited(actor, "audit.purge"):
+        actor.require(roles.MANAGE, "purge the audit log")
     days = settings.AUDIT_RETENTION_DAYS
     if not days:
         return 0
@@ -38,7 +43,7 @@ def purge_expired(actor: Actor | None = None, *, now=None, batch: int = BATCH) -
         if count < batch:
             break
     if deleted:
-        record_audit(actor or Actor.system("audit retention"), "audit.purge",
+        record_audit(actor, "audit.purge",
                      target=f"before {cutoff:%Y-%m-%d %H:%M}", deleted=deleted, days=days)  # fmt: skip
     return deleted
 

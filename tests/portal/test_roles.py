@@ -54,7 +54,9 @@ def test_assign_role_is_admin_only_and_audited(admin, operator, viewer) -> None:
     assert roles.role_of(viewer) == "Viewer"
     services.assign_role(viewer, "Operator", Actor(kind="user", user=admin))
     assert roles.role_of(type(viewer).objects.get(pk=viewer.pk)) == "Operator"
-    entry = AuditEntry.objects.get(action="user.role")
+    refusal = AuditEntry.objects.get(action="user.role", outcome="refused")
+    assert (refusal.actor, refusal.target) == ("user:otto", "vera")
+    entry = AuditEntry.objects.get(action="user.role", outcome="success")
     assert (
         entry.actor == "user:ada"
         and entry.target == "vera"
