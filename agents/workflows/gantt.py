@@ -140,7 +140,7 @@ def render_gantt(
 
     summary = _summary(run, forward, compensation, axis, critical_path)
     return mark_safe(  # noqa: S308 - every text and attribute above is escaped
-        f'<svg xmlns="{SVG_NS}" class="gantt" viewBox="0 0 {WIDTH} {height}" role="img" '
+        f'<svg xmlns="{SVG_NS}" class="gantt" viewBox="0 0 {WIDTH} {height}" role="group" '
         f'aria-label="{escape(summary)}" preserveAspectRatio="xMinYMin meet" '
         f'data-run="{run.pk}"><title>{escape(summary)}</title>{"".join(parts)}</svg>'
     )

@@ -92,6 +92,17 @@ def test_every_page_has_no_serious_accessibility_violation_in_either_theme(
     alert_id = Alert.objects.order_by("-pk").values_list("pk", flat=True)[0]
     customer = make_customer("acme-corp", "Acme Corp")
     CustomerAgent.objects.create(customer=customer, agent=Agent.objects.get(slug="wow-support"))
+    # A factory draft of the operator's own, and a workflow run.
+    from agents.workflows import services as workflows
+    from factory.models import Template
+    from factory.services import drafts, templates
+
+    templates.seed_templates(COMMAND)
+    as_operator = Actor(kind="user", user=operator)
+    draft = drafts.create_draft(
+        Template.objects.filter(key="memory").latest("version"), as_operator
+    )
+    run = workflows.start(COMMAND, "customer-onboarding", {"customer_name": "Acme Corp"})
     signed_out = ["/login/"]
     pages = [
         *(section.href for section in SECTIONS),
@@ -107,6 +118,9 @@ def test_every_page_has_no_serious_accessibility_violation_in_either_theme(
         "/helpdesk/customers/acme-corp/",
         "/audit/report",
         "/profile/",
+        *(f"/factory/drafts/{draft.pk}/{step}/" for step in ("configure", "resources", "review")),
+        "/workflows/definitions/",
+        f"/workflows/{run.pk}/",
     ]
     problems: list[str] = []
     for theme in THEMES:
@@ -161,6 +175,7 @@ def test_a_flow_by_keyboard_alone_with_focus_visible_in_both_themes(
     page.keyboard.press("Enter")
     menu = page.locator("#agent-wow-cache details.menu")
     expect(menu).to_have_attribute("open", "")
+    problems = _report("/agents/ (an actions menu open)", "light", _axe(page))
     page.keyboard.press("Tab")
     expect(page.locator("#agent-wow-cache [role=menuitem]").first).to_be_focused()
     page.keyboard.press("Escape")
@@ -179,6 +194,8 @@ def test_a_flow_by_keyboard_alone_with_focus_visible_in_both_themes(
     page.keyboard.press("Enter")
     dialog = page.locator("#modal dialog")
     expect(dialog).to_be_visible()
+    problems += _report("/agents/ (a confirmation open)", "light", _axe(page))
+    assert not problems, "\n".join(problems)
     page.keyboard.press("Escape")
     expect(dialog).not_to_be_visible()
     expect(summary).to_be_focused()
