@@ -9,9 +9,10 @@ from agents.models import Agent
 from observability.models import Alert, AlertRule, Severity
 from portal import roles
 from portal.actors import Actor
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 
 
+@audits_refusals("alert_rule.create", target="agent")
 def add_agent_rules(agent: Agent, rules: list[dict], actor: Actor) -> list[int]:
     """Give ``agent`` rules of its own (a factory template's): metric rules named
     ``"<agent>: <title>"``; a rule of that name already there is kept. Answers their ids."""
@@ -39,6 +40,7 @@ def add_agent_rules(agent: Agent, rules: list[dict], actor: Actor) -> list[int]:
     return ids
 
 
+@audits_refusals("alert_rule.delete", target="agent_slug")
 def remove_agent_rules(agent_slug: str, rule_ids: list[int], actor: Actor) -> int:
     """Remove rules made for an agent (a creation undone); answers how many went."""
     actor.require(roles.OPERATE, "remove alert rules of an agent")

@@ -37,7 +37,7 @@ from portal import roles, work
 from portal.actors import Actor
 from portal.models import AuditEntry
 from portal.refusals import Refused
-from portal.services import record_audit
+from portal.services import record_audit, refusals_audited
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,8 @@ def _notify(alert: Alert, change: str) -> None:
 def ensure_default_rules(actor: Actor) -> int:
     """Create the default rules that do not exist yet (by name; an Admin's edits are kept);
     answers how many were created. Audited."""
+    with refusals_audited(actor, "alert_rule.create", target="the default rules"):
+        actor.require(roles.MANAGE, "create the default alert rules")
     created = 0
     with transaction.atomic():
         for rule in DEFAULT_RULES:

@@ -6,13 +6,15 @@ audit entries happen in one place whatever the door.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -80,6 +82,41 @@ def refusals_audited(
             error=getattr(refused, "message", str(refused)), **detail,
         )  # fmt: skip
         raise
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def audits_refusals(action: str, *, target: str = "") -> Callable[[F], F]:
+    """Decorate a service function taking an ``actor``: a refusal for its role is audited as
+    ``action`` (``outcome=refused``; ``{name}`` in it is that argument, ``queues.{mode}``), the
+    target read from its argument named ``target`` (an object's slug, or the value itself).
+    For functions whose refusals are not audited inside; input it refuses changes nothing and
+    is answered at the door, unaudited, as before."""
+
+    def decorate(function: F) -> F:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind_partial(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = bound.arguments
+            value = arguments.get(target) if target else None
+            named = str(getattr(value, "slug", None) or value or "")[:200].replace("\x00", "")
+            shown = {key: str(value)[:40].replace("\x00", "") for key, value in arguments.items()}
+            try:
+                return function(*args, **kwargs)
+            except PermissionDenied as refused:
+                record_audit(
+                    arguments["actor"], action.format(**shown), target=named,
+                    outcome=AuditEntry.Outcome.REFUSED, error=str(refused),
+                )  # fmt: skip
+                raise
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 # --- API tokens -------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from observability.queues.models import QueueThreshold, RedriveJob
 from portal import roles, work
 from portal.actors import Actor
 from portal.models import ActorStamped
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 
 PAYLOAD_MAX_BYTES = 64 * 1024
 SEND_MAX = 10_000
@@ -134,6 +134,7 @@ def _ids(values: Any) -> list[str]:
 # --- sending ------------------------------------------------------------------------------------
 
 
+@audits_refusals("queues.send", target="name")
 def send(actor: Actor, name: str, payload: Any, *, count: int = 1, customer: str = "") -> list[str]:
     """Put ``count`` messages carrying ``payload`` on an agent's stream, produced by the actor
     (``portal:<user>``); answers their ids."""
@@ -229,6 +230,7 @@ def _check_redrives(ref: QueueRef, ids: list[str], force: bool) -> None:
             )
 
 
+@audits_refusals("queues.{action}", target="name")
 def start_job(
     actor: Actor,
     name: str,
@@ -297,6 +299,7 @@ def _undo(job_id: int, message: str) -> None:
     )
 
 
+@audits_refusals("queues.cancel_job", target="job_id")
 def cancel_job(actor: Actor, job_id: int) -> RedriveJob:
     actor.require(roles.OPERATE, "cancel a redrive job")
     with transaction.atomic():
@@ -355,6 +358,7 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
 
 
+@audits_refusals("queues.edit_and_retry", target="name")
 def edit_and_retry(
     actor: Actor, name: str, message_id: str, text: str, *, force: bool = False
 ) -> tuple[Edit, str]:
@@ -394,6 +398,7 @@ def edit_and_retry(
 # --- pending entries ----------------------------------------------------------------------------
 
 
+@audits_refusals("queues.{mode}", target="name")
 def claim(actor: Actor, name: str, consumer: str, *, mode: str = "claim", target: str = "") -> dict:
     """Hand the entries a (stuck) consumer holds to a healthy replica (``claim``), or put them
     back on the stream as new messages (``redeliver``)."""
@@ -441,6 +446,7 @@ def claim(actor: Actor, name: str, consumer: str, *, mode: str = "claim", target
 # --- purge, thresholds, groups ------------------------------------------------------------------
 
 
+@audits_refusals("queues.purge", target="name")
 def purge(actor: Actor, name: str, *, confirm: str = "") -> int:
     """Delete every message waiting on an agent's stream (Admin). Typed confirmation: the slug."""
     actor.require(roles.MANAGE, "purge a whole queue")
@@ -465,6 +471,7 @@ def purge(actor: Actor, name: str, *, confirm: str = "") -> int:
     return removed
 
 
+@audits_refusals("queues.thresholds", target="name")
 def set_thresholds(actor: Actor, name: str, values: dict[str, Any]) -> QueueThreshold | None:
     """Give a queue its own thresholds (empty values take the defaults; all empty removes
     the override)."""
@@ -518,6 +525,7 @@ def set_thresholds(actor: Actor, name: str, values: dict[str, Any]) -> QueueThre
     return row
 
 
+@audits_refusals("queues.recount", target="name")
 def recount_groups(actor: Actor, name: str) -> list[deadletters.Group]:
     actor.require(roles.OPERATE, "recount the dead-letter groups")
     ref = catalog.resolve(name)

@@ -31,7 +31,7 @@ def shown_slugs(response) -> list[str]:
 def toasts(response) -> list[tuple[str, str]]:
     """(level, text) of every toast in the response."""
     found = re.findall(
-        r'<div class="toast toast-(\w+)" role="status"[^>]*><span>(.*?)</span>',
+        r'<div class="toast toast-(\w+)" role="(?:status|alert)"[^>]*><span>(.*?)</span>',
         response.content.decode(),
         re.S,
     )

@@ -44,7 +44,7 @@ def _flat(markup: str) -> str:
 
 def _toasts(response) -> list[tuple[str, str]]:
     found = re.findall(
-        r'<div class="toast toast-(\w+)[^"]*" role="status"[^>]*><span>(.*?)</span>',
+        r'<div class="toast toast-(\w+)[^"]*" role="(?:status|alert)"[^>]*><span>(.*?)</span>',
         response.content.decode(),
         re.S,
     )

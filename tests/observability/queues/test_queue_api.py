@@ -106,8 +106,9 @@ def test_tokens_read_and_act_with_their_role(
     assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
     sent = call(client, "post", f"/{ENCODED}/messages", {"payload": {"a": 1}}, **as_operator)
     assert sent.status_code == 201
-    entry = AuditEntry.objects.get(action="queues.send")
+    entry = AuditEntry.objects.get(action="queues.send", outcome="success")
     assert entry.actor.startswith("token:") and entry.target == CACHE
+    assert AuditEntry.objects.filter(action="queues.send", outcome="refused").count() == 1
 
 
 def test_a_viewer_reads_everything_and_is_refused_every_change(
@@ -141,7 +142,9 @@ def test_a_viewer_reads_everything_and_is_refused_every_change(
     assert len(stream(queue_redis)) == 1
     assert queue_redis.xpending(CACHE, contract.CONSUMER_GROUP)["pending"] == 1
     assert not RedriveJob.objects.exists() and not QueueThreshold.objects.exists()
-    assert not AuditEntry.objects.filter(action__startswith="queues.").exists()
+    entries = AuditEntry.objects.filter(action__startswith="queues.")
+    assert not entries.exclude(outcome="refused").exists()  # each refusal is in the log, no change
+    assert entries.filter(actor="user:vera").count() == entries.count() > 0
 
 
 # --- the list -----------------------------------------------------------------------------------
@@ -762,7 +765,8 @@ def test_purging_a_stream_is_for_admins_with_the_slug_typed(
 
     assert purged.status_code == 200 and purged.json() == {"queue_name": CACHE, "removed": 3}
     assert stream(queue_redis) == []
-    assert AuditEntry.objects.get(action="queues.purge").detail["removed"] == 3
+    assert AuditEntry.objects.get(action="queues.purge", outcome="success").detail["removed"] == 3
+    assert AuditEntry.objects.filter(action="queues.purge", outcome="refused").count() == 1
 
 
 def test_thresholds_are_set_replaced_and_removed_by_put(seeded, queue_redis, as_operator):
