@@ -27,7 +27,7 @@ from portal import roles
 from portal.actors import Actor
 from portal.models import AuditEntry
 from portal.refusals import Refused
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 
 logger = logging.getLogger(__name__)
 
@@ -330,6 +330,7 @@ def record_automatic_attempt(agent: Agent, operation) -> None:
     AgentError.objects.filter(pk=error.pk).update(retry_count=error.retry_count + 1)
 
 
+@audits_refusals("agent.error.ignore", target="error")
 def ignore_error(error: AgentError, actor: Actor, why: str = "") -> AgentError:
     actor.require(roles.OPERATE, "ignore errors")
     with transaction.atomic():

@@ -26,7 +26,7 @@ from agents.models import Agent, State
 from portal import roles
 from portal.actors import Actor
 from portal.refusals import BadRequest
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 
 REPLICA_TIMEOUT_SECONDS = 2.0
 LIVE_STATES = (State.RUNNING, State.SUSPENDED)
@@ -79,6 +79,7 @@ def check_patch(agent: Agent, patch: object) -> dict[str, Any]:
     return dict(patch)
 
 
+@audits_refusals("agent.config.patch", target="agent")
 def patch_config(agent: Agent, patch: object, actor: Actor) -> Applied:
     """Change ``agent``'s config by ``patch``: saved (the old one kept for a roll-back),
     audited, and applied to its running replicas without a restart."""

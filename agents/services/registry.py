@@ -23,7 +23,7 @@ from agents.services.refusals import ActionRefused
 from agents.services.supervision import jsonable
 from portal import roles
 from portal.actors import Actor
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 # --- the registry ------------------------------------------------------------------------
 
 
+@audits_refusals("agents.seed")
 def seed_platform_agents(actor: Actor) -> tuple[int, int]:
     """Register the 14 Platform CoE agents in DRAFT. Idempotent: existing agents keep their
     state and settings; only missing agents and missing dependency links are added.
@@ -96,6 +97,7 @@ def require_viewer(actor: Actor) -> None:
         raise PermissionDenied("You need a role to see agents. Ask an Admin.")
 
 
+@audits_refusals("agent.edit", target="agent")
 def update_agent_settings(agent: Agent, changed: list[str], actor: Actor) -> Agent:
     """Save edits to an agent's registry fields (not its state), made in the admin."""
     actor.require(roles.MANAGE, "edit agents")
@@ -116,6 +118,7 @@ def update_agent_settings(agent: Agent, changed: list[str], actor: Actor) -> Age
 # --- recoveries that change settings (offered by agents.errors) -----------------------------------
 
 
+@audits_refusals("agent.config.rollback", target="agent")
 def rollback_config(agent: Agent, actor: Actor) -> Agent:
     """Put back the config the agent had before its last change (an Operator's recovery)."""
     actor.require(roles.OPERATE, "roll back an agent's config")
@@ -134,6 +137,7 @@ def rollback_config(agent: Agent, actor: Actor) -> Agent:
     return agent
 
 
+@audits_refusals("agent.ports", target="agent")
 def pick_new_ports(agent: Agent, actor: Actor) -> list[int]:
     """Move the agent to free ports (its own are held by someone else); audited."""
     actor.require(roles.OPERATE, "give an agent new ports")
@@ -148,6 +152,7 @@ def pick_new_ports(agent: Agent, actor: Actor) -> list[int]:
     return ports
 
 
+@audits_refusals("agent.memory", target="agent")
 def set_memory_limit(agent: Agent, memory_mb: int, actor: Actor) -> Agent:
     """Raise an agent's memory limit up to AGENT_MEMORY_CEILING_MB (an Operator's recovery)."""
     actor.require(roles.OPERATE, "raise an agent's memory limit")
@@ -192,6 +197,7 @@ class NewAgent:
     template: str = ""
 
 
+@audits_refusals("agent.create", target="new")
 def register_agent(new: NewAgent, actor: Actor) -> Agent:
     """Add an agent to the registry in DRAFT, with its dependencies and secrets.
 
@@ -245,6 +251,7 @@ def _create_agent(new: NewAgent) -> Agent:
     )  # fmt: skip
 
 
+@audits_refusals("agent.release", target="agent")
 def release_agent(agent: Agent, actor: Actor, why: str) -> str:
     """Take back an agent that a creation made and then undid: one never provisioned is deleted;
     one that was (it has a history) must be REVOKED already, and gives up its slug and name

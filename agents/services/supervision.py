@@ -29,7 +29,7 @@ from agents.services.actions import record_transition, request_action, run_opera
 from agents.services.refusals import ActionRefused
 from portal import roles
 from portal.actors import Actor
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 
 logger = logging.getLogger(__name__)
 
@@ -271,6 +271,7 @@ def check_drift(runtime_name: str) -> dict[str, list[dict]]:
     return by_slug
 
 
+@audits_refusals("agent.reconcile", target="agent")
 def reconcile_agent(agent: Agent, actor: Actor) -> dict:
     """The one-click fix for drift: make the runtime match the portal where that is safe
     (remove orphans, stop or pause what should not run), then check again."""

@@ -18,7 +18,7 @@ from portal import roles
 from portal.actors import Actor
 from portal.models import AuditEntry
 from portal.refusals import Refused
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 
 from . import engine, live, registry
 from .definitions import Definition
@@ -555,6 +555,7 @@ def approve(
 # --- bulk ------------------------------------------------------------------------------------
 
 
+@audits_refusals("workflow.{action}")
 def bulk(actor: Actor, action: str, run_ids: Iterable[object]) -> list[dict]:
     """Retry (failed steps) or cancel each selected run; answers each run's outcome."""
     if action not in BULK_ACTIONS:
