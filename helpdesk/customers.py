@@ -21,7 +21,7 @@ from helpdesk.models import KEY_MAX, Customer
 from helpdesk.refusals import HelpdeskRefused
 from portal import roles
 from portal.actors import Actor
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 
 SEARCH_MAX_CHARS = 100
 SEARCH_LIMIT = 20
@@ -180,6 +180,7 @@ def search_customers(actor: Actor, q: object, limit: object = SEARCH_LIMIT) -> l
 # --- changing customers (the admin's door) -----------------------------------------------------
 
 
+@audits_refusals("helpdesk.customer.change", target="customer")
 def save_customer(actor: Actor, customer: Customer, changed: list[str]) -> Customer:
     """Create or change a customer (Admin), audited with the fields changed."""
     actor.require(roles.MANAGE, "change customers")
@@ -194,6 +195,7 @@ def save_customer(actor: Actor, customer: Customer, changed: list[str]) -> Custo
     return customer
 
 
+@audits_refusals("helpdesk.customer.delete", target="customer")
 def delete_customer(actor: Actor, customer: Customer) -> None:
     """Delete a customer with its contacts, links, interactions and tickets (Admin); its agents
     stay in the registry, owned by no one."""
@@ -204,6 +206,7 @@ def delete_customer(actor: Actor, customer: Customer) -> None:
         record_audit(actor, "helpdesk.customer.delete", target=key)
 
 
+@audits_refusals("helpdesk.contacts.change", target="customer")
 def save_contacts(actor: Actor, customer: Customer, changed: list[str]) -> None:
     """Audit a change to a customer's contacts (the admin saved them)."""
     actor.require(roles.MANAGE, "change customers' contacts")

@@ -38,7 +38,7 @@ from helpdesk.models import (
 from helpdesk.refusals import HelpdeskRefused
 from portal import roles
 from portal.actors import Actor
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 
 SEED = 20261204
 HISTORY_DAYS = 30
@@ -85,6 +85,7 @@ class Loaded:
         return not (self.customers or self.agents or self.interactions)
 
 
+@audits_refusals("helpdesk.load_demo")
 def load_demo(actor: Actor, count: int = 200) -> Loaded:
     """Create what is missing of the demo set (``count`` customers, 1 to 2000)."""
     actor.require(roles.MANAGE, "load the help desk's demo data")

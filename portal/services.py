@@ -90,7 +90,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 def audits_refusals(action: str, *, target: str = "") -> Callable[[F], F]:
     """Decorate a service function taking an ``actor``: a refusal for its role is audited as
     ``action`` (``outcome=refused``; ``{name}`` in it is that argument, ``queues.{mode}``), the
-    target read from its argument named ``target`` (an object's slug, or the value itself).
+    target read from its argument named ``target`` (an object's slug or key, or the value;
+    ``diagnosis.customer`` follows attributes).
     For functions whose refusals are not audited inside; input it refuses changes nothing and
     is answered at the door, unaudited, as before."""
 
@@ -102,8 +103,12 @@ def audits_refusals(action: str, *, target: str = "") -> Callable[[F], F]:
             bound = signature.bind_partial(*args, **kwargs)
             bound.apply_defaults()
             arguments = bound.arguments
-            value = arguments.get(target) if target else None
-            named = str(getattr(value, "slug", None) or value or "")[:200].replace("\x00", "")
+            head, *path = target.split(".") if target else ("",)
+            value = arguments.get(head) if head else None
+            for name in path:
+                value = getattr(value, name, None)
+            named = getattr(value, "slug", None) or getattr(value, "key", None) or value or ""
+            named = str(named)[:200].replace("\x00", "")
             shown = {key: str(value)[:40].replace("\x00", "") for key, value in arguments.items()}
             try:
                 return function(*args, **kwargs)

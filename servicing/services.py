@@ -25,7 +25,7 @@ from factory.models import Template
 from portal import roles
 from portal.actors import Actor
 from portal.refusals import Refused
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 from servicing import versions
 from servicing.models import Release, template_key
 
@@ -247,6 +247,7 @@ def check_target(agent: Agent, version: object, *, allow_downgrade: bool = False
 # --- publishing ----------------------------------------------------------------------------------
 
 
+@audits_refusals("servicing.release.publish", target="version")
 def publish(
     actor: Actor,
     version: object,
@@ -358,6 +359,7 @@ def _text(value: object, field: str, limit: int, *, required: bool = False) -> s
 # --- bad releases and pins ------------------------------------------------------------------------
 
 
+@audits_refusals("servicing.release.bad", target="release")
 def mark_bad(actor: Actor, release: Release, reason: object) -> Release:
     """Mark a release bad (Operator): it is pinned too, so no upgrade takes an agent to it."""
     actor.require(roles.OPERATE, "mark a release bad")
@@ -381,6 +383,7 @@ def mark_bad(actor: Actor, release: Release, reason: object) -> Release:
     return release
 
 
+@audits_refusals("servicing.release.pin", target="release")
 def pin(actor: Actor, release: Release, reason: object) -> Release:
     """Pin a release (Admin): no upgrade or bulk deploy may take an agent to it."""
     actor.require(roles.MANAGE, "pin a release")
@@ -400,6 +403,7 @@ def pin(actor: Actor, release: Release, reason: object) -> Release:
     return release
 
 
+@audits_refusals("servicing.release.unpin", target="release")
 def unpin(actor: Actor, release: Release, reason: object) -> Release:
     """Unpin a release (Admin, with a reason): agents may be taken to it again. A bad release
     stays marked bad."""

@@ -24,7 +24,7 @@ from agents.choices import Tier
 from agents.models import Agent
 from portal import roles
 from portal.actors import Actor
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 from servicing.models import MaintenanceWindow, WindowKind
 from servicing.services import ServicingRefused
 
@@ -168,6 +168,7 @@ def get_window(window_id: object) -> MaintenanceWindow:
     return window
 
 
+@audits_refusals("servicing.window.create")
 def create_window(actor: Actor, **values) -> MaintenanceWindow:
     """A new window (Admin). Every field is checked first; the refusal names the field."""
     actor.require(roles.MANAGE, "change maintenance windows")
@@ -184,6 +185,7 @@ def create_window(actor: Actor, **values) -> MaintenanceWindow:
     return window
 
 
+@audits_refusals("servicing.window.update", target="window")
 def update_window(actor: Actor, window: MaintenanceWindow, **values) -> MaintenanceWindow:
     actor.require(roles.MANAGE, "change maintenance windows")
     cleaned = _clean(values)
@@ -200,6 +202,7 @@ def update_window(actor: Actor, window: MaintenanceWindow, **values) -> Maintena
     return locked
 
 
+@audits_refusals("servicing.window.delete", target="window")
 def delete_window(actor: Actor, window: MaintenanceWindow, reason: object = "") -> None:
     actor.require(roles.MANAGE, "change maintenance windows")
     why = _text(reason, "reason", 2000)

@@ -1,7 +1,11 @@
 """Every function of the apps that takes an ``actor`` and writes to the database records an
 audit entry: it calls ``record_audit`` itself, or calls a function that does. Read from the
 source (the AST), so a new service function cannot forget it unnoticed; the few exceptions are
-listed with the reason. (Each door's own tests check the entries a request writes.)"""
+listed with the reason. (Each door's own tests check the entries a request writes.)
+
+The scan also names every mutating function (one that takes an ``actor`` and writes, or calls a
+function that audits); each app's ``test_audit_walk.py`` must call each of them for real
+(``tests/audit_kit.py``) or say in its ``NOT_WALKED`` why it is not an action of its own."""
 
 from __future__ import annotations
 
@@ -85,3 +89,50 @@ def test_the_scan_flags_a_writer_that_does_not_audit_and_passes_one_that_does():
     }
     assert unaudited(sources) == ["agents.services.extra.quietly"]
     assert set(EXEMPT) <= set(_functions(_sources()))  # no stale exemption
+
+
+def mutating(sources: dict[str, str]) -> set[str]:
+    """The public service functions that change something for an actor."""
+    functions = _functions(sources)
+    audited = {name.rsplit(".", 1)[1] for name, (_, _, _, audits) in functions.items() if audits}
+    return {
+        name
+        for name, (args, calls, writes, audits) in functions.items()
+        if "actor" in args and (writes or audits or calls & audited)
+        and not name.rsplit(".", 1)[1].startswith("_")
+        and not any(door in name.split(".") for door in DOORS)
+    }  # fmt: skip
+
+
+def walked() -> tuple[dict[str, set[str]], dict[str, str]]:
+    """Per walk file, the functions its recipes call; and every ``NOT_WALKED`` name's reason."""
+    recipes: dict[str, set[str]] = {}
+    not_walked: dict[str, str] = {}
+    for app in APPS:
+        path = ROOT / "tests" / app / "test_audit_walk.py"
+        tree = ast.parse(path.read_text())
+        recipes[app] = {
+            decorator.args[0].value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef)
+            for decorator in node.decorator_list
+            if isinstance(decorator, ast.Call) and getattr(decorator.func, "id", "") == "walk"
+        }
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "NOT_WALKED":
+                not_walked.update(ast.literal_eval(node.value))
+    return recipes, not_walked
+
+
+def test_the_audit_walk_calls_every_mutating_function():
+    recipes, not_walked = walked()
+    found = mutating(_sources())
+    covered = set().union(*recipes.values()) | set(not_walked)
+    assert not found - covered, (
+        f"add a recipe to the app's test_audit_walk.py for: {sorted(found - covered)}"
+    )
+    assert not covered - found, f"stale recipes or NOT_WALKED names: {sorted(covered - found)}"
+    for app, names in recipes.items():
+        strays = sorted(name for name in names if name.split(".")[0] != app)
+        assert not strays, f"tests/{app}/test_audit_walk.py walks another app's functions: {strays}"
+    assert all(reason.strip() for reason in not_walked.values())

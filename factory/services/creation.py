@@ -16,7 +16,7 @@ from factory.services import drafts, pricing, sandbox, validation
 from factory.services.refusals import FactoryRefused
 from portal import roles
 from portal.actors import Actor
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 
 RUN_TO_DRAFT = {
     RunStatus.SUCCEEDED: Draft.Status.CREATED,
@@ -36,6 +36,7 @@ def refuse_errors(errors: list[validation.FieldError]) -> None:
         )
 
 
+@audits_refusals("factory.create", target="draft")
 def create(draft: Draft, actor: Actor, *, keep_on_failure: bool = False) -> Draft:
     """Start creating the draft's agent. Everything is checked first (nothing is made for a
     configuration with an error); the run's first step is the sandbox, reused when it passed
@@ -67,6 +68,7 @@ def create(draft: Draft, actor: Actor, *, keep_on_failure: bool = False) -> Draf
     return locked
 
 
+@audits_refusals("factory.create", target="agent_name")
 def create_from_config(
     actor: Actor,
     template: Template,
@@ -113,6 +115,7 @@ def slugify_name(name: str) -> str:
     return slugify(name)[:63].strip("-")
 
 
+@audits_refusals("factory.cancel", target="draft")
 def cancel(draft: Draft, actor: Actor) -> Draft:
     """Stop a creation and undo what it made (its compensations, newest first)."""
     actor.require(roles.OPERATE, "cancel agent creation")
@@ -204,6 +207,7 @@ def read_config(
     return result, kept, errors
 
 
+@audits_refusals("factory.sandbox", target="template")
 def sandbox_config(
     actor: Actor,
     template: Template | None,

@@ -23,7 +23,7 @@ from factory.services import pricing, validation
 from factory.services.refusals import FactoryRefused
 from portal import roles
 from portal.actors import Actor
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 
 STEPS = (
     (1, "template", "Choose a template"),
@@ -40,6 +40,7 @@ def expiry() -> Any:
     return timezone.now() + timedelta(hours=settings.FACTORY_DRAFT_TTL_HOURS)
 
 
+@audits_refusals("factory.draft.create", target="template")
 def create_draft(
     template: Template, actor: Actor, values: Mapping[str, Any] | None = None
 ) -> Draft:
@@ -232,6 +233,7 @@ def expire_drafts(now=None) -> int:
     )
 
 
+@audits_refusals("factory.draft.abandon", target="draft")
 def abandon(draft: Draft, actor: Actor) -> Draft:
     actor.require(roles.OPERATE, "create agents")
     with transaction.atomic():

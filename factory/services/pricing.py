@@ -19,7 +19,7 @@ from agents.models import Agent, State
 from factory.models import PriceTable
 from portal import roles
 from portal.actors import Actor
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 
 HOURS_PER_MONTH = Decimal("730")
 CENT = Decimal("0.01")
@@ -43,6 +43,7 @@ def prices() -> PriceTable:
     return table
 
 
+@audits_refusals("factory.prices")
 def update_prices(changes: Mapping[str, Any], actor: Actor) -> PriceTable:
     """Admin: change prices (each a non-negative amount)."""
     actor.require(roles.MANAGE, "change the factory's prices")

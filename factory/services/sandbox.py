@@ -33,7 +33,7 @@ from factory.services import validation
 from factory.services.refusals import FactoryRefused
 from portal import roles, work
 from portal.actors import Actor
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ def agent_redis() -> redis.Redis:
 # --- asking for a run ----------------------------------------------------------------------------
 
 
+@audits_refusals("factory.sandbox", target="template")
 def start_sandbox(
     template: Template,
     values: Mapping[str, Any],

@@ -15,7 +15,7 @@ from factory.models import Template
 from factory.services.refusals import FactoryRefused
 from portal import roles
 from portal.actors import Actor
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 
 HANDLERS = ("blank", "memory", "orchestration", "api", "data", "monitoring")
 EDITABLE = (
@@ -25,6 +25,7 @@ EDITABLE = (
 )  # fmt: skip
 
 
+@audits_refusals("factory.seed")
 def seed_templates(actor: Actor) -> int:
     """Load the catalog's templates as version 1 where a key has none yet; answers how many."""
     actor.require(roles.MANAGE, "seed the factory's templates")
@@ -109,6 +110,7 @@ def check_template(data: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+@audits_refusals("factory.template.save", target="template")
 def save_template(template: Template, changes: Mapping[str, Any], actor: Actor) -> Template:
     """Admin: save ``changes`` to ``template`` as its next version (drafts started from the old
     version keep it). Refuses data that does not check out."""

@@ -26,7 +26,7 @@ from helpdesk.refusals import HelpdeskRefused
 from portal import roles
 from portal.actors import Actor
 from portal.models import ActorStamped, AuditEntry
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 
 SYMPTOM_MAX = 1000
 LIST_LIMIT = 20
@@ -71,6 +71,7 @@ def clean_symptom(symptom: object, category: object = "") -> tuple[str, str]:
     return text, category
 
 
+@audits_refusals("helpdesk.diagnose", target="customer")
 def diagnose(actor: Actor, customer: Customer, symptom: object, category: object = "") -> Diagnosis:
     """Gather the customer's signals, rank the causes, save and answer the diagnosis."""
     actor.require(roles.OPERATE, "diagnose a customer's issue")
@@ -131,6 +132,7 @@ def list_diagnoses(actor: Actor, customer: Customer, limit: object = LIST_LIMIT)
     return list(customer.diagnoses.select_related("customer")[:limit])
 
 
+@audits_refusals("helpdesk.diagnosis_verdict", target="diagnosis.customer")
 def record_verdict(
     actor: Actor, diagnosis: Diagnosis, verdict: object, actual_cause: object = ""
 ) -> Diagnosis:
@@ -180,6 +182,7 @@ def record_verdict(
     return locked
 
 
+@audits_refusals("helpdesk.diagnosis_apply", target="diagnosis.customer")
 def apply_fix(actor: Actor, diagnosis: Diagnosis, index: object) -> tuple[Diagnosis, Any]:
     """Carry out the fix of cause number ``index`` (0: the top cause) through the quick action
     it names; answers the diagnosis (with ``applied_fix``) and the action's result."""

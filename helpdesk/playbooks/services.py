@@ -21,7 +21,7 @@ from portal import roles
 from portal.actors import Actor
 from portal.models import ActorStamped, AuditEntry
 from portal.refusals import Refused
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 
 SEED_AUTHOR = "seed"
 FIELDS = ("title", "description", "category", "steps")
@@ -35,9 +35,11 @@ def _same(playbook: Playbook, data: dict[str, Any]) -> bool:
     return all(getattr(playbook, name) == data.get(name, "") for name in FIELDS)
 
 
+@audits_refusals("helpdesk.playbook.seed")
 def seed_playbooks(actor: Actor) -> list[Playbook]:
     """Make sure every shipped playbook exists; a new version when its definition changed since
     it was last seeded (an Admin's own versions are left as they are). Idempotent."""
+    actor.require(roles.MANAGE, "seed the playbooks")
     created = []
     for data in catalog.SEED:
         catalog.check_steps(data["steps"])
@@ -69,6 +71,7 @@ def seed_step(actor: Actor, out) -> None:
         out.write(f"Playbook {playbook.slug} v{playbook.version} seeded.")
 
 
+@audits_refusals("helpdesk.playbook.edit", target="slug")
 def save_version(actor: Actor, slug: str, data: dict[str, Any]) -> Playbook:
     """An Admin's edit: a new version of playbook ``slug`` (runs keep the version they ran)."""
     actor.require(roles.MANAGE, "edit playbooks")

@@ -33,7 +33,7 @@ from helpdesk.tickets import clients
 from helpdesk.tickets.clients import RateLimited, Rejected, RemoteError, Transient
 from portal import roles
 from portal.actors import Actor
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 
 SUBJECT_MAX = 300
 BODY_MAX = 30_000
@@ -210,6 +210,7 @@ def _queue(ticket: Ticket, kind: str, payload: dict) -> TicketChange:
 # --- create, link -------------------------------------------------------------------------------
 
 
+@audits_refusals("helpdesk.ticket_create", target="customer")
 def create_ticket(
     actor: Actor,
     customer: Customer,
@@ -297,6 +298,7 @@ def parse_number(system: str, number: object) -> str:
     raise HelpdeskRefused(f"number: {text!r} is not a Jira issue key; write SUP-12.", "invalid")
 
 
+@audits_refusals("helpdesk.ticket_link", target="customer")
 def link_ticket(actor: Actor, customer: Customer, system: object, number: object) -> Ticket:
     """Link an existing ticket to ``customer``, read from the remote (with its comments);
     linking it again answers the same ticket; one linked to another customer is refused."""
@@ -373,6 +375,7 @@ def _clean_status(system: str, status: object) -> str:
     return text
 
 
+@audits_refusals("helpdesk.ticket_update", target="ticket")
 def update_ticket(
     actor: Actor,
     ticket: Ticket,
@@ -435,6 +438,7 @@ def update_ticket(
 KEEP = ("theirs", "ours")
 
 
+@audits_refusals("helpdesk.ticket_resolve", target="ticket")
 def resolve_conflict(actor: Actor, ticket: Ticket, keep: object = "theirs") -> Ticket:
     """Settle a conflict: ``theirs`` takes the remote's values here (our change is dropped);
     ``ours`` sends our change again against their newest version."""

@@ -24,7 +24,7 @@ from agents.workflows.models import RunStatus, WorkflowRun
 from portal import roles
 from portal.actors import Actor
 from portal.models import AuditEntry
-from portal.services import record_audit
+from portal.services import audits_refusals, record_audit
 from servicing import services, windows
 from servicing.models import ACTIVE_UPGRADE, Release, Strategy, Upgrade, UpgradeStatus
 from servicing.services import ServicingRefused
@@ -89,6 +89,7 @@ def parse_replicas(value: object, agent: Agent) -> int:
     return int(text)
 
 
+@audits_refusals("servicing.upgrade.request", target="agent")
 def request_upgrade(
     actor: Actor,
     agent: Agent,
@@ -173,6 +174,7 @@ def _start(
     return upgrade
 
 
+@audits_refusals("servicing.upgrade.request", target="agent")
 def rollout_config(
     actor: Actor, agent: Agent, patch: object, *, gate_settings: object = None
 ) -> Upgrade:
@@ -230,6 +232,7 @@ def get_upgrade(upgrade_id: object) -> Upgrade:
     return sync(upgrade)
 
 
+@audits_refusals("servicing.upgrade.{action}", target="upgrade")
 def command(actor: Actor, upgrade: Upgrade, action: object, reason: object = "") -> Upgrade:
     """Promote (skip the current step's wait), pause, resume, abort or roll back a running
     upgrade. Abort and roll back move traffic back at the step's next look (within a second);
@@ -306,6 +309,7 @@ def active_upgrade(agent: Agent) -> Upgrade | None:
     return Upgrade.objects.filter(agent=agent, status__in=ACTIVE_UPGRADE).first()
 
 
+@audits_refusals("servicing.upgrade.rollback", target="agent")
 def rollback_agent(
     actor: Actor,
     agent: Agent,
@@ -379,6 +383,7 @@ def _restore_snapshot(actor: Actor, agent: Agent, last: Upgrade) -> str:
 # --- scaling ------------------------------------------------------------------------------------
 
 
+@audits_refusals("servicing.scale", target="agent")
 def scale(actor: Actor, agent: Agent, replicas: object) -> dict[str, Any]:
     """Run ``agent`` on ``replicas`` replicas: new ones start readiness-gated before the call
     answers, extra ones stop gracefully (their tasks in hand finished, the rest taken by the

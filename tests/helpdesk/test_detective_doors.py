@@ -157,7 +157,9 @@ def test_a_verdict_is_recorded_once(broken, as_operator, as_viewer, operator_act
         answer = post(as_operator, url, {"verdict": "right"})
         assert answer.status_code == 200
     assert (answer.json()["verdict"], answer.json()["actual_cause"]) == ("right", "crash")
-    assert AuditEntry.objects.filter(action="helpdesk.diagnosis_verdict").count() == 1
+    verdicts = AuditEntry.objects.filter(action="helpdesk.diagnosis_verdict")
+    assert verdicts.filter(outcome="success").count() == 1  # the same verdict again: no change
+    assert verdicts.get(outcome="refused").actor == "user:vera"
     wrong = post(as_operator, url, {"verdict": "wrong", "actual_cause": "out_of_memory"})
     assert wrong.json()["actual_cause"] == "out_of_memory"
     for body in ({"verdict": "maybe"}, {"verdict": "wrong", "actual_cause": "gremlins"},
@@ -186,7 +188,9 @@ def test_the_fix_is_applied_once_through_the_quick_actions(
     assert Customer.objects.get(pk=expired.pk).trial_ends_at > timezone.now() + timedelta(days=13)
     again = post(as_operator, url, {"index": 0})
     assert again.status_code == 409 and "applied already" in again.json()["detail"]
-    assert AuditEntry.objects.filter(action="helpdesk.diagnosis_apply").count() == 1
+    applied = AuditEntry.objects.filter(action="helpdesk.diagnosis_apply")
+    assert applied.filter(outcome="success").count() == 1
+    assert set(applied.filter(outcome="refused").values_list("actor", flat=True)) <= {"user:vera"}
 
 
 def test_a_refused_fix_leaves_the_diagnosis_as_it_was(broken, as_operator, operator_actor):

@@ -121,7 +121,7 @@ def test_roles_are_those_of_the_user_named(fleet, operator, viewer) -> None:
     )
     status, said = refused("unpin", str(release.pk), "--reason", "fine", "--as", "otto")
     assert status == 2 and "it needs the Admin role" in said
-    entry = AuditEntry.objects.get(action="servicing.release.bad")
+    entry = AuditEntry.objects.get(action="servicing.release.bad", outcome="success")
     assert entry.actor.endswith(" as otto") and entry.source == "manage.py servicing bad"
 
 

@@ -238,11 +238,13 @@ def test_only_an_admin_changes_windows_and_every_change_is_audited(
 ):
     with pytest.raises(PermissionDenied):
         windows.create_window(operator_actor, name="W", cron="0 2 * * *", duration_minutes=60)
+    refusal = AuditEntry.objects.get(action="servicing.window.create", outcome="refused")
+    assert refusal.actor == operator_actor.label and "Admin role" in refusal.detail["error"]
     window = windows.create_window(admin_actor, name="W", cron="0 2 * * *", duration_minutes=60)
     windows.update_window(admin_actor, window, duration_minutes=90)
     windows.delete_window(admin_actor, window, "not needed")
     actions = list(
-        AuditEntry.objects.filter(action__startswith="servicing.window.")
+        AuditEntry.objects.filter(action__startswith="servicing.window.", outcome="success")
         .order_by("at")
         .values_list("action", flat=True)
     )
