@@ -69,6 +69,20 @@ class Walk:
     def refused_names(self) -> list[str]:
         return sorted(name for name, step in self.steps.items() if not step.viewer_may)
 
+    def tests(self) -> tuple[Callable, Callable]:
+        """The app's two tests, one case a recipe:
+        ``test_writes_an_audit_entry, test_a_viewers_refusal_is_audited = walk.tests()``."""
+
+        @pytest.mark.parametrize("name", self.names())
+        def test_writes_an_audit_entry(name: str, walker: Walker) -> None:
+            self.writes_an_entry(name, walker)
+
+        @pytest.mark.parametrize("name", self.refused_names())
+        def test_a_viewers_refusal_is_audited(name: str, walker: Walker) -> None:
+            self.refusal_is_recorded(name, walker)
+
+        return test_writes_an_audit_entry, test_a_viewers_refusal_is_audited
+
     def writes_an_entry(self, name: str, walker: Walker) -> None:
         last = _last_entry()
         self.steps[name].call(walker, walker.admin)

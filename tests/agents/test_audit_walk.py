@@ -5,7 +5,6 @@ actions are recorded for a worker (``enqueue=False``) and finished runs are set 
 
 from __future__ import annotations
 
-import pytest
 from django.utils import timezone
 
 from agents import bulk, errors, services
@@ -258,11 +257,4 @@ def _(w, actor):
     workflows.approve(run, "ok", actor, approved=True, note="fine")
 
 
-@pytest.mark.parametrize("name", walk.names())
-def test_writes_an_audit_entry(name, walker):
-    walk.writes_an_entry(name, walker)
-
-
-@pytest.mark.parametrize("name", walk.refused_names())
-def test_a_viewers_refusal_is_audited(name, walker):
-    walk.refusal_is_recorded(name, walker)
+test_writes_an_audit_entry, test_a_viewers_refusal_is_audited = walk.tests()

@@ -4,8 +4,6 @@ creations are queued for a worker that these tests do not run."""
 
 from __future__ import annotations
 
-import pytest
-
 from agents.workflows.models import StepRun, WorkflowRun
 from factory.services import creation, drafts, pricing, sandbox, templates
 from tests.audit_kit import Walk
@@ -97,11 +95,4 @@ def _(w, actor):
     creation.retry(draft, actor)
 
 
-@pytest.mark.parametrize("name", walk.names())
-def test_writes_an_audit_entry(name, walker):
-    walk.writes_an_entry(name, walker)
-
-
-@pytest.mark.parametrize("name", walk.refused_names())
-def test_a_viewers_refusal_is_audited(name, walker):
-    walk.refusal_is_recorded(name, walker)
+test_writes_an_audit_entry, test_a_viewers_refusal_is_audited = walk.tests()

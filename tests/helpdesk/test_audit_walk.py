@@ -5,8 +5,6 @@ diagnoses all go through it); tickets talk to a fake Zendesk over real HTTP."""
 
 from __future__ import annotations
 
-import pytest
-
 from agents.models import Agent
 from helpdesk import customers, demo, links
 from helpdesk.actions import services as actions
@@ -245,11 +243,4 @@ def _(w, actor):
     tickets.resolve_conflict(actor, ticket, "theirs")
 
 
-@pytest.mark.parametrize("name", walk.names())
-def test_writes_an_audit_entry(name, walker):
-    walk.writes_an_entry(name, walker)
-
-
-@pytest.mark.parametrize("name", walk.refused_names())
-def test_a_viewers_refusal_is_audited(name, walker):
-    walk.refusal_is_recorded(name, walker)
+test_writes_an_audit_entry, test_a_viewers_refusal_is_audited = walk.tests()

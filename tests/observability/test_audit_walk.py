@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from agents.agentd import contract
 from agents.models import Agent
 from observability import agent_rules, alerts, context, slo
@@ -141,11 +139,4 @@ def _(w, actor):
     queues.recount_groups(actor, CACHE)
 
 
-@pytest.mark.parametrize("name", walk.names())
-def test_writes_an_audit_entry(name, walker):
-    walk.writes_an_entry(name, walker)
-
-
-@pytest.mark.parametrize("name", walk.refused_names())
-def test_a_viewers_refusal_is_audited(name, walker):
-    walk.refusal_is_recorded(name, walker)
+test_writes_an_audit_entry, test_a_viewers_refusal_is_audited = walk.tests()

@@ -91,14 +91,7 @@ def _(w, actor):
     profile.sign_out_session(actor, str(other.pk), current.session_key)
 
 
-@pytest.mark.parametrize("name", walk.names())
-def test_writes_an_audit_entry(name, walker):
-    walk.writes_an_entry(name, walker)
-
-
-@pytest.mark.parametrize("name", walk.refused_names())
-def test_a_viewers_refusal_is_audited(name, walker):
-    walk.refusal_is_recorded(name, walker)
+test_writes_an_audit_entry, test_a_viewers_refusal_is_audited = walk.tests()
 
 
 def test_an_outsider_without_a_role_is_refused_its_own_tokens_and_it_is_audited(walker, make_user):

@@ -5,7 +5,6 @@ second replica of a real WowCache."""
 
 from __future__ import annotations
 
-import pytest
 from django.core.exceptions import PermissionDenied
 
 from agents.models import Agent
@@ -121,11 +120,4 @@ def _(w, actor):
     requests.scale(actor, agent, 2)
 
 
-@pytest.mark.parametrize("name", walk.names())
-def test_writes_an_audit_entry(name, walker):
-    walk.writes_an_entry(name, walker)
-
-
-@pytest.mark.parametrize("name", walk.refused_names())
-def test_a_viewers_refusal_is_audited(name, walker):
-    walk.refusal_is_recorded(name, walker)
+test_writes_an_audit_entry, test_a_viewers_refusal_is_audited = walk.tests()
