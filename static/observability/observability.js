@@ -227,7 +227,9 @@
     if (!region || region.id !== "alert-results" || event.detail.elt !== region) return;
     if (alertsBusy(region)) { event.detail.shouldSwap = false; alertsWaiting = true; }
   });
-  ["focusout", "toggle"].forEach(function (name) {
+  // The list waits for hands to leave it: focus moving on, the menu closing, or a swap (the beat
+  // of an alert someone resolved can arrive before the answer that takes their note away).
+  ["focusout", "toggle", "htmx:afterSettle"].forEach(function (name) {
     document.addEventListener(name, function () {
       if (!alertsWaiting) return;
       setTimeout(function () {
