@@ -3,9 +3,10 @@ test_docker_runtime.py for how the engine and the image are found): replicas of 
 side by side, stopping some on purpose without that looking like a crash, and backing up and
 restoring the agent's volume through a container of its own image.
 
-The second version is the same image tagged ``1.0.1`` for the test (no registry here); the tag
-is removed afterwards. Servicing's Docker tests tag 1.1.0 and 1.2.0 on the other test worker and
-remove them when they end, so this test must not share their tags.
+The second version is the same image tagged ``1.0.<pid>`` for the test (no registry here); the
+tag is removed afterwards. It is the test worker's own: a tag two workers shared (as 1.1.0 was,
+with servicing's Docker tests and with this module's other tests) was taken away under one of
+them when the other finished.
 """
 
 from __future__ import annotations
@@ -38,13 +39,13 @@ pytestmark = pytest.mark.docker
 
 DOCKER_HOST = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 REPOSITORY = "waooaw/agentd"
-NEW_VERSION = "1.0.1"  # not 1.1.0 or 1.2.0: servicing tags and removes those
+NEW_VERSION = f"1.0.{os.getpid()}"  # this worker's own tag; see the module's docstring
 FAST_HEALTH = HealthCheck(interval=1, timeout=2, retries=2, start_period=1)
 
 
 @pytest.fixture
 def new_version(engine) -> Iterator[str]:
-    """``waooaw/agentd:1.0.1``: the test's second version, the 1.0.0 image under a new tag."""
+    """``waooaw/agentd:1.0.<pid>``: the test's second version, the 1.0.0 image under a new tag."""
     engine.images.get(f"{REPOSITORY}:1.0.0").tag(REPOSITORY, NEW_VERSION)
     yield NEW_VERSION
     with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
