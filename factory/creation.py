@@ -140,7 +140,7 @@ class Register(StepKind):
         values = draft.values
         if ctx.state.get("agent") and Agent.objects.filter(slug=ctx.state["agent"]).exists():
             return Done({"agent": ctx.state["agent"]})
-        errors = validation.validate(draft.template, values, draft.secrets)
+        errors = validation.validate(draft.template, values, draft.secrets, creating=draft)
         if errors:
             return Failed("; ".join(f"{e.field}: {e.message}" for e in errors[:5]), retryable=False)
         resources = values["resources"]

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from agents.workflows import services as workflows
 from agents.workflows.models import RunStatus
@@ -44,6 +44,9 @@ def create(draft: Draft, actor: Actor, *, keep_on_failure: bool = False) -> Draf
     actor.require(roles.OPERATE, "create agents")
     with transaction.atomic():
         locked = Draft.objects.select_for_update().select_related("template").get(pk=draft.pk)
+        # One creation per slug at a time: a second waits here for the first to commit, then
+        # the slug check below sees it under way and refuses.
+        _lock_slug(str(locked.values.get("slug") or ""))
         if locked.status != Draft.Status.EDITING:
             raise FactoryRefused(
                 f"This draft is {locked.get_status_display().lower()}; it cannot be created again.",
@@ -66,6 +69,11 @@ def create(draft: Draft, actor: Actor, *, keep_on_failure: bool = False) -> Draf
             template=locked.template.label, workflow=run.pk, keep_on_failure=keep_on_failure,
         )  # fmt: skip
     return locked
+
+
+def _lock_slug(slug: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"factory.create:{slug}"])
 
 
 @audits_refusals("factory.create", target="agent_name")

@@ -19,7 +19,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from agents.models import Agent, State, Tier
-from factory.models import Template
+from agents.workflows.models import FINISHED
+from factory.models import Draft, Template
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 ENV_NAME_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,99}$")
@@ -235,9 +236,11 @@ def validate(
     *,
     fields: Iterable[str] | None = None,
     capacity: bool = True,
+    creating: Draft | None = None,
 ) -> list[FieldError]:
     """Every problem with ``values`` (only those of ``fields`` when given), each naming its
-    field. An empty list means the configuration can be created as it is."""
+    field. An empty list means the configuration can be created as it is. ``creating``: the
+    draft whose creation asks (its own run does not count against its slug)."""
     wanted = set(fields) if fields is not None else None
     errors: list[FieldError] = []
     secret_names = set(secret_names)
@@ -248,7 +251,7 @@ def validate(
     if check("name"):
         errors += _check_name(values.get("name"))
     if check("slug"):
-        errors += _check_slug(values.get("slug"))
+        errors += _check_slug(values.get("slug"), creating)
     if check("description") and len(str(values.get("description") or "")) > MAX_TEXT:
         errors.append(FieldError("description", f"at most {MAX_TEXT} characters"))
     if check("tier") or check("owner"):
@@ -285,7 +288,7 @@ def _check_name(name: Any) -> list[FieldError]:
     return []
 
 
-def _check_slug(slug: Any) -> list[FieldError]:
+def _check_slug(slug: Any, creating: Draft | None = None) -> list[FieldError]:
     slug = str(slug or "")
     if not slug:
         return [FieldError("slug", "Give the agent a slug, e.g. acme-memory.")]
@@ -302,7 +305,20 @@ def _check_slug(slug: Any) -> list[FieldError]:
     taken = Agent.objects.filter(slug=slug).first()
     if taken is not None:
         return [FieldError("slug", f"{slug} is taken by {taken.name} ({taken.state}); pick another slug.")]  # fmt: skip
+    underway = creation_under_way(slug)
+    if underway is not None and underway != creating:
+        return [FieldError("slug", f"{slug} is being created already (workflow #{underway.run_id}); pick another slug, or wait for that creation to end.")]  # fmt: skip
     return []
+
+
+def creation_under_way(slug: str) -> Draft | None:
+    """The draft whose creation of ``slug`` is still under way (its run not over), if any: the
+    slug is spoken for until that run ends or is rolled back."""
+    return (
+        Draft.objects.filter(agent_slug=slug, status=Draft.Status.CREATING)
+        .exclude(run__status__in=FINISHED)
+        .first()
+    )
 
 
 def _check_tier(tier: Any, owner: Any) -> list[FieldError]:

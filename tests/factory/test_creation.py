@@ -3,9 +3,13 @@ agentd processes; compensation when cancelled or failed."""
 
 from __future__ import annotations
 
-import pytest
+import threading
 
-from agents.models import Agent, AgentSecret, State
+import pytest
+from django.db import connection
+
+from agents.models import Agent, AgentSecret, State, Tier
+from agents.services.registry import NewAgent, register_agent
 from agents.workflows.models import RunStatus
 from factory.models import Draft
 from factory.services import creation, drafts
@@ -77,19 +81,86 @@ def test_cancelling_a_creation_undoes_what_it_made(catalog, operator_actor, redi
     assert creation.sync(Draft.objects.get(pk=draft.pk)).status == Draft.Status.CANCELLED
 
 
-def test_two_drafts_racing_for_one_slug_make_one_agent(catalog, operator_actor) -> None:
+def test_a_slug_being_created_is_refused_to_a_second_creation(catalog, operator_actor) -> None:
     first = new_draft(
         catalog["blank"], operator_actor, name="Acme Twin", slug="acme-twin", owner="Acme"
     )
     second = new_draft(
         catalog["blank"], operator_actor, name="Acme Twin", slug="acme-twin", owner="Acme"
     )
-    runs = [creation.create(first, operator_actor).run, creation.create(second, operator_actor).run]
-    finished = [drive(run) for run in runs]
-    assert sorted(run.status for run in finished) == [RunStatus.FAILED, RunStatus.SUCCEEDED]
-    loser = next(run for run in finished if run.status == RunStatus.FAILED)
-    assert "slug: acme-twin is taken by Acme Twin" in loser.error
+    run = creation.create(first, operator_actor).run
+    with pytest.raises(FactoryRefused) as refused:
+        creation.create(second, operator_actor)
+    assert refused.value.errors == [
+        {
+            "field": "slug",
+            "message": f"acme-twin is being created already (workflow #{run.pk}); pick another "
+            "slug, or wait for that creation to end.",
+        }
+    ]
+    assert Draft.objects.get(pk=second.pk).status == Draft.Status.EDITING
+    assert drive(run).status == RunStatus.SUCCEEDED
     assert Agent.objects.filter(slug="acme-twin").count() == 1
+
+
+def test_a_creation_rolled_back_frees_its_slug(catalog, operator_actor) -> None:
+    draft = new_draft(catalog["blank"], operator_actor, name="Acme Again", slug="acme-again",
+                      owner="Acme", dependencies="wow-cache")  # fmt: skip
+    assert drive(creation.create(draft, operator_actor).run).status == RunStatus.ROLLED_BACK
+    again = new_draft(
+        catalog["blank"], operator_actor, name="Acme Again", slug="acme-again", owner="Acme"
+    )
+    assert drive(creation.create(again, operator_actor).run).status == RunStatus.SUCCEEDED
+
+
+def test_concurrent_creations_of_one_slug_start_one_run(
+    transactional_db, catalog, operator_actor
+) -> None:
+    barrier = threading.Barrier(4)
+    outcomes: list[object] = []
+
+    def create() -> None:
+        try:
+            barrier.wait()
+            draft = creation.create_from_config(
+                operator_actor, catalog["blank"], "Acme Rush", {"owner": "Acme"}
+            )
+            outcomes.append(draft.run_id)
+        except FactoryRefused as refused:
+            outcomes.append(refused.errors[0]["message"])
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    started = [outcome for outcome in outcomes if isinstance(outcome, int)]
+    assert len(started) == 1, outcomes
+    refusal = (
+        f"acme-rush is being created already (workflow #{started[0]}); pick another slug, or "
+        "wait for that creation to end."
+    )
+    assert outcomes.count(refusal) == 3, outcomes
+    assert Draft.objects.filter(agent_slug="acme-rush").count() == 1
+
+
+def test_an_agent_registered_mid_creation_fails_the_creation_and_is_left_alone(
+    catalog, operator_actor
+) -> None:
+    draft = new_draft(
+        catalog["blank"], operator_actor, name="Acme Twin", slug="acme-twin", owner="Acme"
+    )
+    run = creation.create(draft, operator_actor).run
+    register_agent(
+        NewAgent(slug="acme-twin", name="Twin By Hand", tier=Tier.CUSTOMER, owner_team="Acme"),
+        operator_actor,
+    )
+    finished = drive(run)
+    assert finished.status in (RunStatus.FAILED, RunStatus.ROLLED_BACK)
+    assert "slug: acme-twin is taken by Twin By Hand" in finished.error
+    assert Agent.objects.get(slug="acme-twin").name == "Twin By Hand"
 
 
 def test_a_step_failing_for_good_undoes_the_creation_by_itself(catalog, operator_actor) -> None:
