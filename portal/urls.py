@@ -8,6 +8,8 @@ from ninja.openapi.views import openapi_view
 from portal import prometheus, views
 from portal.api import api
 
+handler404 = views.not_found
+
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("login/", views.LoginView.as_view(), name="login"),

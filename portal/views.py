@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
+from django.views.defaults import page_not_found
 
 from portal import extensions, health
 from portal.actors import Actor
@@ -89,3 +90,19 @@ def healthz(request: HttpRequest) -> JsonResponse:
         {"status": "ok" if healthy else "unavailable", "checks": checks},
         status=200 if healthy else 503,
     )
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """404s: under /api/ a JSON answer naming the method and path (an API client cannot read the
+    page), everywhere else the page."""
+    if request.path.startswith("/api/"):
+        path = request.path[:200]
+        return JsonResponse(
+            {
+                "detail": f"There is no endpoint {request.method} {path}; "
+                "the endpoints are listed at /api/docs.",
+                "code": "not_found",
+            },
+            status=404,
+        )
+    return page_not_found(request, exception)

@@ -1,5 +1,6 @@
 """Quick actions in the API: ``POST /helpdesk/customers/{id}/actions/{action}`` with
-``{"agent": slug, "params": {...}}`` (the seed's ``.../actions/restart-agent``), and the
+``{"agent": slug, "params": {...}}``, or ``POST /helpdesk/actions/{action}`` with the customer in
+the body (``customer_id``; the seed's ``.../actions/restart-agent``), and the
 customer's temporary access grants. Each calls ``helpdesk.actions.services``; refusals answer
 ``{"detail", "code"}``: 400 bad params, 403 role or another customer's agent, 404 unknown
 customer or action, 409 not possible now, 503 a service away."""
@@ -10,7 +11,14 @@ from django.http import HttpRequest
 from ninja import Router
 
 from helpdesk.actions import grants, services
-from helpdesk.actions.schemas import ActionIn, ActionOut, Grants, action_out, grants_out
+from helpdesk.actions.schemas import (
+    ActionIn,
+    ActionOut,
+    CustomerActionIn,
+    Grants,
+    action_out,
+    grants_out,
+)
 from helpdesk.customers import get_customer, require_viewer
 from helpdesk.refusals import HelpdeskRefused
 from portal.actors import Actor
@@ -29,6 +37,26 @@ ACT = {400: Problem, 403: Problem, 404: Problem, 409: Problem, 503: Problem}
     "redrive-dead-letters, rollback-version, rollback-config",
 )
 def take_action(request: HttpRequest, customer_id: str, action: str, payload: ActionIn):
+    return _act(request, customer_id, action, payload)
+
+
+@router.post(
+    "/helpdesk/actions/{action}",
+    response={200: ActionOut, **ACT},
+    summary="The same quick action with the customer in the body (the seed's "
+    '`POST /helpdesk/actions/restart-agent` with `{"customer_id", "agent", "params"}`)',
+)
+def take_action_for(request: HttpRequest, action: str, payload: CustomerActionIn):
+    if not isinstance(payload.customer_id, str) or not payload.customer_id:
+        require_viewer(Actor.from_request(request))
+        raise HelpdeskRefused(
+            'Name the customer: {"customer_id": "acme-corp", "agent": "...", "params": {...}}.',
+            "invalid",
+        )
+    return _act(request, payload.customer_id, action, payload)
+
+
+def _act(request: HttpRequest, customer_id: str, action: str, payload: ActionIn):
     actor = Actor.from_request(request)
     require_viewer(actor)
     customer = get_customer(customer_id)

@@ -17,6 +17,12 @@ class ActionIn(Schema):
     params: Any = None
 
 
+class CustomerActionIn(ActionIn):
+    """The seed's ``POST /helpdesk/actions/{action}``: the customer named in the body."""
+
+    customer_id: Any = None
+
+
 class ActionOut(Schema):
     action: str
     ok: bool

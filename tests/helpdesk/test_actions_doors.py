@@ -54,6 +54,59 @@ def test_the_seeds_restart_agent_endpoint_restarts_the_customers_agent(
     assert Operation.objects.filter(agent=agent).count() == 4  # provision, deploy, start, restart
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("agent_root")
+def test_the_action_with_the_customer_in_the_body_is_the_same_action(
+    acme, as_operator, as_viewer, redis_client
+):
+    agent = bring_up(link_agent(acme, new_slug("acme-bot")), redis_client)
+    body = {"customer_id": "acme-corp", "agent": agent.slug}
+
+    response = post(as_operator, "/api/platform/helpdesk/actions/restart-agent", body)
+
+    assert response.status_code == 200, response.content
+    operation = Operation.objects.get(agent=agent, action="restart")
+    assert response.json()["details"] == {"operation": str(operation.pk), "status": "pending"}
+    assert response.json()["customer_id"] == "acme-corp"
+    # A Viewer is refused on this door as on the other.
+    assert post(as_viewer, "/api/platform/helpdesk/actions/restart-agent", body).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        ({"agent": "acme-bot"}, 400, "Name the customer"),
+        ({"customer_id": 7, "agent": "acme-bot"}, 400, "Name the customer"),
+        ({"customer_id": "nobody", "agent": "acme-bot"}, 404, "No customer has the id 'nobody'"),
+        ({"customer_id": "acme-corp", "agent": "globex-bot"}, 403, "'globex-bot' is not one of Acme Corp's agents"),
+    ],
+)  # fmt: skip
+def test_the_action_with_the_customer_in_the_body_refuses_bad_input(
+    acme, as_operator, body, status, detail
+):
+    link_agent(acme, "acme-bot")
+    link_agent(make_customer("globex", "Globex"), "globex-bot")
+
+    response = post(as_operator, "/api/platform/helpdesk/actions/restart-agent", body)
+
+    assert response.status_code == status, response.content
+    assert response.json()["detail"].startswith(detail), response.json()
+    assert not Operation.objects.exists()
+
+
+def test_an_unknown_api_path_answers_json(as_operator):
+    response = post(as_operator, "/api/platform/helpdesk/nothing-here", {})
+
+    assert response.status_code == 404
+    assert response.json() == {
+        "detail": "There is no endpoint POST /api/platform/helpdesk/nothing-here; the endpoints "
+        "are listed at /api/docs.",
+        "code": "not_found",
+    }
+    page = as_operator.get("/helpdesk/nothing-here/")
+    assert page.status_code == 404 and b"There is nothing at this address" in page.content
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "detail"),
     [
