@@ -66,6 +66,7 @@ def test_the_wizard_goes_from_configure_to_a_created_agent(catalog, as_operator)
     assert ok["Location"] == step("resources")
     page = text(as_operator.get(step("resources")))
     assert 'type="range"' in page and "left in the fleet" in page and "a month" in page
+    assert "millicores of 16,000 left in the fleet" in page, page
     assert as_operator.post(step("resources"), {"resources.cpu_millicores": "100", "resources.memory_mb": "128",
                             "resources.storage_mb": "0", "resources.replicas": "1", "tasks_per_month": "1000"})["Location"] == step("sandbox")  # fmt: skip
     assert as_operator.post(step("sandbox")).status_code == 409  # no sandbox yet
