@@ -184,8 +184,11 @@ def field(request: HttpRequest, draft_id) -> HttpResponse:
     step_fields = validation.RESOURCE_FIELDS if name == "resources" else validation.CONFIGURE_FIELDS
     unique = {(e.field, e.message): e for e in [*errors, *drafts.errors_of(draft, step_fields)]}
     # A field left empty and not touched yet is not scolded while the user types elsewhere.
-    trigger = _slot(request.headers.get("HX-Trigger-Name", ""))
-    shown = [e for e in unique.values() if _slot(e.field) == trigger or not _blank(draft, e.field)]
+    # htmx sends the whole form and names the field typed in; a client that names none is
+    # answered about every field it sent (a bad value was not stored, so it looks blank).
+    trigger = request.headers.get("HX-Trigger-Name", "")
+    sent = {_slot(trigger)} if trigger else {_slot(key) for key in fields}
+    shown = [e for e in unique.values() if _slot(e.field) in sent or not _blank(draft, e.field)]
     context = _step_context(request, actor, draft, name, errors=shown)
     context["error_slots"] = _error_slots(draft, name, shown)
     return render(request, "factory/field_errors.html", context)

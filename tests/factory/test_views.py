@@ -51,6 +51,14 @@ def test_a_field_is_checked_as_typed_and_saved_with_the_draft(catalog, as_operat
     answer = text(as_operator.post(url, {"settings.max_keys": "0", "_step": "configure"},
                                    headers={"HX-Request": "true", "HX-Trigger-Name": "settings.max_keys"}))  # fmt: skip
     assert "Most keys: 0 is less than the minimum of 1" in answer
+    # A client that names no field is answered about the ones it sent, stored or not.
+    answer = text(as_operator.post(url, {"slug": "x" * 70, "_step": "configure"}))
+    assert 'id="err-slug" aria-live="polite" hx-swap-oob="true"><span>Use 1 to 63' in answer
+    answer = text(as_operator.post(url, {"owner": "x" * 10_000, "_step": "configure"}))
+    assert (
+        'id="err-owner" aria-live="polite" hx-swap-oob="true"><span>Owner is 10000 characters'
+        in answer
+    )
 
 
 def test_the_wizard_goes_from_configure_to_a_created_agent(catalog, as_operator) -> None:
