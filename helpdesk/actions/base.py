@@ -31,7 +31,8 @@ Describer = Callable[["Customer", "Agent | None", dict[str, Any]], str]
 class Spec:
     """One quick action: its label, whether it acts on one of the customer's agents (``agent``:
     "required", "optional" or "none"), its params, whether it needs a confirmation (destructive),
-    and the functions that carry it out and describe it."""
+    and the functions that carry it out and describe it. ``atomic``: it only writes rows, so
+    they and its audit entry commit together (an action that waits for a worker cannot)."""
 
     name: str
     label: str
@@ -41,3 +42,4 @@ class Spec:
     run: Runner
     describe: Describer
     help: str = ""
+    atomic: bool = False

@@ -11,6 +11,7 @@ would do, for dry runs and confirmations, changing nothing.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -50,15 +51,17 @@ _SPECS = (
          cache.clear_cache, cache.describe_clear_cache,
          "Delete the customer's keys in its memory stores and WowCache."),
     Spec("reset-trial", "Reset trial", "none", ("days",), False,
-         account.reset_trial, account.describe_reset_trial, "Extend the trial by some days."),
+         account.reset_trial, account.describe_reset_trial, "Extend the trial by some days.",
+         atomic=True),
     Spec("resend-email", "Resend email", "none", ("kind", "to"), False,
          account.resend_email, account.describe_resend_email,
          "Send a notification email again to a contact."),
     Spec("grant-access", "Grant access", "none", ("username", "hours", "role", "reason"), False,
          grants.grant_access, grants.describe_grant,
-         "Give a user the Operator role on this customer's agents for some hours."),
+         "Give a user the Operator role on this customer's agents for some hours.", atomic=True),
     Spec("revoke-access", "Revoke access", "none", ("grant", "username"), True,
-         grants.revoke_access, grants.describe_revoke, "End a temporary access now."),
+         grants.revoke_access, grants.describe_revoke, "End a temporary access now.",
+         atomic=True),
     Spec("redrive-dead-letters", "Redrive dead letters", "required", ("force",), True,
          fleet.redrive_letters, fleet.describe_redrive,
          "Send this customer's dead letters on the agent back to its queue."),
@@ -148,20 +151,21 @@ def run_action(
     found = spec(action)
     target: Agent | None = None
     try:
-        target = _target(customer, found, agent)
-        _require(actor, found, customer, target)
-        values = p.check_params(params, found.params, found.name)
-        result = found.run(actor, customer, target, values)
+        with transaction.atomic() if found.atomic else nullcontext():
+            target = _target(customer, found, agent)
+            _require(actor, found, customer, target)
+            values = p.check_params(params, found.params, found.name)
+            result = found.run(actor, customer, target, values)
+            with transaction.atomic():
+                record_audit(
+                    actor, f"helpdesk.action.{found.name}", target=f"customer:{customer.key}",
+                    outcome=AuditEntry.Outcome.SUCCESS if result.ok else AuditEntry.Outcome.FAILED,
+                    customer=customer.key, agent=target.slug if target else "",
+                    params=_shown(params), message=result.message, details=result.details,
+                )  # fmt: skip
     except (Refused, PermissionDenied) as refused:
         _audit_refusal(actor, found, customer, target, agent, refused)
         raise
-    with transaction.atomic():
-        record_audit(
-            actor, f"helpdesk.action.{found.name}", target=f"customer:{customer.key}",
-            outcome=AuditEntry.Outcome.SUCCESS if result.ok else AuditEntry.Outcome.FAILED,
-            customer=customer.key, agent=target.slug if target else "", params=_shown(params),
-            message=result.message, details=result.details,
-        )  # fmt: skip
     return result
 
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from agents import services as agent_services
@@ -59,6 +60,37 @@ def test_reset_trial_moves_the_end_counts_and_is_bounded(acme, operator_actor, s
     assert (acme.trial_ends_at, acme.trial_resets) == (ends, 2)
     entries = AuditEntry.objects.filter(action="helpdesk.action.reset-trial")
     assert [e.outcome for e in entries.order_by("id")] == ["success", "success", "refused"]
+
+
+@pytest.mark.parametrize(
+    ("action", "params"),
+    [("reset-trial", {"days": 7}), ("grant-access", {"username": "viv", "hours": 2})],
+)
+def test_an_action_whose_audit_entry_fails_changes_nothing(
+    acme, operator_actor, viewer, action, params
+):
+    # The audit write fails in the database itself (a trigger, as a full disk would).
+    trialing(acme)
+    viewer.username = "viv"
+    viewer.save()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION test_fail_audit() RETURNS trigger AS $$ BEGIN "
+            "IF NEW.action LIKE 'helpdesk.action.%%' THEN RAISE EXCEPTION 'no space left'; END IF; "
+            "RETURN NEW; END $$ LANGUAGE plpgsql"
+        )
+        cursor.execute(
+            "CREATE TRIGGER test_fail_audit BEFORE INSERT ON portal_auditentry "
+            "FOR EACH ROW EXECUTE FUNCTION test_fail_audit()"
+        )
+    before = (acme.trial_ends_at, acme.trial_resets)
+
+    with pytest.raises(DatabaseError, match="no space left"):
+        run_action(operator_actor, acme, action, params=params)
+
+    acme.refresh_from_db()
+    assert (acme.trial_ends_at, acme.trial_resets) == before
+    assert not AccessGrant.objects.exists()
 
 
 def test_reset_trial_of_a_paying_customer_is_refused(acme, operator_actor):
