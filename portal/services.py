@@ -100,21 +100,22 @@ def audits_refusals(action: str, *, target: str = "") -> Callable[[F], F]:
 
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            bound = signature.bind_partial(*args, **kwargs)
-            bound.apply_defaults()
-            arguments = bound.arguments
-            head, *path = target.split(".") if target else ("",)
-            value = arguments.get(head) if head else None
-            for name in path:
-                value = getattr(value, name, None)
-            named = getattr(value, "slug", None) or getattr(value, "key", None) or value or ""
-            named = str(named)[:200].replace("\x00", "")
-            shown = {key: str(value)[:40].replace("\x00", "") for key, value in arguments.items()}
             try:
                 return function(*args, **kwargs)
             except PermissionDenied as refused:
+                # The call is read only now: a call that is let through pays nothing for this.
+                bound = signature.bind_partial(*args, **kwargs)
+                bound.apply_defaults()
+                arguments = bound.arguments
+                head, *path = target.split(".") if target else ("",)
+                value = arguments.get(head) if head else None
+                for name in path:
+                    value = getattr(value, name, None)
+                named = getattr(value, "slug", None) or getattr(value, "key", None) or value or ""
+                shown = {key: str(arg)[:40].replace("\x00", "") for key, arg in arguments.items()}
                 record_audit(
-                    arguments["actor"], action.format(**shown), target=named,
+                    arguments["actor"], action.format(**shown),
+                    target=str(named)[:200].replace("\x00", ""),
                     outcome=AuditEntry.Outcome.REFUSED, error=str(refused),
                 )  # fmt: skip
                 raise
