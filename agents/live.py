@@ -128,7 +128,7 @@ def _resync_counts() -> None:
 
 def _existing_bulk_ids(keys: list[str]) -> set[str]:
     # Ids are small integers; anything else (or too big for the column) names nothing.
-    ids = [int(key) for key in keys if key.isdigit() and len(key) < 10]
+    ids = [int(key) for key in keys if key.isdecimal() and len(key) < 10]
     return {str(pk) for pk in BulkOperation.objects.filter(pk__in=ids).values_list("pk", flat=True)}
 
 

@@ -61,4 +61,4 @@ def _whole(value: str, default: int) -> object:
     text = value.strip()
     if not text:
         return default
-    return int(text) if text.lstrip("-").isdigit() and len(text) < 12 else text
+    return int(text) if text.lstrip("-").isdecimal() and len(text) < 12 else text

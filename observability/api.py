@@ -259,7 +259,7 @@ def resolve_alert(request: HttpRequest, alert_id: int, payload: NoteIn | None = 
 )
 def silence_alert(request: HttpRequest, alert_id: int, payload: SilenceIn | None = None):
     minutes = (payload or SilenceIn()).minutes
-    if isinstance(minutes, str) and minutes.strip().isdigit():
+    if isinstance(minutes, str) and minutes.strip().isdecimal():
         minutes = int(minutes.strip())
     if isinstance(minutes, bool) or not isinstance(minutes, int):
         raise alerts.AlertActionError(SILENCE_HINT, "invalid_duration")

@@ -68,7 +68,7 @@ def get_release(release_id: object) -> Release:
     """The release with this id; ``not_found`` otherwise (also for text that is no id)."""
     text = str(release_id).strip()
     release = None
-    if text.isascii() and text.isdigit() and len(text) <= 18:
+    if text.isascii() and text.isdecimal() and len(text) <= 18:
         release = Release.objects.select_related("agent").filter(pk=int(text)).first()
     if release is None:
         shown = repr(text[:40].replace("\x00", ""))
@@ -83,7 +83,7 @@ def find_release(id_or_version: str) -> Release:
     """A release by id, or by version when one release has it (the fleet's first, since that is
     what a person usually means); ``not_found``, or ``invalid`` naming the ids to choose from."""
     text = id_or_version.strip()
-    if text.isascii() and text.isdigit():
+    if text.isascii() and text.isdecimal():
         return get_release(text)
     _refuse_version(text)
     matches = list(Release.objects.select_related("agent").filter(version=text))

@@ -43,7 +43,7 @@ class Version:
             pre: tuple = ((1,),)
         else:
             pre = tuple(
-                (0, int(part), "") if part.isdigit() else (1, 0, part) for part in self.prerelease
+                (0, int(part), "") if part.isdecimal() else (1, 0, part) for part in self.prerelease
             )
             pre = ((0, *pre),)
         return (self.major, self.minor, self.patch, pre)

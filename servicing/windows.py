@@ -100,7 +100,7 @@ def check_timezone(value: object) -> str:
 
 def check_duration(value: object) -> int:
     text = str(value).strip() if value is not None and not isinstance(value, bool) else ""
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_DURATION_MINUTES:
+    if not (text.isascii() and text.isdecimal()) or not 1 <= int(text) <= MAX_DURATION_MINUTES:
         raise _refuse("duration_minutes", f"must be a whole number of minutes from 1 to "
                       f"{MAX_DURATION_MINUTES} (a week), not {text[:20]!r}.")  # fmt: skip
     return int(text)
@@ -157,7 +157,7 @@ def _describe(window: MaintenanceWindow) -> dict:
 def get_window(window_id: object) -> MaintenanceWindow:
     text = str(window_id).strip()
     window = None
-    if text.isascii() and text.isdigit() and len(text) <= 18:
+    if text.isascii() and text.isdecimal() and len(text) <= 18:
         window = MaintenanceWindow.objects.select_related("agent").filter(pk=int(text)).first()
     if window is None:
         raise ServicingRefused(

@@ -420,7 +420,7 @@ def split_address(address: str) -> tuple[str, int]:
     """Split a ``host:port`` dependency address; ``[::1]:80`` is accepted for IPv6."""
     host, _, port = address.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
-    if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+    if not host or not port.isdecimal() or not 0 < int(port) <= 65535:
         raise ConfigError(f"dependency {address!r} is not a 'host:port' address")
     return host, int(port)
 

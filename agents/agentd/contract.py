@@ -91,7 +91,7 @@ def consumer_name(slug: str, replica: int) -> str:
 def replica_of(consumer: str, slug: str) -> int | None:
     """The replica number a consumer name stands for, or None if it is not one of ours."""
     prefix = f"{slug}-"
-    if not consumer.startswith(prefix) or not consumer[len(prefix) :].isdigit():
+    if not consumer.startswith(prefix) or not consumer[len(prefix) :].isdecimal():
         return None
     return int(consumer[len(prefix) :])
 

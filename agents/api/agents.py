@@ -60,7 +60,7 @@ def _whole(request: HttpRequest, name: str, default: int, low: int, high: int) -
     text = request.GET.get(name, "").strip()
     if not text:
         return default
-    if not text.isdigit() or len(text) > 9 or not low <= int(text) <= high:
+    if not text.isdecimal() or len(text) > 9 or not low <= int(text) <= high:
         raise HttpError(400, f"{name}={text[:20]!r} must be a whole number from {low} to {high}.")
     return int(text)
 

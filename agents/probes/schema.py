@@ -187,7 +187,7 @@ def _whole(field: str, value: object, bounds: tuple[int, int], what: str) -> int
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
-    elif isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 9:
+    elif isinstance(value, str) and value.strip().isdecimal() and len(value.strip()) <= 9:
         number = int(value.strip())
     if number is None or not low <= number <= high:
         raise InvalidProbes(

@@ -173,7 +173,7 @@ class RuntimeEvent:
     def from_fields(cls, event_id: str, fields: Mapping[str, str]) -> RuntimeEvent:
         def optional_int(name: str) -> int | None:
             value = fields.get(name) or ""
-            return int(value) if value.lstrip("-").isdigit() else None
+            return int(value) if value.lstrip("-").isdecimal() else None
 
         try:
             details = json.loads(fields.get("details") or "{}")

@@ -94,7 +94,7 @@ def _page_number(text: str) -> tuple[int, str]:
     text = text.strip()
     if not text:
         return 1, ""
-    if not text.isdigit() or len(text) > 9 or int(text) < 1:
+    if not text.isdecimal() or len(text) > 9 or int(text) < 1:
         return 1, f"page={text[:20]!r} is not a page number; the first page is shown."
     return int(text), ""
 

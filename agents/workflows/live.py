@@ -34,7 +34,7 @@ def register_topics() -> None:
     from .models import WorkflowRun
 
     def existing(keys: list[str]) -> set[str]:
-        numbers = [int(key) for key in keys if key.isdigit() and len(key) < 19]
+        numbers = [int(key) for key in keys if key.isdecimal() and len(key) < 19]
         found = WorkflowRun.objects.filter(pk__in=numbers).values_list("pk", flat=True)
         return {str(pk) for pk in found}
 

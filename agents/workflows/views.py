@@ -50,7 +50,7 @@ def _filters(request: HttpRequest) -> dict:
     if "\x00" in text or len(text) > TEXT_CHARS:
         raise BadRequest(f"Search for a subject of at most {TEXT_CHARS} characters.", "invalid")
     before = request.GET.get("before", "").strip()
-    if before and (not before.isdigit() or len(before) > 18):
+    if before and (not before.isdecimal() or len(before) > 18):
         raise BadRequest("before= is the number of a run the list showed.", "invalid")
     return {"status": status, "definition": definition, "q": text, "before": before}
 

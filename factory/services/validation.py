@@ -403,7 +403,7 @@ def _check_settings(
             extra = re.findall(r"'([^']+)'", error.message)
             path = extra[:1]
         field = "settings." + path[0] if path else "settings"
-        where = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in path[1:])
+        where = "".join(f"[{p}]" if p.isdecimal() else f".{p}" for p in path[1:])
         errors.append(FieldError(field, f"{_schema_title(template, path)}{where}: {error.message}"))
     auth_secret = settings_value.get("auth_secret")
     if template.handler == "api" and auth_secret and auth_secret not in secret_names:

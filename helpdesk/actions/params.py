@@ -57,7 +57,7 @@ def whole(params: Mapping[str, Any], name: str, low: int, high: int, default: in
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
-    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal():
         text = value.strip()
         number = int(text) if len(text) <= 12 else None
     else:

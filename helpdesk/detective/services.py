@@ -255,7 +255,7 @@ def _whole(value: object) -> int | None:
         return None
     if isinstance(value, int):
         return value if 0 <= value < 2**63 else None
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal():
         text = value.strip()
         return int(text) if len(text) <= 18 else None
     return None

@@ -101,7 +101,9 @@ def get_playbook(slug: object, version: object = None) -> Playbook:
     query = Playbook.objects.filter(slug=text[:63]) if text and "\x00" not in text else None
     if query is not None and version not in (None, ""):
         number = str(version)
-        query = query.filter(version=int(number)) if number.isdigit() and len(number) < 9 else None
+        query = (
+            query.filter(version=int(number)) if number.isdecimal() and len(number) < 9 else None
+        )
     found = query.order_by("-active", "-version").first() if query is not None else None
     if found is None:
         known = ", ".join(Playbook.objects.filter(active=True).values_list("slug", flat=True))

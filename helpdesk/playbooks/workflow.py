@@ -109,7 +109,7 @@ def ensure_registered(run: WorkflowRun) -> None:
     if not run.definition.startswith(PREFIX) or engine.definition_of(run) is not None:
         return
     number = run.definition.removeprefix(PREFIX).split("-")[0]
-    playbook = Playbook.objects.filter(pk=int(number)).first() if number.isdigit() else None
+    playbook = Playbook.objects.filter(pk=int(number)).first() if number.isdecimal() else None
     if playbook is None:
         return
     text = str((run.parameters or {}).get("steps") or "")

@@ -279,7 +279,7 @@ class ZendeskClient(Client):
 
 def _zendesk_id(external_id: str) -> int:
     text = external_id.upper().removeprefix("ZD-").strip()
-    if not text.isdigit() or len(text) > 18:
+    if not text.isdecimal() or len(text) > 18:
         raise Rejected(f"{external_id[:40]!r} is not a Zendesk ticket number (ZD-123 or 123).")
     return int(text)
 
@@ -452,7 +452,7 @@ class JiraClient(Client):
 def _jira_key(external_id: str) -> str:
     text = external_id.strip().upper()
     project, _, number = text.partition("-")
-    if not (project.isalnum() and project[:1].isalpha() and number.isdigit()) or len(text) > 40:
+    if not (project.isalnum() and project[:1].isalpha() and number.isdecimal()) or len(text) > 40:
         raise Rejected(f"{external_id[:40]!r} is not a Jira issue key (SUP-12).")
     return text
 

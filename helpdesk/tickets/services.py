@@ -91,7 +91,7 @@ def get_ticket(ticket_id: object, *, customer: Customer | None = None) -> Ticket
     number = None
     if isinstance(ticket_id, int) and not isinstance(ticket_id, bool):
         number = ticket_id
-    elif isinstance(ticket_id, str) and ticket_id.strip().isdigit() and len(ticket_id) < 19:
+    elif isinstance(ticket_id, str) and ticket_id.strip().isdecimal() and len(ticket_id) < 19:
         number = int(ticket_id)
     ticket = None
     if number is not None and 0 < number < 2**63:
@@ -114,7 +114,9 @@ def get_diagnosis(customer: Customer, diagnosis_id: object) -> Diagnosis:
     if isinstance(diagnosis_id, int) and not isinstance(diagnosis_id, bool):
         number = diagnosis_id
     elif (
-        isinstance(diagnosis_id, str) and diagnosis_id.strip().isdigit() and len(diagnosis_id) < 19
+        isinstance(diagnosis_id, str)
+        and diagnosis_id.strip().isdecimal()
+        and len(diagnosis_id) < 19
     ):
         number = int(diagnosis_id)
     found = None
@@ -287,13 +289,13 @@ def parse_number(system: str, number: object) -> str:
     text = _text("number", number, 40, required=True).upper()
     if system == TicketSystem.ZENDESK:
         digits = text.removeprefix("ZD-").removeprefix("#")
-        if digits.isdigit() and 0 < int(digits) < 2**53:
+        if digits.isdecimal() and 0 < int(digits) < 2**53:
             return str(int(digits))
         raise HelpdeskRefused(
             f"number: {text!r} is not a Zendesk ticket number; write ZD-4312 or 4312.", "invalid"
         )
     project, _, digits = text.partition("-")
-    if project.isalnum() and project[:1].isalpha() and digits.isdigit() and len(digits) < 12:
+    if project.isalnum() and project[:1].isalpha() and digits.isdecimal() and len(digits) < 12:
         return f"{project}-{int(digits)}"
     raise HelpdeskRefused(f"number: {text!r} is not a Jira issue key; write SUP-12.", "invalid")
 

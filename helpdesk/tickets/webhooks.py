@@ -350,7 +350,7 @@ def prune_deliveries(now: datetime | None = None) -> int:
 def recent_deliveries(actor: Actor, limit: object = 100) -> list[WebhookDelivery]:
     """The newest webhook deliveries, refused ones included (Admin: they show who knocks)."""
     actor.require(roles.MANAGE, "see the webhook deliveries")
-    if isinstance(limit, str) and limit.strip().isdigit() and len(limit) < 7:
+    if isinstance(limit, str) and limit.strip().isdecimal() and len(limit) < 7:
         limit = int(limit)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= DELIVERIES_MAX:
         raise HelpdeskRefused(f"limit: give a whole number from 1 to {DELIVERIES_MAX}.", "invalid")

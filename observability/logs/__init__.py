@@ -383,7 +383,7 @@ def parse_level(level: Level | int | str | None) -> Level | None:
         return None
     if isinstance(level, str):
         number = LEVELS_BY_NAME.get(level.strip().lower())
-        if number is None and level.strip().isdigit():
+        if number is None and level.strip().isdecimal():
             number = int(level.strip())
     else:
         number = level if isinstance(level, int) else None

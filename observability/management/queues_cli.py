@@ -74,7 +74,7 @@ def stream_ref(name_or_slug: str, doing: str) -> QueueRef:
 def whole(value: object, flag: str, low: int, high: int) -> int:
     """A whole number within bounds, or a refusal that names the option."""
     text = str(value).strip()
-    if not text.isdigit() or len(text) > 20 or not low <= int(text) <= high:
+    if not text.isdecimal() or len(text) > 20 or not low <= int(text) <= high:
         raise refused(f"{flag} must be a whole number from {low:,} to {high:,}; got {text[:40]!r}.")
     return int(text)
 

@@ -184,6 +184,6 @@ def alert_action(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
 
 def _silence_minutes(value: str) -> int:
     allowed = {minutes for minutes, _ in SILENCE_CHOICES}
-    if not value.isdigit() or int(value) not in allowed:
+    if not value.isdecimal() or int(value) not in allowed:
         raise alerts.AlertActionError("Silence for 15 min, 1 h, 4 h or 24 h.", "invalid_duration")
     return int(value)

@@ -130,7 +130,7 @@ def cursor_id(request: HttpRequest, name: str) -> int | None:
     value = request.GET.get(name, "").strip()
     if not value:
         return None
-    if not value.isdigit() or len(value) > 18:
+    if not value.isdecimal() or len(value) > 18:
         raise FilterError(f"{name}=“{value}” is not a position in the list: use the page links.")
     return int(value)
 

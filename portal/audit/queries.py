@@ -234,7 +234,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int] | None:
 def parse_limit(value: str | None, default: int = PAGE_SIZE) -> int:
     if value in (None, ""):
         return default
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+    if not value.isdecimal() or not 1 <= int(value) <= MAX_LIMIT:
         raise AuditQueryError(f"limit={value[:20]!r} must be a whole number from 1 to {MAX_LIMIT}.")
     return int(value)
 

@@ -207,7 +207,7 @@ def parse_expiry(value: object) -> int:
     if isinstance(value, float) and value.is_integer():
         text = str(int(value))
     digits = text.removeprefix("-")
-    if not digits.isascii() or not digits.isdigit():
+    if not digits.isascii() or not digits.isdecimal():
         raise BadTokenInput(
             "expires_in_days",
             f"The expiry {text[:20]!r} is not a whole number of days; use 1 to {MAX_EXPIRY_DAYS}.",
@@ -389,7 +389,7 @@ def sign_out_session(actor: Actor, session_id: object, current_key: str | None) 
         text = str(session_id).strip()
         row = (
             UserSession.objects.filter(user=user, pk=int(text)).first()
-            if text.isascii() and text.isdigit() and len(text) < 19
+            if text.isascii() and text.isdecimal() and len(text) < 19
             else None
         )
         if row is None:

@@ -64,7 +64,7 @@ def parse_steps(value: object, strategy: str) -> list[int]:
     steps = []
     for item in value:
         text = str(item).strip()
-        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 100:
+        if not (text.isascii() and text.isdecimal()) or not 1 <= int(text) <= 100:
             raise ServicingRefused(
                 f"step {text[:20]!r} is not a percent from 1 to 100; use e.g. 10,50,100.",
                 "invalid",
@@ -81,7 +81,7 @@ def parse_replicas(value: object, agent: Agent) -> int:
     if value in (None, ""):
         return agent.replicas
     text = str(value).strip()
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_REPLICAS:
+    if not (text.isascii() and text.isdecimal()) or not 1 <= int(text) <= MAX_REPLICAS:
         raise ServicingRefused(
             f"replicas must be a whole number from 1 to {MAX_REPLICAS}, not {text[:20]!r}.",
             "invalid",
@@ -222,7 +222,7 @@ def _window(actor: Actor, agent: Agent, override: str, now: datetime) -> tuple[A
 def get_upgrade(upgrade_id: object) -> Upgrade:
     text = str(upgrade_id).strip()
     upgrade = None
-    if text.isascii() and text.isdigit() and len(text) <= 18:
+    if text.isascii() and text.isdecimal() and len(text) <= 18:
         upgrade = Upgrade.objects.select_related("agent", "release").filter(pk=int(text)).first()
     if upgrade is None:
         shown = repr(text[:40].replace("\x00", ""))

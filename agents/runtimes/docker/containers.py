@@ -248,7 +248,7 @@ def replica_status(replica: int, inspected: dict[str, Any] | None) -> DockerRepl
         return DockerReplicaStatus(replica, "missing")
     state = inspected.get("State") or {}
     labels = (inspected.get("Config") or {}).get("Labels") or {}
-    port = int(labels[PORT_LABEL]) if str(labels.get(PORT_LABEL, "")).isdigit() else None
+    port = int(labels[PORT_LABEL]) if str(labels.get(PORT_LABEL, "")).isdecimal() else None
     status = state.get("Status")
     live = bool(state.get("Running")) or status in ("running", "restarting")
     paused = live and (bool(state.get("Paused")) or status == "paused")
@@ -291,17 +291,17 @@ def engine_time(value: str | None) -> float | None:
         moment = datetime.fromisoformat(whole + "+00:00").timestamp()
     except ValueError:
         return None
-    return moment + (float(f"0.{fraction}") if fraction.isdigit() else 0.0)
+    return moment + (float(f"0.{fraction}") if fraction.isdecimal() else 0.0)
 
 
 def labelled_replica(labels: dict[str, str]) -> int | None:
     value = labels.get(REPLICA_LABEL, "")
-    return int(value) if value.isdigit() else None
+    return int(value) if value.isdecimal() else None
 
 
 def label_ports(labels: dict[str, str]) -> list[int]:
     """The ports a volume's labels hold (provision's reservation)."""
-    return [int(part) for part in str(labels.get(PORTS_LABEL, "")).split(",") if part.isdigit()]
+    return [int(part) for part in str(labels.get(PORTS_LABEL, "")).split(",") if part.isdecimal()]
 
 
 def labels_of(container: dict[str, Any]) -> dict[str, str]:

@@ -148,7 +148,7 @@ def event_stream(
     """Runtime events after ``since_id`` until ``stop`` is set, across engine restarts and
     dropped connections. ``connect`` answers a client (or raises); ``translate`` turns one
     engine event into a runtime event, or None for one the portal does not care about."""
-    last = int(since_id) if since_id and since_id.isdigit() else time.time_ns()
+    last = int(since_id) if since_id and since_id.isdecimal() else time.time_ns()
     current: list[Any] = [None]
     lock = threading.Lock()
     finished = threading.Event()
@@ -248,7 +248,7 @@ def translate_event(
         details["requested_stop"] = stop_requests.was_requested(container_id, moment)
     if kind == "exited":
         code = str(attributes.get("exitCode", ""))
-        exit_code = int(code) if code.lstrip("-").isdigit() else None
+        exit_code = int(code) if code.lstrip("-").isdecimal() else None
         signal_number = exit_signal(exit_code)
         if exit_code == 137:
             # Killed: by the kernel for its memory (the "oom" event may come before or after

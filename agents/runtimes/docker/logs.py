@@ -41,7 +41,7 @@ def _nanoseconds(stamp: str) -> int | None:
     except ValueError:
         return None
     digits = (fraction + "000000000")[:9]
-    return seconds * 1_000_000_000 + (int(digits) if digits.isdigit() else 0)
+    return seconds * 1_000_000_000 + (int(digits) if digits.isdecimal() else 0)
 
 
 def split_lines(data: bytes) -> list[bytes]:

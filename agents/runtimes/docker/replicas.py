@@ -158,7 +158,7 @@ def launch(
 
 def _port_label(inspected: dict[str, Any] | None) -> int | None:
     value = str(labels_of(inspected or {}).get(PORT_LABEL, ""))
-    return int(value) if value.isdigit() else None
+    return int(value) if value.isdecimal() else None
 
 
 def start_containers(

@@ -216,6 +216,6 @@ class Resources:
                 reserved.update(label_ports(labels))
         for summary in self.api.containers(all=True, filters=agent_filters()):
             labels = summary.get("Labels") or {}
-            if labels.get(AGENT_LABEL) != slug and str(labels.get(PORT_LABEL, "")).isdigit():
+            if labels.get(AGENT_LABEL) != slug and str(labels.get(PORT_LABEL, "")).isdecimal():
                 reserved.add(int(labels[PORT_LABEL]))
         return reserved

@@ -67,7 +67,7 @@ def ready_replicas(deployment: dict[str, Any]) -> int:
 def intended_replicas(deployment: dict[str, Any], default: int) -> int:
     """The replica count the portal last asked for (kept while scaled to 0)."""
     value = annotations_of(deployment).get(REPLICAS_ANNOTATION, "")
-    return int(value) if value.isdigit() and int(value) > 0 else default
+    return int(value) if value.isdecimal() and int(value) > 0 else default
 
 
 def is_suspended(deployment: dict[str, Any]) -> bool:
