@@ -319,11 +319,6 @@ def _configure_context(draft: Draft) -> dict:
     }  # fmt: skip
 
 
-def _grouped(number: int | None) -> str | None:
-    """12,250 rather than 12250: what is left beside a slider is read at a glance."""
-    return None if number is None else f"{number:,}"
-
-
 def _resources_context(draft: Draft) -> dict:
     values = draft.values
     resources = values.get("resources") or {}
@@ -335,7 +330,7 @@ def _resources_context(draft: Draft) -> dict:
         sliders.append({
             "key": key, "name": f"resources.{key}", "label": label, "unit": unit, "min": low,
             "max": high, "step": step_size, "value": resources.get(key, low),
-            "left": _grouped(left.get(key)), "total": _grouped(total.get(key)),
+            "left": left.get(key), "total": total.get(key),
         })  # fmt: skip
     return {"sliders": sliders, "estimate": drafts.cost_of(draft), "capacity_left": left}
 

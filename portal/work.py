@@ -92,6 +92,15 @@ def lock_key(kind: int, key: object) -> tuple[int, int]:
     return kind, zlib.crc32(str(key).encode()) - 2**31
 
 
+def lock_until_commit(kind: int, key: object) -> None:
+    """Wait for, then hold, this kind's lock on ``key`` until the open transaction ends: a
+    check-then-write that two requests must not do at once takes turns here."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("lock_until_commit needs a transaction: it would let go at once")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", list(lock_key(kind, key)))
+
+
 @contextmanager
 def lease(kind: int, key: object) -> Iterator[None]:
     """Hold the record's runner lock while working on it (waiting for a runner already on it).

@@ -7,16 +7,19 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 
 from agents.workflows import services as workflows
 from agents.workflows.models import RunStatus
 from factory.models import Draft, SandboxRun, Template
 from factory.services import drafts, pricing, sandbox, validation
 from factory.services.refusals import FactoryRefused
-from portal import roles
+from portal import roles, work
 from portal.actors import Actor
 from portal.services import audits_refusals, record_audit
+
+# The advisory-lock kind creations of one slug take turns on (see portal.work).
+SLUG_LOCK = 7_411
 
 RUN_TO_DRAFT = {
     RunStatus.SUCCEEDED: Draft.Status.CREATED,
@@ -46,7 +49,7 @@ def create(draft: Draft, actor: Actor, *, keep_on_failure: bool = False) -> Draf
         locked = Draft.objects.select_for_update().select_related("template").get(pk=draft.pk)
         # One creation per slug at a time: a second waits here for the first to commit, then
         # the slug check below sees it under way and refuses.
-        _lock_slug(str(locked.values.get("slug") or ""))
+        work.lock_until_commit(SLUG_LOCK, str(locked.values.get("slug") or ""))
         if locked.status != Draft.Status.EDITING:
             raise FactoryRefused(
                 f"This draft is {locked.get_status_display().lower()}; it cannot be created again.",
@@ -69,11 +72,6 @@ def create(draft: Draft, actor: Actor, *, keep_on_failure: bool = False) -> Draf
             template=locked.template.label, workflow=run.pk, keep_on_failure=keep_on_failure,
         )  # fmt: skip
     return locked
-
-
-def _lock_slug(slug: str) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"factory.create:{slug}"])
 
 
 @audits_refusals("factory.create", target="agent_name")

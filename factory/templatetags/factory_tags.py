@@ -21,3 +21,9 @@ def pretty_json(value: object) -> str:
     import json
 
     return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+@register.filter
+def grouped(number: object) -> str:
+    """12,250 rather than 12250: a figure beside a slider is read at a glance."""
+    return f"{number:,}" if isinstance(number, int) else str(number)

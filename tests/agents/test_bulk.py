@@ -24,6 +24,7 @@ from agents.models import (
 from portal import work
 from portal.actors import Actor
 from portal.models import AuditEntry
+from tests.concurrency import at_once
 
 COMMAND = Actor.command("test")
 CRASH_ON_START = {"faults": {"crash_after_seconds": 0, "crash_exit_code": 3}}
@@ -450,19 +451,7 @@ def test_two_runners_at_once_do_the_work_once(seeded) -> None:
     operation = bulk.create_bulk_operation(
         "deploy_and_start", COMMAND, targets=["wow-event", "wow-cache"], enqueue=False
     )
-    results: list[object] = []
-
-    def run() -> None:
-        try:
-            results.append(bulk.run_bulk_operation(operation.pk))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    results = at_once(lambda: bulk.run_bulk_operation(operation.pk), 2, timeout=60)
     assert sorted(r is None for r in results) == [False, True]  # one ran, one found it taken
     assert AgentTransition.objects.filter(action="start").count() == 2
     operation.refresh_from_db()

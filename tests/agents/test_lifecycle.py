@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 import urllib.request
 
 import pytest
 from django.core.exceptions import PermissionDenied
-from django.db import connection
 from django_fsm import TransitionNotAllowed
 
 from agents import services
 from agents.models import ACTIONS, Agent, AgentTransition, Operation, State
 from portal.actors import Actor
 from portal.models import AuditEntry
+from tests.concurrency import at_once
 
 LEGAL = {
     State.DRAFT: {"provision", "revoke"},
@@ -236,31 +235,19 @@ def test_fifty_concurrent_start_requests_exactly_one_wins(make_user, bring_up) -
         services.run_operation(str(operation.pk))
     operator = make_user("racer", "Operator")
     actor = Actor(kind="user", user=operator)
-    barrier = threading.Barrier(50)
-    outcomes: list[str] = []
-    lock = threading.Lock()
 
-    def request() -> None:
+    def request() -> str:
         try:
-            barrier.wait()
             services.request_action(
                 Agent.objects.get(slug="wow-cache"), "start", actor, enqueue=False
             )
-            result = "won"
         except services.Conflict:
-            result = "conflict"
+            return "conflict"
         except services.ActionRefused as refused:
-            result = f"refused: {refused.message}"
-        finally:
-            connection.close()
-        with lock:
-            outcomes.append(result)
+            return f"refused: {refused.message}"
+        return "won"
 
-    threads = [threading.Thread(target=request) for _ in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = at_once(request, 50)
     assert outcomes.count("won") == 1, outcomes
     assert outcomes.count("conflict") == 49
     operation = Operation.objects.get(action="start")

@@ -3,10 +3,7 @@ agentd processes; compensation when cancelled or failed."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import connection
 
 from agents.models import Agent, AgentSecret, State, Tier
 from agents.services.registry import NewAgent, register_agent
@@ -15,6 +12,7 @@ from factory.models import Draft
 from factory.services import creation, drafts
 from factory.services.refusals import FactoryRefused
 from observability.models import AlertRule
+from tests.concurrency import at_once
 
 from .conftest import drive
 
@@ -116,26 +114,16 @@ def test_a_creation_rolled_back_frees_its_slug(catalog, operator_actor) -> None:
 def test_concurrent_creations_of_one_slug_start_one_run(
     transactional_db, catalog, operator_actor
 ) -> None:
-    barrier = threading.Barrier(4)
-    outcomes: list[object] = []
-
-    def create() -> None:
+    def create() -> object:
         try:
-            barrier.wait()
-            draft = creation.create_from_config(
-                operator_actor, catalog["blank"], "Acme Rush", {"owner": "Acme"}
-            )
-            outcomes.append(draft.run_id)
+            config = {"owner": "Acme"}
+            return creation.create_from_config(
+                operator_actor, catalog["blank"], "Acme Rush", config
+            ).run_id
         except FactoryRefused as refused:
-            outcomes.append(refused.errors[0]["message"])
-        finally:
-            connection.close()
+            return refused.errors[0]["message"]
 
-    threads = [threading.Thread(target=create) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = at_once(create, 4)
     started = [outcome for outcome in outcomes if isinstance(outcome, int)]
     assert len(started) == 1, outcomes
     refusal = (

@@ -22,6 +22,7 @@ from helpdesk.models import (
 from helpdesk.refusals import HelpdeskRefused
 from helpdesk.tickets import outbox, services
 from portal.models import AuditEntry
+from tests.concurrency import at_once
 from tests.helpdesk import tickets_kit
 from tests.helpdesk.tickets_kit import EMAIL, HUMAN, deliver
 
@@ -622,25 +623,9 @@ def test_a_signed_delivery_that_is_not_a_ticket_is_a_400(zendesk, jira):
 
 @pytest.mark.django_db(transaction=True)
 def test_two_senders_at_once_send_a_change_once(zendesk, operator_actor, acme):
-    import threading
-
-    from django.db import connection
-
     services.create_ticket(operator_actor, acme, "zendesk", "Raced", "b")
     change = TicketChange.objects.get()
     zendesk.delay = 0.5  # the first sender is still waiting for Zendesk when the second comes
-    results = []
-
-    def send() -> None:
-        try:
-            results.append(outbox.send_change(change.pk).outcome)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=send) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = at_once(lambda: outbox.send_change(change.pk).outcome, 2)
     assert sorted(results) == ["busy", "sent"]
     assert len(zendesk.calls("POST")) == 1 and len(zendesk.tickets) == 1
